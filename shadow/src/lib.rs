@@ -1,0 +1,4 @@
+//! The evolution arbiter: replay gate, shadows, verdicts.
+//!
+//! This crate is laid out by the workspace issue and filled in by its own issue; see
+//! `DESIGN.md` for where it sits in arbor.

@@ -1,0 +1,1 @@
+//! Agent state, module and lineage store for arbor (filled in by the vault issue).
