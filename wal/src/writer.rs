@@ -1,0 +1,501 @@
+//! The write path: appenders encode records into a queue, one flusher thread writes the queue to
+//! the current segment and fdatasyncs it, and waiters learn when their records are durable.
+//!
+//! ```text
+//!  appender threads/tasks            flusher thread ("arbor-wal-flusher")
+//!  ─────────────────────            ────────────────────────────────────
+//!  lock queue                        wait for records (or a sync request)
+//!  assign LSNs, pick the segment     [GroupCommit] wait up to max_delay for more
+//!  encode frames into the queue      take the whole queue (Always: one append call)
+//!  unlock, wake flusher              write it, rotating segments where the queue says
+//!  wait on the Appended ────────►    fdatasync (not under Never) ─► publish written/synced LSN
+//! ```
+//!
+//! LSNs and segment placement are decided under the queue lock, so the order of records in the
+//! files is the order of LSNs. The flusher is the only code that touches the segment being
+//! written. Two watermarks are published: `written` (in the OS page cache, survives a process
+//! crash) and `synced` (fdatasync returned, survives a power loss). An `Appended` waits for the one
+//! its log's policy promises.
+//!
+//! Any write or fsync error stops the log for good (`failure`): the kernel may drop dirty pages
+//! after a failed fsync and clear the error, so a retry that succeeds proves nothing.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::segment::{self, SEGMENT_HEADER_LEN, SegmentHeader};
+use crate::{Config, Durability, Error, Result, frame};
+
+/// A segment the log knows of.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentEntry {
+    pub first_lsn: u64,
+    pub segment_id: u64,
+    pub path: PathBuf,
+}
+
+/// Counters of what the flusher did, for tests and metrics.
+#[derive(Default)]
+pub(crate) struct StatsCounters {
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+    pub writes: AtomicU64,
+    pub syncs: AtomicU64,
+    pub sync_nanos: AtomicU64,
+    pub segments_created: AtomicU64,
+}
+
+/// Encoded records bound for one segment.
+struct Chunk {
+    segment: SegmentHeader,
+    bytes: Vec<u8>,
+    first_lsn: u64,
+    last_lsn: u64,
+}
+
+/// What appenders share under the queue lock.
+pub(crate) struct Queue {
+    next_lsn: u64,
+    /// The segment new records go to, and its length counting queued bytes.
+    segment: SegmentHeader,
+    segment_len: u64,
+    chunks: VecDeque<Chunk>,
+    queued_bytes: usize,
+    /// When the oldest queued record was queued (group commit measures `max_delay` from it).
+    oldest_queued_at: Option<Instant>,
+    /// Highest LSN someone asked to have fdatasynced (explicit `sync`, or `close`).
+    sync_requested: u64,
+    closing: bool,
+}
+
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub config: Config,
+    queue: Mutex<Queue>,
+    /// Wakes the flusher (records queued, sync requested, closing).
+    flusher_wake: Condvar,
+    /// Wakes appenders blocked because the queue is full.
+    queue_space: Condvar,
+    written: AtomicU64,
+    /// Where the written bytes end: (first LSN of the segment being written, its length).
+    written_end: Mutex<(u64, u64)>,
+    synced: AtomicU64,
+    failure: OnceLock<Arc<Error>>,
+    pub stats: StatsCounters,
+    progress_lock: Mutex<()>,
+    progress: Condvar,
+    progress_async: tokio::sync::Notify,
+    pub segments: RwLock<Vec<SegmentEntry>>,
+    /// Held open for the life of the log: its advisory lock keeps other processes out.
+    _lock_file: File,
+}
+
+/// Where recovery left the log: the state the writer starts from.
+pub(crate) struct Start {
+    pub next_lsn: u64,
+    pub segment: SegmentHeader,
+    pub segment_len: u64,
+    pub file: File,
+    pub segments: Vec<SegmentEntry>,
+    pub lock_file: File,
+}
+
+impl Shared {
+    pub(crate) fn new(dir: PathBuf, config: Config, start: Start) -> Arc<Self> {
+        let last = start.next_lsn - 1;
+        Arc::new(Self {
+            dir,
+            config,
+            queue: Mutex::new(Queue {
+                next_lsn: start.next_lsn,
+                segment: start.segment,
+                segment_len: start.segment_len,
+                chunks: VecDeque::new(),
+                queued_bytes: 0,
+                oldest_queued_at: None,
+                sync_requested: 0,
+                closing: false,
+            }),
+            flusher_wake: Condvar::new(),
+            queue_space: Condvar::new(),
+            written: AtomicU64::new(last),
+            written_end: Mutex::new((start.segment.first_lsn, start.segment_len)),
+            synced: AtomicU64::new(last),
+            failure: OnceLock::new(),
+            stats: StatsCounters::default(),
+            progress_lock: Mutex::new(()),
+            progress: Condvar::new(),
+            progress_async: tokio::sync::Notify::new(),
+            segments: RwLock::new(start.segments),
+            _lock_file: start.lock_file,
+        })
+    }
+
+    pub(crate) fn failure(&self) -> Option<Error> {
+        self.failure.get().map(|cause| Error::Failed {
+            cause: cause.clone(),
+        })
+    }
+
+    /// Highest LSN written to the OS.
+    pub(crate) fn written_lsn(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// The segment being written (by first LSN) and how many of its bytes are written.
+    pub(crate) fn written_end(&self) -> (u64, u64) {
+        *self.written_end.lock()
+    }
+
+    /// Highest LSN fdatasynced.
+    pub(crate) fn synced_lsn(&self) -> u64 {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Highest LSN assigned to a record.
+    pub(crate) fn last_lsn(&self) -> u64 {
+        self.queue.lock().next_lsn - 1
+    }
+
+    /// The watermark that the log's policy calls durable.
+    pub(crate) fn durable_lsn(&self) -> u64 {
+        match self.config.durability {
+            Durability::Never => self.written_lsn(),
+            _ => self.synced_lsn(),
+        }
+    }
+
+    /// Queues records and returns the first and last LSN given to them.
+    pub(crate) fn append<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<(u64, u64)> {
+        let max = self.config.max_record_bytes;
+        let mut batch_bytes = 0usize;
+        for payload in payloads {
+            let len = payload.as_ref().len();
+            if len > max {
+                return Err(Error::RecordTooLarge { len, max });
+            }
+            batch_bytes += frame::frame_len(len);
+        }
+        if payloads.is_empty() {
+            return Err(Error::EmptyBatch);
+        }
+        let mut queue = self.queue.lock();
+        // Back-pressure: a batch waits while the queue is over its bound, unless the queue is empty
+        // (a batch larger than the bound alone must still get through).
+        while queue.queued_bytes > 0
+            && queue.queued_bytes + batch_bytes > self.config.max_queued_bytes
+        {
+            if let Some(failure) = self.failure() {
+                return Err(failure);
+            }
+            if queue.closing {
+                return Err(Error::Closed);
+            }
+            self.queue_space.wait(&mut queue);
+        }
+        if let Some(failure) = self.failure() {
+            return Err(failure);
+        }
+        if queue.closing {
+            return Err(Error::Closed);
+        }
+        let first = queue.next_lsn;
+        for payload in payloads {
+            let payload = payload.as_ref();
+            let frame_len = frame::frame_len(payload.len()) as u64;
+            let lsn = queue.next_lsn;
+            if queue.segment_len + frame_len > self.config.segment_bytes
+                && queue.segment_len > SEGMENT_HEADER_LEN as u64
+            {
+                queue.segment = SegmentHeader {
+                    segment_id: segment::new_segment_id(lsn),
+                    first_lsn: lsn,
+                };
+                queue.segment_len = SEGMENT_HEADER_LEN as u64;
+            }
+            let segment = queue.segment;
+            // Under Always every append call is its own write + fdatasync, so calls are never
+            // merged into one chunk; otherwise records going to the same segment share a chunk.
+            let merge = self.config.durability != Durability::Always || lsn != first;
+            let can_merge = matches!(queue.chunks.back(), Some(c) if merge && c.segment == segment);
+            if !can_merge {
+                queue.chunks.push_back(Chunk {
+                    segment,
+                    bytes: Vec::with_capacity(batch_bytes.max(4096)),
+                    first_lsn: lsn,
+                    last_lsn: lsn,
+                });
+            }
+            if let Some(chunk) = queue.chunks.back_mut() {
+                frame::encode(&mut chunk.bytes, lsn, segment.segment_id, payload);
+                chunk.last_lsn = lsn;
+            }
+            queue.segment_len += frame_len;
+            queue.next_lsn += 1;
+        }
+        queue.queued_bytes += batch_bytes;
+        if queue.oldest_queued_at.is_none()
+            && let Durability::GroupCommit { max_delay } = self.config.durability
+            && !max_delay.is_zero()
+        {
+            queue.oldest_queued_at = Some(Instant::now());
+        }
+        let last = queue.next_lsn - 1;
+        drop(queue);
+        self.flusher_wake.notify_one();
+        Ok((first, last))
+    }
+
+    /// Asks the flusher to fdatasync everything appended so far; returns the LSN to wait for.
+    pub(crate) fn request_sync(&self) -> Result<u64> {
+        let mut queue = self.queue.lock();
+        if let Some(failure) = self.failure() {
+            return Err(failure);
+        }
+        let upto = queue.next_lsn - 1;
+        queue.sync_requested = queue.sync_requested.max(upto);
+        drop(queue);
+        self.flusher_wake.notify_one();
+        Ok(upto)
+    }
+
+    /// Tells the flusher to write and fdatasync everything queued, then stop.
+    pub(crate) fn begin_close(&self) {
+        let mut queue = self.queue.lock();
+        queue.closing = true;
+        queue.sync_requested = queue.next_lsn - 1;
+        drop(queue);
+        self.flusher_wake.notify_one();
+        self.queue_space.notify_all();
+    }
+
+    /// Blocks until `watermark()` reaches `lsn` or the log fails.
+    pub(crate) fn wait_blocking(&self, lsn: u64, watermark: fn(&Shared) -> u64) -> Result<()> {
+        if watermark(self) >= lsn {
+            return Ok(());
+        }
+        let mut guard = self.progress_lock.lock();
+        loop {
+            if watermark(self) >= lsn {
+                return Ok(());
+            }
+            if let Some(failure) = self.failure() {
+                return Err(failure);
+            }
+            self.progress.wait(&mut guard);
+        }
+    }
+
+    /// Waits (asynchronously) until `watermark()` reaches `lsn` or the log fails.
+    pub(crate) async fn wait_async(&self, lsn: u64, watermark: fn(&Shared) -> u64) -> Result<()> {
+        loop {
+            let notified = self.progress_async.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so progress published after it cannot be missed.
+            notified.as_mut().enable();
+            if watermark(self) >= lsn {
+                return Ok(());
+            }
+            if let Some(failure) = self.failure() {
+                return Err(failure);
+            }
+            notified.await;
+        }
+    }
+
+    fn publish_progress(&self) {
+        drop(self.progress_lock.lock());
+        self.progress.notify_all();
+        self.progress_async.notify_waiters();
+    }
+
+    fn fail(&self, error: Error) {
+        tracing::error!(dir = %self.dir.display(), %error, "wal failed; further appends are refused");
+        let _ = self.failure.set(Arc::new(error));
+        let mut queue = self.queue.lock();
+        queue.chunks.clear();
+        queue.queued_bytes = 0;
+        drop(queue);
+        self.queue_space.notify_all();
+        self.publish_progress();
+    }
+}
+
+/// The flusher's own state: the file it appends to.
+pub(crate) struct Flusher {
+    shared: Arc<Shared>,
+    segment: SegmentHeader,
+    path: PathBuf,
+    file: File,
+    /// Bytes in `file`, i.e. the offset of the next write.
+    file_len: u64,
+}
+
+impl Flusher {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        segment: SegmentHeader,
+        file: File,
+        file_len: u64,
+    ) -> Self {
+        let path = shared.dir.join(segment::file_name(segment.first_lsn));
+        Self {
+            shared,
+            segment,
+            path,
+            file,
+            file_len,
+        }
+    }
+
+    /// The flusher thread's body: runs until the log is closed or fails.
+    pub(crate) fn run(mut self) {
+        while let Some((chunks, sync_requested, last_round)) = self.next_batch() {
+            if let Err(error) = self.write_batch(chunks, sync_requested) {
+                self.shared.fail(error);
+                return;
+            }
+            if last_round {
+                return;
+            }
+        }
+    }
+
+    /// Waits for work and takes it from the queue: the chunks to write, whether an fdatasync was
+    /// asked for beyond what the policy does anyway, and whether the log is closing.
+    fn next_batch(&self) -> Option<(Vec<Chunk>, bool, bool)> {
+        let shared = &self.shared;
+        let mut queue = shared.queue.lock();
+        loop {
+            if !queue.chunks.is_empty() || queue.sync_requested > shared.synced_lsn() {
+                break;
+            }
+            if queue.closing {
+                return None;
+            }
+            shared.flusher_wake.wait(&mut queue);
+        }
+        if let (Durability::GroupCommit { max_delay }, Some(since)) =
+            (shared.config.durability, queue.oldest_queued_at)
+        {
+            let deadline = since + max_delay;
+            while !queue.closing && queue.queued_bytes < shared.config.group_commit_bytes {
+                if shared
+                    .flusher_wake
+                    .wait_until(&mut queue, deadline)
+                    .timed_out()
+                {
+                    break;
+                }
+            }
+        }
+        let chunks: Vec<Chunk> = match shared.config.durability {
+            Durability::Always => queue.chunks.pop_front().into_iter().collect(),
+            _ => queue.chunks.drain(..).collect(),
+        };
+        queue.queued_bytes -= chunks.iter().map(|c| c.bytes.len()).sum::<usize>();
+        if queue.chunks.is_empty() {
+            queue.oldest_queued_at = None;
+        }
+        let sync_requested = queue.sync_requested > shared.synced_lsn();
+        let last_round = queue.closing && queue.chunks.is_empty();
+        drop(queue);
+        shared.queue_space.notify_all();
+        Some((chunks, sync_requested, last_round))
+    }
+
+    fn write_batch(&mut self, chunks: Vec<Chunk>, sync_requested: bool) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let mut last_written = None;
+        for chunk in chunks {
+            debug_assert_eq!(
+                chunk.first_lsn,
+                last_written.unwrap_or(shared.written_lsn()) + 1,
+                "chunks are written in lsn order"
+            );
+            if chunk.segment != self.segment {
+                debug_assert_eq!(
+                    chunk.segment.first_lsn, chunk.first_lsn,
+                    "a segment starts with a chunk"
+                );
+                self.rotate(chunk.segment)?;
+            }
+            self.file.write_all(&chunk.bytes).map_err(|source| {
+                Error::io(
+                    "append records",
+                    self.path.clone(),
+                    Some(self.file_len),
+                    source,
+                )
+            })?;
+            self.file_len += chunk.bytes.len() as u64;
+            let stats = &shared.stats;
+            stats.writes.fetch_add(1, Ordering::Relaxed);
+            stats
+                .bytes
+                .fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
+            stats
+                .records
+                .fetch_add(chunk.last_lsn + 1 - chunk.first_lsn, Ordering::Relaxed);
+            last_written = Some(chunk.last_lsn);
+        }
+        if let Some(lsn) = last_written {
+            debug_assert!(lsn > shared.written_lsn(), "lsns are written in order");
+            *shared.written_end.lock() = (self.segment.first_lsn, self.file_len);
+            shared.written.store(lsn, Ordering::Release);
+        }
+        let policy_syncs = shared.config.durability != Durability::Never && last_written.is_some();
+        if policy_syncs || sync_requested {
+            let written = shared.written_lsn();
+            if written > shared.synced_lsn() {
+                self.sync_data()?;
+            }
+            // Earlier segments were fdatasynced when the flusher left them.
+            shared.synced.store(written, Ordering::Release);
+        }
+        shared.publish_progress();
+        Ok(())
+    }
+
+    fn sync_data(&mut self) -> Result<()> {
+        let started = Instant::now();
+        self.file
+            .sync_data()
+            .map_err(|source| Error::io("fdatasync", self.path.clone(), None, source))?;
+        let stats = &self.shared.stats;
+        stats.syncs.fetch_add(1, Ordering::Relaxed);
+        stats
+            .sync_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Switches to a new segment. The old one is fdatasynced first, under every policy: records
+    /// never become durable out of LSN order across segments, and a later sync need only cover
+    /// the current segment (one extra fdatasync per segment is cheap).
+    fn rotate(&mut self, next: SegmentHeader) -> Result<()> {
+        self.sync_data()?;
+        let (path, file) = segment::create(&self.shared.dir, next)?;
+        self.shared.segments.write().push(SegmentEntry {
+            first_lsn: next.first_lsn,
+            segment_id: next.segment_id,
+            path: path.clone(),
+        });
+        self.shared
+            .stats
+            .segments_created
+            .fetch_add(1, Ordering::Relaxed);
+        self.segment = next;
+        self.path = path;
+        self.file = file;
+        self.file_len = SEGMENT_HEADER_LEN as u64;
+        Ok(())
+    }
+}

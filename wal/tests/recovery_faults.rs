@@ -1,0 +1,292 @@
+//! Fault injection on closed logs: torn tails are cut, corruption anywhere else is refused with
+//! the segment and offset named, and `repair` is the explicit way past it.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+
+use arbor_wal::{Config, Defect, Durability, Error, ProblemKind, Wal, repair, verify};
+use support::*;
+
+fn one_segment() -> Config {
+    Config::default().durability(Durability::Never)
+}
+
+#[test]
+fn truncation_at_every_byte_offset_of_the_last_records_keeps_every_whole_record() {
+    let source = tempfile::tempdir().unwrap();
+    write_log(source.path(), 12, one_segment());
+    let [segment] = segment_files(source.path()).try_into().unwrap();
+    let original = fs::read(&segment).unwrap();
+    let offsets = record_offsets(1, 12);
+    let from = offsets[8].1; // the last four records and everything between them
+    for cut in from..=original.len() as u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(segment.file_name().unwrap());
+        fs::write(&path, &original[..cut as usize]).unwrap();
+        let whole = offsets
+            .iter()
+            .filter(|(lsn, at)| {
+                at + (24 + payload_for(*lsn).len() as u64).next_multiple_of(8) <= cut
+            })
+            .count() as u64;
+        let wal = Wal::open(dir.path(), one_segment()).unwrap();
+        assert_holds_exactly(&wal, whole);
+        let at_boundary = cut == original.len() as u64 || offsets.iter().any(|(_, at)| *at == cut);
+        assert_eq!(
+            wal.recovery().torn_tail.is_some(),
+            !at_boundary,
+            "cut at {cut}"
+        );
+        // The log continues after recovery, and the continuation survives another reopen.
+        wal.append(&payload_for(whole + 1))
+            .unwrap()
+            .wait_blocking()
+            .unwrap();
+        wal.close().unwrap();
+        let wal = Wal::open(dir.path(), one_segment()).unwrap();
+        assert_holds_exactly(&wal, whole + 1);
+        assert!(wal.recovery().torn_tail.is_none());
+    }
+}
+
+#[test]
+fn zeroed_or_garbage_tail_is_cut_and_kept_aside() {
+    for (name, tail) in [
+        ("zeros", vec![0u8; 4096]),
+        (
+            "garbage",
+            (0..4096u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 30, one_segment());
+        let [segment] = segment_files(dir.path()).try_into().unwrap();
+        let before = fs::metadata(&segment).unwrap().len();
+        OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .unwrap()
+            .write_all(&tail)
+            .unwrap();
+        let wal = Wal::open(dir.path(), one_segment()).unwrap();
+        assert_holds_exactly(&wal, 30);
+        let torn = wal.recovery().torn_tail.clone().expect(name);
+        assert_eq!(torn.offset, before, "{name}");
+        assert_eq!(torn.bytes, 4096, "{name}");
+        assert_eq!(
+            fs::read(&torn.saved_to).unwrap(),
+            tail,
+            "{name}: the cut bytes are kept"
+        );
+        assert_eq!(fs::metadata(&segment).unwrap().len(), before, "{name}");
+    }
+}
+
+/// Flips one bit in the middle of record `lsn`'s payload (or header, for empty payloads).
+fn flip_bit_in_record(path: &std::path::Path, at: u64) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[at as usize + 12] ^= 0x10; // inside the LSN field: covered by the CRC
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn bit_flip_in_the_last_record_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 10, one_segment());
+    let [segment] = segment_files(dir.path()).try_into().unwrap();
+    let (_, at) = record_offsets(1, 10)[9];
+    flip_bit_in_record(&segment, at);
+    let wal = Wal::open(dir.path(), one_segment()).unwrap();
+    assert_holds_exactly(&wal, 9);
+    assert_eq!(wal.recovery().torn_tail.as_ref().unwrap().offset, at);
+}
+
+#[test]
+fn bit_flip_in_a_middle_record_is_refused_naming_segment_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 10, one_segment());
+    let [segment] = segment_files(dir.path()).try_into().unwrap();
+    let (_, at) = record_offsets(1, 10)[4];
+    flip_bit_in_record(&segment, at);
+    let error = Wal::open(dir.path(), one_segment()).unwrap_err();
+    assert!(error.is_corruption(), "{error}");
+    assert_eq!(error.segment(), Some(segment.as_path()));
+    assert_eq!(error.offset(), Some(at));
+    assert!(
+        matches!(
+            error,
+            Error::Corrupt {
+                defect: Defect::ChecksumMismatch,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains(&format!("offset {at}")),
+        "{error}"
+    );
+
+    // verify reports the same without changing anything; repair cuts there; open then works.
+    let report = verify(dir.path(), &one_segment()).unwrap();
+    assert!(report.needs_repair());
+    assert_eq!(report.problems[0].offset, at);
+    assert!(matches!(
+        report.problems[0].kind,
+        ProblemKind::Corrupt {
+            valid_records_follow: true,
+            ..
+        }
+    ));
+    let repaired = repair(dir.path(), &one_segment()).unwrap();
+    assert_eq!(repaired.cut_at, Some((segment.clone(), at)));
+    assert_eq!(repaired.last_kept_lsn, 4);
+    assert!(
+        repaired.set_aside[0].exists(),
+        "the damaged segment is kept as .broken"
+    );
+    let wal = Wal::open(dir.path(), one_segment()).unwrap();
+    assert_holds_exactly(&wal, 4);
+    assert_eq!(wal.append(b"after repair").unwrap().lsn(), 5);
+}
+
+#[test]
+fn any_bad_record_in_an_earlier_segment_is_refused() {
+    let config = small_segments(Durability::Never);
+    for pick in ["first record", "last record"] {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 60, config.clone());
+        let segments = segment_files(dir.path());
+        assert!(segments.len() >= 3, "small segments rotate");
+        let victim = &segments[1];
+        let first_lsn: u64 = victim
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let next_first: u64 = segments[2]
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let offsets = record_offsets(first_lsn, next_first - first_lsn);
+        let (_, at) = if pick == "first record" {
+            offsets[0]
+        } else {
+            *offsets.last().unwrap()
+        };
+        flip_bit_in_record(victim, at);
+        let error = Wal::open(dir.path(), config.clone()).unwrap_err();
+        assert_eq!(error.segment(), Some(victim.as_path()), "{pick}: {error}");
+        assert_eq!(error.offset(), Some(at), "{pick}: {error}");
+
+        let repaired = repair(dir.path(), &config).unwrap();
+        assert_eq!(
+            repaired.last_kept_lsn,
+            first_lsn + offsets.iter().position(|o| o.1 == at).unwrap() as u64 - 1
+        );
+        let wal = Wal::open(dir.path(), config.clone()).unwrap();
+        assert_holds_exactly(&wal, repaired.last_kept_lsn);
+    }
+}
+
+#[test]
+fn bad_segment_header_or_a_missing_segment_is_refused() {
+    let config = small_segments(Durability::Never);
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 60, config.clone());
+    let segments = segment_files(dir.path());
+    let mut bytes = fs::read(&segments[1]).unwrap();
+    bytes[3] ^= 1; // the magic
+    fs::write(&segments[1], &bytes).unwrap();
+    let error = Wal::open(dir.path(), config.clone()).unwrap_err();
+    assert!(matches!(error, Error::BadSegment { .. }), "{error}");
+    assert_eq!(error.segment(), Some(segments[1].as_path()));
+    bytes[3] ^= 1;
+    fs::write(&segments[1], &bytes).unwrap();
+    Wal::open(dir.path(), config.clone())
+        .unwrap()
+        .close()
+        .unwrap();
+
+    fs::remove_file(&segments[2]).unwrap();
+    let error = Wal::open(dir.path(), config.clone()).unwrap_err();
+    assert!(matches!(error, Error::BadSegment { .. }), "{error}");
+    assert_eq!(error.segment(), Some(segments[3].as_path()));
+    assert!(
+        error.to_string().contains("previous segment ends"),
+        "{error}"
+    );
+}
+
+#[test]
+fn leftover_temporary_segment_is_removed_and_a_second_open_is_locked_out() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 3, one_segment());
+    let temp = dir.path().join(".4.wal.tmp");
+    fs::write(&temp, b"half a header").unwrap();
+    let wal = Wal::open(dir.path(), one_segment()).unwrap();
+    assert!(!temp.exists());
+    assert_holds_exactly(&wal, 3);
+    let error = Wal::open(dir.path(), one_segment()).unwrap_err();
+    assert!(matches!(error, Error::Locked { .. }), "{error}");
+    wal.close().unwrap();
+    Wal::open(dir.path(), one_segment()).unwrap();
+}
+
+#[test]
+fn oversized_record_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::default()
+        .max_record_bytes(1000)
+        .durability(Durability::Always);
+    let wal = Wal::open(dir.path(), config).unwrap();
+    wal.append(b"small").unwrap().wait_blocking().unwrap();
+    let [segment] = segment_files(dir.path()).try_into().unwrap();
+    let size = fs::metadata(&segment).unwrap().len();
+    let error = wal.append(&vec![7u8; 1001]).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::RecordTooLarge {
+                len: 1001,
+                max: 1000
+            }
+        ),
+        "{error}"
+    );
+    let error = wal
+        .append_batch(&[vec![1u8; 10], vec![2u8; 1001]])
+        .unwrap_err();
+    assert!(matches!(error, Error::RecordTooLarge { .. }), "{error}");
+    assert_eq!(wal.last_lsn(), 1, "no lsn was used");
+    assert_eq!(
+        fs::metadata(&segment).unwrap().len(),
+        size,
+        "nothing was written"
+    );
+    assert!(matches!(
+        wal.append_batch::<&[u8]>(&[]).unwrap_err(),
+        Error::EmptyBatch
+    ));
+    assert_eq!(wal.append(b"next").unwrap().lsn(), 2);
+}
+
+#[test]
+fn configuration_that_cannot_hold_a_record_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::default().segment_bytes(1024).max_record_bytes(4096);
+    assert!(matches!(
+        Wal::open(dir.path(), config).unwrap_err(),
+        Error::InvalidConfig(_)
+    ));
+}
