@@ -1,0 +1,38 @@
+//! `kv-buggy`: kv with a deterministic bug. `Get` of a key whose 64-bit FNV-1a hash is divisible
+//! by 100 (about 1% of keys) answers `{"Value": {"value": nil}}` even when the key is present.
+//! Everything else, including the state layout, is kv's. The arbiter must catch it.
+
+use arbor_guest::{Agent, Ctx};
+use kv_store::{KvMsg, KvReply, Store};
+use serde::{Deserialize, Serialize};
+
+/// kv plus the bug; its state encodes as the bare map, like kv's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KvBuggy(pub Store);
+
+/// 64-bit FNV-1a of `key`'s UTF-8 bytes.
+pub fn fnv1a(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Whether `Get` of `key` hits the bug.
+pub fn is_unlucky(key: &str) -> bool {
+    fnv1a(key).is_multiple_of(100)
+}
+
+impl Agent for KvBuggy {
+    type Msg = KvMsg;
+    type Reply = KvReply;
+
+    fn handle(&mut self, msg: KvMsg, _ctx: &mut Ctx) -> KvReply {
+        match msg {
+            KvMsg::Get { key } if is_unlucky(&key) => KvReply::Value { value: None },
+            msg => self.0.apply(msg),
+        }
+    }
+}
+
+arbor_guest::export_agent!(KvBuggy);
