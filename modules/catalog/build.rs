@@ -172,7 +172,9 @@ fn nested_build(
 ) -> Result<std::process::Output, String> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
+    // From the guest workspace, so cargo finds its config (if any) before the root's.
     command
+        .current_dir(manifest.parent().unwrap_or(Path::new(".")))
         .arg("build")
         .args(["--release", "--locked", "--target", WASM_TARGET])
         .args(["--workspace", "--exclude", "conformance"])

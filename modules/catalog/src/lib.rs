@@ -119,7 +119,8 @@ pub mod fixtures {
     /// `arbor_abi_version` returns 99.
     pub const WRONG_ABI: &str = include_str!("../../fixtures/wrong_abi.wat");
     /// Imports `arbor.call_tool` (correctly typed); refuse it when `call_tool` is not granted.
-    /// With the grant, `arbor_handle` replies with what the tool `echo` returns for its input.
+    /// With the grant, `arbor_handle` replies with what the tool `echo` returns for its input
+    /// (nil if the tool fails).
     pub const UNGRANTED_IMPORT: &str = include_str!("../../fixtures/ungranted_import.wat");
     /// `arbor_handle` has type `(i32, i32) -> i32` instead of `(i32, i32) -> i64`.
     pub const BAD_SIGNATURE: &str = include_str!("../../fixtures/bad_signature.wat");
