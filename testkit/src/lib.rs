@@ -71,6 +71,12 @@ impl ChildProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                // libtest prints "test NAME ... " without a newline before running the test, so
+                // the child's first line arrives behind it.
+                let line = match line.split_once(" ... ") {
+                    Some((prefix, rest)) if prefix.starts_with("test ") => rest.to_string(),
+                    _ => line,
+                };
                 if sender.send(line).is_err() {
                     break;
                 }
@@ -165,7 +171,8 @@ pub fn is_tmpfs(path: &Path) -> bool {
     };
     mounts.lines().any(|line| {
         let mut fields = line.split_whitespace();
-        let (Some(_), Some(mount_point), Some(fs_type)) = (fields.next(), fields.next(), fields.next())
+        let (Some(_), Some(mount_point), Some(fs_type)) =
+            (fields.next(), fields.next(), fields.next())
         else {
             return false;
         };

@@ -2,11 +2,11 @@
 //!
 //! A reader opens segment files with its own descriptors and never reads past the `written`
 //! watermark, so it sees only whole records even while the flusher is writing: bytes up to the
-//! watermark never change once written. A segment released by `truncate_before` while a reader
+//! watermark never change once written. Records appended but not yet written are waited for. A segment released by `truncate_before` while a reader
 //! has it open stays readable through the open descriptor.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 
 use crate::frame::{self, Defect, HEADER_LEN, Header};
@@ -23,8 +23,9 @@ pub struct Record {
     pub payload: Vec<u8>,
 }
 
-/// An iterator over records from some LSN on, in LSN order. It ends at the last record written
-/// when `next` is called; calling `next` again later picks up records appended since.
+/// An iterator over records from some LSN on, in LSN order. It ends at the last record appended
+/// when `next` is called (waiting, if need be, for the flusher to write records already appended,
+/// so a caller reads its own writes); calling `next` again later picks up records appended since.
 pub struct Reader {
     shared: Arc<Shared>,
     next_lsn: Lsn,
@@ -62,26 +63,52 @@ impl Reader {
 
     fn read_next(&mut self) -> Result<Option<Record>> {
         if self.next_lsn > self.shared.written_lsn() {
-            return Ok(None);
+            // Read your writes: a record already appended is waited for (the flusher writes it
+            // within moments); beyond the last appended record the iteration ends for now.
+            if self.next_lsn > self.shared.last_lsn() {
+                return Ok(None);
+            }
+            self.shared
+                .wait_blocking(self.next_lsn, Shared::written_lsn)?;
         }
         loop {
-            let needs_switch =
-                match &self.current {
-                    None => true,
-                    Some(open) => {
-                        // Moving on when the next segment starts where this one's records end.
-                        self.shared.segments.read().iter().any(|s| {
-                            s.first_lsn > open.entry.first_lsn && s.first_lsn <= open.next_lsn
-                        })
-                    }
-                };
-            if needs_switch {
-                self.current = Some(self.open_segment_for(self.next_lsn)?);
+            // The segment that holds `next_lsn` is the newest one starting at or before it.
+            let (holder, oldest) = {
+                let segments = self.shared.segments.read();
+                let holder = segments
+                    .iter()
+                    .rev()
+                    .find(|s| s.first_lsn <= self.next_lsn)
+                    .cloned();
+                (holder, segments.first().map_or(1, |s| s.first_lsn))
+            };
+            let truncated = Error::Truncated {
+                requested: self.next_lsn,
+                oldest,
+            };
+            match (&self.current, holder) {
+                (Some(open), Some(holder)) if open.entry.first_lsn == holder.first_lsn => {}
+                // Our segment was released while we read it; the open descriptor still reads it,
+                // and the end of its file tells whether it holds `next_lsn`.
+                (Some(_), None) => {}
+                (_, Some(holder)) => self.current = Some(open_segment(holder)?),
+                (None, None) => return Err(truncated),
             }
             let Some(open) = self.current.as_mut() else {
-                return Ok(None);
+                return Err(truncated);
             };
-            let record = open.read_record(self.shared.config.max_record_bytes)?;
+            let Some(record) = open.read_record(self.shared.config.max_record_bytes)? else {
+                // A clean end of file before `next_lsn`: the segment that held it was released.
+                // (A listed segment cannot end early: the watermark says the record was written.)
+                if open.entry.first_lsn < oldest {
+                    return Err(truncated);
+                }
+                return Err(Error::Corrupt {
+                    segment: open.entry.path.clone(),
+                    offset: open.offset,
+                    defect: Defect::Incomplete,
+                });
+            };
             if record.lsn == self.next_lsn {
                 self.next_lsn += 1;
                 return Ok(Some(record));
@@ -89,51 +116,54 @@ impl Reader {
             debug_assert!(record.lsn < self.next_lsn, "records are read in order");
         }
     }
+}
 
-    fn open_segment_for(&self, lsn: Lsn) -> Result<OpenSegment> {
-        let entry = {
-            let segments = self.shared.segments.read();
-            let oldest = segments.first().map_or(1, |s| s.first_lsn);
-            match segments.iter().rev().find(|s| s.first_lsn <= lsn) {
-                Some(entry) => entry.clone(),
-                None => {
-                    return Err(Error::Truncated {
-                        requested: lsn,
-                        oldest,
-                    });
-                }
-            }
-        };
-        let io = |op, offset| {
-            let path = entry.path.clone();
-            move |source| Error::io(op, path, offset, source)
-        };
-        let file = File::open(&entry.path).map_err(io("open segment for reading", None))?;
-        let mut file = BufReader::with_capacity(64 << 10, file);
-        let mut header = [0u8; SEGMENT_HEADER_LEN];
-        file.read_exact(&mut header)
-            .map_err(io("read segment header", Some(0)))?;
-        let header = SegmentHeader::decode(&header).map_err(|reason| Error::BadSegment {
-            segment: entry.path.clone(),
-            reason,
-        })?;
-        debug_assert_eq!(header.segment_id, entry.segment_id);
-        Ok(OpenSegment {
-            next_lsn: entry.first_lsn,
-            entry,
-            file,
-            offset: SEGMENT_HEADER_LEN as u64,
-        })
-    }
+fn open_segment(entry: SegmentEntry) -> Result<OpenSegment> {
+    let io = |op, offset| {
+        let path = entry.path.clone();
+        move |source| Error::io(op, path, offset, source)
+    };
+    let file = File::open(&entry.path).map_err(io("open segment for reading", None))?;
+    let mut file = BufReader::with_capacity(64 << 10, file);
+    let mut header = [0u8; SEGMENT_HEADER_LEN];
+    file.read_exact(&mut header)
+        .map_err(io("read segment header", Some(0)))?;
+    let header = SegmentHeader::decode(&header).map_err(|reason| Error::BadSegment {
+        segment: entry.path.clone(),
+        reason,
+    })?;
+    debug_assert_eq!(header.segment_id, entry.segment_id);
+    Ok(OpenSegment {
+        next_lsn: entry.first_lsn,
+        entry,
+        file,
+        offset: SEGMENT_HEADER_LEN as u64,
+    })
 }
 
 impl OpenSegment {
-    fn read_record(&mut self, max_record: usize) -> Result<Record> {
+    /// The next record of the file, or `None` at a clean end of file (no byte of a next frame).
+    fn read_record(&mut self, max_record: usize) -> Result<Option<Record>> {
         let corrupt = |offset, defect| Error::Corrupt {
             segment: self.entry.path.clone(),
             offset,
             defect,
         };
+        let at_end = self
+            .file
+            .fill_buf()
+            .map_err(|source| {
+                Error::io(
+                    "read record",
+                    self.entry.path.clone(),
+                    Some(self.offset),
+                    source,
+                )
+            })?
+            .is_empty();
+        if at_end {
+            return Ok(None);
+        }
         let mut header_bytes = [0u8; HEADER_LEN];
         if let Err(source) = self.file.read_exact(&mut header_bytes) {
             return Err(match source.kind() {
@@ -191,10 +221,19 @@ impl OpenSegment {
         }
         self.offset += frame_len as u64;
         self.next_lsn += 1;
-        Ok(Record {
+        Ok(Some(Record {
             lsn: header.lsn,
             payload,
-        })
+        }))
+    }
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("next_lsn", &self.next_lsn)
+            .field("segment", &self.current.as_ref().map(|s| &s.entry.path))
+            .finish()
     }
 }
 

@@ -20,6 +20,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::segment::{self, Ending, SEGMENT_HEADER_LEN, Scan, SegmentHeader};
 use crate::writer::{SegmentEntry, Start};
@@ -117,12 +118,26 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(|source| Error::io("open lock file", path.clone(), None, source))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(Error::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(fs::TryLockError::Error(source)) => Err(Error::io("lock", path, None, source)),
+    // flock belongs to the open file description, which a child forked by any thread of this
+    // process shares until its exec closes it (close-on-exec). A log closed and reopened while the
+    // host spawns a process can therefore see its own lock for a moment: retry briefly before
+    // concluding another log holds the directory.
+    let deadline = Instant::now() + Duration::from_millis(500);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(fs::TryLockError::Error(source)) => {
+                return Err(Error::io("lock", path, None, source));
+            }
+        }
     }
 }
 
