@@ -87,6 +87,14 @@ impl Vault {
                 path: path.clone(),
                 source,
             })?;
+        // Refuse a foreign database before creating any tree in it.
+        let is_ours = db
+            .tree_names()
+            .iter()
+            .any(|name| name == tree::META.as_bytes());
+        if !is_ours && has_any_data(&db)? {
+            return Err(Error::NotAVault { path });
+        }
         let open_tree = |name: &'static str| db.open_tree(name).map_err(Error::sled("open", name));
         let inner = Inner {
             meta: open_tree(tree::META)?,
@@ -143,7 +151,7 @@ impl Vault {
                 )),
             };
         }
-        if self.has_any_data()? {
+        if has_any_data(&inner.db)? {
             return Err(Error::NotAVault {
                 path: inner.path.clone(),
             });
@@ -159,18 +167,6 @@ impl Vault {
             .map_err(Error::sled("insert", tree::META))?;
         self.flush()?;
         Ok(())
-    }
-
-    /// Whether any tree of the database (ours or foreign) holds a value.
-    fn has_any_data(&self) -> Result<bool> {
-        let db = &self.inner.db;
-        for name in db.tree_names() {
-            let tree = db.open_tree(&name).map_err(Error::sled("open", "*"))?;
-            if !tree.is_empty() {
-                return Ok(true);
-            }
-        }
-        Ok(false)
     }
 
     /// The directory the vault lives in.
@@ -234,6 +230,17 @@ impl Vault {
             .size_on_disk()
             .map_err(Error::sled("size_on_disk", "*"))
     }
+}
+
+/// Whether any tree of the database (ours or foreign) holds a value.
+fn has_any_data(db: &sled::Db) -> Result<bool> {
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name).map_err(Error::sled("open", "*"))?;
+        if !tree.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
