@@ -183,8 +183,8 @@ impl Vault {
     /// flush, every 500 ms by default) and a power loss only after [`Vault::sync`]. A checkpoint
     /// already stored at the same agent and LSN is replaced.
     ///
-    /// Fails with [`Error::TooLarge`] for a state over [`Config::max_value_bytes`]
-    /// (crate::Config::max_value_bytes), before storing anything.
+    /// Fails with [`Error::TooLarge`] for a state over
+    /// [`Config::max_value_bytes`](crate::Config::max_value_bytes), before storing anything.
     ///
     /// ```
     /// use arbor_vault::{AgentId, Config, ModuleHash, NewCheckpoint, Vault};
