@@ -20,6 +20,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::checkpoint::{Checkpoint, CheckpointMeta, checkpoint_key, render_key};
 use crate::codec::{self, Kind};
@@ -246,7 +247,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "checkpoint".to_owned());
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{file_name}.tmp-{}-{unique}", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
         file.write_all(bytes).map_err(Error::io("write", &tmp))?;
