@@ -1,5 +1,7 @@
 //! [`Config`]: what [`Vault::open`](crate::Vault::open) is built from.
 
+use std::time::Duration;
+
 use crate::error::{Error, Result};
 
 /// Vault settings; start from [`Config::default`] and change what you need.
@@ -19,17 +21,19 @@ pub struct Config {
     pub(crate) max_value_bytes: u64,
     pub(crate) cache_capacity_bytes: u64,
     pub(crate) flush_every_ms: Option<u64>,
+    pub(crate) lock_wait: Duration,
 }
 
 impl Default for Config {
     /// zstd level 3, values up to 64 MiB, a 128 MiB sled cache, sled's background flush every
-    /// 500 ms.
+    /// 500 ms, up to 1 s of waiting for the directory lock.
     fn default() -> Self {
         Self {
             zstd_level: 3,
             max_value_bytes: 64 << 20,
             cache_capacity_bytes: 128 << 20,
             flush_every_ms: Some(500),
+            lock_wait: Duration::from_secs(1),
         }
     }
 }
@@ -70,6 +74,17 @@ impl Config {
     /// [`Vault::sync`](crate::Vault::sync)).
     pub fn flush_every_ms(mut self, every: Option<u64>) -> Self {
         self.flush_every_ms = every;
+        self
+    }
+
+    /// How long [`Vault::open`](crate::Vault::open) keeps retrying while the database's lock is
+    /// held (default 1 s; zero: fail at once). sled 0.34 releases its file lock from a background
+    /// thread a moment *after* the last handle is dropped (sled issues #1234, #1289), so closing
+    /// and reopening a vault in one process, or opening it right after a host stopped, can find it
+    /// still locked. A vault held open by a live process is still an [`Error::Open`], after this
+    /// wait.
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
         self
     }
 

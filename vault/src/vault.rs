@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::codec::{self, Kind};
 use crate::config::Config;
@@ -78,15 +79,10 @@ impl Vault {
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Self> {
         config.validate()?;
         let path = dir.as_ref().to_path_buf();
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(config.cache_capacity_bytes)
-            .flush_every_ms(config.flush_every_ms)
-            .open()
-            .map_err(|source| Error::Open {
-                path: path.clone(),
-                source,
-            })?;
+        let db = open_waiting_for_lock(&path, &config).map_err(|source| Error::Open {
+            path: path.clone(),
+            source,
+        })?;
         // Refuse a foreign database before creating any tree in it.
         let is_ours = db
             .tree_names()
@@ -229,6 +225,28 @@ impl Vault {
             .db
             .size_on_disk()
             .map_err(Error::sled("size_on_disk", "*"))
+    }
+}
+
+/// Opens sled, retrying for up to `config.lock_wait` while its directory lock is held.
+fn open_waiting_for_lock(path: &Path, config: &Config) -> sled::Result<sled::Db> {
+    let deadline = Instant::now() + config.lock_wait;
+    loop {
+        let result = sled::Config::new()
+            .path(path)
+            .cache_capacity(config.cache_capacity_bytes)
+            .flush_every_ms(config.flush_every_ms)
+            .open();
+        match result {
+            // sled 0.34.7 reports a held lock as an `Other` I/O error with this text.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
     }
 }
 

@@ -312,7 +312,11 @@ fn compression_level_is_configurable_and_every_level_reads_back() {
 fn a_second_open_of_the_same_directory_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let _vault = open(dir.path());
-    let err = Vault::open(dir.path(), Config::default()).unwrap_err();
+    let started = std::time::Instant::now();
+    let config = Config::default().lock_wait(std::time::Duration::from_millis(200));
+    let err = Vault::open(dir.path(), config).unwrap_err();
+    // It waited for the lock (sled releases it lazily after a close), then gave up.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200));
     assert!(matches!(err, Error::Open { .. }), "{err}");
     assert_eq!(err.path(), Some(dir.path()));
 }

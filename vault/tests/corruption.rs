@@ -15,7 +15,7 @@ use support::{agent, checkpoint_key, frame, open, put, state_for, state_of_len};
 
 /// Opens the vault's sled database directly, applies `edit` to `tree`, flushes and closes it.
 fn edit_tree(dir: &Path, tree: &str, edit: impl FnOnce(&sled::Tree)) {
-    let db = sled::open(dir).unwrap();
+    let db = support::sled_open(dir);
     let tree = db.open_tree(tree).unwrap();
     edit(&tree);
     db.flush().unwrap();
@@ -184,7 +184,7 @@ fn stored_values_match_the_documented_frame_layout() {
     vault.put_agent(&record).unwrap();
     put(&vault, &agent("kv"), 9, b"state");
     drop(vault);
-    let db = sled::open(dir.path()).unwrap();
+    let db = support::sled_open(dir.path());
     let check = |tree: &str, key: &[u8], kind: u8| {
         let raw = db.open_tree(tree).unwrap().get(key).unwrap().unwrap();
         assert_eq!(&raw[..], &frame(key, kind, 1, &raw[40..])[..], "{tree}");
@@ -311,7 +311,7 @@ fn a_newer_format_version_is_refused_at_open() {
 fn a_foreign_sled_database_is_not_taken_for_a_vault() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = support::sled_open(dir.path());
         db.insert("someone else's", "data").unwrap();
         db.flush().unwrap();
     }
@@ -319,7 +319,7 @@ fn a_foreign_sled_database_is_not_taken_for_a_vault() {
     assert!(matches!(err, Error::NotAVault { .. }), "{err}");
     assert_eq!(err.path(), Some(dir.path()));
     // Untouched: still the foreign data, no vault trees filled.
-    let db = sled::open(dir.path()).unwrap();
+    let db = support::sled_open(dir.path());
     assert_eq!(
         db.get("someone else's").unwrap().as_deref(),
         Some(&b"data"[..])

@@ -96,3 +96,19 @@ pub fn frame(key: &[u8], kind: u8, version: u8, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(body);
     out
 }
+
+/// `sled::open`, retrying for up to 2 s while the lock of a just-closed vault is still held (sled
+/// 0.34 releases it from a background thread after the last handle is dropped).
+pub fn sled_open(dir: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(e.to_string().contains("could not acquire lock"), "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("sled open {}: {e}", dir.display()),
+        }
+    }
+}
