@@ -73,7 +73,8 @@ impl Vault {
     /// Opens the vault in `dir`, creating it if the directory is new or empty.
     ///
     /// Fails with [`Error::InvalidConfig`] for a bad config, [`Error::Open`] if sled cannot open
-    /// the directory (for example another process has it open), [`Error::UnsupportedVersion`] if
+    /// the directory (for example another process has it open: the lock is retried for
+    /// [`Config::lock_wait`] first), [`Error::UnsupportedVersion`] if
     /// the vault was written by a newer format, and [`Error::NotAVault`] if the directory holds a
     /// sled database with data but no vault format version.
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Self> {
