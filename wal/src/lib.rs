@@ -100,7 +100,7 @@ pub use reader::{Reader, Record};
 pub use recovery::{Problem, ProblemKind, Recovery, SegmentReport, TornTail, VerifyReport};
 pub use repair::{RepairReport, repair};
 
-use writer::{Flusher, Shared};
+use writer::Shared;
 
 /// A log sequence number. The first record of a log has LSN 1; each record's is one more than
 /// the one before it. 0 stands for "no record".
@@ -257,24 +257,12 @@ impl Wal {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let (start, recovery) = recovery::open(&dir, &config)?;
-        let segment = start.segment;
-        let segment_len = start.segment_len;
-        let file = start.file.try_clone().map_err(|source| {
-            Error::io(
-                "clone segment handle",
-                dir.join(segment::file_name(segment.first_lsn)),
-                None,
-                source,
-            )
-        })?;
-        let shared = Shared::new(dir, config, start);
-        let flusher = Flusher::new(Arc::clone(&shared), segment, file, segment_len);
+        let shared = Shared::new(config, start);
+        let flusher_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("arbor-wal-flusher".into())
-            .spawn(move || flusher.run())
-            .map_err(|source| {
-                Error::io("spawn flusher thread", shared.dir.clone(), None, source)
-            })?;
+            .spawn(move || writer::run_flusher(flusher_shared))
+            .map_err(|source| Error::io("spawn flusher thread", dir.clone(), None, source))?;
         let owner = Arc::new(Owner {
             shared: Arc::clone(&shared),
             flusher: parking_lot::Mutex::new(Some(thread)),

@@ -158,6 +158,7 @@ pub(crate) fn open(dir: &Path, config: &Config) -> Result<(Start, Recovery)> {
         };
         let (path, file) = segment::create(dir, header)?;
         let start = Start {
+            dir: dir.to_path_buf(),
             next_lsn: 1,
             segment: header,
             segment_len: SEGMENT_HEADER_LEN as u64,
@@ -218,6 +219,7 @@ pub(crate) fn open(dir: &Path, config: &Config) -> Result<(Start, Recovery)> {
         .open(&entry.path)
         .map_err(|source| Error::io("open segment for append", entry.path.clone(), None, source))?;
     let start = Start {
+        dir: dir.to_path_buf(),
         next_lsn: last.last_lsn() + 1,
         segment: last.header,
         segment_len: last.valid_end,

@@ -1,21 +1,28 @@
-//! The write path: appenders encode records into a queue, one flusher thread writes the queue to
-//! the current segment and fdatasyncs it, and waiters learn when their records are durable.
+//! The write path: appenders encode records into a queue; whoever holds the io lock writes the
+//! queue to the current segment and fdatasyncs it; waiters learn when their records are durable.
 //!
 //! ```text
-//!  appender threads/tasks            flusher thread ("arbor-wal-flusher")
-//!  ─────────────────────            ────────────────────────────────────
-//!  lock queue                        wait for records (or a sync request)
-//!  assign LSNs, pick the segment     [GroupCommit] wait up to max_delay for more
-//!  encode frames into the queue      take the whole queue (Always: one append call)
-//!  unlock, wake flusher              write it, rotating segments where the queue says
-//!  wait on the Appended ────────►    fdatasync (not under Never) ─► publish written/synced LSN
+//!  append (any thread or task)        a round of writing (holds the io lock)
+//!  ───────────────────────────        ─────────────────────────────────────
+//!  lock queue                         take the queue (Always: one append call)
+//!  assign LSNs, pick the segment      write it, rotating segments where the queue says
+//!  encode frames into the queue       fdatasync (not under Never)
+//!  unlock, wake the flusher           publish written/synced LSN, wake waiters
 //! ```
 //!
+//! Two kinds of thread do rounds. A *blocking waiter* whose record is not yet durable takes the
+//! io lock if it is free and does the round itself (leader/follower group commit, as in
+//! LevelDB's writer queue or okaywal): no hand-off, and records appended while it syncs are left
+//! for the next leader. The *flusher thread* does rounds for everything else: async waiters
+//! (which must not block their executor on an fdatasync), appends nobody waits on, group commit
+//! with a `max_delay` (whose timing it owns), and what is queued at close. Liveness never rests
+//! on a leader: every append wakes the flusher.
+//!
 //! LSNs and segment placement are decided under the queue lock, so the order of records in the
-//! files is the order of LSNs. The flusher is the only code that touches the segment being
-//! written. Two watermarks are published: `written` (in the OS page cache, survives a process
-//! crash) and `synced` (fdatasync returned, survives a power loss). An `Appended` waits for the one
-//! its log's policy promises.
+//! files is the order of LSNs, and rounds (serialised by the io lock) write them in that order.
+//! Two watermarks are published: `written` (in the OS page cache, survives a process crash) and
+//! `synced` (fdatasync returned, survives a power loss). An `Appended` waits for the one its
+//! log's policy promises.
 //!
 //! Any write or fsync error stops the log for good (`failure`): the kernel may drop dirty pages
 //! after a failed fsync and clear the error, so a retry that succeeds proves nothing.
@@ -93,12 +100,16 @@ pub(crate) struct Shared {
     progress: Condvar,
     progress_async: tokio::sync::Notify,
     pub segments: RwLock<Vec<SegmentEntry>>,
+    /// The segment being written. Whoever holds this lock does a round of writing: the flusher
+    /// thread, or a blocking waiter leading a group commit.
+    io: Mutex<Io>,
     /// Held open for the life of the log: its advisory lock keeps other processes out.
     _lock_file: File,
 }
 
 /// Where recovery left the log: the state the writer starts from.
 pub(crate) struct Start {
+    pub dir: PathBuf,
     pub next_lsn: u64,
     pub segment: SegmentHeader,
     pub segment_len: u64,
@@ -108,10 +119,16 @@ pub(crate) struct Start {
 }
 
 impl Shared {
-    pub(crate) fn new(dir: PathBuf, config: Config, start: Start) -> Arc<Self> {
+    pub(crate) fn new(config: Config, start: Start) -> Arc<Self> {
         let last = start.next_lsn - 1;
+        let io = Io {
+            segment: start.segment,
+            path: start.dir.join(segment::file_name(start.segment.first_lsn)),
+            file: start.file,
+            file_len: start.segment_len,
+        };
         Arc::new(Self {
-            dir,
+            dir: start.dir,
             config,
             queue: Mutex::new(Queue {
                 next_lsn: start.next_lsn,
@@ -134,6 +151,7 @@ impl Shared {
             progress: Condvar::new(),
             progress_async: tokio::sync::Notify::new(),
             segments: RwLock::new(start.segments),
+            io: Mutex::new(io),
             _lock_file: start.lock_file,
         })
     }
@@ -276,12 +294,17 @@ impl Shared {
         self.queue_space.notify_all();
     }
 
-    /// Blocks until `watermark()` reaches `lsn` or the log fails.
+    /// Whether a blocking waiter may do the writing itself instead of waiting for the flusher:
+    /// yes unless group commit asks for a delay, which the flusher thread times.
+    fn waiters_may_lead(&self) -> bool {
+        !matches!(self.config.durability, Durability::GroupCommit { max_delay } if !max_delay.is_zero())
+    }
+
+    /// Blocks until `watermark()` reaches `lsn` or the log fails. If nobody is writing, the
+    /// waiting thread writes (and syncs) the queue itself: no hand-off to the flusher thread,
+    /// whose wake-up can take long on a busy machine. Records appended while it syncs are left for
+    /// the next leader, so concurrent waiters still share fdatasyncs.
     pub(crate) fn wait_blocking(&self, lsn: u64, watermark: fn(&Shared) -> u64) -> Result<()> {
-        if watermark(self) >= lsn {
-            return Ok(());
-        }
-        let mut guard = self.progress_lock.lock();
         loop {
             if watermark(self) >= lsn {
                 return Ok(());
@@ -289,11 +312,29 @@ impl Shared {
             if let Some(failure) = self.failure() {
                 return Err(failure);
             }
+            if self.waiters_may_lead()
+                && let Some(mut io) = self.io.try_lock()
+            {
+                let round = self.flush_round(&mut io, false);
+                drop(io);
+                match round {
+                    // With the io lock held and nothing queued, everything appended before
+                    // this wait has been written (and synced, where the policy syncs).
+                    Ok(_) => self.publish_progress(),
+                    Err(error) => self.fail(error),
+                }
+                continue;
+            }
+            let mut guard = self.progress_lock.lock();
+            if watermark(self) >= lsn || self.failure.get().is_some() {
+                continue;
+            }
             self.progress.wait(&mut guard);
         }
     }
 
-    /// Waits (asynchronously) until `watermark()` reaches `lsn` or the log fails.
+    /// Waits (asynchronously) until `watermark()` reaches `lsn` or the log fails. Async waiters
+    /// never do I/O themselves; the flusher thread does it for them.
     pub(crate) async fn wait_async(&self, lsn: u64, watermark: fn(&Shared) -> u64) -> Result<()> {
         loop {
             let notified = self.progress_async.notified();
@@ -317,77 +358,39 @@ impl Shared {
     }
 
     fn fail(&self, error: Error) {
-        tracing::error!(dir = %self.dir.display(), %error, "wal failed; further appends are refused");
-        let _ = self.failure.set(Arc::new(error));
+        if self.failure.set(Arc::new(error)).is_ok()
+            && let Some(error) = self.failure.get()
+        {
+            tracing::error!(dir = %self.dir.display(), %error, "wal failed; further appends are refused");
+        }
         let mut queue = self.queue.lock();
         queue.chunks.clear();
         queue.queued_bytes = 0;
         drop(queue);
         self.queue_space.notify_all();
+        self.flusher_wake.notify_one();
         self.publish_progress();
     }
-}
 
-/// The flusher's own state: the file it appends to.
-pub(crate) struct Flusher {
-    shared: Arc<Shared>,
-    segment: SegmentHeader,
-    path: PathBuf,
-    file: File,
-    /// Bytes in `file`, i.e. the offset of the next write.
-    file_len: u64,
-}
-
-impl Flusher {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        segment: SegmentHeader,
-        file: File,
-        file_len: u64,
-    ) -> Self {
-        let path = shared.dir.join(segment::file_name(segment.first_lsn));
-        Self {
-            shared,
-            segment,
-            path,
-            file,
-            file_len,
-        }
+    /// Whether there is anything for a round to do.
+    fn has_work(&self, queue: &Queue) -> bool {
+        !queue.chunks.is_empty() || queue.sync_requested > self.synced_lsn()
     }
 
-    /// The flusher thread's body: runs until the log is closed or fails.
-    pub(crate) fn run(mut self) {
-        while let Some((chunks, sync_requested, last_round)) = self.next_batch() {
-            if let Err(error) = self.write_batch(chunks, sync_requested) {
-                self.shared.fail(error);
-                return;
-            }
-            if last_round {
-                return;
-            }
+    /// One round of writing: takes what is queued (under `Always`, one append call), writes it,
+    /// and fdatasyncs where the policy or a sync request says so. Returns whether there was
+    /// anything to do. The caller holds the io lock and publishes progress after releasing it.
+    fn flush_round(&self, io: &mut Io, group_delay: bool) -> Result<bool> {
+        let mut queue = self.queue.lock();
+        if !self.has_work(&queue) {
+            return Ok(false);
         }
-    }
-
-    /// Waits for work and takes it from the queue: the chunks to write, whether an fdatasync was
-    /// asked for beyond what the policy does anyway, and whether the log is closing.
-    fn next_batch(&self) -> Option<(Vec<Chunk>, bool, bool)> {
-        let shared = &self.shared;
-        let mut queue = shared.queue.lock();
-        loop {
-            if !queue.chunks.is_empty() || queue.sync_requested > shared.synced_lsn() {
-                break;
-            }
-            if queue.closing {
-                return None;
-            }
-            shared.flusher_wake.wait(&mut queue);
-        }
-        if let (Durability::GroupCommit { max_delay }, Some(since)) =
-            (shared.config.durability, queue.oldest_queued_at)
+        if let (true, Durability::GroupCommit { max_delay }, Some(since)) =
+            (group_delay, self.config.durability, queue.oldest_queued_at)
         {
             let deadline = since + max_delay;
-            while !queue.closing && queue.queued_bytes < shared.config.group_commit_bytes {
-                if shared
+            while !queue.closing && queue.queued_bytes < self.config.group_commit_bytes {
+                if self
                     .flusher_wake
                     .wait_until(&mut queue, deadline)
                     .timed_out()
@@ -396,7 +399,7 @@ impl Flusher {
                 }
             }
         }
-        let chunks: Vec<Chunk> = match shared.config.durability {
+        let chunks: Vec<Chunk> = match self.config.durability {
             Durability::Always => queue.chunks.pop_front().into_iter().collect(),
             _ => queue.chunks.drain(..).collect(),
         };
@@ -404,15 +407,56 @@ impl Flusher {
         if queue.chunks.is_empty() {
             queue.oldest_queued_at = None;
         }
-        let sync_requested = queue.sync_requested > shared.synced_lsn();
-        let last_round = queue.closing && queue.chunks.is_empty();
+        let sync_requested = queue.sync_requested > self.synced_lsn();
         drop(queue);
-        shared.queue_space.notify_all();
-        Some((chunks, sync_requested, last_round))
+        self.queue_space.notify_all();
+        io.write_batch(self, chunks, sync_requested)?;
+        Ok(true)
     }
+}
 
-    fn write_batch(&mut self, chunks: Vec<Chunk>, sync_requested: bool) -> Result<()> {
-        let shared = Arc::clone(&self.shared);
+/// The flusher thread: writes what blocking waiters do not write themselves (async waiters,
+/// appends nobody waits on, group commit with a delay), and the last of it at close.
+pub(crate) fn run_flusher(shared: Arc<Shared>) {
+    loop {
+        {
+            let mut queue = shared.queue.lock();
+            while !shared.has_work(&queue) {
+                if queue.closing || shared.failure.get().is_some() {
+                    return;
+                }
+                shared.flusher_wake.wait(&mut queue);
+            }
+        }
+        let mut io = shared.io.lock();
+        let round = shared.flush_round(&mut io, true);
+        drop(io);
+        match round {
+            Ok(_) => shared.publish_progress(),
+            Err(error) => {
+                shared.fail(error);
+                return;
+            }
+        }
+    }
+}
+
+/// The segment being written.
+pub(crate) struct Io {
+    segment: SegmentHeader,
+    path: PathBuf,
+    file: File,
+    /// Bytes in `file`, i.e. the offset of the next write.
+    file_len: u64,
+}
+
+impl Io {
+    fn write_batch(
+        &mut self,
+        shared: &Shared,
+        chunks: Vec<Chunk>,
+        sync_requested: bool,
+    ) -> Result<()> {
         let mut last_written = None;
         for chunk in chunks {
             debug_assert_eq!(
@@ -425,7 +469,7 @@ impl Flusher {
                     chunk.segment.first_lsn, chunk.first_lsn,
                     "a segment starts with a chunk"
                 );
-                self.rotate(chunk.segment)?;
+                self.rotate(shared, chunk.segment)?;
             }
             self.file.write_all(&chunk.bytes).map_err(|source| {
                 Error::io(
@@ -455,21 +499,20 @@ impl Flusher {
         if policy_syncs || sync_requested {
             let written = shared.written_lsn();
             if written > shared.synced_lsn() {
-                self.sync_data()?;
+                self.sync_data(shared)?;
             }
-            // Earlier segments were fdatasynced when the flusher left them.
+            // Earlier segments were fdatasynced when the log left them.
             shared.synced.store(written, Ordering::Release);
         }
-        shared.publish_progress();
         Ok(())
     }
 
-    fn sync_data(&mut self) -> Result<()> {
+    fn sync_data(&mut self, shared: &Shared) -> Result<()> {
         let started = Instant::now();
         self.file
             .sync_data()
             .map_err(|source| Error::io("fdatasync", self.path.clone(), None, source))?;
-        let stats = &self.shared.stats;
+        let stats = &shared.stats;
         stats.syncs.fetch_add(1, Ordering::Relaxed);
         stats
             .sync_nanos
@@ -480,15 +523,15 @@ impl Flusher {
     /// Switches to a new segment. The old one is fdatasynced first, under every policy: records
     /// never become durable out of LSN order across segments, and a later sync need only cover
     /// the current segment (one extra fdatasync per segment is cheap).
-    fn rotate(&mut self, next: SegmentHeader) -> Result<()> {
-        self.sync_data()?;
-        let (path, file) = segment::create(&self.shared.dir, next)?;
-        self.shared.segments.write().push(SegmentEntry {
+    fn rotate(&mut self, shared: &Shared, next: SegmentHeader) -> Result<()> {
+        self.sync_data(shared)?;
+        let (path, file) = segment::create(&shared.dir, next)?;
+        shared.segments.write().push(SegmentEntry {
             first_lsn: next.first_lsn,
             segment_id: next.segment_id,
             path: path.clone(),
         });
-        self.shared
+        shared
             .stats
             .segments_created
             .fetch_add(1, Ordering::Relaxed);
