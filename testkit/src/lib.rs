@@ -222,3 +222,22 @@ impl Drop for Tmpfs {
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
+
+/// Aborts the whole test process with a message if the returned guard is still alive after
+/// `limit`: a hang (a lost wake-up, a livelock) fails the run quickly instead of running into
+/// CI's time limit. Keep the guard alive for the length of the test.
+pub fn watchdog(test: &'static str, limit: Duration) -> Watchdog {
+    let (done, finished) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(limit) {
+            eprintln!("watchdog: {test} still running after {limit:?}; aborting the test process");
+            std::process::abort();
+        }
+    });
+    Watchdog { _done: done }
+}
+
+/// Disarms the [`watchdog`] when dropped.
+pub struct Watchdog {
+    _done: mpsc::Sender<()>,
+}

@@ -372,9 +372,11 @@ impl Shared {
         self.publish_progress();
     }
 
-    /// Whether there is anything for a round to do.
+    /// Whether there is anything for a round to do. After a failure there never is: the records
+    /// a sync request covers may have been dropped unwritten, so it could never be met.
     fn has_work(&self, queue: &Queue) -> bool {
-        !queue.chunks.is_empty() || queue.sync_requested > self.synced_lsn()
+        self.failure.get().is_none()
+            && (!queue.chunks.is_empty() || queue.sync_requested > self.synced_lsn())
     }
 
     /// One round of writing: takes what is queued (under `Always`, one append call), writes it,

@@ -36,6 +36,10 @@ fn assert_each_appender_in_order(wal: &Wal, appenders: u64, per_appender: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_async_appenders_share_fdatasyncs_and_keep_their_order() {
+    let _watchdog = arbor_testkit::watchdog(
+        "sixty_four_async_appenders_share_fdatasyncs_and_keep_their_order",
+        std::time::Duration::from_secs(120),
+    );
     let dir = tempfile::tempdir().unwrap();
     let config = Config::default()
         .segment_bytes(64 << 10)
@@ -81,6 +85,10 @@ async fn sixty_four_async_appenders_share_fdatasyncs_and_keep_their_order() {
 
 #[test]
 fn threads_under_each_policy_land_every_record_once() {
+    let _watchdog = arbor_testkit::watchdog(
+        "threads_under_each_policy_land_every_record_once",
+        std::time::Duration::from_secs(120),
+    );
     for durability in [
         Durability::Never,
         Durability::Always,
@@ -124,6 +132,10 @@ fn threads_under_each_policy_land_every_record_once() {
 
 #[test]
 fn reader_follows_appends_across_segments_and_truncation() {
+    let _watchdog = arbor_testkit::watchdog(
+        "reader_follows_appends_across_segments_and_truncation",
+        std::time::Duration::from_secs(120),
+    );
     let dir = tempfile::tempdir().unwrap();
     let wal = Wal::open(dir.path(), small_segments(Durability::Never)).unwrap();
     const TOTAL: u64 = 3000;
@@ -180,6 +192,10 @@ fn reader_follows_appends_across_segments_and_truncation() {
 
 #[test]
 fn live_verify_does_not_mistake_records_being_written_for_a_torn_tail() {
+    let _watchdog = arbor_testkit::watchdog(
+        "live_verify_does_not_mistake_records_being_written_for_a_torn_tail",
+        std::time::Duration::from_secs(120),
+    );
     let dir = tempfile::tempdir().unwrap();
     let wal = Wal::open(dir.path(), small_segments(Durability::Never)).unwrap();
     let stop = AtomicBool::new(false);

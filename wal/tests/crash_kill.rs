@@ -109,6 +109,10 @@ fn run_and_kill(role: &str, dir: &std::path::Path, rng: &mut SplitMix64) -> Vec<
 
 #[test]
 fn kill_9_under_always_keeps_exactly_the_acknowledged_prefix() {
+    let _watchdog = arbor_testkit::watchdog(
+        "kill_9_under_always_keeps_exactly_the_acknowledged_prefix",
+        std::time::Duration::from_secs(120),
+    );
     let seed = SplitMix64::seed_from_env();
     eprintln!("seed {seed} (ARBOR_TEST_SEED={seed} repeats this run)");
     let mut rng = SplitMix64::new(seed);
@@ -148,6 +152,10 @@ fn kill_9_under_always_keeps_exactly_the_acknowledged_prefix() {
 
 #[test]
 fn kill_9_under_never_keeps_every_record_written_to_the_os() {
+    let _watchdog = arbor_testkit::watchdog(
+        "kill_9_under_never_keeps_every_record_written_to_the_os",
+        std::time::Duration::from_secs(120),
+    );
     let seed = SplitMix64::seed_from_env();
     eprintln!("seed {seed} (ARBOR_TEST_SEED={seed} repeats this run)");
     let mut rng = SplitMix64::new(seed ^ 0x7f4a);
@@ -175,6 +183,10 @@ fn kill_9_under_never_keeps_every_record_written_to_the_os() {
 
 #[test]
 fn kill_9_under_group_commit_with_four_threads_loses_nothing_acknowledged() {
+    let _watchdog = arbor_testkit::watchdog(
+        "kill_9_under_group_commit_with_four_threads_loses_nothing_acknowledged",
+        std::time::Duration::from_secs(120),
+    );
     let seed = SplitMix64::seed_from_env();
     eprintln!("seed {seed} (ARBOR_TEST_SEED={seed} repeats this run)");
     let mut rng = SplitMix64::new(seed ^ 0x9e37);

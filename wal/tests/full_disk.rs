@@ -11,6 +11,10 @@ use support::*;
 
 #[test]
 fn enospc_fails_the_append_stops_the_log_and_reopen_keeps_every_acknowledged_record() {
+    let _watchdog = arbor_testkit::watchdog(
+        "enospc_fails_the_append_stops_the_log_and_reopen_keeps_every_acknowledged_record",
+        std::time::Duration::from_secs(120),
+    );
     let disk = Tmpfs::mount(256 << 10).expect("full-disk test needs a tmpfs");
     assert!(is_tmpfs(disk.path()));
     let dir = disk.path().join("wal");
