@@ -6,7 +6,7 @@
 //! has it open stays readable through the open descriptor.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use crate::frame::{self, Defect, HEADER_LEN, Header};
@@ -34,11 +34,19 @@ pub struct Reader {
 
 struct OpenSegment {
     entry: SegmentEntry,
-    file: BufReader<File>,
+    file: File,
+    /// Offset of the next frame.
     offset: u64,
     /// LSN of the next record in the file.
     next_lsn: Lsn,
+    /// Read-ahead: bytes of the file from `buffer_offset` on.
+    buffer: Vec<u8>,
+    buffer_offset: u64,
 }
+
+/// How far ahead a reader reads (never past what the log has written: preallocated space reads
+/// as zeros until records are written there, and a buffered zero must not outlive that).
+const READ_AHEAD: usize = 256 << 10;
 
 impl Reader {
     pub(crate) fn new(shared: Arc<Shared>, from: Lsn) -> Result<Self> {
@@ -97,7 +105,13 @@ impl Reader {
             let Some(open) = self.current.as_mut() else {
                 return Err(truncated);
             };
-            let Some(record) = open.read_record(self.shared.config.max_record_bytes)? else {
+            let (writing_segment, written_end) = self.shared.written_end();
+            let limit = if writing_segment == open.entry.first_lsn {
+                written_end
+            } else {
+                u64::MAX
+            };
+            let Some(record) = open.read_record(self.shared.config.max_record_bytes, limit)? else {
                 // A clean end of file before `next_lsn`: the segment that held it was released.
                 // (A listed segment cannot end early: the watermark says the record was written.)
                 if open.entry.first_lsn < oldest {
@@ -124,9 +138,8 @@ fn open_segment(entry: SegmentEntry) -> Result<OpenSegment> {
         move |source| Error::io(op, path, offset, source)
     };
     let file = File::open(&entry.path).map_err(io("open segment for reading", None))?;
-    let mut file = BufReader::with_capacity(64 << 10, file);
     let mut header = [0u8; SEGMENT_HEADER_LEN];
-    file.read_exact(&mut header)
+    file.read_exact_at(&mut header, 0)
         .map_err(io("read segment header", Some(0)))?;
     let header = SegmentHeader::decode(&header).map_err(|reason| Error::BadSegment {
         segment: entry.path.clone(),
@@ -138,86 +151,91 @@ fn open_segment(entry: SegmentEntry) -> Result<OpenSegment> {
         entry,
         file,
         offset: SEGMENT_HEADER_LEN as u64,
+        buffer: Vec::new(),
+        buffer_offset: 0,
     })
 }
 
 impl OpenSegment {
-    /// The next record of the file, or `None` at a clean end of file (no byte of a next frame).
-    fn read_record(&mut self, max_record: usize) -> Result<Option<Record>> {
-        let corrupt = |offset, defect| Error::Corrupt {
-            segment: self.entry.path.clone(),
+    /// `len` bytes of the file at `at`, reading ahead up to `limit`; `None` if the file ends
+    /// first.
+    fn bytes_at(&mut self, at: u64, len: usize, limit: u64) -> std::io::Result<Option<&[u8]>> {
+        let buffered_end = self.buffer_offset + self.buffer.len() as u64;
+        if at < self.buffer_offset || at + len as u64 > buffered_end {
+            let ahead = limit.saturating_sub(at).min(READ_AHEAD as u64) as usize;
+            self.buffer.resize(len.max(ahead), 0);
+            self.buffer_offset = at;
+            let mut filled = 0;
+            while filled < self.buffer.len() {
+                match self
+                    .file
+                    .read_at(&mut self.buffer[filled..], at + filled as u64)
+                {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            self.buffer.truncate(filled);
+            if filled < len {
+                return Ok(None);
+            }
+        }
+        let start = (at - self.buffer_offset) as usize;
+        Ok(Some(&self.buffer[start..start + len]))
+    }
+
+    /// The next record of the file, or `None` at the end of its records (end of file, or the
+    /// zeros of preallocated space). `limit` is where the log's written bytes end in this file.
+    fn read_record(&mut self, max_record: usize, limit: u64) -> Result<Option<Record>> {
+        let offset = self.offset;
+        let path = self.entry.path.clone();
+        let corrupt = |defect| Error::Corrupt {
+            segment: path.clone(),
             offset,
             defect,
         };
-        let at_end = self
-            .file
-            .fill_buf()
-            .map_err(|source| {
-                Error::io(
-                    "read record",
-                    self.entry.path.clone(),
-                    Some(self.offset),
-                    source,
-                )
-            })?
-            .is_empty();
-        if at_end {
+        let read_error = |source| Error::io("read record", path.clone(), Some(offset), source);
+        let Some(header_bytes) = self
+            .bytes_at(offset, HEADER_LEN, limit)
+            .map_err(read_error)?
+        else {
+            return Ok(None);
+        };
+        let mut header_copy = [0u8; HEADER_LEN];
+        header_copy.copy_from_slice(header_bytes);
+        let header_bytes = header_copy;
+        let header = Header::parse(&header_bytes);
+        if header.is_zero() {
+            // Preallocated space that was never written: the end of this segment's records.
             return Ok(None);
         }
-        let mut header_bytes = [0u8; HEADER_LEN];
-        if let Err(source) = self.file.read_exact(&mut header_bytes) {
-            return Err(match source.kind() {
-                // The watermark said this record was written: a short file means damage.
-                std::io::ErrorKind::UnexpectedEof => corrupt(self.offset, Defect::Incomplete),
-                _ => Error::io(
-                    "read record",
-                    self.entry.path.clone(),
-                    Some(self.offset),
-                    source,
-                ),
-            });
-        }
-        let header = Header::parse(&header_bytes);
         if header.len as usize > max_record {
-            return Err(corrupt(
-                self.offset,
-                Defect::OversizedLength { len: header.len },
-            ));
+            return Err(corrupt(Defect::OversizedLength { len: header.len }));
         }
         let frame_len = frame::frame_len(header.len as usize);
-        let mut rest = vec![0u8; frame_len - HEADER_LEN];
-        if let Err(source) = self.file.read_exact(&mut rest) {
-            return Err(match source.kind() {
-                std::io::ErrorKind::UnexpectedEof => corrupt(self.offset, Defect::Incomplete),
-                _ => Error::io(
-                    "read record",
-                    self.entry.path.clone(),
-                    Some(self.offset),
-                    source,
-                ),
-            });
-        }
-        rest.truncate(header.len as usize);
-        let payload = rest;
+        let Some(frame) = self
+            .bytes_at(offset, frame_len, limit)
+            .map_err(read_error)?
+        else {
+            // The watermark said this record was written: a short file means damage.
+            return Err(corrupt(Defect::Incomplete));
+        };
+        let payload = frame[HEADER_LEN..HEADER_LEN + header.len as usize].to_vec();
         if Header::expected_crc(&header_bytes, &payload) != header.crc {
-            return Err(corrupt(self.offset, Defect::ChecksumMismatch));
+            return Err(corrupt(Defect::ChecksumMismatch));
         }
         if header.segment_id != self.entry.segment_id {
-            return Err(corrupt(
-                self.offset,
-                Defect::ForeignSegment {
-                    found: header.segment_id,
-                },
-            ));
+            return Err(corrupt(Defect::ForeignSegment {
+                found: header.segment_id,
+            }));
         }
         if header.lsn != self.next_lsn {
-            return Err(corrupt(
-                self.offset,
-                Defect::LsnOutOfOrder {
-                    expected: self.next_lsn,
-                    found: header.lsn,
-                },
-            ));
+            return Err(corrupt(Defect::LsnOutOfOrder {
+                expected: self.next_lsn,
+                found: header.lsn,
+            }));
         }
         self.offset += frame_len as u64;
         self.next_lsn += 1;

@@ -156,7 +156,7 @@ pub(crate) fn open(dir: &Path, config: &Config) -> Result<(Start, Recovery)> {
             segment_id: segment::new_segment_id(1),
             first_lsn: 1,
         };
-        let (path, file) = segment::create(dir, header)?;
+        let (path, file) = segment::create(dir, header, config.segment_bytes)?;
         let start = Start {
             dir: dir.to_path_buf(),
             next_lsn: 1,
@@ -189,7 +189,8 @@ pub(crate) fn open(dir: &Path, config: &Config) -> Result<(Start, Recovery)> {
         match decide(position, scan.ending) {
             Action::Keep => {}
             Action::TruncateTornTail { offset } => {
-                recovery.torn_tail = Some(cut_torn_tail(path, &bytes, offset)?);
+                recovery.torn_tail =
+                    Some(cut_torn_tail(path, &bytes, offset, config.segment_bytes)?);
             }
             Action::Refuse { offset, defect } => {
                 return Err(Error::Corrupt {
@@ -215,9 +216,11 @@ pub(crate) fn open(dir: &Path, config: &Config) -> Result<(Start, Recovery)> {
         });
     };
     let file = OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(&entry.path)
-        .map_err(|source| Error::io("open segment for append", entry.path.clone(), None, source))?;
+        .map_err(|source| {
+            Error::io("open segment for writing", entry.path.clone(), None, source)
+        })?;
     let start = Start {
         dir: dir.to_path_buf(),
         next_lsn: last.last_lsn() + 1,
@@ -230,9 +233,14 @@ pub(crate) fn open(dir: &Path, config: &Config) -> Result<(Start, Recovery)> {
     Ok((start, recovery))
 }
 
-/// Cuts the last segment at `offset`, keeping a copy of the cut bytes beside it.
-fn cut_torn_tail(path: &Path, bytes: &[u8], offset: u64) -> Result<TornTail> {
-    let cut = &bytes[offset as usize..];
+/// Cuts the last segment at `offset`, keeping a copy of the cut bytes (up to the last non-zero
+/// one) beside it, and preallocates the segment again.
+fn cut_torn_tail(path: &Path, bytes: &[u8], offset: u64, preallocate: u64) -> Result<TornTail> {
+    let tail = &bytes[offset as usize..];
+    let cut = &tail[..tail
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| last + 1)];
     let saved_to = PathBuf::from(format!("{}.torn-{offset}", path.display()));
     let io = |op, p: &Path| {
         let p = p.to_path_buf();
@@ -249,6 +257,8 @@ fn cut_torn_tail(path: &Path, bytes: &[u8], offset: u64) -> Result<TornTail> {
         .map_err(io("open segment", path))?;
     file.set_len(offset)
         .map_err(io("truncate torn tail", path))?;
+    file.set_len(preallocate.max(offset))
+        .map_err(io("preallocate segment", path))?;
     file.sync_all()
         .map_err(io("fsync truncated segment", path))?;
     if let Some(dir) = path.parent() {

@@ -95,6 +95,7 @@ pub fn repair(dir: &Path, config: &Config) -> Result<RepairReport> {
                         segment_id: segment::new_segment_id(first),
                         first_lsn: first,
                     },
+                    config.segment_bytes,
                 )?;
             }
         }

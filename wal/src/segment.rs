@@ -109,10 +109,18 @@ impl SegmentHeader {
 }
 
 /// Creates the segment for `header` in `dir` as the recovery rule needs it: written to a
-/// temporary name, header fsynced, renamed into place, directory fsynced. A crash at any point
-/// leaves either no segment or a segment with a whole header; a leftover temporary file is
-/// removed by the next open. Returns the file opened for appending.
-pub(crate) fn create(dir: &Path, header: SegmentHeader) -> Result<(PathBuf, File), Error> {
+/// temporary name, header written, size preallocated, fsynced, renamed into place, directory
+/// fsynced. A crash at any point leaves either no segment or a segment with a whole header; a
+/// leftover temporary file is removed by the next open. Returns the file opened for writing.
+///
+/// The file is preallocated (sparse) to `preallocate` bytes so that appends never change its size:
+/// an fdatasync then has no size to commit, which makes it markedly cheaper on ext4. Unwritten
+/// space reads as zeros, which the scan takes as the end of the records.
+pub(crate) fn create(
+    dir: &Path,
+    header: SegmentHeader,
+    preallocate: u64,
+) -> Result<(PathBuf, File), Error> {
     let name = file_name(header.first_lsn);
     let path = dir.join(&name);
     let temp = dir.join(format!(".{}{TEMP_SUFFIX}", header.first_lsn));
@@ -128,14 +136,16 @@ pub(crate) fn create(dir: &Path, header: SegmentHeader) -> Result<(PathBuf, File
         .map_err(io("create segment", &temp))?;
     file.write_all(&header.encode())
         .map_err(io("write segment header", &temp))?;
+    file.set_len(preallocate.max(SEGMENT_HEADER_LEN as u64))
+        .map_err(io("preallocate segment", &temp))?;
     file.sync_all().map_err(io("fsync new segment", &temp))?;
     fs::rename(&temp, &path).map_err(io("rename new segment", &path))?;
     sync_dir(dir)?;
     drop(file);
     let file = OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(&path)
-        .map_err(io("open segment for append", &path))?;
+        .map_err(io("open segment for writing", &path))?;
     Ok((path, file))
 }
 
@@ -172,7 +182,8 @@ pub(crate) fn list(dir: &Path, remove_temporaries: bool) -> Result<Vec<(u64, Pat
 /// How a scanned segment ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ending {
-    /// Every byte after the header belongs to a valid record.
+    /// Every byte after the header belongs to a valid record, or is zero (preallocated space
+    /// that was never written).
     Clean,
     /// The record at `offset` is bad and nothing valid follows: a torn write (recoverable in the
     /// last segment by truncating at `offset`).
@@ -227,6 +238,14 @@ pub(crate) fn scan(
             Decoded::Record { frame_len, .. } => {
                 offset += frame_len;
                 next_lsn += 1;
+            }
+            Decoded::Bad(_) if bytes[offset..].iter().all(|&b| b == 0) => {
+                return Ok(Scan {
+                    header,
+                    records: next_lsn - header.first_lsn,
+                    valid_end: offset as u64,
+                    ending: Ending::Clean,
+                });
             }
             Decoded::Bad(defect) => {
                 let valid_follows = (offset + frame::ALIGN..bytes.len())

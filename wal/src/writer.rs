@@ -29,7 +29,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -473,14 +473,16 @@ impl Io {
                 );
                 self.rotate(shared, chunk.segment)?;
             }
-            self.file.write_all(&chunk.bytes).map_err(|source| {
-                Error::io(
-                    "append records",
-                    self.path.clone(),
-                    Some(self.file_len),
-                    source,
-                )
-            })?;
+            self.file
+                .write_all_at(&chunk.bytes, self.file_len)
+                .map_err(|source| {
+                    Error::io(
+                        "append records",
+                        self.path.clone(),
+                        Some(self.file_len),
+                        source,
+                    )
+                })?;
             self.file_len += chunk.bytes.len() as u64;
             let stats = &shared.stats;
             stats.writes.fetch_add(1, Ordering::Relaxed);
@@ -527,7 +529,7 @@ impl Io {
     /// the current segment (one extra fdatasync per segment is cheap).
     fn rotate(&mut self, shared: &Shared, next: SegmentHeader) -> Result<()> {
         self.sync_data(shared)?;
-        let (path, file) = segment::create(&shared.dir, next)?;
+        let (path, file) = segment::create(&shared.dir, next, shared.config.segment_bytes)?;
         shared.segments.write().push(SegmentEntry {
             first_lsn: next.first_lsn,
             segment_id: next.segment_id,

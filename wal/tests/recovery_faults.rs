@@ -10,8 +10,18 @@ use std::io::Write;
 use arbor_wal::{Config, Defect, Durability, Error, ProblemKind, Wal, repair, verify};
 use support::*;
 
+/// One preallocated 16 KiB segment is enough for these tests' records.
 fn one_segment() -> Config {
-    Config::default().durability(Durability::Never)
+    Config::default()
+        .segment_bytes(16 << 10)
+        .max_record_bytes(1024)
+        .durability(Durability::Never)
+}
+
+/// Where the records of a closed one-segment log of `n` records end.
+fn used_len(n: u64) -> u64 {
+    let (lsn, at) = *record_offsets(1, n).last().unwrap();
+    at + (24 + payload_for(lsn).len() as u64).next_multiple_of(8)
 }
 
 #[test]
@@ -20,71 +30,113 @@ fn truncation_at_every_byte_offset_of_the_last_records_keeps_every_whole_record(
     write_log(source.path(), 12, one_segment());
     let [segment] = segment_files(source.path()).try_into().unwrap();
     let original = fs::read(&segment).unwrap();
+    let used = used_len(12);
+    assert!(
+        original[used as usize..].iter().all(|&b| b == 0),
+        "preallocated space is zeros"
+    );
     let offsets = record_offsets(1, 12);
     let from = offsets[8].1; // the last four records and everything between them
-    for cut in from..=original.len() as u64 {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(segment.file_name().unwrap());
-        fs::write(&path, &original[..cut as usize]).unwrap();
-        let whole = offsets
-            .iter()
-            .filter(|(lsn, at)| {
-                at + (24 + payload_for(*lsn).len() as u64).next_multiple_of(8) <= cut
-            })
-            .count() as u64;
-        let wal = Wal::open(dir.path(), one_segment()).unwrap();
-        assert_holds_exactly(&wal, whole);
-        let at_boundary = cut == original.len() as u64 || offsets.iter().any(|(_, at)| *at == cut);
-        assert_eq!(
-            wal.recovery().torn_tail.is_some(),
-            !at_boundary,
-            "cut at {cut}"
-        );
-        // The log continues after recovery, and the continuation survives another reopen.
-        wal.append(&payload_for(whole + 1))
-            .unwrap()
-            .wait_blocking()
-            .unwrap();
-        wal.close().unwrap();
-        let wal = Wal::open(dir.path(), one_segment()).unwrap();
-        assert_holds_exactly(&wal, whole + 1);
-        assert!(wal.recovery().torn_tail.is_none());
+    // Two shapes of a torn write: the file ends at the cut (a crash before preallocation), or
+    // the preallocated zeros follow it (the bytes after the cut never reached the disk).
+    for zero_filled in [false, true] {
+        for cut in from..=used {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(segment.file_name().unwrap());
+            let mut bytes = original[..cut as usize].to_vec();
+            if zero_filled {
+                bytes.resize(original.len(), 0);
+            }
+            fs::write(&path, &bytes).unwrap();
+            // A record survives a cut at or after its end; zero filled, its padding reads back as
+            // the zeros it was, so the end of its payload is enough.
+            let frame_end = |lsn: u64, at: u64| {
+                let end = at + 24 + payload_for(lsn).len() as u64;
+                if zero_filled {
+                    end
+                } else {
+                    end.next_multiple_of(8)
+                }
+            };
+            let whole = offsets
+                .iter()
+                .filter(|(lsn, at)| frame_end(*lsn, *at) <= cut)
+                .count() as u64;
+            let partial_start = offsets
+                .get(whole as usize)
+                .map_or(cut, |(_, at)| *at)
+                .min(cut);
+            let torn = original[partial_start as usize..cut as usize]
+                .iter()
+                .any(|&b| b != 0);
+            let wal = Wal::open(dir.path(), one_segment()).unwrap();
+            assert_holds_exactly(&wal, whole);
+            assert_eq!(
+                wal.recovery().torn_tail.is_some(),
+                torn,
+                "cut at {cut}, zero filled {zero_filled}"
+            );
+            // The log continues after recovery, and the continuation survives another reopen.
+            wal.append(&payload_for(whole + 1))
+                .unwrap()
+                .wait_blocking()
+                .unwrap();
+            wal.close().unwrap();
+            let wal = Wal::open(dir.path(), one_segment()).unwrap();
+            assert_holds_exactly(&wal, whole + 1);
+            assert!(wal.recovery().torn_tail.is_none());
+        }
     }
 }
 
 #[test]
-fn zeroed_or_garbage_tail_is_cut_and_kept_aside() {
-    for (name, tail) in [
-        ("zeros", vec![0u8; 4096]),
-        (
-            "garbage",
-            (0..4096u32)
-                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-                .collect(),
-        ),
-    ] {
-        let dir = tempfile::tempdir().unwrap();
-        write_log(dir.path(), 30, one_segment());
-        let [segment] = segment_files(dir.path()).try_into().unwrap();
-        let before = fs::metadata(&segment).unwrap().len();
-        OpenOptions::new()
-            .append(true)
-            .open(&segment)
-            .unwrap()
-            .write_all(&tail)
-            .unwrap();
-        let wal = Wal::open(dir.path(), one_segment()).unwrap();
-        assert_holds_exactly(&wal, 30);
-        let torn = wal.recovery().torn_tail.clone().expect(name);
-        assert_eq!(torn.offset, before, "{name}");
-        assert_eq!(torn.bytes, 4096, "{name}");
-        assert_eq!(
-            fs::read(&torn.saved_to).unwrap(),
-            tail,
-            "{name}: the cut bytes are kept"
-        );
-        assert_eq!(fs::metadata(&segment).unwrap().len(), before, "{name}");
-    }
+fn zero_tail_is_clean_and_garbage_tail_is_cut_and_kept_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 30, one_segment());
+    let [segment] = segment_files(dir.path()).try_into().unwrap();
+    let size = fs::metadata(&segment).unwrap().len();
+    // Zeros after the records are preallocated space, even where the file was extended.
+    OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap()
+        .write_all(&[0u8; 4096])
+        .unwrap();
+    let wal = Wal::open(dir.path(), one_segment()).unwrap();
+    assert_holds_exactly(&wal, 30);
+    assert!(wal.recovery().torn_tail.is_none());
+    wal.close().unwrap();
+
+    // Garbage after the last record is a torn tail: cut, kept aside, the log goes on.
+    let used = used_len(30);
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 1)
+        .collect();
+    let mut bytes = fs::read(&segment).unwrap();
+    bytes[used as usize..used as usize + garbage.len()].copy_from_slice(&garbage);
+    fs::write(&segment, &bytes).unwrap();
+    let wal = Wal::open(dir.path(), one_segment()).unwrap();
+    assert_holds_exactly(&wal, 30);
+    let torn = wal.recovery().torn_tail.clone().unwrap();
+    assert_eq!(torn.offset, used);
+    assert_eq!(torn.bytes, garbage.len() as u64);
+    assert_eq!(
+        fs::read(&torn.saved_to).unwrap(),
+        garbage,
+        "the cut bytes are kept"
+    );
+    let after = fs::read(&segment).unwrap();
+    assert!(
+        after.len() as u64 >= size,
+        "the segment is preallocated again"
+    );
+    assert!(after[used as usize..].iter().all(|&b| b == 0));
+    wal.append(&payload_for(31))
+        .unwrap()
+        .wait_blocking()
+        .unwrap();
+    wal.close().unwrap();
+    assert_holds_exactly(&Wal::open(dir.path(), one_segment()).unwrap(), 31);
 }
 
 /// Flips one bit in the middle of record `lsn`'s payload (or header, for empty payloads).
