@@ -47,14 +47,17 @@
 //! little-endian, with the CRC-32 over everything after it up to the end of the payload. Frames
 //! are 8-byte aligned so a header never straddles a sector. The segment id in every record makes
 //! stale bytes from another segment fail the check even if their own CRC is intact. A segment is
-//! created as a temporary file, its header written and fsynced, renamed into place, and the
-//! directory fsynced; it rotates when the next record would pass [`Config::segment_bytes`].
+//! created as a temporary file, its header written, its size preallocated (sparse) to
+//! [`Config::segment_bytes`], fsynced, renamed into place, and the directory fsynced. Records are
+//! written in place inside the preallocated file, so an fdatasync never has a file size to commit
+//! (on ext4 that makes it markedly cheaper); the log rotates when the next record would not fit.
 //!
 //! # The recovery rule
 //!
-//! Open is recovery. Only the last segment's tail may be torn (a record cut short, zeros, or a
-//! bad CRC with nothing valid after it): it is truncated to the last whole record, the cut bytes
-//! are kept beside the segment as `<segment>.torn-<offset>`, and the log continues. A bad record
+//! Open is recovery. Zeros after the last record are preallocated space that was never written,
+//! not damage. Only the last segment's tail may be torn (a record cut short, or a bad CRC with
+//! nothing valid after it): it is truncated to the last whole record, the cut bytes are kept
+//! beside the segment as `<segment>.torn-<offset>`, and the log continues. A bad record
 //! followed by valid ones, any bad record in an earlier segment, a bad segment header, or a gap
 //! between segments is corruption: open fails with [`Error::Corrupt`] or [`Error::BadSegment`]
 //! naming the segment and offset. [`repair`] is the explicit way past that: it cuts the log at the
