@@ -125,6 +125,7 @@ impl Shared {
             segment: start.segment,
             path: start.dir.join(segment::file_name(start.segment.first_lsn)),
             file: start.file,
+            unsynced: Vec::new(),
             file_len: start.segment_len,
         };
         Arc::new(Self {
@@ -334,9 +335,22 @@ impl Shared {
     }
 
     /// Waits (asynchronously) until `watermark()` reaches `lsn` or the log fails. Async waiters
-    /// never do I/O themselves; the flusher thread does it for them.
+    /// never fdatasync themselves (that would block their executor); the flusher thread does it
+    /// for them.
     pub(crate) async fn wait_async(&self, lsn: u64, watermark: fn(&Shared) -> u64) -> Result<()> {
         loop {
+            // Under Never a round is a plain write (no fdatasync: see `Io::rotate`), cheap enough
+            // to do on the caller's task instead of waiting for the flusher thread to wake.
+            if self.config.durability == Durability::Never && watermark(self) < lsn {
+                if let Some(mut io) = self.io.try_lock() {
+                    let round = self.flush_round(&mut io, false);
+                    drop(io);
+                    match round {
+                        Ok(_) => self.publish_progress(),
+                        Err(error) => self.fail(error),
+                    }
+                }
+            }
             let notified = self.progress_async.notified();
             tokio::pin!(notified);
             // Registered before the check, so progress published after it cannot be missed.
@@ -448,6 +462,8 @@ pub(crate) struct Io {
     segment: SegmentHeader,
     path: PathBuf,
     file: File,
+    /// Earlier segments left under `Never` without an fdatasync; the next sync covers them.
+    unsynced: Vec<(PathBuf, File)>,
     /// Bytes in `file`, i.e. the offset of the next write.
     file_len: u64,
 }
@@ -511,8 +527,13 @@ impl Io {
         Ok(())
     }
 
+    /// fdatasyncs the segment being written and any earlier one left unsynced.
     fn sync_data(&mut self, shared: &Shared) -> Result<()> {
         let started = Instant::now();
+        for (path, file) in self.unsynced.drain(..) {
+            file.sync_data()
+                .map_err(|source| Error::io("fdatasync", path, None, source))?;
+        }
         self.file
             .sync_data()
             .map_err(|source| Error::io("fdatasync", self.path.clone(), None, source))?;
@@ -524,11 +545,15 @@ impl Io {
         Ok(())
     }
 
-    /// Switches to a new segment. The old one is fdatasynced first, under every policy: records
-    /// never become durable out of LSN order across segments, and a later sync need only cover
-    /// the current segment (one extra fdatasync per segment is cheap).
+    /// Switches to a new segment. Under a durable policy the old one is fdatasynced first, so
+    /// records never become durable out of LSN order across segments. Under `Never` its
+    /// fdatasync is left to the next sync (which covers every unsynced segment), so a rotation
+    /// does not stall whoever is writing.
     fn rotate(&mut self, shared: &Shared, next: SegmentHeader) -> Result<()> {
-        self.sync_data(shared)?;
+        let durable_policy = shared.config.durability != Durability::Never;
+        if durable_policy {
+            self.sync_data(shared)?;
+        }
         let (path, file) = segment::create(&shared.dir, next, shared.config.segment_bytes)?;
         shared.segments.write().push(SegmentEntry {
             first_lsn: next.first_lsn,
@@ -539,9 +564,12 @@ impl Io {
             .stats
             .segments_created
             .fetch_add(1, Ordering::Relaxed);
+        let old_file = std::mem::replace(&mut self.file, file);
+        let old_path = std::mem::replace(&mut self.path, path);
+        if !durable_policy {
+            self.unsynced.push((old_path, old_file));
+        }
         self.segment = next;
-        self.path = path;
-        self.file = file;
         self.file_len = SEGMENT_HEADER_LEN as u64;
         Ok(())
     }
