@@ -313,17 +313,9 @@ impl Shared {
             if let Some(failure) = self.failure() {
                 return Err(failure);
             }
-            if self.waiters_may_lead()
-                && let Some(mut io) = self.io.try_lock()
-            {
-                let round = self.flush_round(&mut io, false);
-                drop(io);
-                match round {
-                    // With the io lock held and nothing queued, everything appended before
-                    // this wait has been written (and synced, where the policy syncs).
-                    Ok(_) => self.publish_progress(),
-                    Err(error) => self.fail(error),
-                }
+            // With the io lock held and nothing queued, everything appended before this wait has
+            // been written (and synced, where the policy syncs): the loop then ends.
+            if self.waiters_may_lead() && self.lead_round() {
                 continue;
             }
             let mut guard = self.progress_lock.lock();
@@ -342,14 +334,7 @@ impl Shared {
             // Under Never a round is a plain write (no fdatasync: see `Io::rotate`), cheap enough
             // to do on the caller's task instead of waiting for the flusher thread to wake.
             if self.config.durability == Durability::Never && watermark(self) < lsn {
-                if let Some(mut io) = self.io.try_lock() {
-                    let round = self.flush_round(&mut io, false);
-                    drop(io);
-                    match round {
-                        Ok(_) => self.publish_progress(),
-                        Err(error) => self.fail(error),
-                    }
-                }
+                self.lead_round();
             }
             let notified = self.progress_async.notified();
             tokio::pin!(notified);
@@ -363,6 +348,20 @@ impl Shared {
             }
             notified.await;
         }
+    }
+
+    /// Does a round of writing on the caller's thread if nobody else is; returns whether it did.
+    fn lead_round(&self) -> bool {
+        let Some(mut io) = self.io.try_lock() else {
+            return false;
+        };
+        let round = self.flush_round(&mut io, false);
+        drop(io);
+        match round {
+            Ok(_) => self.publish_progress(),
+            Err(error) => self.fail(error),
+        }
+        true
     }
 
     fn publish_progress(&self) {
