@@ -11,13 +11,19 @@
 //!      …   0-7  padding    zeros, so the next frame starts 8-byte aligned
 //! ```
 //!
-//! All integers are little-endian. Frames are 8-byte aligned so that a frame header never
-//! straddles a 512-byte sector: a torn write can cut a record, but never half of a length field.
+//! All integers are little-endian. Frames are 8-byte aligned so that the CRC and length (a frame's
+//! first 8 bytes) never straddle a 512-byte sector: a torn write can cut a record, but never half
+//! of its length field.
 //! The segment id inside the CRC makes bytes left over from another segment (a reused or copied
 //! file) fail the check even when their own CRC is intact.
 
 /// Bytes of a frame before its payload.
 pub(crate) const HEADER_LEN: usize = 24;
+/// The largest payload the format can describe (the length field is 32 bits). Reading and recovery
+/// judge frames by this and by the bytes actually there, never by the configured maximum, which
+/// only limits appends: lowering it must not make existing records look corrupt.
+pub(crate) const FORMAT_MAX_RECORD: usize = u32::MAX as usize;
+
 /// Frames start at multiples of this many bytes.
 pub(crate) const ALIGN: usize = 8;
 

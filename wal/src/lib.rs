@@ -45,7 +45,7 @@
 //! ```
 //!
 //! little-endian, with the CRC-32 over everything after it up to the end of the payload. Frames
-//! are 8-byte aligned so a header never straddles a sector. The segment id in every record makes
+//! are 8-byte aligned, so a frame's CRC and length (its first 8 bytes) never straddle a sector. The segment id in every record makes
 //! stale bytes from another segment fail the check even if their own CRC is intact. A segment is
 //! created as a temporary file, its header written, its size preallocated (sparse) to
 //! [`Config::segment_bytes`], fsynced, renamed into place, and the directory fsynced. Records are
@@ -127,6 +127,9 @@ pub enum Durability {
     Always,
 }
 
+/// The longest group commit may hold a record back for company.
+const MAX_GROUP_COMMIT_DELAY: Duration = Duration::from_secs(1);
+
 /// How a log is laid out and how it commits. Configure, then open:
 /// `Wal::open(dir, Config::default().segment_bytes(8 << 20))`.
 #[derive(Debug, Clone)]
@@ -198,6 +201,13 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
+        if let Durability::GroupCommit { max_delay } = self.durability
+            && max_delay > MAX_GROUP_COMMIT_DELAY
+        {
+            return Err(Error::InvalidConfig(format!(
+                "group commit max_delay {max_delay:?} exceeds {MAX_GROUP_COMMIT_DELAY:?}"
+            )));
+        }
         if self.max_record_bytes > u32::MAX as usize {
             return Err(Error::InvalidConfig(format!(
                 "max_record_bytes {} does not fit the 32-bit length field",
@@ -239,6 +249,7 @@ impl Owner {
         {
             return Err(Error::Closed);
         }
+        self.shared.release_lock();
         match self.shared.failure() {
             Some(failure) => Err(failure),
             None => Ok(()),
@@ -281,9 +292,10 @@ impl Wal {
         self.append_batch(&[payload])
     }
 
-    /// Appends records with consecutive LSNs, in order, as one unit: under
+    /// Appends records with consecutive LSNs, in order, written together: under
     /// [`Durability::Always`] one write + fdatasync covers the whole batch. Every size is checked
-    /// before anything is written.
+    /// before anything is written. A crash during the write may keep a prefix of the batch (none
+    /// of it was acknowledged).
     pub fn append_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Appended> {
         let (first, last) = self.shared.append(payloads)?;
         Ok(Appended {
@@ -316,6 +328,9 @@ impl Wal {
     /// Removes the segments whose records all lie before `lsn`, oldest first, and fsyncs the
     /// directory. The segment being written is never removed. Returns how many were removed.
     pub fn truncate_before(&self, lsn: Lsn) -> Result<usize> {
+        if self.shared.is_closed() {
+            return Err(Error::Closed);
+        }
         let mut segments = self.shared.segments.write();
         let mut removed = 0;
         while segments.len() > 1 && segments[1].first_lsn <= lsn {
@@ -337,7 +352,7 @@ impl Wal {
     /// is called (records still being written are not mistaken for a torn tail).
     pub fn verify(&self) -> Result<VerifyReport> {
         let live_end = self.shared.written_end();
-        recovery::verify(&self.shared.dir, &self.shared.config, Some(live_end))
+        recovery::verify(&self.shared.dir, Some(live_end))
     }
 
     /// The oldest LSN still in the log (the first LSN of the oldest segment).
@@ -400,7 +415,8 @@ impl Wal {
     }
 
     /// Writes and fdatasyncs everything queued, stops the flusher and releases the directory.
-    /// Other clones of this `Wal` see [`Error::Closed`] afterwards. Returns the log's failure, if
+    /// Appends, syncs and truncations through other clones of this `Wal` get [`Error::Closed`]
+    /// afterwards; reading what was written still works. Returns the log's failure, if
     /// it had one.
     pub fn close(self) -> Result<()> {
         self.owner.close()
@@ -411,7 +427,7 @@ impl Wal {
 /// host: `arborctl wal verify`).
 pub fn verify(dir: impl AsRef<Path>, config: &Config) -> Result<VerifyReport> {
     config.validate()?;
-    recovery::verify(dir.as_ref(), config, None)
+    recovery::verify(dir.as_ref(), None)
 }
 
 /// Counters of what a log has done since it was opened (for metrics and tests).

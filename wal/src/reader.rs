@@ -42,6 +42,8 @@ struct OpenSegment {
     /// Read-ahead: bytes of the file from `buffer_offset` on.
     buffer: Vec<u8>,
     buffer_offset: u64,
+    /// The file's size when it was opened (preallocated, so it does not grow while written).
+    file_len: u64,
 }
 
 /// How far ahead a reader reads (never past what the log has written: preallocated space reads
@@ -99,7 +101,25 @@ impl Reader {
                 // Our segment was released while we read it; the open descriptor still reads it,
                 // and the end of its file tells whether it holds `next_lsn`.
                 (Some(_), None) => {}
-                (_, Some(holder)) => self.current = Some(open_segment(holder)?),
+                (_, Some(holder)) => match open_segment(holder) {
+                    Ok(open) => self.current = Some(open),
+                    // Released by `truncate_before` between the lookup and the open.
+                    Err(Error::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        let oldest = self
+                            .shared
+                            .segments
+                            .read()
+                            .first()
+                            .map_or(1, |s| s.first_lsn);
+                        return Err(Error::Truncated {
+                            requested: self.next_lsn,
+                            oldest,
+                        });
+                    }
+                    Err(error) => return Err(error),
+                },
                 (None, None) => return Err(truncated),
             }
             let Some(open) = self.current.as_mut() else {
@@ -111,7 +131,7 @@ impl Reader {
             } else {
                 u64::MAX
             };
-            let Some(record) = open.read_record(self.shared.config.max_record_bytes, limit)? else {
+            let Some(record) = open.read_record(frame::FORMAT_MAX_RECORD, limit)? else {
                 // A clean end of file before `next_lsn`: the segment that held it was released.
                 // (A listed segment cannot end early: the watermark says the record was written.)
                 if open.entry.first_lsn < oldest {
@@ -138,6 +158,7 @@ fn open_segment(entry: SegmentEntry) -> Result<OpenSegment> {
         move |source| Error::io(op, path, offset, source)
     };
     let file = File::open(&entry.path).map_err(io("open segment for reading", None))?;
+    let file_len = file.metadata().map_err(io("stat segment", None))?.len();
     let mut header = [0u8; SEGMENT_HEADER_LEN];
     file.read_exact_at(&mut header, 0)
         .map_err(io("read segment header", Some(0)))?;
@@ -153,6 +174,7 @@ fn open_segment(entry: SegmentEntry) -> Result<OpenSegment> {
         offset: SEGMENT_HEADER_LEN as u64,
         buffer: Vec::new(),
         buffer_offset: 0,
+        file_len,
     })
 }
 
@@ -211,10 +233,16 @@ impl OpenSegment {
             // Preallocated space that was never written: the end of this segment's records.
             return Ok(None);
         }
-        if header.len as usize > max_record {
-            return Err(corrupt(Defect::OversizedLength { len: header.len }));
-        }
         let frame_len = frame::frame_len(header.len as usize);
+        // A length that runs past the written bytes (or the file) is damage; checked before the
+        // read so that a garbage length never asks for gigabytes of buffer.
+        if offset + frame_len as u64 > limit.min(self.file_len) {
+            return Err(corrupt(if header.len as usize > max_record {
+                Defect::OversizedLength { len: header.len }
+            } else {
+                Defect::Incomplete
+            }));
+        }
         let Some(frame) = self
             .bytes_at(offset, frame_len, limit)
             .map_err(read_error)?

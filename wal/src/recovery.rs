@@ -22,6 +22,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::frame;
 use crate::segment::{self, Ending, SEGMENT_HEADER_LEN, Scan, SegmentHeader};
 use crate::writer::{SegmentEntry, Start};
 use crate::{Config, Error, Lsn, Result};
@@ -79,13 +80,8 @@ pub(crate) fn read_segment(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|source| Error::io("read segment", path.to_path_buf(), None, source))
 }
 
-pub(crate) fn scan_segment(
-    path: &Path,
-    bytes: &[u8],
-    first_lsn: Lsn,
-    config: &Config,
-) -> Result<Scan> {
-    segment::scan(bytes, first_lsn, config.max_record_bytes).map_err(|reason| Error::BadSegment {
+pub(crate) fn scan_segment(path: &Path, bytes: &[u8], first_lsn: Lsn) -> Result<Scan> {
+    segment::scan(bytes, first_lsn, frame::FORMAT_MAX_RECORD).map_err(|reason| Error::BadSegment {
         segment: path.to_path_buf(),
         reason,
     })
@@ -179,7 +175,7 @@ pub(crate) fn open(dir: &Path, config: &Config) -> Result<(Start, Recovery)> {
     let mut last_scan = None;
     for (index, (first_lsn, path)) in found.iter().enumerate() {
         let bytes = read_segment(path)?;
-        let scan = scan_segment(path, &bytes, *first_lsn, config)?;
+        let scan = scan_segment(path, &bytes, *first_lsn)?;
         check_continuity(path, &scan, previous_last_lsn)?;
         let position = if index + 1 == found.len() {
             Position::Last
@@ -209,6 +205,22 @@ pub(crate) fn open(dir: &Path, config: &Config) -> Result<(Start, Recovery)> {
         });
         last_scan = Some(scan);
     }
+    // What a crashed process left may sit in the page cache only. Everything recovered is called
+    // durable from here on (a checkpoint may claim to cover it), so make it so: fdatasync every
+    // segment and the directory, as PostgreSQL does at crash start.
+    for entry in &segments {
+        File::open(&entry.path)
+            .and_then(|file| file.sync_data())
+            .map_err(|source| {
+                Error::io(
+                    "fdatasync recovered segment",
+                    entry.path.clone(),
+                    None,
+                    source,
+                )
+            })?;
+    }
+    segment::sync_dir(dir)?;
     let (Some(last), Some(entry)) = (last_scan, segments.last()) else {
         return Err(Error::BadSegment {
             segment: dir.to_path_buf(),
@@ -359,11 +371,7 @@ pub enum ProblemKind {
 
 /// Checks every segment in `dir` without changing anything; `live_end` caps the last segment at
 /// the bytes a running log has finished writing: `(first lsn of that segment, end offset)`.
-pub(crate) fn verify(
-    dir: &Path,
-    config: &Config,
-    live_end: Option<(Lsn, u64)>,
-) -> Result<VerifyReport> {
+pub(crate) fn verify(dir: &Path, live_end: Option<(Lsn, u64)>) -> Result<VerifyReport> {
     let mut found = segment::list(dir, false)?;
     if let Some((live_first, _)) = live_end {
         found.retain(|(first, _)| *first <= live_first);
@@ -383,7 +391,7 @@ pub(crate) fn verify(
             offset,
             kind,
         };
-        let scan = match scan_segment(path, &bytes, *first_lsn, config) {
+        let scan = match scan_segment(path, &bytes, *first_lsn) {
             Ok(scan) => scan,
             Err(error) => {
                 report.problems.push(problem(

@@ -49,7 +49,7 @@ pub fn repair(dir: &Path, config: &Config) -> Result<RepairReport> {
     let mut previous_last_lsn = None;
     for (index, (first_lsn, path)) in found.iter().enumerate() {
         let bytes = read_segment(path)?;
-        let scan = scan_segment(path, &bytes, *first_lsn, config)
+        let scan = scan_segment(path, &bytes, *first_lsn)
             .and_then(|scan| check_continuity(path, &scan, previous_last_lsn).map(|()| scan));
         let cut = match &scan {
             Err(_) => Some(0),

@@ -44,7 +44,11 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    // LSNs start at 1 and stay far from overflow; anything else is not a segment of ours.
+    digits
+        .parse()
+        .ok()
+        .filter(|lsn| (1..u64::MAX / 2).contains(lsn))
 }
 
 /// A fresh segment id: random, never zero (zero is what unwritten space reads as).

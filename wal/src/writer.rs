@@ -103,8 +103,8 @@ pub(crate) struct Shared {
     /// The segment being written. Whoever holds this lock does a round of writing: the flusher
     /// thread, or a blocking waiter leading a group commit.
     io: Mutex<Io>,
-    /// Held open for the life of the log: its advisory lock keeps other processes out.
-    _lock_file: File,
+    /// Held until the log is closed: its advisory lock keeps other processes out.
+    lock_file: Mutex<Option<File>>,
 }
 
 /// Where recovery left the log: the state the writer starts from.
@@ -125,7 +125,6 @@ impl Shared {
             segment: start.segment,
             path: start.dir.join(segment::file_name(start.segment.first_lsn)),
             file: start.file,
-            unsynced: Vec::new(),
             file_len: start.segment_len,
         };
         Arc::new(Self {
@@ -153,7 +152,7 @@ impl Shared {
             progress_async: tokio::sync::Notify::new(),
             segments: RwLock::new(start.segments),
             io: Mutex::new(io),
-            _lock_file: start.lock_file,
+            lock_file: Mutex::new(Some(start.lock_file)),
         })
     }
 
@@ -278,11 +277,24 @@ impl Shared {
         if let Some(failure) = self.failure() {
             return Err(failure);
         }
+        if queue.closing {
+            return Err(Error::Closed);
+        }
         let upto = queue.next_lsn - 1;
         queue.sync_requested = queue.sync_requested.max(upto);
         drop(queue);
         self.flusher_wake.notify_one();
         Ok(upto)
+    }
+
+    /// Releases the directory's lock (after the flusher has stopped).
+    pub(crate) fn release_lock(&self) {
+        drop(self.lock_file.lock().take());
+    }
+
+    /// Whether `close` has begun.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.queue.lock().closing
     }
 
     /// Tells the flusher to write and fdatasync everything queued, then stop.
@@ -315,7 +327,7 @@ impl Shared {
             }
             // With the io lock held and nothing queued, everything appended before this wait has
             // been written (and synced, where the policy syncs): the loop then ends.
-            if self.waiters_may_lead() && self.lead_round() {
+            if self.waiters_may_lead() && self.lead_round(Round::Leader) {
                 continue;
             }
             let mut guard = self.progress_lock.lock();
@@ -331,10 +343,11 @@ impl Shared {
     /// for them.
     pub(crate) async fn wait_async(&self, lsn: u64, watermark: fn(&Shared) -> u64) -> Result<()> {
         loop {
-            // Under Never a round is a plain write (no fdatasync: see `Io::rotate`), cheap enough
-            // to do on the caller's task instead of waiting for the flusher thread to wake.
+            // Under Never a round is usually one plain write, cheap enough to do on the caller's
+            // task instead of waiting for the flusher thread to wake; rounds that would rotate or
+            // fdatasync are left to the flusher (`Round::WriteOnly`).
             if self.config.durability == Durability::Never && watermark(self) < lsn {
-                self.lead_round();
+                self.lead_round(Round::WriteOnly);
             }
             let notified = self.progress_async.notified();
             tokio::pin!(notified);
@@ -351,17 +364,31 @@ impl Shared {
     }
 
     /// Does a round of writing on the caller's thread if nobody else is; returns whether it did.
-    fn lead_round(&self) -> bool {
-        let Some(mut io) = self.io.try_lock() else {
+    fn lead_round(&self, mode: Round) -> bool {
+        let Some(io) = self.io.try_lock() else {
             return false;
         };
-        let round = self.flush_round(&mut io, false);
-        drop(io);
-        match round {
-            Ok(_) => self.publish_progress(),
-            Err(error) => self.fail(error),
-        }
+        self.round_locked(io, mode);
         true
+    }
+
+    /// Does one round with the io lock held. A failure is recorded before the lock is released:
+    /// otherwise another round could write over the failed one's bytes, or fdatasync the same
+    /// file again and succeed (the kernel reports an fsync error once), and report records durable
+    /// that the failed round lost. Returns false if the log failed.
+    fn round_locked(&self, mut io: parking_lot::MutexGuard<'_, Io>, mode: Round) -> bool {
+        match self.flush_round(&mut io, mode) {
+            Ok(_) => {
+                drop(io);
+                self.publish_progress();
+                true
+            }
+            Err(error) => {
+                self.fail(error);
+                drop(io);
+                false
+            }
+        }
     }
 
     fn publish_progress(&self) {
@@ -395,13 +422,19 @@ impl Shared {
     /// One round of writing: takes what is queued (under `Always`, one append call), writes it,
     /// and fdatasyncs where the policy or a sync request says so. Returns whether there was
     /// anything to do. The caller holds the io lock and publishes progress after releasing it.
-    fn flush_round(&self, io: &mut Io, group_delay: bool) -> Result<bool> {
+    fn flush_round(&self, io: &mut Io, mode: Round) -> Result<bool> {
         let mut queue = self.queue.lock();
         if !self.has_work(&queue) {
             return Ok(false);
         }
-        if let (true, Durability::GroupCommit { max_delay }, Some(since)) =
-            (group_delay, self.config.durability, queue.oldest_queued_at)
+        if mode == Round::WriteOnly {
+            let rotates = queue.chunks.iter().any(|c| c.segment != io.segment);
+            if rotates || queue.sync_requested > self.synced_lsn() {
+                return Ok(false);
+            }
+        }
+        if let (Round::Flusher, Durability::GroupCommit { max_delay }, Some(since)) =
+            (mode, self.config.durability, queue.oldest_queued_at)
         {
             let deadline = since + max_delay;
             while !queue.closing && queue.queued_bytes < self.config.group_commit_bytes {
@@ -430,6 +463,18 @@ impl Shared {
     }
 }
 
+/// Who does a round of writing, which decides what it may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// The flusher thread: everything, including waiting out group commit's `max_delay`.
+    Flusher,
+    /// A blocking waiter: everything but waiting for company.
+    Leader,
+    /// An async waiter under `Never`: only a plain write; a round that would rotate or fdatasync
+    /// (both block on the disk) is left to the flusher.
+    WriteOnly,
+}
+
 /// The flusher thread: writes what blocking waiters do not write themselves (async waiters,
 /// appends nobody waits on, group commit with a delay), and the last of it at close.
 pub(crate) fn run_flusher(shared: Arc<Shared>) {
@@ -443,15 +488,8 @@ pub(crate) fn run_flusher(shared: Arc<Shared>) {
                 shared.flusher_wake.wait(&mut queue);
             }
         }
-        let mut io = shared.io.lock();
-        let round = shared.flush_round(&mut io, true);
-        drop(io);
-        match round {
-            Ok(_) => shared.publish_progress(),
-            Err(error) => {
-                shared.fail(error);
-                return;
-            }
+        if !shared.round_locked(shared.io.lock(), Round::Flusher) {
+            return;
         }
     }
 }
@@ -461,8 +499,6 @@ pub(crate) struct Io {
     segment: SegmentHeader,
     path: PathBuf,
     file: File,
-    /// Earlier segments left under `Never` without an fdatasync; the next sync covers them.
-    unsynced: Vec<(PathBuf, File)>,
     /// Bytes in `file`, i.e. the offset of the next write.
     file_len: u64,
 }
@@ -526,13 +562,8 @@ impl Io {
         Ok(())
     }
 
-    /// fdatasyncs the segment being written and any earlier one left unsynced.
     fn sync_data(&mut self, shared: &Shared) -> Result<()> {
         let started = Instant::now();
-        for (path, file) in self.unsynced.drain(..) {
-            file.sync_data()
-                .map_err(|source| Error::io("fdatasync", path, None, source))?;
-        }
         self.file
             .sync_data()
             .map_err(|source| Error::io("fdatasync", self.path.clone(), None, source))?;
@@ -544,15 +575,12 @@ impl Io {
         Ok(())
     }
 
-    /// Switches to a new segment. Under a durable policy the old one is fdatasynced first, so
-    /// records never become durable out of LSN order across segments. Under `Never` its
-    /// fdatasync is left to the next sync (which covers every unsynced segment), so a rotation
-    /// does not stall whoever is writing.
+    /// Switches to a new segment. The old one is fdatasynced first, under every policy: records
+    /// never become durable out of LSN order across segments, a later sync need only cover the
+    /// current segment, and a power loss can never leave a short earlier segment behind a newer
+    /// one (which open would refuse as a gap). One fdatasync per segment is cheap.
     fn rotate(&mut self, shared: &Shared, next: SegmentHeader) -> Result<()> {
-        let durable_policy = shared.config.durability != Durability::Never;
-        if durable_policy {
-            self.sync_data(shared)?;
-        }
+        self.sync_data(shared)?;
         let (path, file) = segment::create(&shared.dir, next, shared.config.segment_bytes)?;
         shared.segments.write().push(SegmentEntry {
             first_lsn: next.first_lsn,
@@ -563,12 +591,9 @@ impl Io {
             .stats
             .segments_created
             .fetch_add(1, Ordering::Relaxed);
-        let old_file = std::mem::replace(&mut self.file, file);
-        let old_path = std::mem::replace(&mut self.path, path);
-        if !durable_policy {
-            self.unsynced.push((old_path, old_file));
-        }
         self.segment = next;
+        self.path = path;
+        self.file = file;
         self.file_len = SEGMENT_HEADER_LEN as u64;
         Ok(())
     }

@@ -65,3 +65,74 @@ fn enospc_fails_the_append_stops_the_log_and_reopen_keeps_every_acknowledged_rec
         .unwrap();
     assert_eq!(wal.last_lsn(), last + 1);
 }
+
+#[test]
+fn concurrent_appenders_on_a_full_disk_never_see_a_lost_record_acknowledged() {
+    let _watchdog = arbor_testkit::watchdog(
+        "concurrent_appenders_on_a_full_disk_never_see_a_lost_record_acknowledged",
+        std::time::Duration::from_secs(120),
+    );
+    for durability in [
+        Durability::Always,
+        Durability::GroupCommit {
+            max_delay: std::time::Duration::ZERO,
+        },
+    ] {
+        let disk = Tmpfs::mount(192 << 10).expect("full-disk test needs a tmpfs");
+        let dir = disk.path().join("wal");
+        let config = Config::default()
+            .segment_bytes(32 << 10)
+            .max_record_bytes(1024)
+            .durability(durability);
+        let wal = Wal::open(&dir, config.clone()).unwrap();
+        // Eight threads append until the disk is full; each keeps what it was told is durable.
+        let acknowledged: Vec<(u64, Vec<u8>)> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..8u8)
+                .map(|thread| {
+                    let wal = wal.clone();
+                    scope.spawn(move || {
+                        let mut acked = Vec::new();
+                        for seq in 0u32.. {
+                            let payload: Vec<u8> = [thread]
+                                .iter()
+                                .copied()
+                                .chain(seq.to_le_bytes())
+                                .cycle()
+                                .take(300)
+                                .collect();
+                            match wal
+                                .append(&payload)
+                                .and_then(|a| a.wait_blocking().map(|()| a.lsn()))
+                            {
+                                Ok(lsn) => acked.push((lsn, payload)),
+                                Err(error) => {
+                                    assert!(error.is_storage_full(), "{error}");
+                                    break;
+                                }
+                            }
+                        }
+                        acked
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect()
+        });
+        assert!(!acknowledged.is_empty());
+        let _ = wal.close();
+        let wal = Wal::open(&dir, config).unwrap();
+        let records: std::collections::BTreeMap<u64, Vec<u8>> = read_all(&wal)
+            .into_iter()
+            .map(|r| (r.lsn, r.payload))
+            .collect();
+        for (lsn, payload) in &acknowledged {
+            assert_eq!(
+                records.get(lsn),
+                Some(payload),
+                "{durability:?}: acknowledged lsn {lsn} lost"
+            );
+        }
+    }
+}

@@ -46,7 +46,7 @@ fn pick(first: Lsn, last: Lsn, per_mille: u16) -> Lsn {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
 
     #[test]
     fn log_matches_model(ops in proptest::collection::vec(op(), 1..60)) {

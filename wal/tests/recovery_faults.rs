@@ -36,7 +36,9 @@ fn truncation_at_every_byte_offset_of_the_last_records_keeps_every_whole_record(
         "preallocated space is zeros"
     );
     let offsets = record_offsets(1, 12);
-    let from = offsets[8].1; // the last four records and everything between them
+    // Every byte offset of the last two records: every position inside a frame (CRC, length, LSN,
+    // segment id, payload, padding) and both frame boundaries.
+    let from = offsets[10].1;
     // Two shapes of a torn write: the file ends at the cut (a crash before preallocation), or
     // the preallocated zeros follow it (the bytes after the cut never reached the disk).
     for zero_filled in [false, true] {
@@ -76,7 +78,11 @@ fn truncation_at_every_byte_offset_of_the_last_records_keeps_every_whole_record(
                 torn,
                 "cut at {cut}, zero filled {zero_filled}"
             );
-            // The log continues after recovery, and the continuation survives another reopen.
+            // The log continues after recovery, and the continuation survives another reopen
+            // (checked on a sample of cuts: each reopen fdatasyncs, which adds up).
+            if cut % 16 != 0 && torn {
+                continue;
+            }
             wal.append(&payload_for(whole + 1))
                 .unwrap()
                 .wait_blocking()
@@ -341,4 +347,51 @@ fn configuration_that_cannot_hold_a_record_is_refused() {
         Wal::open(dir.path(), config).unwrap_err(),
         Error::InvalidConfig(_)
     ));
+}
+
+#[test]
+fn lowering_max_record_bytes_keeps_records_written_under_a_larger_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), Config::default()).unwrap();
+    wal.append(&[7u8; 2000]).unwrap();
+    wal.append(&[8u8; 3000]).unwrap().wait_blocking().unwrap();
+    wal.close().unwrap();
+    let smaller = Config::default().max_record_bytes(1024);
+    let wal = Wal::open(dir.path(), smaller).unwrap();
+    assert!(
+        wal.recovery().torn_tail.is_none(),
+        "a valid record is not a torn tail"
+    );
+    let records = read_all(&wal);
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1].payload, vec![8u8; 3000]);
+    // The lower limit applies to new appends.
+    assert!(matches!(
+        wal.append(&[9u8; 2000]).unwrap_err(),
+        Error::RecordTooLarge { .. }
+    ));
+}
+
+#[test]
+fn close_releases_the_directory_while_handles_of_the_closed_log_live_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), one_segment()).unwrap();
+    let appended = wal.append(b"kept").unwrap();
+    let clone = wal.clone();
+    let reader = wal.read_from(1).unwrap();
+    wal.close().unwrap();
+    assert!(appended.is_durable());
+    assert!(matches!(
+        clone.truncate_before(1).unwrap_err(),
+        Error::Closed
+    ));
+    assert!(matches!(clone.sync().unwrap_err(), Error::Closed));
+    let started = std::time::Instant::now();
+    let reopened = Wal::open(dir.path(), one_segment()).unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(400),
+        "no wait for our own lock"
+    );
+    assert_eq!(read_all(&reopened)[0].payload, b"kept");
+    drop((reader, clone, appended));
 }
