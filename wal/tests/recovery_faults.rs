@@ -353,7 +353,7 @@ fn configuration_that_cannot_hold_a_record_is_refused() {
 fn lowering_max_record_bytes_keeps_records_written_under_a_larger_limit() {
     let dir = tempfile::tempdir().unwrap();
     let wal = Wal::open(dir.path(), Config::default()).unwrap();
-    wal.append(&[7u8; 2000]).unwrap();
+    let _first = wal.append(&[7u8; 2000]).unwrap();
     wal.append(&[8u8; 3000]).unwrap().wait_blocking().unwrap();
     wal.close().unwrap();
     let smaller = Config::default().max_record_bytes(1024);
