@@ -117,7 +117,10 @@ fn bench_wal(c: &mut Criterion) {
                 ),
                 ("always", Durability::Always),
             ] {
-                let wal = open_wal(&root.path().join(format!("arbor-{policy_name}")), durability);
+                let wal = open_wal(
+                    &root.path().join(format!("arbor-{policy_name}")),
+                    durability,
+                );
                 group.bench_function(BenchmarkId::new(policy_name, threads), |b| {
                     b.iter_custom(|iters| {
                         run_threads(threads, iters, |_, iters| {
@@ -133,7 +136,10 @@ fn bench_wal(c: &mut Criterion) {
             }
 
             if threads <= 8 {
-                let wal = open_wal(&root.path().join("arbor-never-pipelined"), Durability::Never);
+                let wal = open_wal(
+                    &root.path().join("arbor-never-pipelined"),
+                    Durability::Never,
+                );
                 group.bench_function(BenchmarkId::new("never-pipelined", threads), |b| {
                     b.iter_custom(|iters| {
                         run_threads(threads, iters, |_, iters| {
@@ -175,7 +181,10 @@ fn bench_wal(c: &mut Criterion) {
                     },
                 ),
             ] {
-                let wal = open_wal(&root.path().join(format!("arbor-{policy_name}")), durability);
+                let wal = open_wal(
+                    &root.path().join(format!("arbor-{policy_name}")),
+                    durability,
+                );
                 group.bench_function(BenchmarkId::new(policy_name, threads), |b| {
                     b.iter_custom(|iters| {
                         runtime.block_on(async {
@@ -204,7 +213,8 @@ fn bench_wal(c: &mut Criterion) {
 
             let okay_dir = root.path().join("okaywal");
             let _ = std::fs::remove_dir_all(&okay_dir);
-            let okay = okaywal::WriteAheadLog::recover(&okay_dir, NoCheckpoints).expect("open okaywal");
+            let okay =
+                okaywal::WriteAheadLog::recover(&okay_dir, NoCheckpoints).expect("open okaywal");
             group.bench_function(BenchmarkId::new("okaywal", threads), |b| {
                 b.iter_custom(|iters| {
                     run_threads(threads, iters, |_, iters| {
