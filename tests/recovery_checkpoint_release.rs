@@ -46,7 +46,11 @@ fn recover(wal: &Wal, vault: &Vault, agent: &AgentId) -> (u64, State) {
 #[test]
 fn losing_the_newest_checkpoint_falls_back_to_the_older_one_and_the_wal_kept_for_it() {
     let dir = tempfile::tempdir().unwrap();
-    let wal_config = || wal::Config::default().segment_bytes(16 << 10).max_record_bytes(1024);
+    let wal_config = || {
+        wal::Config::default()
+            .segment_bytes(16 << 10)
+            .max_record_bytes(1024)
+    };
     let wal = Wal::open(dir.path().join("wal"), wal_config()).unwrap();
     let vault = Vault::open(dir.path().join("vault"), vault::Config::default()).unwrap();
     let agent = AgentId::new("ledger").unwrap();
@@ -63,7 +67,10 @@ fn losing_the_newest_checkpoint_falls_back_to_the_older_one_and_the_wal_kept_for
             let safe = vault.safe_release_lsn(&agent).unwrap();
             if let Some(safe) = safe {
                 wal.truncate_before(safe + 1).unwrap();
-                assert!(wal.first_lsn() <= safe + 1, "records after the safe lsn are kept");
+                assert!(
+                    wal.first_lsn() <= safe + 1,
+                    "records after the safe lsn are kept"
+                );
             }
         }
     }
@@ -73,7 +80,10 @@ fn losing_the_newest_checkpoint_falls_back_to_the_older_one_and_the_wal_kept_for
     }
     wal.sync().unwrap();
     assert!(wal.first_lsn() > 1, "segments were released");
-    assert!(wal.first_lsn() <= 4_001, "the WAL reaches back to the older checkpoint");
+    assert!(
+        wal.first_lsn() <= 4_001,
+        "the WAL reaches back to the older checkpoint"
+    );
 
     // Normal recovery: the newest checkpoint (5000) plus 400 records.
     let (from, recovered) = recover(&wal, &vault, &agent);
