@@ -1,0 +1,279 @@
+//! The `arbor` imports and the per-instance store data they work with.
+//!
+//! A wasmtime import closure must be `'static`, but [`Behaviour::handle`](crate::Behaviour)
+//! lends its [`Host`] only for the call. So while a module that has imports handles a message,
+//! the guest runs on a scoped thread and each import sends a [`HostRequest`] over a channel to
+//! the calling thread, which answers it with the borrowed host. No unsafe code, no `'static`
+//! host. Modules without imports run on the calling thread.
+
+use std::collections::BTreeSet;
+use std::sync::mpsc;
+
+use wasmtime::{Caller, Extern, Linker, ResourceLimiter};
+
+use super::abi::{self, Import};
+use crate::behaviour::{BehaviourError, Host, HostError};
+
+/// What a running instance's store holds.
+pub(crate) struct StoreState {
+    pub(crate) limiter: CapLimiter,
+    /// Set only while `arbor_handle` runs with a host.
+    pub(crate) link: Option<HostLink>,
+    /// Why an import stopped the guest, when it did (a trap alone would lose the reason).
+    pub(crate) fault: Option<BehaviourError>,
+    /// The tools `call_tool` may name.
+    pub(crate) tools: BTreeSet<String>,
+}
+
+/// The memory cap, recording whether it denied a grow so a following trap can be named
+/// [`BehaviourError::MemoryCap`].
+pub(crate) struct CapLimiter {
+    pub(crate) cap_bytes: usize,
+    pub(crate) table_elements: usize,
+    pub(crate) denied: bool,
+}
+
+impl ResourceLimiter for CapLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.cap_bytes && maximum.is_none_or(|max| desired <= max);
+        if !allowed {
+            self.denied = true;
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= self.table_elements && maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+/// One import call, carried to the thread that holds the [`Host`].
+pub(crate) enum HostRequest {
+    Log(u8, String),
+    Send(String, Vec<u8>),
+    Now,
+    Random,
+    CallTool(String, Vec<u8>),
+}
+
+/// The host's answer to a [`HostRequest`].
+pub(crate) enum HostReply {
+    Logged,
+    Value(Result<u64, HostError>),
+    Sent(Result<(), HostError>),
+    Tool(Result<Vec<u8>, HostError>),
+}
+
+/// The guest thread's end of the channel pair.
+pub(crate) struct HostLink {
+    pub(crate) requests: mpsc::Sender<HostRequest>,
+    pub(crate) replies: mpsc::Receiver<HostReply>,
+}
+
+/// Answers one request with the borrowed host (on the calling thread).
+pub(crate) fn serve(host: &mut dyn Host, request: HostRequest) -> HostReply {
+    match request {
+        HostRequest::Log(level, line) => {
+            host.log(level, &line);
+            HostReply::Logged
+        }
+        HostRequest::Send(to, message) => HostReply::Sent(host.send(&to, &message)),
+        HostRequest::Now => HostReply::Value(host.now()),
+        HostRequest::Random => HostReply::Value(host.random()),
+        HostRequest::CallTool(name, args) => HostReply::Tool(host.call_tool(&name, &args)),
+    }
+}
+
+/// Stops the guest with `error` as the reason.
+fn fault(caller: &mut Caller<'_, StoreState>, error: BehaviourError) -> wasmtime::Error {
+    let message = error.to_string();
+    caller.data_mut().fault = Some(error);
+    wasmtime::Error::msg(message)
+}
+
+fn ask(caller: &mut Caller<'_, StoreState>, request: HostRequest) -> wasmtime::Result<HostReply> {
+    let answer = caller.data().link.as_ref().map(|link| {
+        link.requests
+            .send(request)
+            .ok()
+            .and_then(|()| link.replies.recv().ok())
+    });
+    match answer {
+        Some(Some(reply)) => Ok(reply),
+        Some(None) => Err(fault(
+            caller,
+            BehaviourError::Contract("the host went away during an import".into()),
+        )),
+        None => Err(fault(
+            caller,
+            BehaviourError::Contract("imports may only be called while handling a message".into()),
+        )),
+    }
+}
+
+fn memory(caller: &mut Caller<'_, StoreState>) -> wasmtime::Result<wasmtime::Memory> {
+    match caller.get_export(abi::MEMORY) {
+        Some(Extern::Memory(memory)) => Ok(memory),
+        _ => Err(fault(
+            caller,
+            BehaviourError::Contract("no exported memory".into()),
+        )),
+    }
+}
+
+fn read(caller: &mut Caller<'_, StoreState>, ptr: i32, len: i32) -> wasmtime::Result<Vec<u8>> {
+    let memory = memory(caller)?;
+    let start = ptr as u32 as usize;
+    let bytes = start
+        .checked_add(len as u32 as usize)
+        .and_then(|end| memory.data(&*caller).get(start..end))
+        .map(<[u8]>::to_vec);
+    bytes.ok_or_else(|| {
+        fault(
+            caller,
+            BehaviourError::Contract(format!(
+                "import argument {start:#x}+{} lies outside memory",
+                len as u32
+            )),
+        )
+    })
+}
+
+fn read_text(caller: &mut Caller<'_, StoreState>, ptr: i32, len: i32) -> wasmtime::Result<String> {
+    Ok(String::from_utf8_lossy(&read(caller, ptr, len)?).into_owned())
+}
+
+/// A host error inside `now`/`random` has no code to return: it stops the guest.
+fn value(
+    caller: &mut Caller<'_, StoreState>,
+    reply: HostReply,
+    what: &str,
+) -> wasmtime::Result<i64> {
+    match reply {
+        // Bits reinterpreted: `random` is any i64; `now` fits until the year 2262.
+        HostReply::Value(Ok(v)) => Ok(v as i64),
+        HostReply::Value(Err(e)) => Err(fault(
+            caller,
+            BehaviourError::Trap(format!("host {what}: {e}")),
+        )),
+        _ => Err(fault(
+            caller,
+            BehaviourError::Contract(format!("host answered {what} wrongly")),
+        )),
+    }
+}
+
+/// Defines every `arbor` import; which ones an agent may use is checked before instantiation.
+pub(crate) fn define(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+    let m = abi::IMPORT_MODULE;
+    linker.func_wrap(
+        m,
+        Import::Log.name(),
+        |mut caller: Caller<'_, StoreState>, level: i32, ptr: i32, len: i32| {
+            let line = read_text(&mut caller, ptr, len)?;
+            let level = level.clamp(0, 4) as u8;
+            ask(&mut caller, HostRequest::Log(level, line)).map(|_| ())
+        },
+    )?;
+    linker.func_wrap(
+        m,
+        Import::Send.name(),
+        |mut caller: Caller<'_, StoreState>, to_ptr: i32, to_len: i32, ptr: i32, len: i32| {
+            let to = read_text(&mut caller, to_ptr, to_len)?;
+            let message = read(&mut caller, ptr, len)?;
+            Ok(match ask(&mut caller, HostRequest::Send(to, message))? {
+                HostReply::Sent(Ok(())) => 0,
+                HostReply::Sent(Err(HostError::NoSuchAgent(_))) => abi::SEND_NO_RECIPIENT,
+                HostReply::Sent(Err(HostError::NotGranted(_) | HostError::Refused(_))) => {
+                    abi::SEND_REFUSED
+                }
+                _ => abi::SEND_OTHER,
+            })
+        },
+    )?;
+    linker.func_wrap(
+        m,
+        Import::Now.name(),
+        |mut caller: Caller<'_, StoreState>| {
+            let reply = ask(&mut caller, HostRequest::Now)?;
+            value(&mut caller, reply, "now")
+        },
+    )?;
+    linker.func_wrap(
+        m,
+        Import::Random.name(),
+        |mut caller: Caller<'_, StoreState>| {
+            let reply = ask(&mut caller, HostRequest::Random)?;
+            value(&mut caller, reply, "random")
+        },
+    )?;
+    linker.func_wrap(
+        m,
+        Import::CallTool.name(),
+        |mut caller: Caller<'_, StoreState>, name_ptr: i32, name_len: i32, ptr: i32, len: i32| {
+            call_tool(&mut caller, name_ptr, name_len, ptr, len)
+        },
+    )?;
+    Ok(())
+}
+
+fn call_tool(
+    caller: &mut Caller<'_, StoreState>,
+    name_ptr: i32,
+    name_len: i32,
+    args_ptr: i32,
+    args_len: i32,
+) -> wasmtime::Result<i64> {
+    let name = read_text(caller, name_ptr, name_len)?;
+    if !caller.data().tools.contains(&name) {
+        return Ok(abi::TOOL_NOT_GRANTED);
+    }
+    let args = read(caller, args_ptr, args_len)?;
+    let result = match ask(caller, HostRequest::CallTool(name, args))? {
+        HostReply::Tool(Ok(bytes)) if !bytes.is_empty() => bytes,
+        HostReply::Tool(Ok(_) | Err(HostError::ToolFailed { .. })) => return Ok(abi::TOOL_FAILED),
+        HostReply::Tool(Err(HostError::NoSuchTool(_) | HostError::NotGranted(_))) => {
+            return Ok(abi::TOOL_NOT_GRANTED);
+        }
+        _ => return Ok(abi::TOOL_OTHER),
+    };
+    let Ok(len) = i32::try_from(result.len()) else {
+        return Ok(abi::TOOL_NO_MEMORY);
+    };
+    let alloc = match caller.get_export(abi::ALLOC).and_then(Extern::into_func) {
+        Some(func) => func.typed::<i32, i32>(&*caller)?,
+        None => {
+            return Err(fault(
+                caller,
+                BehaviourError::Contract("no arbor_alloc".into()),
+            ));
+        }
+    };
+    // The one export the ABI lets the host call while an import runs.
+    let ptr = alloc.call(&mut *caller, len)?;
+    if ptr == 0 {
+        return Ok(abi::TOOL_NO_MEMORY);
+    }
+    let memory = memory(caller)?;
+    let ptr = ptr as u32;
+    let packed = abi::pack(ptr, len as u32);
+    match packed {
+        Some(packed) if memory.write(&mut *caller, ptr as usize, &result).is_ok() => Ok(packed),
+        _ => Err(fault(
+            caller,
+            BehaviourError::Contract(format!(
+                "arbor_alloc({len}) returned {ptr:#x}, outside memory or above 2 GiB"
+            )),
+        )),
+    }
+}

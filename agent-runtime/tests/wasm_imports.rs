@@ -1,0 +1,350 @@
+//! The `arbor` imports reach the [`Host`] given to `handle`, with the right values, and the
+//! agent's reply and state depend on what the host answered.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::OnceLock;
+
+use arbor_agent::wasm::{
+    AgentLimits, Capabilities, EngineConfig, LoadError, SpawnError, WasmBehaviour, WasmHost,
+};
+use arbor_agent::{Behaviour, BehaviourError, Host, HostError};
+use serde::{Deserialize, Serialize};
+
+fn host() -> &'static WasmHost {
+    static HOST: OnceLock<WasmHost> = OnceLock::new();
+    HOST.get_or_init(|| {
+        WasmHost::new(EngineConfig {
+            max_instances: 32,
+            ..EngineConfig::default()
+        })
+        .unwrap()
+    })
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Call {
+    Now,
+    Random,
+    Tool(String, Vec<u8>),
+    Send(String, Vec<u8>),
+    Log(u8, String),
+}
+
+/// Answers with fixed values and records every call.
+struct Recording {
+    now: u64,
+    random: u64,
+    send: Result<(), HostError>,
+    tool: Result<(), HostError>,
+    calls: Vec<Call>,
+}
+
+impl Recording {
+    fn new(now: u64, random: u64) -> Recording {
+        Recording {
+            now,
+            random,
+            send: Ok(()),
+            tool: Ok(()),
+            calls: Vec::new(),
+        }
+    }
+}
+
+impl Host for Recording {
+    fn now(&mut self) -> Result<u64, HostError> {
+        self.calls.push(Call::Now);
+        Ok(self.now)
+    }
+    fn random(&mut self) -> Result<u64, HostError> {
+        self.calls.push(Call::Random);
+        Ok(self.random)
+    }
+    fn send(&mut self, to: &str, message: &[u8]) -> Result<(), HostError> {
+        self.calls.push(Call::Send(to.into(), message.into()));
+        self.send.clone()
+    }
+    fn call_tool(&mut self, name: &str, args: &[u8]) -> Result<Vec<u8>, HostError> {
+        self.calls.push(Call::Tool(name.into(), args.into()));
+        self.tool.clone().map(|()| args.to_vec())
+    }
+    fn log(&mut self, level: u8, line: &str) {
+        self.calls.push(Call::Log(level, line.into()));
+    }
+}
+
+#[derive(Serialize)]
+enum Msg<'a> {
+    Now,
+    Random,
+    Echo { text: &'a str },
+    Send { to: &'a str, by: i64 },
+    Log { level: i32, text: &'a str },
+    All { to: &'a str, by: i64, text: &'a str },
+}
+
+#[derive(Deserialize, Debug, PartialEq)]
+enum Reply {
+    Time {
+        nanos: u64,
+    },
+    Number {
+        value: u64,
+    },
+    Echoed {
+        text: String,
+    },
+    Sent,
+    Logged,
+    Failed {
+        error: String,
+    },
+    Report {
+        nanos: u64,
+        value: u64,
+        echoed: Option<String>,
+        sent: bool,
+    },
+}
+
+#[derive(Serialize)]
+enum CounterInc {
+    Inc { by: i64 },
+}
+
+#[derive(Serialize)]
+struct EchoArgs<'a> {
+    text: &'a str,
+}
+
+fn toolbox(tools: &[&str]) -> WasmBehaviour {
+    let module = host().load(arbor_modules::TOOLBOX).unwrap();
+    WasmBehaviour::init(
+        host(),
+        &module,
+        AgentLimits::default(),
+        Capabilities::all(tools.iter().copied()),
+        b"",
+    )
+    .unwrap()
+}
+
+fn ask(agent: &mut WasmBehaviour, host: &mut Recording, msg: &Msg) -> Reply {
+    let reply = agent
+        .handle(&rmp_serde::to_vec_named(msg).unwrap(), host)
+        .unwrap();
+    rmp_serde::from_slice(&reply).unwrap()
+}
+
+#[test]
+fn each_import_reaches_the_host() {
+    let mut agent = toolbox(&["echo"]);
+    let mut rec = Recording::new(1_700_000_000_000_000_000, 0xdead_beef_0bad_f00d);
+    assert_eq!(
+        ask(&mut agent, &mut rec, &Msg::Now),
+        Reply::Time { nanos: rec.now }
+    );
+    assert_eq!(
+        ask(&mut agent, &mut rec, &Msg::Random),
+        Reply::Number { value: rec.random }
+    );
+    assert_eq!(
+        ask(&mut agent, &mut rec, &Msg::Echo { text: "hi" }),
+        Reply::Echoed { text: "hi".into() }
+    );
+    assert_eq!(
+        ask(
+            &mut agent,
+            &mut rec,
+            &Msg::Send {
+                to: "counter-1",
+                by: 3
+            }
+        ),
+        Reply::Sent
+    );
+    assert_eq!(
+        ask(
+            &mut agent,
+            &mut rec,
+            &Msg::Log {
+                level: 9,
+                text: "loud"
+            }
+        ),
+        Reply::Logged
+    );
+    assert_eq!(
+        ask(
+            &mut agent,
+            &mut rec,
+            &Msg::Log {
+                level: -3,
+                text: "quiet"
+            }
+        ),
+        Reply::Logged
+    );
+    assert_eq!(
+        rec.calls,
+        vec![
+            Call::Now,
+            Call::Random,
+            Call::Tool(
+                "echo".into(),
+                rmp_serde::to_vec_named(&EchoArgs { text: "hi" }).unwrap()
+            ),
+            Call::Send(
+                "counter-1".into(),
+                rmp_serde::to_vec_named(&CounterInc::Inc { by: 3 }).unwrap()
+            ),
+            Call::Log(4, "loud".into()),
+            Call::Log(0, "quiet".into()),
+        ]
+    );
+}
+
+#[test]
+fn all_five_in_order_and_the_state_depends_on_the_answers() {
+    let msg = Msg::All {
+        to: "c",
+        by: 1,
+        text: "x",
+    };
+    let mut a = toolbox(&["echo"]);
+    let mut rec = Recording::new(5, 6);
+    assert_eq!(
+        ask(&mut a, &mut rec, &msg),
+        Reply::Report {
+            nanos: 5,
+            value: 6,
+            echoed: Some("x".into()),
+            sent: true
+        }
+    );
+    let kinds: Vec<&str> = rec
+        .calls
+        .iter()
+        .map(|c| match c {
+            Call::Now => "now",
+            Call::Random => "random",
+            Call::Tool(..) => "call_tool",
+            Call::Send(..) => "send",
+            Call::Log(..) => "log",
+        })
+        .collect();
+    assert_eq!(kinds, ["now", "random", "call_tool", "send", "log"]);
+
+    // Same answers: same state. Another random value: another state.
+    let mut same = toolbox(&["echo"]);
+    ask(&mut same, &mut Recording::new(5, 6), &msg);
+    let mut other = toolbox(&["echo"]);
+    ask(&mut other, &mut Recording::new(5, 7), &msg);
+    assert_eq!(a.snapshot().unwrap(), same.snapshot().unwrap());
+    assert_ne!(a.snapshot().unwrap(), other.snapshot().unwrap());
+}
+
+#[test]
+fn host_refusals_become_guest_error_codes() {
+    let mut agent = toolbox(&["echo"]);
+    let mut rec = Recording::new(1, 2);
+    rec.send = Err(HostError::NoSuchAgent("nobody".into()));
+    rec.tool = Err(HostError::ToolFailed {
+        tool: "echo".into(),
+        reason: "down".into(),
+    });
+    assert!(matches!(
+        ask(
+            &mut agent,
+            &mut rec,
+            &Msg::Send {
+                to: "nobody",
+                by: 1
+            }
+        ),
+        Reply::Failed { .. }
+    ));
+    assert!(matches!(
+        ask(&mut agent, &mut rec, &Msg::Echo { text: "x" }),
+        Reply::Failed { .. }
+    ));
+    assert_eq!(
+        ask(
+            &mut agent,
+            &mut rec,
+            &Msg::All {
+                to: "nobody",
+                by: 1,
+                text: "x"
+            }
+        ),
+        Reply::Report {
+            nanos: 1,
+            value: 2,
+            echoed: None,
+            sent: false
+        }
+    );
+}
+
+#[test]
+fn a_tool_not_granted_by_name_never_reaches_the_host() {
+    let mut agent = toolbox(&["calculator"]);
+    let mut rec = Recording::new(1, 2);
+    assert!(matches!(
+        ask(&mut agent, &mut rec, &Msg::Echo { text: "x" }),
+        Reply::Failed { .. }
+    ));
+    assert!(rec.calls.is_empty(), "{:?}", rec.calls);
+}
+
+#[test]
+fn a_host_failure_in_now_crashes_the_agent_not_the_host() {
+    struct Broken;
+    impl Host for Broken {
+        fn now(&mut self) -> Result<u64, HostError> {
+            Err(HostError::Refused("replay diverged".into()))
+        }
+        fn random(&mut self) -> Result<u64, HostError> {
+            Ok(0)
+        }
+        fn send(&mut self, _: &str, _: &[u8]) -> Result<(), HostError> {
+            Ok(())
+        }
+        fn call_tool(&mut self, _: &str, _: &[u8]) -> Result<Vec<u8>, HostError> {
+            Ok(vec![0xc0])
+        }
+        fn log(&mut self, _: u8, _: &str) {}
+    }
+    let mut agent = toolbox(&["echo"]);
+    match agent.handle(&rmp_serde::to_vec_named(&Msg::Now).unwrap(), &mut Broken) {
+        Err(e @ BehaviourError::Trap(_)) => {
+            assert!(e.to_string().contains("replay diverged"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn toolbox_needs_every_capability() {
+    let module = host().load(arbor_modules::TOOLBOX).unwrap();
+    let mut names = module.imports();
+    names.sort_unstable();
+    assert_eq!(names, ["call_tool", "log", "now", "random", "send"]);
+    for missing in ["log", "send", "now", "random", "call_tool"] {
+        let mut caps = Capabilities::all(["echo"]);
+        match missing {
+            "log" => caps.log = false,
+            "send" => caps.send = false,
+            "now" => caps.now = false,
+            "random" => caps.random = false,
+            _ => caps.tools.clear(),
+        }
+        match WasmBehaviour::init(host(), &module, AgentLimits::default(), caps, b"") {
+            Err(SpawnError::Load(LoadError::UngrantedImport { name })) => {
+                assert_eq!(name, format!("arbor.{missing}"));
+            }
+            other => panic!("{missing}: {other:?}"),
+        }
+    }
+}
