@@ -80,21 +80,57 @@ fn ten_thousand_counters() {
         (after.saturating_sub(before)) as f64 / (1 << 20) as f64,
     );
 
-    let mut kv = WasmBehaviour::init(
-        &host,
-        &host.load(arbor_modules::KV).unwrap(),
-        limits,
-        Capabilities::none(),
-        b"",
-    )
-    .unwrap();
+    let kv_module = host.load(arbor_modules::KV).unwrap();
+    let mut kv =
+        WasmBehaviour::init(&host, &kv_module, limits.clone(), Capabilities::none(), b"").unwrap();
     let put = b"\x81\xa3Put\x82\xa3key\xa1k\xa5value\xa1v";
     kv.handle(put, &mut NoHost).unwrap();
+    let put_fuel = kv.last_cost().fuel.unwrap();
     let get = b"\x81\xa3Get\x81\xa3key\xa1k";
     kv.handle(get, &mut NoHost).unwrap();
     println!(
-        "kv: Put {} fuel after first, Get {} fuel",
-        0,
+        "kv with one key: Put {put_fuel} fuel, Get {} fuel",
         kv.last_cost().fuel.unwrap()
     );
+
+    // A module with imports runs each message on a scoped thread (see the imports module).
+    let toolbox = host.load(arbor_modules::TOOLBOX).unwrap();
+    let mut toolbox =
+        WasmBehaviour::init(&host, &toolbox, limits, Capabilities::all(["echo"]), b"").unwrap();
+    let random = b"\xa6Random";
+    toolbox.handle(random, &mut Answers).unwrap();
+    let started = Instant::now();
+    for _ in 0..1000 {
+        toolbox.handle(random, &mut Answers).unwrap();
+    }
+    println!(
+        "toolbox Random (one import, scoped thread): {:.1} µs per message",
+        started.elapsed().as_secs_f64() * 1e6 / 1000.0
+    );
+    let started = Instant::now();
+    for _ in 0..1000 {
+        agents[0].handle(inc, &mut NoHost).unwrap();
+    }
+    println!(
+        "counter Inc (no imports, calling thread): {:.1} µs per message",
+        started.elapsed().as_secs_f64() * 1e6 / 1000.0
+    );
+}
+
+struct Answers;
+
+impl Host for Answers {
+    fn now(&mut self) -> Result<u64, HostError> {
+        Ok(1)
+    }
+    fn random(&mut self) -> Result<u64, HostError> {
+        Ok(4)
+    }
+    fn send(&mut self, _: &str, _: &[u8]) -> Result<(), HostError> {
+        Ok(())
+    }
+    fn call_tool(&mut self, _: &str, args: &[u8]) -> Result<Vec<u8>, HostError> {
+        Ok(args.to_vec())
+    }
+    fn log(&mut self, _: u8, _: &str) {}
 }
