@@ -18,7 +18,6 @@
 //! `repair` is the explicit way past a refusal.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -253,16 +252,11 @@ fn cut_torn_tail(path: &Path, bytes: &[u8], offset: u64, preallocate: u64) -> Re
         .iter()
         .rposition(|&b| b != 0)
         .map_or(0, |last| last + 1)];
-    let saved_to = PathBuf::from(format!("{}.torn-{offset}", path.display()));
+    let saved_to = segment::set_aside(path, &format!("torn-{offset}"), cut)?;
     let io = |op, p: &Path| {
         let p = p.to_path_buf();
         move |source| Error::io(op, p, Some(offset), source)
     };
-    let mut copy = File::create(&saved_to).map_err(io("save torn tail", &saved_to))?;
-    copy.write_all(cut)
-        .map_err(io("save torn tail", &saved_to))?;
-    copy.sync_all()
-        .map_err(io("fsync torn tail copy", &saved_to))?;
     let file = OpenOptions::new()
         .write(true)
         .open(path)

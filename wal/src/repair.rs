@@ -65,10 +65,9 @@ pub fn repair(dir: &Path, config: &Config) -> Result<RepairReport> {
             }
             continue;
         };
-        let broken = set_aside_name(path);
-        fs::copy(path, &broken)
-            .map_err(|source| Error::io("copy damaged segment", broken.clone(), None, source))?;
-        report.set_aside.push(broken);
+        report
+            .set_aside
+            .push(segment::set_aside(path, "broken", &bytes)?);
         match scan {
             Ok(scan) => {
                 let file = OpenOptions::new()
@@ -101,19 +100,13 @@ pub fn repair(dir: &Path, config: &Config) -> Result<RepairReport> {
         }
         report.cut_at = Some((path.clone(), offset));
         for (_, later) in &found[index + 1..] {
-            let broken = set_aside_name(later);
-            fs::rename(later, &broken).map_err(|source| {
-                Error::io("set aside later segment", later.clone(), None, source)
-            })?;
-            report.set_aside.push(broken);
+            report
+                .set_aside
+                .push(segment::rename_aside(later, "broken")?);
         }
         segment::sync_dir(dir)?;
         tracing::warn!(dir = %dir.display(), ?report, "wal repaired");
         return Ok(report);
     }
     Ok(report)
-}
-
-fn set_aside_name(path: &Path) -> PathBuf {
-    PathBuf::from(format!("{}.broken", path.display()))
 }

@@ -153,6 +153,59 @@ pub(crate) fn create(
     Ok((path, file))
 }
 
+/// Names for copies set aside beside `path`: `<path>.<suffix>`, then `<path>.<suffix>.1`, … so
+/// that an earlier copy is never overwritten.
+fn aside_names(path: &Path, suffix: &str) -> impl Iterator<Item = PathBuf> {
+    let base = format!("{}.{suffix}", path.display());
+    (0..10_000u32).map(move |n| match n {
+        0 => PathBuf::from(&base),
+        n => PathBuf::from(format!("{base}.{n}")),
+    })
+}
+
+fn no_free_name(path: &Path) -> Error {
+    Error::io(
+        "set aside",
+        path.to_path_buf(),
+        None,
+        std::io::Error::other("no free name for the copy"),
+    )
+}
+
+/// Writes `bytes` to a new file beside `path` (see `aside_names`), fsyncs it and its directory,
+/// and returns its path. Used to keep what recovery or repair is about to cut: the copy is durable
+/// before the cut.
+pub(crate) fn set_aside(path: &Path, suffix: &str, bytes: &[u8]) -> Result<PathBuf, Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for copy_path in aside_names(path, suffix) {
+        let mut copy = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&copy_path)
+        {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(source) => return Err(Error::io("set aside", copy_path, None, source)),
+        };
+        copy.write_all(bytes)
+            .and_then(|()| copy.sync_all())
+            .map_err(|source| Error::io("set aside", copy_path.clone(), None, source))?;
+        sync_dir(dir)?;
+        return Ok(copy_path);
+    }
+    Err(no_free_name(path))
+}
+
+/// Renames `path` aside (see `aside_names`) and returns the new name; the caller fsyncs the
+/// directory.
+pub(crate) fn rename_aside(path: &Path, suffix: &str) -> Result<PathBuf, Error> {
+    let free = aside_names(path, suffix).find(|candidate| !candidate.exists());
+    let target = free.ok_or_else(|| no_free_name(path))?;
+    fs::rename(path, &target)
+        .map_err(|source| Error::io("set aside", path.to_path_buf(), None, source))?;
+    Ok(target)
+}
+
 /// Fsyncs a directory, so that creations, renames and removals in it survive a power loss.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
     File::open(dir)

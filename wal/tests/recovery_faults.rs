@@ -395,3 +395,23 @@ fn close_releases_the_directory_while_handles_of_the_closed_log_live_on() {
     assert_eq!(read_all(&reopened)[0].payload, b"kept");
     drop((reader, clone, appended));
 }
+
+#[test]
+fn a_second_cut_at_the_same_offset_keeps_both_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 5, one_segment());
+    let [segment] = segment_files(dir.path()).try_into().unwrap();
+    let used = used_len(5) as usize;
+    let mut copies = Vec::new();
+    for garbage in [[0xabu8; 100], [0xcdu8; 100]] {
+        let mut bytes = fs::read(&segment).unwrap();
+        bytes[used..used + 100].copy_from_slice(&garbage);
+        fs::write(&segment, &bytes).unwrap();
+        let wal = Wal::open(dir.path(), one_segment()).unwrap();
+        assert_holds_exactly(&wal, 5);
+        copies.push(wal.recovery().torn_tail.clone().unwrap().saved_to);
+    }
+    assert_ne!(copies[0], copies[1], "the second copy got a fresh name");
+    assert_eq!(fs::read(&copies[0]).unwrap(), [0xabu8; 100]);
+    assert_eq!(fs::read(&copies[1]).unwrap(), [0xcdu8; 100]);
+}
