@@ -210,3 +210,32 @@ fn non_wasm_is_invalid() {
     ));
     assert!(matches!(host().load(b""), Err(LoadError::Invalid(_))));
 }
+
+#[test]
+fn a_cap_below_the_initial_memory_refuses_instantiation() {
+    let module = host().load(arbor_modules::COUNTER).unwrap();
+    let limits = AgentLimits {
+        memory_bytes: 64 << 10,
+        ..AgentLimits::default()
+    };
+    assert!(matches!(
+        WasmBehaviour::init(host(), &module, limits, Capabilities::none(), b""),
+        Err(SpawnError::Load(LoadError::Instantiate(_)))
+    ));
+}
+
+#[test]
+fn a_crashed_instance_stays_dead() {
+    let mut agent = spawn(fixtures::TRAP, AgentLimits::default(), Capabilities::none()).unwrap();
+    assert!(matches!(
+        agent.handle(NIL, &mut EchoHost),
+        Err(BehaviourError::Trap(_))
+    ));
+    for _ in 0..3 {
+        match agent.snapshot() {
+            Err(BehaviourError::Contract(why)) => assert!(why.contains("earlier crash"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(agent.restore(NIL).is_err());
+}

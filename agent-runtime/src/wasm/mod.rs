@@ -9,6 +9,27 @@
 //! hash. [`WasmHost::load`] checks a module against the ABI and compiles it once;
 //! [`WasmBehaviour`] is one agent's instance of it, with its own memory cap, per-call deadline,
 //! fuel meter and granted [`Capabilities`], and implements [`Behaviour`](crate::Behaviour).
+//!
+//! Engine choices, and why:
+//! - **Pooling allocator** sized by [`EngineConfig`] (default 10,000 instances, memories up to
+//!   64 MiB): instantiation takes a pre-reserved slot instead of mapping fresh memory, and the
+//!   pool bounds how many agents can exist. Each slot reserves only the largest allowed memory
+//!   plus a 64 KiB guard, not 4 GiB, so ten thousand slots fit in the address space; compiled
+//!   code does explicit bounds checks in exchange.
+//! - **Copy-on-write memory images**: a module's initial memory is mapped from one shared image,
+//!   so an idle instance costs only the pages it has written.
+//! - **`InstancePre`**: imports are resolved once per module, at load.
+//! - **Fuel** on every call, reported by [`Behaviour::last_cost`](crate::Behaviour::last_cost)
+//!   (deterministic for a given instance state and input) and optionally limited.
+//! - **Epoch interruption** for per-call wall-clock deadlines, cheaper than fuel for that job:
+//!   the ticker only bumps a counter.
+//! - NaN canonicalisation and deterministic relaxed SIMD, because replay compares snapshots.
+//!
+//! A module with imports handles each message on a short-lived scoped thread while the calling
+//! thread serves its import calls with the borrowed [`Host`](crate::Host) (wasmtime imports
+//! must be `'static`, the host is lent only for the call, and the crate forbids unsafe code).
+//! That costs a thread spawn and a channel round trip per import; modules without imports run
+//! directly on the calling thread.
 
 mod abi;
 mod engine;
