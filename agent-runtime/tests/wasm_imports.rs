@@ -348,3 +348,37 @@ fn toolbox_needs_every_capability() {
         }
     }
 }
+
+#[test]
+fn a_panicking_host_does_not_hang_the_call() {
+    struct Panicking;
+    impl Host for Panicking {
+        fn now(&mut self) -> Result<u64, HostError> {
+            panic!("host bug")
+        }
+        fn random(&mut self) -> Result<u64, HostError> {
+            Ok(0)
+        }
+        fn send(&mut self, _: &str, _: &[u8]) -> Result<(), HostError> {
+            Ok(())
+        }
+        fn call_tool(&mut self, _: &str, _: &[u8]) -> Result<Vec<u8>, HostError> {
+            Ok(vec![0xc0])
+        }
+        fn log(&mut self, _: u8, _: &str) {}
+    }
+    let mut agent = toolbox(&["echo"]);
+    let msg = rmp_serde::to_vec_named(&Msg::Now).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            agent.handle(&msg, &mut Panicking)
+        }));
+        // The host's panic is the host's to see; the point is that it arrives.
+        let _ = done_tx.send(outcome.is_err());
+    });
+    let panicked = done_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("handle hung after the host panicked");
+    assert!(panicked);
+}

@@ -458,6 +458,9 @@ impl WasmBehaviour {
             let (reply_tx, replies) = mpsc::channel();
             let link = HostLink { requests, replies };
             std::thread::scope(|scope| {
+                // Owned by this closure, so that if the host panics the unwinding drops it, the
+                // guest's import fails instead of waiting forever, and the scope can end.
+                let reply_tx = reply_tx;
                 let guest = scope.spawn(|| self.call_handle(ptr, len, Some(link)));
                 for request in request_rx {
                     // The guest thread waits for each reply, so a failed send means it is gone.
