@@ -375,10 +375,13 @@ fn a_panicking_host_does_not_hang_the_call() {
             agent.handle(&msg, &mut Panicking)
         }));
         // The host's panic is the host's to see; the point is that it arrives.
-        let _ = done_tx.send(outcome.is_err());
+        let _ = done_tx.send((outcome.is_err(), agent));
     });
-    let panicked = done_rx
+    let (panicked, mut agent) = done_rx
         .recv_timeout(std::time::Duration::from_secs(10))
         .expect("handle hung after the host panicked");
     assert!(panicked);
+    // The instance is gone, and says so instead of misbehaving.
+    assert_eq!(agent.memory_bytes(), 0);
+    assert!(matches!(agent.snapshot(), Err(BehaviourError::Contract(_))));
 }

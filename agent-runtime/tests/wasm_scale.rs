@@ -93,7 +93,7 @@ fn ten_thousand_counters() {
         kv.last_cost().fuel.unwrap()
     );
 
-    // A module with imports runs each message on a scoped thread (see the imports module).
+    // A module with imports runs each message on a pooled worker thread (see the imports module).
     let toolbox = host.load(arbor_modules::TOOLBOX).unwrap();
     let mut toolbox =
         WasmBehaviour::init(&host, &toolbox, limits, Capabilities::all(["echo"]), b"").unwrap();
@@ -104,7 +104,7 @@ fn ten_thousand_counters() {
         toolbox.handle(random, &mut Answers).unwrap();
     }
     println!(
-        "toolbox Random (one import, scoped thread): {:.1} µs per message",
+        "toolbox Random (one import, worker thread): {:.1} µs per message",
         started.elapsed().as_secs_f64() * 1e6 / 1000.0
     );
     let started = Instant::now();

@@ -2,9 +2,9 @@
 //!
 //! A wasmtime import closure must be `'static`, but [`Behaviour::handle`](crate::Behaviour)
 //! lends its [`Host`] only for the call. So while a module that has imports handles a message,
-//! the guest runs on a scoped thread and each import sends a [`HostRequest`] over a channel to
-//! the calling thread, which answers it with the borrowed host. No unsafe code, no `'static`
-//! host. Modules without imports run on the calling thread.
+//! its store moves to a pool worker thread and each import sends a [`HostRequest`] over a
+//! channel to the calling thread, which answers it with the borrowed host. No unsafe code, no
+//! `'static` host. Modules without imports run on the calling thread.
 
 use std::collections::BTreeSet;
 use std::sync::mpsc;
@@ -23,6 +23,22 @@ pub(crate) struct StoreState {
     pub(crate) fault: Option<BehaviourError>,
     /// The tools `call_tool` may name.
     pub(crate) tools: BTreeSet<String>,
+}
+
+impl StoreState {
+    /// The data of a store that only holds a place (it runs nothing).
+    pub(crate) fn placeholder() -> StoreState {
+        StoreState {
+            limiter: CapLimiter {
+                cap_bytes: 0,
+                table_elements: 0,
+                denied: false,
+            },
+            link: None,
+            fault: None,
+            tools: BTreeSet::new(),
+        }
+    }
 }
 
 /// The memory cap, recording whether it denied a grow so a following trap can be named

@@ -10,6 +10,7 @@ use super::abi::{self, Import};
 use super::engine::{LoadedModule, WasmHost};
 use super::error::LoadError;
 use super::imports::{self, CapLimiter, HostLink, StoreState};
+use super::pool;
 use crate::behaviour::{Behaviour, BehaviourError, Cost, Host};
 
 /// Per-agent limits.
@@ -123,6 +124,8 @@ pub struct WasmBehaviour {
     last_cost: Cost,
     /// Set by the first crash; the instance is then never entered again.
     dead: Option<BehaviourError>,
+    /// `store` is a placeholder: the real one never came back from a worker.
+    lost: bool,
 }
 
 /// Why [`WasmBehaviour::init`] or [`WasmBehaviour::from_state`] failed.
@@ -227,6 +230,7 @@ impl WasmBehaviour {
             deadline_ticks,
             last_cost: Cost::default(),
             dead: None,
+            lost: false,
         })
     }
 
@@ -284,8 +288,11 @@ impl WasmBehaviour {
         &self.limits
     }
 
-    /// The agent's linear memory size in bytes.
+    /// The agent's linear memory size in bytes (0 if the instance was lost).
     pub fn memory_bytes(&self) -> usize {
+        if self.lost {
+            return 0;
+        }
         self.exports.memory.data_size(&self.store)
     }
 
@@ -447,6 +454,54 @@ impl WasmBehaviour {
         result.map_err(|e| self.crash(e))
     }
 
+    /// `arbor_handle` on a pool worker, which gets the store for the call, while this thread
+    /// serves the guest's imports with the borrowed host.
+    fn call_handle_on_worker(
+        &mut self,
+        ptr: i32,
+        len: i32,
+        host: &mut dyn Host,
+    ) -> Result<i64, BehaviourError> {
+        let (requests, request_rx) = mpsc::channel();
+        let (reply_tx, replies) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        let link = HostLink { requests, replies };
+        // An empty store holds the place; should the store not come back (the host panicked
+        // below, or the worker died), the instance is gone and stays marked dead.
+        let placeholder = Store::new(self.store.engine(), StoreState::placeholder());
+        let mut store = std::mem::replace(&mut self.store, placeholder);
+        self.dead = Some(BehaviourError::Contract(
+            "the instance was lost while handling a message".into(),
+        ));
+        self.lost = true;
+        let handle = self.exports.handle.clone();
+        let started = pool::run(Box::new(move || {
+            store.data_mut().link = Some(link);
+            let result = handle.call(&mut store, (ptr, len));
+            // Dropping the link ends the serving loop below.
+            store.data_mut().link = None;
+            let _ = done_tx.send((store, result));
+        }));
+        if !started {
+            return Err(BehaviourError::Trap("no thread to run the guest on".into()));
+        }
+        for request in request_rx {
+            // The guest waits for each reply, so a failed send means it is gone.
+            if reply_tx.send(imports::serve(host, request)).is_err() {
+                break;
+            }
+        }
+        match done_rx.recv() {
+            Ok((store, result)) => {
+                self.store = store;
+                self.dead = None;
+                self.lost = false;
+                result.map_err(|e| self.crash(e))
+            }
+            Err(_) => Err(BehaviourError::Trap("the guest worker died".into())),
+        }
+    }
+
     fn handle_inner(
         &mut self,
         input: &[u8],
@@ -454,24 +509,7 @@ impl WasmBehaviour {
     ) -> Result<Vec<u8>, BehaviourError> {
         let (ptr, len) = self.put(input)?;
         let called = if self.has_imports {
-            let (requests, request_rx) = mpsc::channel();
-            let (reply_tx, replies) = mpsc::channel();
-            let link = HostLink { requests, replies };
-            std::thread::scope(|scope| {
-                // Owned by this closure, so that if the host panics the unwinding drops it, the
-                // guest's import fails instead of waiting forever, and the scope can end.
-                let reply_tx = reply_tx;
-                let guest = scope.spawn(|| self.call_handle(ptr, len, Some(link)));
-                for request in request_rx {
-                    // The guest thread waits for each reply, so a failed send means it is gone.
-                    if reply_tx.send(imports::serve(host, request)).is_err() {
-                        break;
-                    }
-                }
-                guest.join().unwrap_or_else(|_| {
-                    Err(BehaviourError::Trap("the guest thread panicked".into()))
-                })
-            })
+            self.call_handle_on_worker(ptr, len, host)
         } else {
             self.call_handle(ptr, len, None)
         };

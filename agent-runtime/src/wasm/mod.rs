@@ -25,17 +25,18 @@
 //!   the ticker only bumps a counter.
 //! - NaN canonicalisation and deterministic relaxed SIMD, because replay compares snapshots.
 //!
-//! A module with imports handles each message on a short-lived scoped thread while the calling
-//! thread serves its import calls with the borrowed [`Host`](crate::Host) (wasmtime imports
-//! must be `'static`, the host is lent only for the call, and the crate forbids unsafe code).
-//! That costs a thread spawn and a channel round trip per import; modules without imports run
-//! directly on the calling thread.
+//! A module with imports handles each message on a pooled worker thread (its store moves there
+//! for the call) while the calling thread serves its import calls with the borrowed
+//! [`Host`](crate::Host): wasmtime imports must be `'static`, the host is lent only for the
+//! call, and the crate forbids unsafe code. That costs a thread hand-off and a channel round
+//! trip per import; modules without imports run directly on the calling thread.
 
 mod abi;
 mod engine;
 mod error;
 mod imports;
 mod instance;
+mod pool;
 
 pub use engine::{EngineConfig, LoadedModule, WasmHost};
 pub use error::LoadError;
