@@ -2,21 +2,14 @@
 //! snapshot/restore, migration, fuel.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::OnceLock;
+mod support;
 
 use arbor_agent::wasm::{AgentLimits, Capabilities, EngineConfig, WasmBehaviour, WasmHost};
 use arbor_agent::{Behaviour, BehaviourError, Host, HostError};
 use serde::{Deserialize, Serialize};
 
 fn host() -> &'static WasmHost {
-    static HOST: OnceLock<WasmHost> = OnceLock::new();
-    HOST.get_or_init(|| {
-        WasmHost::new(EngineConfig {
-            max_instances: 64,
-            ..EngineConfig::default()
-        })
-        .unwrap()
-    })
+    support::shared_host(64)
 }
 
 fn agent(bytes: &[u8]) -> WasmBehaviour {

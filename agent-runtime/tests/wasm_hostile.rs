@@ -2,25 +2,18 @@
 //! host process carries on.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::OnceLock;
+mod support;
+
 use std::time::{Duration, Instant};
 
 use arbor_agent::wasm::{
-    AgentLimits, Capabilities, EngineConfig, LoadError, LoadedModule, SpawnError, WasmBehaviour,
-    WasmHost,
+    AgentLimits, Capabilities, LoadError, LoadedModule, SpawnError, WasmBehaviour, WasmHost,
 };
 use arbor_agent::{Behaviour, BehaviourError, Host, HostError};
 use arbor_modules::fixtures;
 
 fn host() -> &'static WasmHost {
-    static HOST: OnceLock<WasmHost> = OnceLock::new();
-    HOST.get_or_init(|| {
-        WasmHost::new(EngineConfig {
-            max_instances: 32,
-            ..EngineConfig::default()
-        })
-        .unwrap()
-    })
+    support::shared_host(32)
 }
 
 fn load(wat: &str) -> Result<LoadedModule, LoadError> {

@@ -2,23 +2,16 @@
 //! agent's reply and state depend on what the host answered.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::OnceLock;
+mod support;
 
 use arbor_agent::wasm::{
-    AgentLimits, Capabilities, EngineConfig, LoadError, SpawnError, WasmBehaviour, WasmHost,
+    AgentLimits, Capabilities, LoadError, SpawnError, WasmBehaviour, WasmHost,
 };
 use arbor_agent::{Behaviour, BehaviourError, Host, HostError};
 use serde::{Deserialize, Serialize};
 
 fn host() -> &'static WasmHost {
-    static HOST: OnceLock<WasmHost> = OnceLock::new();
-    HOST.get_or_init(|| {
-        WasmHost::new(EngineConfig {
-            max_instances: 32,
-            ..EngineConfig::default()
-        })
-        .unwrap()
-    })
+    support::shared_host(32)
 }
 
 #[derive(Debug, Clone, PartialEq)]
