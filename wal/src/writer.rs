@@ -205,24 +205,21 @@ impl Shared {
             return Err(Error::EmptyBatch);
         }
         let mut queue = self.queue.lock();
-        // Back-pressure: a batch waits while the queue is over its bound, unless the queue is empty
-        // (a batch larger than the bound alone must still get through).
-        while queue.queued_bytes > 0
-            && queue.queued_bytes + batch_bytes > self.config.max_queued_bytes
-        {
+        loop {
             if let Some(failure) = self.failure() {
                 return Err(failure);
             }
             if queue.closing {
                 return Err(Error::Closed);
             }
+            // Back-pressure: a batch waits while the queue is over its bound, unless the queue is
+            // empty (a batch larger than the bound alone must still get through).
+            let over_bound = queue.queued_bytes > 0
+                && queue.queued_bytes + batch_bytes > self.config.max_queued_bytes;
+            if !over_bound {
+                break;
+            }
             self.queue_space.wait(&mut queue);
-        }
-        if let Some(failure) = self.failure() {
-            return Err(failure);
-        }
-        if queue.closing {
-            return Err(Error::Closed);
         }
         let first = queue.next_lsn;
         for payload in payloads {

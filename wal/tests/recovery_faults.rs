@@ -145,10 +145,10 @@ fn zero_tail_is_clean_and_garbage_tail_is_cut_and_kept_aside() {
     assert_holds_exactly(&Wal::open(dir.path(), one_segment()).unwrap(), 31);
 }
 
-/// Flips one bit in the middle of record `lsn`'s payload (or header, for empty payloads).
+/// Flips one bit in the LSN field of the record that starts at `at` (the CRC covers it).
 fn flip_bit_in_record(path: &std::path::Path, at: u64) {
     let mut bytes = fs::read(path).unwrap();
-    bytes[at as usize + 12] ^= 0x10; // inside the LSN field: covered by the CRC
+    bytes[at as usize + 12] ^= 0x10;
     fs::write(path, bytes).unwrap();
 }
 
