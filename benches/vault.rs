@@ -287,6 +287,7 @@ fn vault_cases(c: &mut Criterion, dir: &Path, label: &str, state: &[u8], slow: b
                 .put_checkpoint(&NewCheckpoint {
                     agent: &agent,
                     lsn,
+                    seq: 0,
                     module,
                     abi_version: 1,
                     state_schema: 3,

@@ -205,6 +205,7 @@ fn main() -> DemoResult<()> {
             let meta = vault.put_checkpoint(&NewCheckpoint {
                 agent: &agent,
                 lsn: record.lsn,
+                seq: 0,
                 module,
                 abi_version: 1,
                 state_schema: 1,

@@ -25,6 +25,7 @@ fn checkpoint(vault: &Vault, agent: &AgentId, lsn: u64, state: &State) {
         .put_checkpoint(&NewCheckpoint {
             agent,
             lsn,
+            seq: 0,
             module: ModuleHash::of(b"native:test"),
             abi_version: 1,
             state_schema: 1,

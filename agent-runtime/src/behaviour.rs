@@ -26,8 +26,10 @@ pub trait Host {
     fn log(&mut self, level: u8, line: &str);
 }
 
-/// Why a host call failed, as the behaviour sees it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a host call failed, as the behaviour sees it. Journaled with the answers, so replay
+/// gives the behaviour the same failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum HostError {
     /// The agent was not granted this capability (or this tool).
@@ -120,6 +122,19 @@ pub struct Cost {
 pub trait Behaviour: Send + 'static {
     /// Handles one input (MessagePack) and returns the reply (MessagePack).
     fn handle(&mut self, input: &[u8], host: &mut dyn Host) -> Result<Vec<u8>, BehaviourError>;
+
+    /// Creates the agent's initial state from `config` (MessagePack, or empty). A refused config
+    /// is [`BehaviourError::BadInput`]. The default accepts only an empty config.
+    fn init(&mut self, config: &[u8]) -> Result<(), BehaviourError> {
+        if config.is_empty() {
+            Ok(())
+        } else {
+            Err(BehaviourError::BadInput(format!(
+                "{} takes no config",
+                self.describe()
+            )))
+        }
+    }
 
     /// The state as bytes; does not change it. Equal states give equal bytes.
     fn snapshot(&mut self) -> Result<Vec<u8>, BehaviourError>;

@@ -1,5 +1,6 @@
-//! Agents: what an agent does ([`Behaviour`]), the world it reaches through ([`Host`]), and the
-//! Wasm host that runs agents written as core Wasm modules ([`wasm`]).
+//! Agents: what an agent does ([`Behaviour`]), the world it reaches through ([`Host`]), the Wasm
+//! host that runs agents written as core Wasm modules ([`wasm`]), and the agent actor that
+//! journals, checkpoints, recovers and hot-swaps them ([`AgentSystem`], [`AgentRef`]).
 //!
 //! - [`Behaviour`] is the one contract every agent implements, Wasm or native: handle a
 //!   MessagePack input and return a MessagePack reply; snapshot and restore state as bytes. Its
@@ -11,11 +12,19 @@
 //! - [`wasm::WasmHost`] holds one shared wasmtime engine for the process and loads modules
 //!   (checked against ABI v1, `modules/ABI.md`); [`wasm::WasmBehaviour`] is one agent's instance,
 //!   with its own memory cap, deadline, fuel meter and granted capabilities.
-//!
-//! The agent actor (journal before apply, checkpoints, recovery, hot swap) builds on these; see
-//! `DESIGN.md`, "The path of one message".
+//! - [`AgentSystem`] runs agents as ractor actors over one journal (see the [`agent`] module for
+//!   the path of a message, checkpoints and recovery); [`tools`] are the host functions agents
+//!   may be granted.
 
+pub mod agent;
 pub mod behaviour;
+pub mod envelope;
+pub mod tools;
 pub mod wasm;
 
+pub use agent::{
+    AgentError, AgentRef, AgentSpec, AgentSystem, AgentSystemBuilder, CheckpointPolicy,
+    NativeFactory, RecoveryReport, SwapReport,
+};
 pub use behaviour::{Behaviour, BehaviourError, Cost, Host, HostError};
+pub use envelope::{BehaviourId, Envelope, Kind};

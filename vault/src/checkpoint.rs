@@ -28,6 +28,9 @@ pub struct NewCheckpoint<'a> {
     pub agent: &'a AgentId,
     /// The WAL LSN the state covers: the state after applying every record with LSN ≤ `lsn`.
     pub lsn: u64,
+    /// The agent's input sequence number the state covers: inputs numbered up to `seq` were
+    /// received before it (0 for callers that do not number inputs).
+    pub seq: u64,
     /// The module that produced the state.
     pub module: ModuleHash,
     /// The agent ABI version of that module.
@@ -47,6 +50,10 @@ pub struct CheckpointMeta {
     pub agent: AgentId,
     /// The WAL LSN the state covers.
     pub lsn: u64,
+    /// The agent's input sequence number the state covers (0 in checkpoints written before
+    /// the field existed).
+    #[serde(default)]
+    pub seq: u64,
     /// The module that produced the state.
     pub module: ModuleHash,
     /// That module's agent ABI version.
@@ -195,6 +202,7 @@ impl Vault {
     /// let meta = vault.put_checkpoint(&NewCheckpoint {
     ///     agent: &agent,
     ///     lsn: 41,
+    ///     seq: 0,
     ///     module: ModuleHash::of(b"module bytes"),
     ///     abi_version: 1,
     ///     state_schema: 1,
@@ -232,6 +240,7 @@ impl Vault {
         let meta = CheckpointMeta {
             agent: agent.clone(),
             lsn: checkpoint.lsn,
+            seq: checkpoint.seq,
             module: checkpoint.module,
             abi_version: checkpoint.abi_version,
             state_schema: checkpoint.state_schema,

@@ -59,7 +59,7 @@ impl Vault {
     /// let module = ModuleHash::of(b"kv module");
     /// let state = b"state bytes";
     /// vault.put_checkpoint(&NewCheckpoint {
-    ///     agent: &agent, lsn: 7, module, abi_version: 1, state_schema: 1, state,
+    ///     agent: &agent, lsn: 7, seq: 0, module, abi_version: 1, state_schema: 1, state,
     /// })?;
     /// let file = dir.path().join("kv-7.ckpt");
     /// vault.export_checkpoint(&agent, 7, &file)?;

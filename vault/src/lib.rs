@@ -111,6 +111,7 @@
 //!     vault.put_checkpoint(&NewCheckpoint {
 //!         agent: &agent,
 //!         lsn,
+//!         seq: 0,
 //!         module,
 //!         abi_version: 1,
 //!         state_schema: 1,

@@ -17,6 +17,7 @@ fn round_trip_keeps_every_field_and_survives_reopen() {
             .put_checkpoint(&NewCheckpoint {
                 agent: &kv,
                 lsn: 42,
+                seq: 0,
                 module: ModuleHash::of(b"kv v3"),
                 abi_version: 2,
                 state_schema: 7,
@@ -261,6 +262,7 @@ fn oversized_state_is_refused_and_nothing_is_stored() {
         .put_checkpoint(&NewCheckpoint {
             agent: &kv,
             lsn: 1,
+            seq: 0,
             module: module(),
             abi_version: 1,
             state_schema: 1,

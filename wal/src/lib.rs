@@ -414,6 +414,18 @@ impl Wal {
             .collect()
     }
 
+    /// The first LSN of each segment, oldest first: a record with LSN `l` lies in the last
+    /// segment whose first LSN is ≤ `l`, so [`truncate_before`](Wal::truncate_before)`(l)`
+    /// removes exactly the segments before that one.
+    pub fn segment_first_lsns(&self) -> Vec<Lsn> {
+        self.shared
+            .segments
+            .read()
+            .iter()
+            .map(|s| s.first_lsn)
+            .collect()
+    }
+
     /// Writes and fdatasyncs everything queued, stops the flusher and releases the directory.
     /// Appends, syncs and truncations through other clones of this `Wal` get [`Error::Closed`]
     /// afterwards; reading what was written still works. Returns the log's failure, if

@@ -172,6 +172,11 @@ impl WasmHost {
             .clone())
     }
 
+    /// The loaded module with this content hash, if [`load`](WasmHost::load) has seen it.
+    pub fn cached(&self, hash: &ModuleHash) -> Option<LoadedModule> {
+        self.inner.cache.lock().get(hash).cloned()
+    }
+
     /// How many distinct modules are cached.
     pub fn cached_modules(&self) -> usize {
         self.inner.cache.lock().len()

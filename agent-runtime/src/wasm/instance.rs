@@ -561,6 +561,10 @@ impl Behaviour for WasmBehaviour {
         })
     }
 
+    fn init(&mut self, config: &[u8]) -> Result<(), BehaviourError> {
+        self.init_agent(config)
+    }
+
     fn last_cost(&self) -> Cost {
         self.last_cost
     }

@@ -67,6 +67,7 @@ pub fn put(vault: &Vault, agent: &AgentId, lsn: u64, state: &[u8]) -> Checkpoint
         .put_checkpoint(&NewCheckpoint {
             agent,
             lsn,
+            seq: 0,
             module: module(),
             abi_version: 1,
             state_schema: 1,

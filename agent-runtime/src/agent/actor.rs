@@ -1,0 +1,563 @@
+//! The agent actor: journal before apply, answer after durable, checkpoint, swap.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use arbor_vault::{AgentId, NewCheckpoint};
+use arbor_wal::{Appended, Lsn};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::agent_ref::SwapReport;
+use super::error::AgentError;
+use super::host::LiveHost;
+use super::journal::Journal;
+use super::system::{AgentSpec, Shared};
+use crate::behaviour::Behaviour;
+use crate::envelope::{BehaviourId, Entry, Envelope, Kind, Status, check_msgpack};
+
+/// A reply port.
+pub(crate) type Reply<T> = RpcReplyPort<Result<T, AgentError>>;
+
+/// What an agent actor receives.
+pub(crate) enum AgentMsg {
+    /// A call (with a reply port) or a cast.
+    Input {
+        from: Option<String>,
+        kind: Kind,
+        payload: Vec<u8>,
+        reply: Option<Reply<Vec<u8>>>,
+    },
+    /// Replace the behaviour with this already-made instance of `id`.
+    Swap {
+        behaviour: Box<dyn Behaviour>,
+        id: BehaviourId,
+        reply: Reply<SwapReport>,
+    },
+    /// Checkpoint now (asked by the caller, or by the journal because the agent pins the WAL).
+    Checkpoint { reply: Option<Reply<Lsn>> },
+    /// The behaviour's snapshot.
+    Snapshot { reply: Reply<Vec<u8>> },
+    /// Final checkpoint, then stop; `deregister` marks the agent stopped in the registry (it is
+    /// not brought back by `recover_all`).
+    Stop { deregister: bool, reply: Reply<()> },
+}
+
+/// The actor; its state is [`Agent`].
+pub(crate) struct AgentActor;
+
+/// How an agent actor starts.
+pub(crate) struct Start {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) spec: Arc<AgentSpec>,
+    pub(crate) behaviour: Box<dyn Behaviour>,
+    pub(crate) seq: u64,
+}
+
+/// A running agent.
+pub(crate) struct Agent {
+    shared: Arc<Shared>,
+    spec: Arc<AgentSpec>,
+    id: AgentId,
+    behaviour: Box<dyn Behaviour>,
+    behaviour_id: BehaviourId,
+    /// The number of the last input journaled.
+    seq: u64,
+    inputs_since_checkpoint: u64,
+    last_checkpoint: Instant,
+    /// The WAL position of the last checkpoint (a checkpoint at the same position adds nothing).
+    checkpoint_lsn: Option<Lsn>,
+    completer: Completer,
+}
+
+impl Actor for AgentActor {
+    type Msg = AgentMsg;
+    type State = Agent;
+    type Arguments = Start;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<AgentMsg>,
+        start: Start,
+    ) -> Result<Agent, ActorProcessingErr> {
+        let id = AgentId::new(&start.spec.name)?;
+        Ok(Agent {
+            behaviour_id: start.spec.behaviour.clone(),
+            shared: start.shared,
+            spec: start.spec,
+            id,
+            behaviour: start.behaviour,
+            seq: start.seq,
+            inputs_since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            checkpoint_lsn: None,
+            completer: Completer::spawn(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        message: AgentMsg,
+        agent: &mut Agent,
+    ) -> Result<(), ActorProcessingErr> {
+        let outcome = match message {
+            AgentMsg::Input {
+                from,
+                kind,
+                payload,
+                reply,
+            } => agent.input(from, kind, payload, reply).await,
+            AgentMsg::Swap {
+                behaviour,
+                id,
+                reply,
+            } => agent.swap(behaviour, id, reply),
+            AgentMsg::Checkpoint { reply } => {
+                let result = agent.checkpoint().await;
+                let crash = crash_of(&result);
+                match reply {
+                    Some(reply) => send(reply, result),
+                    None => {
+                        if let Err(error) = result {
+                            tracing::warn!(agent = agent.spec.name, %error, "checkpoint failed");
+                        }
+                    }
+                }
+                crash
+            }
+            AgentMsg::Snapshot { reply } => {
+                let result = agent
+                    .behaviour
+                    .snapshot()
+                    .map_err(|e| agent.crashed_outside_input("snapshot", e));
+                let crash = crash_of(&result);
+                send(reply, result);
+                crash
+            }
+            AgentMsg::Stop { deregister, reply } => {
+                let result = agent.stop(deregister).await;
+                agent.shared.forget(&agent.spec.name, myself.get_id());
+                send(reply, result);
+                myself.stop(None);
+                return Ok(());
+            }
+        };
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(crash) => {
+                tracing::warn!(agent = agent.spec.name, error = %crash, "agent crashed");
+                agent.shared.forget(&agent.spec.name, myself.get_id());
+                Err(Box::new(crash))
+            }
+        }
+    }
+}
+
+/// The crash in a result, if it is one (the agent must stop).
+fn crash_of<T>(result: &Result<T, AgentError>) -> Result<(), AgentError> {
+    match result {
+        Err(error @ AgentError::Crashed { .. }) => Err(error.clone()),
+        _ => Ok(()),
+    }
+}
+
+fn send<T>(reply: Reply<T>, value: Result<T, AgentError>) {
+    // The caller may have given up (timeout); nothing to do then.
+    let _ = reply.send(value);
+}
+
+/// The borrowed form of [`Entry::Input`]: encodes identically without moving the envelope.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum InputRef<'a> {
+    Input(&'a Envelope),
+}
+
+impl Agent {
+    async fn input(
+        &mut self,
+        from: Option<String>,
+        kind: Kind,
+        payload: Vec<u8>,
+        reply: Option<Reply<Vec<u8>>>,
+    ) -> Result<(), AgentError> {
+        let name = &self.spec.name;
+        let refuse = |reply: Option<Reply<Vec<u8>>>, error: AgentError| {
+            match reply {
+                Some(reply) => send(reply, Err(error)),
+                None => tracing::warn!(agent = name, %error, "cast refused"),
+            }
+            Ok(())
+        };
+        let max = self.spec.limits.max_message_bytes;
+        if payload.len() > max {
+            let error = AgentError::TooLarge {
+                agent: name.clone(),
+                len: payload.len(),
+                max,
+            };
+            return refuse(reply, error);
+        }
+        if let Err(reason) = check_msgpack(&payload) {
+            let error = AgentError::Malformed {
+                agent: name.clone(),
+                reason,
+            };
+            return refuse(reply, error);
+        }
+        let envelope = Envelope {
+            to: name.clone(),
+            from,
+            seq: self.seq + 1,
+            kind,
+            payload,
+        };
+        let journal = self.shared.journal.as_ref();
+        if let Some(journal) = journal {
+            let record = rmp_serde::to_vec_named(&InputRef::Input(&envelope))
+                .map_err(|e| AgentError::Journal(e.to_string()));
+            if let Err(error) = record.and_then(|record| append(journal, &record)) {
+                return refuse(reply, error);
+            }
+        }
+        self.seq = envelope.seq;
+
+        let mut host = LiveHost::new(name, envelope.seq, &self.spec.capabilities, &self.shared);
+        let result = self.behaviour.handle(&envelope.payload, &mut host);
+        let (answers, sends) = (host.answers, host.sends);
+        let status = match &result {
+            Ok(_) => Status::Applied,
+            Err(error) if error.is_crash() => Status::Crashed(error.to_string()),
+            Err(error) => Status::Refused(error.to_string()),
+        };
+        let appended = match journal {
+            None => Ok(None),
+            Some(journal) => {
+                let outcome = Entry::Outcome {
+                    agent: name.clone(),
+                    seq: envelope.seq,
+                    status,
+                    answers,
+                };
+                append(journal, &outcome.encode()).map(Some)
+            }
+        };
+        let from = envelope.from.unwrap_or_else(|| "host".into());
+        let (appended, result) = match appended {
+            Ok(appended) => (appended, result),
+            // The state now holds an input the journal cannot record: the instance must go, and
+            // recovery (which skips inputs without an outcome) rebuilds the journaled state.
+            Err(error) if result.is_ok() => (
+                None,
+                Err(crate::BehaviourError::Contract(format!(
+                    "the outcome could not be journaled: {error}"
+                ))),
+            ),
+            Err(error) => {
+                if let Some(reply) = reply {
+                    send(reply, Err(error));
+                }
+                return match result {
+                    Err(e) if e.is_crash() => Err(self.crash(envelope.seq, from, e)),
+                    _ => Ok(()),
+                };
+            }
+        };
+        self.inputs_since_checkpoint += 1;
+        match result {
+            Ok(bytes) => {
+                let shared = Arc::clone(&self.shared);
+                let agent = name.clone();
+                self.completer.after_durable(
+                    appended,
+                    Box::new(move |durable| {
+                        if durable.is_ok() {
+                            shared.deliver(&agent, sends);
+                        }
+                        if let Some(reply) = reply {
+                            send(reply, durable.map(|()| bytes));
+                        }
+                    }),
+                );
+                self.checkpoint_if_due().await
+            }
+            Err(error) if !error.is_crash() => {
+                let refused = AgentError::Refused {
+                    agent: name.clone(),
+                    seq: envelope.seq,
+                    reason: error.to_string(),
+                };
+                self.reply_after_durable(appended, reply, refused);
+                Ok(())
+            }
+            Err(error) => {
+                let crash = self.crash(envelope.seq, from, error);
+                self.reply_after_durable(appended, reply, crash.clone());
+                Err(crash)
+            }
+        }
+    }
+
+    fn crash(&self, seq: u64, from: String, reason: crate::BehaviourError) -> AgentError {
+        AgentError::Crashed {
+            agent: self.spec.name.clone(),
+            seq,
+            from,
+            reason,
+        }
+    }
+
+    /// A crash outside an input (snapshot, checkpoint, swap): named after the last input.
+    fn crashed_outside_input(&self, during: &str, reason: crate::BehaviourError) -> AgentError {
+        if reason.is_crash() {
+            self.crash(self.seq, format!("({during})"), reason)
+        } else {
+            AgentError::Recovery {
+                agent: self.spec.name.clone(),
+                reason: format!("{during}: {reason}"),
+            }
+        }
+    }
+
+    fn reply_after_durable(
+        &self,
+        appended: Option<Appended>,
+        reply: Option<Reply<Vec<u8>>>,
+        error: AgentError,
+    ) {
+        if let Some(reply) = reply {
+            self.completer.after_durable(
+                appended,
+                Box::new(move |durable| send(reply, durable.and(Err(error)))),
+            );
+        }
+    }
+
+    async fn checkpoint_if_due(&mut self) -> Result<(), AgentError> {
+        let Some(journal) = &self.shared.journal else {
+            return Ok(());
+        };
+        if self.inputs_since_checkpoint < journal.policy.every_records
+            && self.last_checkpoint.elapsed() < journal.policy.every
+        {
+            return Ok(());
+        }
+        let result = self.checkpoint().await;
+        crash_of(&result)?;
+        if let Err(error) = result {
+            tracing::warn!(agent = self.spec.name, %error, "checkpoint failed");
+        }
+        Ok(())
+    }
+
+    /// Snapshots the behaviour into the vault at the WAL's current end (nothing of this agent
+    /// comes after it: the actor is here), once the WAL is durable up to there; then releases
+    /// what the journal's pins allow and asks pinning agents to checkpoint.
+    async fn checkpoint(&mut self) -> Result<Lsn, AgentError> {
+        let Some(journal) = &self.shared.journal else {
+            return Ok(0);
+        };
+        let lsn = journal.wal.last_lsn();
+        if self.checkpoint_lsn == Some(lsn) {
+            journal.checkpoint_unchanged(&self.spec.name);
+            return Ok(lsn);
+        }
+        let state = self
+            .behaviour
+            .snapshot()
+            .map_err(|e| self.crashed_outside_input("snapshot", e))?;
+        store_checkpoint(journal, &self.id, &self.behaviour_id, self.seq, &state).await?;
+        journal
+            .vault
+            .retain(&self.id, journal.policy.keep.max(2))
+            .map_err(|e| AgentError::Vault(e.to_string()))?;
+        self.checkpoint_lsn = Some(lsn);
+        self.inputs_since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        for pinning in journal.release()? {
+            if let Some(agent) = self.shared.lookup(&pinning) {
+                agent.send(AgentMsg::Checkpoint { reply: None });
+            }
+        }
+        Ok(lsn)
+    }
+
+    fn swap(
+        &mut self,
+        mut next: Box<dyn Behaviour>,
+        id: BehaviourId,
+        reply: Reply<SwapReport>,
+    ) -> Result<(), AgentError> {
+        let paused = Instant::now();
+        let refused = |reason: String| AgentError::SwapRefused {
+            agent: self.spec.name.clone(),
+            reason,
+        };
+        let state = match self.behaviour.snapshot() {
+            Ok(state) => state,
+            Err(error) => {
+                let crash = self.crashed_outside_input("snapshot for swap", error);
+                send(reply, Err(crash.clone()));
+                return crash_of::<()>(&Err(crash));
+            }
+        };
+        if let Err(error) = next.restore(&state) {
+            send(
+                reply,
+                Err(refused(format!("{id} refused the state: {error}"))),
+            );
+            return Ok(());
+        }
+        let appended = match &self.shared.journal {
+            None => None,
+            Some(journal) => {
+                let entry = Entry::Swap {
+                    agent: self.spec.name.clone(),
+                    seq: self.seq,
+                    behaviour: id.clone(),
+                };
+                match append(journal, &entry.encode()) {
+                    Ok(appended) => Some(appended),
+                    Err(error) => {
+                        send(reply, Err(refused(error.to_string())));
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let from = std::mem::replace(&mut self.behaviour_id, id.clone());
+        self.behaviour = next;
+        let pause = paused.elapsed();
+        if let Some(journal) = &self.shared.journal {
+            let mut spec = (*self.spec).clone();
+            spec.behaviour = id.clone();
+            let record = spec.record(self.id.clone(), arbor_vault::AgentState::Running);
+            if let Err(error) = journal.vault.put_agent(&record) {
+                tracing::warn!(agent = self.spec.name, %error, "registry not updated after swap");
+            }
+        }
+        let report = SwapReport {
+            pause,
+            from,
+            to: id,
+            state_bytes: state.len(),
+            seq: self.seq,
+        };
+        self.completer.after_durable(
+            appended,
+            Box::new(move |durable| send(reply, durable.map(|()| report))),
+        );
+        Ok(())
+    }
+
+    async fn stop(&mut self, deregister: bool) -> Result<(), AgentError> {
+        let shared = Arc::clone(&self.shared);
+        let Some(journal) = &shared.journal else {
+            return Ok(());
+        };
+        self.checkpoint().await?;
+        if deregister {
+            let mut record = journal
+                .vault
+                .agent(&self.id)
+                .map_err(|e| AgentError::Vault(e.to_string()))?
+                .ok_or_else(|| AgentError::UnknownAgent(self.spec.name.clone()))?;
+            record.state = arbor_vault::AgentState::Stopped;
+            journal
+                .vault
+                .put_agent(&record)
+                .map_err(|e| AgentError::Vault(e.to_string()))?;
+            // Everything of this agent is in its final checkpoint.
+            journal.unpin(&self.spec.name);
+        }
+        Ok(())
+    }
+}
+
+fn append(journal: &Journal, record: &[u8]) -> Result<Appended, AgentError> {
+    journal
+        .wal
+        .append(record)
+        .map_err(|e| AgentError::Journal(e.to_string()))
+}
+
+/// Stores `state` as `agent`'s checkpoint at the WAL's current end, after making the WAL durable
+/// up to there (a checkpoint must never claim records a crash could still lose: their LSNs would
+/// be reused, and replay would skip the new records).
+pub(crate) async fn store_checkpoint(
+    journal: &Journal,
+    agent: &AgentId,
+    behaviour: &BehaviourId,
+    seq: u64,
+    state: &[u8],
+) -> Result<Lsn, AgentError> {
+    let lsn = journal.wal.last_lsn();
+    journal
+        .wal
+        .sync_async()
+        .await
+        .map_err(|e| AgentError::Journal(e.to_string()))?;
+    journal
+        .vault
+        .put_checkpoint(&NewCheckpoint {
+            agent,
+            lsn,
+            seq,
+            module: behaviour.checkpoint_hash(),
+            abi_version: 1,
+            state_schema: 0,
+            state,
+        })
+        .map_err(|e| AgentError::Vault(e.to_string()))?;
+    journal.checkpointed(agent.as_str(), lsn);
+    Ok(lsn)
+}
+
+type Deliver = Box<dyn FnOnce(Result<(), AgentError>) + Send>;
+
+/// Runs deliveries (replies, sends) once their journal records are durable, in the order they
+/// were queued, while the actor goes on with the next inputs. A delivery whose record is
+/// already durable, with nothing queued before it, runs at once on the actor.
+struct Completer {
+    queue: mpsc::UnboundedSender<(Option<Appended>, Deliver)>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Completer {
+    fn spawn() -> Completer {
+        let (queue, mut rx) = mpsc::unbounded_channel::<(Option<Appended>, Deliver)>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&queued);
+        // Ends when the actor's state is dropped, after the deliveries already queued.
+        tokio::spawn(async move {
+            while let Some((appended, deliver)) = rx.recv().await {
+                let durable = match &appended {
+                    Some(appended) => appended
+                        .wait()
+                        .await
+                        .map_err(|e| AgentError::Journal(e.to_string())),
+                    None => Ok(()),
+                };
+                deliver(durable);
+                counter.fetch_sub(1, Ordering::AcqRel);
+            }
+        });
+        Completer { queue, queued }
+    }
+
+    fn after_durable(&self, appended: Option<Appended>, deliver: Deliver) {
+        let durable = appended.as_ref().is_none_or(Appended::is_durable);
+        if durable && self.queued.load(Ordering::Acquire) == 0 {
+            deliver(Ok(()));
+            return;
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if let Err(mpsc::error::SendError((_, deliver))) = self.queue.send((appended, deliver)) {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            deliver(Err(AgentError::Journal("the delivery task stopped".into())));
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! [`AgentRef`]: how the host talks to a running agent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arbor_wal::Lsn;
+use ractor::ActorRef;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::actor::{AgentMsg, Reply};
+use super::error::AgentError;
+use super::system::AgentSpec;
+use crate::behaviour::Behaviour;
+use crate::envelope::{BehaviourId, Kind};
+
+/// What a hot swap did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwapReport {
+    /// How long the agent's mailbox was paused: snapshot with the old behaviour, restore into
+    /// the new one, journal the swap.
+    pub pause: Duration,
+    /// The behaviour before.
+    pub from: BehaviourId,
+    /// The behaviour now.
+    pub to: BehaviourId,
+    /// The size of the state carried over.
+    pub state_bytes: usize,
+    /// The number of the last input the old behaviour handled.
+    pub seq: u64,
+}
+
+/// A handle on a running agent; cheap to clone. Calls are answered once the input's journal
+/// records are durable under the system's WAL policy.
+#[derive(Clone)]
+pub struct AgentRef {
+    actor: ActorRef<AgentMsg>,
+    spec: Arc<AgentSpec>,
+}
+
+impl AgentRef {
+    pub(crate) fn new(actor: ActorRef<AgentMsg>, spec: Arc<AgentSpec>) -> AgentRef {
+        AgentRef { actor, spec }
+    }
+
+    /// The agent's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The spec the agent was started with (its behaviour may have been swapped since).
+    pub fn spec(&self) -> &AgentSpec {
+        &self.spec
+    }
+
+    pub(crate) fn actor_id(&self) -> ractor::ActorId {
+        self.actor.get_id()
+    }
+
+    /// Whether the actor is still running.
+    pub fn is_running(&self) -> bool {
+        matches!(
+            self.actor.get_status(),
+            ractor::ActorStatus::Running
+                | ractor::ActorStatus::Starting
+                | ractor::ActorStatus::Upgrading
+        )
+    }
+
+    /// Sends `payload` (MessagePack) and waits for the reply.
+    pub async fn call(&self, payload: Vec<u8>) -> Result<Vec<u8>, AgentError> {
+        self.call_inner(payload, None).await
+    }
+
+    /// [`call`](Self::call), giving up after `timeout` (the input may still be handled).
+    pub async fn call_timeout(
+        &self,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, AgentError> {
+        self.call_inner(payload, Some(timeout)).await
+    }
+
+    /// Serialises `message` (MessagePack, named fields), calls, and deserialises the reply.
+    pub async fn call_msg<M, R>(&self, message: &M) -> Result<R, AgentError>
+    where
+        M: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let payload = rmp_serde::to_vec_named(message).map_err(|e| AgentError::Malformed {
+            agent: self.name().into(),
+            reason: format!("cannot serialise the message: {e}"),
+        })?;
+        let reply = self.call(payload).await?;
+        crate::envelope::decode_untrusted(&reply).map_err(|e| AgentError::Malformed {
+            agent: self.name().into(),
+            reason: format!("unexpected reply: {e}"),
+        })
+    }
+
+    /// Sends `payload` without waiting. It is journaled and handled like a call; a refusal or
+    /// crash is logged (and a crash stops the agent). An error here means the agent is gone.
+    pub fn cast(&self, payload: Vec<u8>) -> Result<(), AgentError> {
+        let message = AgentMsg::Input {
+            from: None,
+            kind: Kind::Cast,
+            payload,
+            reply: None,
+        };
+        if self.send(message) {
+            Ok(())
+        } else {
+            Err(AgentError::Stopped(self.name().into()))
+        }
+    }
+
+    /// Checkpoints now; returns the WAL position the checkpoint covers.
+    pub async fn checkpoint(&self) -> Result<Lsn, AgentError> {
+        self.ask(|reply| AgentMsg::Checkpoint { reply: Some(reply) })
+            .await
+    }
+
+    /// The behaviour's current state, as its snapshot bytes.
+    pub async fn snapshot(&self) -> Result<Vec<u8>, AgentError> {
+        self.ask(|reply| AgentMsg::Snapshot { reply }).await
+    }
+
+    /// Stops the agent after a final checkpoint and marks it stopped in the registry, so
+    /// [`AgentSystem::recover_all`](super::AgentSystem::recover_all) leaves it alone.
+    pub async fn stop(&self) -> Result<(), AgentError> {
+        self.shut_down(true).await
+    }
+
+    pub(crate) async fn shut_down(&self, deregister: bool) -> Result<(), AgentError> {
+        let result = self.ask(|reply| AgentMsg::Stop { deregister, reply }).await;
+        // Wait for the actor to be gone, so its name is free when this returns.
+        self.actor.wait(Some(Duration::from_secs(10))).await.ok();
+        result
+    }
+
+    /// Waits until the actor has stopped (it crashed or was stopped).
+    pub async fn wait_stopped(&self, timeout: Duration) -> bool {
+        self.actor.wait(Some(timeout)).await.is_ok()
+    }
+
+    pub(crate) fn kill(&self) {
+        self.actor.kill();
+    }
+
+    pub(crate) async fn swap(
+        &self,
+        behaviour: Box<dyn Behaviour>,
+        id: BehaviourId,
+    ) -> Result<SwapReport, AgentError> {
+        self.ask(|reply| AgentMsg::Swap {
+            behaviour,
+            id,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends a message to the actor; `false` if it is gone.
+    pub(crate) fn send(&self, message: AgentMsg) -> bool {
+        self.actor.send_message(message).is_ok()
+    }
+
+    async fn call_inner(
+        &self,
+        payload: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, AgentError> {
+        let (tx, rx) = ractor::concurrency::oneshot();
+        let message = AgentMsg::Input {
+            from: None,
+            kind: Kind::Call,
+            payload,
+            reply: Some(tx.into()),
+        };
+        if !self.send(message) {
+            return Err(AgentError::Stopped(self.name().into()));
+        }
+        let answer = match timeout {
+            None => rx.await,
+            Some(timeout) => {
+                tokio::time::timeout(timeout, rx)
+                    .await
+                    .map_err(|_| AgentError::Timeout {
+                        agent: self.name().into(),
+                        timeout,
+                    })?
+            }
+        };
+        answer.map_err(|_| AgentError::Stopped(self.name().into()))?
+    }
+
+    async fn ask<T: Send + 'static>(
+        &self,
+        message: impl FnOnce(Reply<T>) -> AgentMsg,
+    ) -> Result<T, AgentError> {
+        let (tx, rx) = ractor::concurrency::oneshot();
+        if !self.send(message(tx.into())) {
+            return Err(AgentError::Stopped(self.name().into()));
+        }
+        rx.await
+            .map_err(|_| AgentError::Stopped(self.name().into()))?
+    }
+}
+
+impl std::fmt::Debug for AgentRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentRef")
+            .field("name", &self.spec.name)
+            .field("actor", &self.actor.get_id())
+            .finish()
+    }
+}

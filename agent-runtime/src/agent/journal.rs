@@ -1,0 +1,168 @@
+//! The runtime's one journal: the shared WAL every agent appends to, the vault its checkpoints
+//! go to, and the release rule that keeps the WAL bounded.
+//!
+//! Release rule. Each agent pins the WAL at the older of its two newest checkpoints (the
+//! vault's rule: should the newest checkpoint be damaged, recovery falls back to the older one
+//! and replays from there). Segments wholly before every agent's pin are deleted, after the
+//! vault is synced so the checkpoints behind the pins are on disk. An agent whose pin lies in
+//! the oldest segment is asked to checkpoint, so an idle agent never holds the log forever.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use arbor_vault::{AgentId, Vault};
+use arbor_wal::{Lsn, Wal};
+use parking_lot::Mutex;
+
+use super::error::AgentError;
+
+/// When an agent checkpoints on its own: after `every_records` inputs or when `every` has
+/// passed since its last checkpoint and it handles an input, whichever comes first. Agents that
+/// pin the oldest WAL segment are also asked to checkpoint, busy or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointPolicy {
+    /// Inputs between checkpoints.
+    pub every_records: u64,
+    /// Time between checkpoints of an agent that keeps receiving inputs.
+    pub every: Duration,
+    /// Checkpoints kept per agent (at least 2: the release rule needs the older one).
+    pub keep: usize,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        CheckpointPolicy {
+            every_records: 10_000,
+            every: Duration::from_secs(60),
+            keep: 3,
+        }
+    }
+}
+
+/// Where an agent pins the WAL.
+#[derive(Debug, Clone, Copy)]
+struct Pin {
+    newest: Lsn,
+    older: Option<Lsn>,
+    /// A checkpoint request is on its way; do not ask again until it is done.
+    asked: bool,
+}
+
+impl Pin {
+    fn lsn(&self) -> Lsn {
+        self.older.unwrap_or(self.newest)
+    }
+}
+
+/// The WAL, the vault and the agents' pins.
+pub(crate) struct Journal {
+    pub(crate) wal: Wal,
+    pub(crate) vault: Vault,
+    pub(crate) policy: CheckpointPolicy,
+    pins: Mutex<HashMap<String, Pin>>,
+}
+
+impl Journal {
+    pub(crate) fn new(wal: Wal, vault: Vault, policy: CheckpointPolicy) -> Journal {
+        Journal {
+            wal,
+            vault,
+            policy,
+            pins: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Pins the WAL for `agent` from its stored checkpoints (at start-up and recovery); an agent
+    /// without checkpoints pins everything.
+    pub(crate) fn pin_from_vault(&self, agent: &AgentId) -> Result<(), AgentError> {
+        let metas = self
+            .vault
+            .list_checkpoints(agent)
+            .map_err(|e| AgentError::Vault(e.to_string()))?;
+        let mut lsns: Vec<Lsn> = metas.iter().map(|m| m.lsn).collect();
+        lsns.sort_unstable();
+        let pin = match lsns.as_slice() {
+            [] => Pin {
+                newest: 0,
+                older: None,
+                asked: false,
+            },
+            [.., older, newest] => Pin {
+                newest: *newest,
+                older: Some(*older),
+                asked: false,
+            },
+            [only] => Pin {
+                newest: *only,
+                older: None,
+                asked: false,
+            },
+        };
+        self.pins.lock().insert(agent.as_str().into(), pin);
+        Ok(())
+    }
+
+    /// Records a new checkpoint of `agent` at `lsn`.
+    pub(crate) fn checkpointed(&self, agent: &str, lsn: Lsn) {
+        let mut pins = self.pins.lock();
+        let pin = pins.entry(agent.into()).or_insert(Pin {
+            newest: lsn,
+            older: None,
+            asked: false,
+        });
+        if pin.newest != lsn {
+            pin.older = Some(pin.newest);
+            pin.newest = lsn;
+        }
+        pin.asked = false;
+    }
+
+    /// Notes that `agent` had nothing new to checkpoint (it may be asked again later).
+    pub(crate) fn checkpoint_unchanged(&self, agent: &str) {
+        if let Some(pin) = self.pins.lock().get_mut(agent) {
+            pin.asked = false;
+        }
+    }
+
+    /// Forgets `agent`'s pin (it stopped after a final checkpoint: none of its records is needed).
+    pub(crate) fn unpin(&self, agent: &str) {
+        self.pins.lock().remove(agent);
+    }
+
+    /// Deletes the WAL segments no agent needs and returns the agents that pin the oldest
+    /// remaining one (each is returned once until it checkpoints again).
+    pub(crate) fn release(&self) -> Result<Vec<String>, AgentError> {
+        let firsts = self.wal.segment_first_lsns();
+        let Some(&second) = firsts.get(1) else {
+            return Ok(Vec::new());
+        };
+        let lowest = self.pins.lock().values().map(Pin::lsn).min();
+        // No agents: nothing in the log is needed.
+        let release_before = lowest.map_or(self.wal.last_lsn(), |lsn| lsn.saturating_add(1));
+        let mut next_boundary = second;
+        if release_before >= second {
+            // The checkpoints behind the pins must be on disk before the records they replace go.
+            self.vault
+                .sync()
+                .map_err(|e| AgentError::Vault(e.to_string()))?;
+            self.wal
+                .truncate_before(release_before)
+                .map_err(|e| AgentError::Journal(e.to_string()))?;
+            match self.wal.segment_first_lsns().get(1) {
+                Some(&lsn) => next_boundary = lsn,
+                None => return Ok(Vec::new()),
+            }
+        }
+        // Asking an agent whose newest checkpoint is at the log's end would change nothing.
+        let last = self.wal.last_lsn();
+        let mut pins = self.pins.lock();
+        Ok(pins
+            .iter_mut()
+            .filter(|(_, pin)| !pin.asked && pin.lsn() < next_boundary && pin.newest < last)
+            .map(|(agent, pin)| {
+                pin.asked = true;
+                agent.clone()
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,169 @@
+//! Rebuilding an agent: newest valid checkpoint, then its journal records after it.
+
+use std::time::{Duration, Instant};
+
+use arbor_vault::AgentId;
+use arbor_wal::Lsn;
+
+use super::error::AgentError;
+use super::host::ReplayHost;
+use super::journal::Journal;
+use super::system::{AgentSpec, Shared};
+use crate::behaviour::Behaviour;
+use crate::envelope::{BehaviourId, Entry, Envelope, Status};
+
+/// What recovering an agent did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// The WAL position of the checkpoint it started from.
+    pub checkpoint_lsn: Lsn,
+    /// Newer checkpoints that failed verification and were passed over.
+    pub skipped_checkpoints: Vec<Lsn>,
+    /// Inputs replayed (handled again with their journaled answers).
+    pub replayed: u64,
+    /// Inputs passed over because the behaviour refused or crashed on them live.
+    pub refused_or_crashed: u64,
+    /// Inputs journaled without an outcome: the crash came before they were acknowledged, so
+    /// they were not applied.
+    pub unacknowledged: Vec<u64>,
+    /// Swaps replayed.
+    pub swaps: u64,
+    /// The agent's last input number.
+    pub seq: u64,
+    /// The behaviour it runs now.
+    pub behaviour: BehaviourId,
+    /// How long it took.
+    pub took: Duration,
+}
+
+pub(crate) fn recover(
+    shared: &Shared,
+    journal: &Journal,
+    spec: &AgentSpec,
+) -> Result<(Box<dyn Behaviour>, RecoveryReport), AgentError> {
+    let started = Instant::now();
+    let name = spec.name.as_str();
+    let failed = |reason: String| AgentError::Recovery {
+        agent: name.into(),
+        reason,
+    };
+    let id = AgentId::new(name).map_err(|e| failed(e.to_string()))?;
+    let latest = journal
+        .vault
+        .latest_valid(&id)
+        .map_err(|e| AgentError::Vault(e.to_string()))?;
+    let skipped_checkpoints: Vec<Lsn> = latest.skipped.iter().map(|s| s.lsn).collect();
+    for skipped in &latest.skipped {
+        tracing::warn!(agent = name, lsn = skipped.lsn, error = %skipped.error, "checkpoint skipped");
+    }
+    let Some(checkpoint) = latest.checkpoint else {
+        return Err(failed(if skipped_checkpoints.is_empty() {
+            "no checkpoint".into()
+        } else {
+            format!("every checkpoint failed verification (at {skipped_checkpoints:?})")
+        }));
+    };
+    let mut behaviour_id = shared.behaviour_for(&checkpoint.meta.module, &spec.behaviour);
+    let mut behaviour = shared
+        .instantiate(&behaviour_id, &spec.limits, &spec.capabilities)
+        .map_err(&failed)?;
+    behaviour.restore(&checkpoint.state).map_err(|e| {
+        failed(format!(
+            "{behaviour_id} refused checkpoint {}: {e}",
+            checkpoint.meta.lsn
+        ))
+    })?;
+
+    let mut report = RecoveryReport {
+        checkpoint_lsn: checkpoint.meta.lsn,
+        skipped_checkpoints,
+        replayed: 0,
+        refused_or_crashed: 0,
+        unacknowledged: Vec::new(),
+        swaps: 0,
+        seq: checkpoint.meta.seq,
+        behaviour: behaviour_id.clone(),
+        took: Duration::ZERO,
+    };
+    // Segments before the checkpoint may be gone; the release rule keeps every record after an
+    // agent's pin, which is at or before its newest checkpoint.
+    let from = (checkpoint.meta.lsn + 1).max(journal.wal.first_lsn());
+    let records = journal
+        .wal
+        .read_from(from)
+        .map_err(|e| AgentError::Journal(e.to_string()))?;
+    let mut pending: Option<Envelope> = None;
+    for record in records {
+        let record = record.map_err(|e| AgentError::Journal(e.to_string()))?;
+        let entry = Entry::decode(&record.payload).map_err(|e| {
+            failed(format!(
+                "WAL record {} is not a journal entry: {e}",
+                record.lsn
+            ))
+        })?;
+        if entry.agent() != name {
+            continue;
+        }
+        match entry {
+            Entry::Input(envelope) => {
+                report.seq = report.seq.max(envelope.seq);
+                if let Some(unanswered) = pending.replace(envelope) {
+                    report.unacknowledged.push(unanswered.seq);
+                }
+            }
+            Entry::Outcome {
+                seq,
+                status,
+                answers,
+                ..
+            } => {
+                let Some(input) = pending.take().filter(|input| input.seq == seq) else {
+                    return Err(failed(format!(
+                        "WAL record {}: outcome of input {seq} without the input",
+                        record.lsn
+                    )));
+                };
+                if status != Status::Applied {
+                    report.refused_or_crashed += 1;
+                    continue;
+                }
+                let mut host = ReplayHost::new(answers);
+                let handled = behaviour.handle(&input.payload, &mut host);
+                if let Some(divergence) = host.divergence() {
+                    return Err(failed(format!(
+                        "replay of input {seq} diverged from the journal: {divergence}"
+                    )));
+                }
+                if let Err(error) = handled {
+                    return Err(failed(format!(
+                        "input {seq} was applied live but fails in replay: {error}"
+                    )));
+                }
+                report.replayed += 1;
+            }
+            Entry::Swap {
+                behaviour: next, ..
+            } => {
+                let state = behaviour
+                    .snapshot()
+                    .map_err(|e| failed(format!("snapshot for the swap to {next}: {e}")))?;
+                let mut swapped = shared
+                    .instantiate(&next, &spec.limits, &spec.capabilities)
+                    .map_err(&failed)?;
+                swapped
+                    .restore(&state)
+                    .map_err(|e| failed(format!("{next} refused the state at the swap: {e}")))?;
+                behaviour = swapped;
+                behaviour_id = next;
+                report.swaps += 1;
+            }
+        }
+    }
+    if let Some(unanswered) = pending {
+        report.unacknowledged.push(unanswered.seq);
+    }
+    report.behaviour = behaviour_id;
+    report.took = started.elapsed();
+    Ok((behaviour, report))
+}

@@ -1,0 +1,666 @@
+//! [`AgentSystem`]: the services every agent of a host shares — the Wasm engine, the journal
+//! (one WAL and the vault), the tools, the native behaviours — and the directory of running
+//! agents.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arbor_vault::{AgentId, AgentRecord, AgentState, ModuleHash, ModuleInfo, Vault};
+use arbor_wal::Wal;
+use parking_lot::RwLock;
+use ractor::Actor;
+
+use super::actor::{AgentActor, AgentMsg, Start};
+use super::agent_ref::{AgentRef, SwapReport};
+use super::error::AgentError;
+use super::host::PendingSend;
+use super::journal::{CheckpointPolicy, Journal};
+use super::recovery::{self, RecoveryReport};
+use crate::behaviour::Behaviour;
+use crate::envelope::{BehaviourId, Kind};
+use crate::tools::Tools;
+use crate::wasm::{AgentLimits, Capabilities, EngineConfig, WasmBehaviour, WasmHost};
+
+/// Makes a fresh instance of a native behaviour (its state then comes from
+/// [`Behaviour::init`] or [`Behaviour::restore`]).
+pub type NativeFactory = Arc<dyn Fn() -> Box<dyn Behaviour> + Send + Sync>;
+
+/// What an agent is: its name, its behaviour, its limits and grants, and the config its
+/// behaviour is initialised with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSpec {
+    /// The agent's name, unique in the system (see [`AgentId::new`] for what it may contain).
+    pub name: String,
+    /// What runs it.
+    pub behaviour: BehaviourId,
+    /// Its limits (memory, deadline, fuel, message and reply sizes).
+    pub limits: AgentLimits,
+    /// The host imports and tools it may use.
+    pub capabilities: Capabilities,
+    /// Passed to [`Behaviour::init`] when the agent is created (not kept: recovery starts from
+    /// checkpoints).
+    pub config: Vec<u8>,
+    /// Its place in the supervision tree, supervisor names from the root down.
+    pub supervisor: Vec<String>,
+}
+
+impl AgentSpec {
+    /// An agent run by the Wasm module with this hash (added with
+    /// [`AgentSystem::add_module`]), default limits, no capabilities.
+    pub fn wasm(name: impl Into<String>, module: ModuleHash) -> AgentSpec {
+        AgentSpec::new(name, BehaviourId::Wasm(module))
+    }
+
+    /// An agent run by the native behaviour registered under `native`.
+    pub fn native(name: impl Into<String>, native: impl Into<String>) -> AgentSpec {
+        AgentSpec::new(name, BehaviourId::Native(native.into()))
+    }
+
+    fn new(name: impl Into<String>, behaviour: BehaviourId) -> AgentSpec {
+        AgentSpec {
+            name: name.into(),
+            behaviour,
+            limits: AgentLimits::default(),
+            capabilities: Capabilities::none(),
+            config: Vec::new(),
+            supervisor: Vec::new(),
+        }
+    }
+
+    /// With these limits.
+    pub fn limits(mut self, limits: AgentLimits) -> AgentSpec {
+        self.limits = limits;
+        self
+    }
+
+    /// With these capabilities.
+    pub fn capabilities(mut self, capabilities: Capabilities) -> AgentSpec {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// With this init config (MessagePack).
+    pub fn config(mut self, config: Vec<u8>) -> AgentSpec {
+        self.config = config;
+        self
+    }
+
+    pub(crate) fn record(&self, id: AgentId, state: AgentState) -> AgentRecord {
+        let caps = &self.capabilities;
+        let mut capabilities: Vec<String> = [
+            (caps.log, "log"),
+            (caps.send, "send"),
+            (caps.now, "now"),
+            (caps.random, "random"),
+        ]
+        .into_iter()
+        .filter(|(granted, _)| *granted)
+        .map(|(_, name)| name.to_string())
+        .collect();
+        capabilities.extend(caps.tools.iter().map(|tool| format!("tool:{tool}")));
+        AgentRecord {
+            id,
+            behaviour: match &self.behaviour {
+                BehaviourId::Wasm(hash) => arbor_vault::Behaviour::Wasm(*hash),
+                BehaviourId::Native(name) => arbor_vault::Behaviour::Native(name.clone()),
+            },
+            supervisor: self.supervisor.clone(),
+            limits: arbor_vault::Limits {
+                memory_bytes: self.limits.memory_bytes,
+                fuel: self.limits.fuel,
+                deadline_ms: Some(
+                    u64::try_from(self.limits.deadline.as_millis()).unwrap_or(u64::MAX),
+                ),
+                max_message_bytes: self.limits.max_message_bytes as u64,
+            },
+            capabilities,
+            state,
+        }
+    }
+
+    fn from_record(record: &AgentRecord) -> AgentSpec {
+        let defaults = AgentLimits::default();
+        let mut capabilities = Capabilities::none();
+        for grant in &record.capabilities {
+            match grant.as_str() {
+                "log" => capabilities.log = true,
+                "send" => capabilities.send = true,
+                "now" => capabilities.now = true,
+                "random" => capabilities.random = true,
+                other => {
+                    if let Some(tool) = other.strip_prefix("tool:") {
+                        capabilities.tools.insert(tool.to_string());
+                    }
+                }
+            }
+        }
+        let limits = &record.limits;
+        AgentSpec {
+            name: record.id.as_str().to_string(),
+            behaviour: match &record.behaviour {
+                arbor_vault::Behaviour::Wasm(hash) => BehaviourId::Wasm(*hash),
+                arbor_vault::Behaviour::Native(name) => BehaviourId::Native(name.clone()),
+            },
+            limits: AgentLimits {
+                memory_bytes: limits.memory_bytes,
+                deadline: limits
+                    .deadline_ms
+                    .map_or(defaults.deadline, Duration::from_millis),
+                fuel: limits.fuel,
+                max_message_bytes: usize::try_from(limits.max_message_bytes).unwrap_or(usize::MAX),
+                max_reply_bytes: defaults.max_reply_bytes,
+            },
+            capabilities,
+            config: Vec::new(),
+            supervisor: record.supervisor.clone(),
+        }
+    }
+}
+
+/// What all agents share.
+pub(crate) struct Shared {
+    pub(crate) wasm: WasmHost,
+    pub(crate) journal: Option<Journal>,
+    pub(crate) tools: Tools,
+    natives: BTreeMap<String, NativeFactory>,
+    directory: RwLock<HashMap<String, AgentRef>>,
+}
+
+impl Shared {
+    pub(crate) fn lookup(&self, name: &str) -> Option<AgentRef> {
+        self.directory.read().get(name).cloned()
+    }
+
+    pub(crate) fn is_running(&self, name: &str) -> bool {
+        self.directory.read().contains_key(name)
+    }
+
+    /// Removes `name` from the directory if it is still this actor (a recovered successor may
+    /// already have taken the name).
+    pub(crate) fn forget(&self, name: &str, actor: ractor::ActorId) {
+        let mut directory = self.directory.write();
+        if directory.get(name).is_some_and(|r| r.actor_id() == actor) {
+            directory.remove(name);
+        }
+    }
+
+    /// Delivers sends whose input is durable, as casts from `from`.
+    pub(crate) fn deliver(&self, from: &str, sends: Vec<PendingSend>) {
+        for send in sends {
+            let delivered = self.lookup(&send.to).is_some_and(|to| {
+                to.send(AgentMsg::Input {
+                    from: Some(from.to_string()),
+                    kind: Kind::Cast,
+                    payload: send.payload,
+                    reply: None,
+                })
+            });
+            if !delivered {
+                tracing::warn!(
+                    agent = from,
+                    to = send.to,
+                    "send dropped: the recipient stopped after accepting it"
+                );
+            }
+        }
+    }
+
+    /// A fresh, uninitialised instance of `behaviour` for an agent with these limits and grants.
+    pub(crate) fn instantiate(
+        &self,
+        behaviour: &BehaviourId,
+        limits: &AgentLimits,
+        capabilities: &Capabilities,
+    ) -> Result<Box<dyn Behaviour>, String> {
+        match behaviour {
+            BehaviourId::Wasm(hash) => {
+                let module = match self.wasm.cached(hash) {
+                    Some(module) => module,
+                    None => {
+                        let bytes = self
+                            .journal
+                            .as_ref()
+                            .map(|j| j.vault.module_bytes(hash))
+                            .transpose()
+                            .map_err(|e| format!("vault: {e}"))?
+                            .flatten()
+                            .ok_or_else(|| format!("no module {}", hash.short()))?;
+                        self.wasm.load(&bytes).map_err(|e| e.to_string())?
+                    }
+                };
+                WasmBehaviour::instantiate(
+                    &self.wasm,
+                    &module,
+                    limits.clone(),
+                    capabilities.clone(),
+                )
+                .map(|b| Box::new(b) as Box<dyn Behaviour>)
+                .map_err(|e| e.to_string())
+            }
+            BehaviourId::Native(name) => self
+                .natives
+                .get(name)
+                .map(|factory| factory())
+                .ok_or_else(|| format!("no native behaviour `{name}`")),
+        }
+    }
+
+    /// Which behaviour wrote a checkpoint with this module hash: the registered one, a native
+    /// one, or a stored module.
+    pub(crate) fn behaviour_for(&self, hash: &ModuleHash, registered: &BehaviourId) -> BehaviourId {
+        if registered.checkpoint_hash() == *hash {
+            return registered.clone();
+        }
+        self.natives
+            .keys()
+            .map(|name| BehaviourId::Native(name.clone()))
+            .find(|native| native.checkpoint_hash() == *hash)
+            .unwrap_or(BehaviourId::Wasm(*hash))
+    }
+}
+
+/// The agents of one host and what they share: one Wasm engine, one journal (WAL + vault), the
+/// host's tools and native behaviours.
+///
+/// ```
+/// use arbor_agent::{AgentSpec, AgentSystem};
+/// use arbor_agent::wasm::EngineConfig;
+///
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// let dir = tempfile::tempdir()?;
+/// let system = AgentSystem::builder()
+///     .journal(dir.path())
+///     .engine(EngineConfig { max_instances: 100, ..EngineConfig::default() })
+///     .build()?;
+/// let counter = system.add_module("counter", arbor_modules::COUNTER)?;
+/// let agent = system.spawn(AgentSpec::wasm("counter-1", counter)).await?;
+///
+/// #[derive(serde::Serialize)]
+/// enum Msg { Inc { by: i64 } }
+/// #[derive(serde::Deserialize, Debug, PartialEq)]
+/// struct Reply { count: i64 }
+/// let reply: Reply = agent.call_msg(&Msg::Inc { by: 2 }).await?;
+/// assert_eq!(reply, Reply { count: 2 });
+///
+/// // The input is journaled: after a restart the agent comes back with its state.
+/// system.shutdown().await?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct AgentSystem {
+    shared: Arc<Shared>,
+}
+
+/// Builds an [`AgentSystem`].
+#[derive(Default)]
+pub struct AgentSystemBuilder {
+    journal: Option<PathBuf>,
+    wal: Option<arbor_wal::Config>,
+    vault: Option<arbor_vault::Config>,
+    checkpoints: CheckpointPolicy,
+    engine: Option<EngineConfig>,
+    wasm: Option<WasmHost>,
+    tools: Tools,
+    natives: BTreeMap<String, NativeFactory>,
+}
+
+impl AgentSystemBuilder {
+    /// Journal every input into `dir` (`dir/wal`, `dir/vault`). Without it agents are
+    /// ephemeral: nothing is journaled or checkpointed.
+    pub fn journal(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.journal = Some(dir.into());
+        self
+    }
+
+    /// The WAL's configuration (durability policy, segment size, …).
+    pub fn wal(mut self, config: arbor_wal::Config) -> Self {
+        self.wal = Some(config);
+        self
+    }
+
+    /// The vault's configuration.
+    pub fn vault(mut self, config: arbor_vault::Config) -> Self {
+        self.vault = Some(config);
+        self
+    }
+
+    /// When agents checkpoint.
+    pub fn checkpoints(mut self, policy: CheckpointPolicy) -> Self {
+        self.checkpoints = policy;
+        self
+    }
+
+    /// Build a Wasm engine with this configuration (default: [`EngineConfig::default`]).
+    pub fn engine(mut self, config: EngineConfig) -> Self {
+        self.engine = Some(config);
+        self
+    }
+
+    /// Use this Wasm host (shares its engine and module cache).
+    pub fn wasm_host(mut self, host: WasmHost) -> Self {
+        self.wasm = Some(host);
+        self
+    }
+
+    /// The tools agents may be granted.
+    pub fn tools(mut self, tools: Tools) -> Self {
+        self.tools = tools;
+        self
+    }
+
+    /// Registers a native behaviour under `name`.
+    pub fn native(
+        mut self,
+        name: impl Into<String>,
+        factory: impl Fn() -> Box<dyn Behaviour> + Send + Sync + 'static,
+    ) -> Self {
+        self.natives.insert(name.into(), Arc::new(factory));
+        self
+    }
+
+    /// Opens the journal (recovering the WAL) and the vault, and pins the WAL for every agent
+    /// the registry says is running, so nothing they need is released before they recover.
+    pub fn build(self) -> Result<AgentSystem, AgentError> {
+        let wasm = match self.wasm {
+            Some(host) => host,
+            None => {
+                WasmHost::new(self.engine.unwrap_or_default()).map_err(|e| AgentError::Start {
+                    agent: "*".into(),
+                    reason: format!("Wasm engine: {e}"),
+                })?
+            }
+        };
+        let journal = match self.journal {
+            None => None,
+            Some(dir) => {
+                let wal = Wal::open(dir.join("wal"), self.wal.unwrap_or_default())
+                    .map_err(|e| AgentError::Journal(e.to_string()))?;
+                let vault = Vault::open(dir.join("vault"), self.vault.unwrap_or_default())
+                    .map_err(|e| AgentError::Vault(e.to_string()))?;
+                let journal = Journal::new(wal, vault, self.checkpoints);
+                let records = journal
+                    .vault
+                    .agents()
+                    .map_err(|e| AgentError::Vault(e.to_string()))?;
+                for record in records.iter().filter(|r| r.state == AgentState::Running) {
+                    journal.pin_from_vault(&record.id)?;
+                }
+                Some(journal)
+            }
+        };
+        Ok(AgentSystem {
+            shared: Arc::new(Shared {
+                wasm,
+                journal,
+                tools: self.tools,
+                natives: self.natives,
+                directory: RwLock::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+impl AgentSystem {
+    /// A builder.
+    pub fn builder() -> AgentSystemBuilder {
+        AgentSystemBuilder::default()
+    }
+
+    /// The shared Wasm host.
+    pub fn wasm_host(&self) -> &WasmHost {
+        &self.shared.wasm
+    }
+
+    /// The journal's WAL, if the system journals.
+    pub fn wal(&self) -> Option<&Wal> {
+        self.shared.journal.as_ref().map(|j| &j.wal)
+    }
+
+    /// The vault, if the system journals.
+    pub fn vault(&self) -> Option<&Vault> {
+        self.shared.journal.as_ref().map(|j| &j.vault)
+    }
+
+    /// Checks and compiles a Wasm module (ABI v1) and stores it in the vault (when journaling);
+    /// returns its content hash, which names it in [`AgentSpec::wasm`] and
+    /// [`swap_module`](AgentSystem::swap_module).
+    pub fn add_module(&self, name: &str, bytes: &[u8]) -> Result<ModuleHash, AgentError> {
+        let module = self
+            .shared
+            .wasm
+            .load(bytes)
+            .map_err(|e| AgentError::Start {
+                agent: "*".into(),
+                reason: format!("module `{name}`: {e}"),
+            })?;
+        if let Some(journal) = &self.shared.journal {
+            journal
+                .vault
+                .put_module(
+                    bytes,
+                    &ModuleInfo {
+                        name: name.into(),
+                        version_label: String::new(),
+                        abi_version: 1,
+                        origin: "AgentSystem::add_module".into(),
+                    },
+                )
+                .map_err(|e| AgentError::Vault(e.to_string()))?;
+        }
+        Ok(module.hash())
+    }
+
+    /// The running agent named `name`.
+    pub fn lookup(&self, name: &str) -> Option<AgentRef> {
+        self.shared.lookup(name)
+    }
+
+    /// The names of the running agents, sorted.
+    pub fn running(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.shared.directory.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Creates and starts a new agent: instantiates its behaviour, runs `init(config)`, and when
+    /// journaling writes its first checkpoint and registry record (so it survives a restart).
+    /// Refuses a name that is running or has state in the vault ([`recover`](Self::recover)
+    /// that one).
+    pub async fn spawn(&self, spec: AgentSpec) -> Result<AgentRef, AgentError> {
+        let id = agent_id(&spec.name)?;
+        if self.shared.is_running(&spec.name) {
+            return Err(AgentError::AlreadyExists(spec.name));
+        }
+        let start_error = |reason: String| AgentError::Start {
+            agent: spec.name.clone(),
+            reason,
+        };
+        if let Some(journal) = &self.shared.journal {
+            let vault_error = |e: arbor_vault::Error| AgentError::Vault(e.to_string());
+            if journal.vault.agent(&id).map_err(vault_error)?.is_some()
+                || journal
+                    .vault
+                    .latest_meta(&id)
+                    .map_err(vault_error)?
+                    .is_some()
+            {
+                return Err(AgentError::AlreadyExists(spec.name));
+            }
+        }
+        let mut behaviour = self
+            .shared
+            .instantiate(&spec.behaviour, &spec.limits, &spec.capabilities)
+            .map_err(start_error)?;
+        behaviour
+            .init(&spec.config)
+            .map_err(|e| start_error(format!("init: {e}")))?;
+        if let Some(journal) = &self.shared.journal {
+            // The first checkpoint, then the registry record: a crash between them leaves a
+            // checkpoint without a record, which nothing recovers.
+            let state = behaviour
+                .snapshot()
+                .map_err(|e| start_error(format!("snapshot: {e}")))?;
+            super::actor::store_checkpoint(journal, &id, &spec.behaviour, 0, &state).await?;
+            journal
+                .vault
+                .put_agent(&spec.record(id, AgentState::Running))
+                .map_err(|e| AgentError::Vault(e.to_string()))?;
+        }
+        self.start(spec, behaviour, 0).await
+    }
+
+    /// Starts the agent `name` from the vault: the registry says what runs it; its state is the
+    /// newest valid checkpoint plus the replay of its journal records after it. Use it after a
+    /// restart, or after the agent crashed.
+    pub async fn recover(&self, name: &str) -> Result<(AgentRef, RecoveryReport), AgentError> {
+        let id = agent_id(name)?;
+        if self.shared.is_running(name) {
+            return Err(AgentError::AlreadyExists(name.into()));
+        }
+        let journal = self
+            .shared
+            .journal
+            .as_ref()
+            .ok_or_else(|| AgentError::Recovery {
+                agent: name.into(),
+                reason: "the system does not journal".into(),
+            })?;
+        let record = journal
+            .vault
+            .agent(&id)
+            .map_err(|e| AgentError::Vault(e.to_string()))?
+            .ok_or_else(|| AgentError::UnknownAgent(name.into()))?;
+        let mut spec = AgentSpec::from_record(&record);
+        journal.pin_from_vault(&id)?;
+        let (behaviour, report) = recovery::recover(&self.shared, journal, &spec)?;
+        spec.behaviour = report.behaviour.clone();
+        let current = spec.record(id, AgentState::Running);
+        if current != record {
+            journal
+                .vault
+                .put_agent(&current)
+                .map_err(|e| AgentError::Vault(e.to_string()))?;
+        }
+        let agent = self.start(spec, behaviour, report.seq).await?;
+        Ok((agent, report))
+    }
+
+    /// Recovers every agent the registry says is running; returns them with their reports.
+    pub async fn recover_all(&self) -> Result<Vec<(AgentRef, RecoveryReport)>, AgentError> {
+        let Some(journal) = &self.shared.journal else {
+            return Ok(Vec::new());
+        };
+        let records = journal
+            .vault
+            .agents()
+            .map_err(|e| AgentError::Vault(e.to_string()))?;
+        let mut recovered = Vec::new();
+        for record in records.iter().filter(|r| r.state == AgentState::Running) {
+            if !self.shared.is_running(record.id.as_str()) {
+                recovered.push(self.recover(record.id.as_str()).await?);
+            }
+        }
+        Ok(recovered)
+    }
+
+    /// Hot-swaps `agent`'s behaviour to `to`: the new instance is made first (so the agent is not
+    /// paused for compilation or instantiation), then the agent pauses its mailbox, snapshots
+    /// with the old behaviour, restores into the new one, journals the swap and resumes. The
+    /// report gives the pause. If the new behaviour refuses the state the old one keeps running.
+    /// Messages sent during the swap wait in the mailbox, in order.
+    pub async fn swap_module(
+        &self,
+        agent: &AgentRef,
+        to: BehaviourId,
+    ) -> Result<SwapReport, AgentError> {
+        let spec = agent.spec();
+        let behaviour = self
+            .shared
+            .instantiate(&to, &spec.limits, &spec.capabilities)
+            .map_err(|reason| AgentError::SwapRefused {
+                agent: spec.name.clone(),
+                reason,
+            })?;
+        agent.swap(behaviour, to).await
+    }
+
+    /// Stops every running agent after a final checkpoint (they stay registered as running, so
+    /// [`recover_all`](Self::recover_all) brings them back), then syncs the WAL and the vault.
+    pub async fn shutdown(&self) -> Result<(), AgentError> {
+        let agents: Vec<AgentRef> = self.shared.directory.read().values().cloned().collect();
+        let mut first_error = None;
+        for agent in agents {
+            if let Err(error) = agent.shut_down(false).await {
+                first_error.get_or_insert(error);
+            }
+        }
+        if let Some(journal) = &self.shared.journal {
+            if let Err(e) = journal.wal.sync() {
+                first_error.get_or_insert(AgentError::Journal(e.to_string()));
+            }
+            if let Err(e) = journal.vault.sync() {
+                first_error.get_or_insert(AgentError::Vault(e.to_string()));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn start(
+        &self,
+        spec: AgentSpec,
+        behaviour: Box<dyn Behaviour>,
+        seq: u64,
+    ) -> Result<AgentRef, AgentError> {
+        let name = spec.name.clone();
+        let spec = Arc::new(spec);
+        let (actor, _) = Actor::spawn(
+            None,
+            AgentActor,
+            Start {
+                shared: Arc::clone(&self.shared),
+                spec: Arc::clone(&spec),
+                behaviour,
+                seq,
+            },
+        )
+        .await
+        .map_err(|e| AgentError::Start {
+            agent: name.clone(),
+            reason: e.to_string(),
+        })?;
+        let agent = AgentRef::new(actor, spec);
+        let mut directory = self.shared.directory.write();
+        if directory.contains_key(&name) {
+            drop(directory);
+            agent.kill();
+            return Err(AgentError::AlreadyExists(name));
+        }
+        directory.insert(name, agent.clone());
+        Ok(agent)
+    }
+
+    /// The tools agents may be granted, by name.
+    pub fn tool_names(&self) -> BTreeSet<String> {
+        self.shared.tools.names().map(str::to_string).collect()
+    }
+}
+
+impl std::fmt::Debug for AgentSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentSystem")
+            .field("journaled", &self.shared.journal.is_some())
+            .field("running", &self.running())
+            .finish()
+    }
+}
+
+fn agent_id(name: &str) -> Result<AgentId, AgentError> {
+    AgentId::new(name).map_err(|e| AgentError::Start {
+        agent: name.into(),
+        reason: e.to_string(),
+    })
+}

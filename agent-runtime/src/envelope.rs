@@ -1,0 +1,275 @@
+//! What travels to an agent and what the journal keeps of it.
+//!
+//! Every input is an [`Envelope`]; the agent journals it as [`Entry::Input`] before handling
+//! it, then journals the [`Entry::Outcome`]: whether it was applied, refused or crashed the
+//! behaviour, and the answers the host gave while it ran (`now`, `random`, tool results, whether
+//! each send was accepted). Replay feeds those answers back, so it needs no clock, no randomness
+//! and no tool. A swap of the agent's behaviour is [`Entry::Swap`]. All entries are MessagePack
+//! with named fields, so records stay readable as the format grows.
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+
+use crate::behaviour::HostError;
+
+/// One message to an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The recipient agent.
+    pub to: String,
+    /// The sending agent, or `None` for the host.
+    pub from: Option<String>,
+    /// The recipient's input number: 1 for an agent's first input, then one more per input.
+    pub seq: u64,
+    /// Whether the sender waits for a reply.
+    pub kind: Kind,
+    /// The message, MessagePack.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+/// Call or cast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// The sender waits for the reply.
+    Call,
+    /// Fire and forget.
+    Cast,
+}
+
+/// One journal record of an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Entry {
+    /// An input, journaled before it is handled.
+    Input(Envelope),
+    /// What handling input `seq` did.
+    Outcome {
+        /// The agent.
+        agent: String,
+        /// The input's number.
+        seq: u64,
+        /// Applied, refused or crashed.
+        status: Status,
+        /// The host's answers, in the order the behaviour asked.
+        answers: Vec<Answer>,
+    },
+    /// The agent's behaviour was replaced after input `seq`.
+    Swap {
+        /// The agent.
+        agent: String,
+        /// Inputs up to this number ran on the old behaviour.
+        seq: u64,
+        /// The new behaviour.
+        behaviour: BehaviourId,
+    },
+}
+
+impl Entry {
+    /// The agent the record belongs to.
+    pub fn agent(&self) -> &str {
+        match self {
+            Entry::Input(envelope) => &envelope.to,
+            Entry::Outcome { agent, .. } | Entry::Swap { agent, .. } => agent,
+        }
+    }
+
+    /// MessagePack, named fields.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising these plain structs into a Vec cannot fail.
+        rmp_serde::to_vec_named(self).unwrap_or_default()
+    }
+
+    /// Decodes a record written by [`Entry::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Entry, rmp_serde::decode::Error> {
+        rmp_serde::from_slice(bytes)
+    }
+}
+
+/// How handling an input ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Handled; the state may have changed.
+    Applied,
+    /// The behaviour refused the input; the state is unchanged.
+    Refused(String),
+    /// The behaviour crashed; its instance was discarded, so the input had no effect.
+    Crashed(String),
+}
+
+/// One answer the host gave a behaviour while it handled an input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    /// `now`.
+    Now(Result<u64, HostError>),
+    /// `random`.
+    Random(Result<u64, HostError>),
+    /// `send`: whether it was accepted.
+    Send(Result<(), HostError>),
+    /// `call_tool`: the tool's result.
+    Tool(#[serde(with = "tool_result")] Result<Vec<u8>, HostError>),
+}
+
+impl Answer {
+    /// The import the answer is to, for messages about replay mismatches.
+    pub fn import(&self) -> &'static str {
+        match self {
+            Answer::Now(_) => "now",
+            Answer::Random(_) => "random",
+            Answer::Send(_) => "send",
+            Answer::Tool(_) => "call_tool",
+        }
+    }
+}
+
+/// Tool results as MessagePack binary rather than an array of numbers.
+mod tool_result {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::behaviour::HostError;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Wire {
+        Ok(#[serde(with = "serde_bytes")] Vec<u8>),
+        Err(HostError),
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Result<Vec<u8>, HostError>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Ok(bytes) => Wire::Ok(bytes.clone()),
+            Err(error) => Wire::Err(error.clone()),
+        }
+        .serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Result<Vec<u8>, HostError>, D::Error> {
+        Ok(match Wire::deserialize(deserializer)? {
+            Wire::Ok(bytes) => Ok(bytes),
+            Wire::Err(error) => Err(error),
+        })
+    }
+}
+
+/// What names a behaviour in the journal and the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BehaviourId {
+    /// A Wasm module, by content hash.
+    Wasm(arbor_vault::ModuleHash),
+    /// A native behaviour registered with the host under this name.
+    Native(String),
+}
+
+impl BehaviourId {
+    /// The hash a checkpoint records for this behaviour: the module's, or for a native one the
+    /// BLAKE3 of `native:<name>`.
+    pub fn checkpoint_hash(&self) -> arbor_vault::ModuleHash {
+        match self {
+            BehaviourId::Wasm(hash) => *hash,
+            BehaviourId::Native(name) => {
+                arbor_vault::ModuleHash::of(format!("native:{name}").as_bytes())
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for BehaviourId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BehaviourId::Wasm(hash) => write!(f, "wasm:{}", hash.short()),
+            BehaviourId::Native(name) => write!(f, "native:{name}"),
+        }
+    }
+}
+
+/// How deeply MessagePack from outside (messages, guest replies, tool arguments) may nest.
+/// Decoding recurses per level, and rmp-serde's own limit (1024) is deep enough to overflow a
+/// thread's stack in a debug build — a hostile message must never abort the host.
+pub const MAX_NESTING: usize = 128;
+
+/// Decodes MessagePack that came from outside the host, with nesting bounded by
+/// [`MAX_NESTING`].
+pub fn decode_untrusted<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, rmp_serde::decode::Error> {
+    let mut deserializer = rmp_serde::Deserializer::new(bytes);
+    deserializer.set_max_depth(MAX_NESTING);
+    T::deserialize(&mut deserializer)
+}
+
+/// Checks that `bytes` is exactly one well-formed MessagePack value nested at most
+/// [`MAX_NESTING`] deep, without building it.
+pub fn check_msgpack(bytes: &[u8]) -> Result<(), String> {
+    let mut rest = bytes;
+    // Reading from `&mut &[u8]` advances the slice past what the value used.
+    let mut deserializer = rmp_serde::Deserializer::new(&mut rest);
+    deserializer.set_max_depth(MAX_NESTING);
+    IgnoredAny::deserialize(&mut deserializer).map_err(|e| e.to_string())?;
+    drop(deserializer);
+    let rest = rest.len();
+    if rest != 0 {
+        return Err(format!("{rest} bytes after the MessagePack value"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn entries_round_trip() {
+        let entries = [
+            Entry::Input(Envelope {
+                to: "a".into(),
+                from: Some("b".into()),
+                seq: 7,
+                kind: Kind::Call,
+                payload: vec![0x90],
+            }),
+            Entry::Outcome {
+                agent: "a".into(),
+                seq: 7,
+                status: Status::Crashed("trap".into()),
+                answers: vec![
+                    Answer::Now(Ok(5)),
+                    Answer::Random(Err(HostError::NotGranted("random".into()))),
+                    Answer::Send(Ok(())),
+                    Answer::Tool(Ok(vec![1, 2, 3])),
+                    Answer::Tool(Err(HostError::NoSuchTool("x".into()))),
+                ],
+            },
+            Entry::Swap {
+                agent: "a".into(),
+                seq: 7,
+                behaviour: BehaviourId::Native("echo".into()),
+            },
+        ];
+        for entry in entries {
+            assert_eq!(Entry::decode(&entry.encode()).unwrap(), entry);
+        }
+    }
+
+    #[test]
+    fn msgpack_check_refuses_garbage_truncation_and_trailing_bytes() {
+        check_msgpack(&rmp_serde::to_vec(&(1, "x")).unwrap()).unwrap();
+        assert!(check_msgpack(&[0xc1]).is_err()); // never used
+        assert!(check_msgpack(&[0x92, 0x01]).is_err()); // array of 2, one element
+        assert!(check_msgpack(&[0x01, 0x02]).is_err());
+        assert!(check_msgpack(&[]).is_err());
+        assert!(check_msgpack(&vec![0x91; 100_000]).is_err()); // nesting bomb
+        let mut deep = vec![0x91; MAX_NESTING - 1];
+        deep.push(0xc0);
+        check_msgpack(&deep).unwrap();
+    }
+}
