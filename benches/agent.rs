@@ -1,10 +1,12 @@
 //! Agent benchmarks, each beside its baseline in the same run:
 //!
-//! - `agent_call`: one `call` round trip to a Wasm `counter` agent (journal off; journal on
-//!   under group commit) beside a plain ractor actor doing the same in native Rust.
+//! - `agent_call_1thread` / `agent_call`: one `call` round trip to a Wasm `counter` agent
+//!   (journal off; journal on under group commit) beside a plain ractor actor doing the same in
+//!   native Rust, on a current-thread runtime (the CPU cost) and on two worker threads (with the
+//!   cross-thread wake-ups a caller sees).
 //! - `agent_cast`: 10,000 casts then one call (so all are handled), same three.
 //! - `agent_instantiate`: a Wasm `counter` instance from the pre-linked module.
-//! - before the criterion groups: resident memory per idle agent with 10,000 Wasm counter agents
+//! - after the criterion groups: resident memory per idle agent with 10,000 Wasm counter agents
 //!   (each a ractor actor with its instance), beside 10,000 plain ractor actors.
 //!
 //! Run with `cargo bench --bench agent`; `benches/criterion-summary agent_` prints the results
@@ -137,23 +139,22 @@ fn subjects(rt: &tokio::runtime::Runtime, host: &WasmHost) -> Subjects {
     })
 }
 
-fn calls(c: &mut Criterion) {
-    let rt = runtime();
-    let host = WasmHost::new(EngineConfig {
-        max_instances: 100,
-        ..EngineConfig::default()
-    })
-    .expect("engine");
-    let subjects = subjects(&rt, &host);
+fn call_group(c: &mut Criterion, group_name: &str, rt: &tokio::runtime::Runtime, host: &WasmHost) {
+    let subjects = subjects(rt, host);
     let inc = payload(&WasmCounterMsg::Inc { by: 1 });
-
-    let mut group = c.benchmark_group("agent_call");
+    let mut group = c.benchmark_group(group_name);
     group.bench_function("ractor_native", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    ractor::call!(subjects.native, CounterMsg::IncAndGet, 1).expect("call");
+                    // The same reply mechanism `AgentRef::call` uses.
+                    let (tx, rx) = ractor::concurrency::oneshot();
+                    subjects
+                        .native
+                        .send_message(CounterMsg::IncAndGet(1, tx.into()))
+                        .expect("send");
+                    rx.await.expect("reply");
                 }
                 start.elapsed()
             })
@@ -176,6 +177,25 @@ fn calls(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+fn calls(c: &mut Criterion) {
+    let host = WasmHost::new(EngineConfig {
+        max_instances: 100,
+        ..EngineConfig::default()
+    })
+    .expect("engine");
+    // One thread: the CPU cost of a call. Two workers: what a caller on another thread sees,
+    // wake-ups included.
+    let one_thread = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    call_group(c, "agent_call_1thread", &one_thread, &host);
+    let rt = runtime();
+    call_group(c, "agent_call", &rt, &host);
+    let subjects = subjects(&rt, &host);
+    let inc = payload(&WasmCounterMsg::Inc { by: 1 });
 
     const CASTS: u64 = 10_000;
     let mut group = c.benchmark_group("agent_cast");
@@ -282,7 +302,8 @@ fn memory_per_idle_agent() {
 criterion_group!(benches, calls);
 
 fn main() {
-    memory_per_idle_agent();
     benches();
     Criterion::default().configure_from_args().final_summary();
+    // After the timed groups, so tearing 20,000 actors down cannot disturb them.
+    memory_per_idle_agent();
 }
