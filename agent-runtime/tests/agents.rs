@@ -29,6 +29,7 @@ fn system(dir: &std::path::Path, policy: CheckpointPolicy) -> AgentSystem {
         )
         .native("tally", || Box::new(Tally::default()))
         .native("relay", || Box::new(Relay))
+        .native("panicky", || Box::new(Panicky))
         .build()
         .unwrap()
 }
@@ -70,6 +71,43 @@ impl Behaviour for Relay {
     fn describe(&self) -> String {
         "native:relay".into()
     }
+}
+
+/// A native behaviour that panics on every input.
+struct Panicky;
+
+impl Behaviour for Panicky {
+    fn handle(&mut self, _: &[u8], _: &mut dyn Host) -> Result<Vec<u8>, BehaviourError> {
+        panic!("native code bug")
+    }
+    fn snapshot(&mut self) -> Result<Vec<u8>, BehaviourError> {
+        Ok(vec![0xc0])
+    }
+    fn restore(&mut self, _: &[u8]) -> Result<(), BehaviourError> {
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        "native:panicky".into()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_native_behaviour_crashes_its_agent_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = system(dir.path(), rarely());
+    let agent = system
+        .spawn(AgentSpec::native("panicky", "panicky"))
+        .await
+        .unwrap();
+    let error = agent.call(msg(&"Go")).await.unwrap_err();
+    assert!(
+        matches!(&error, AgentError::Crashed { seq: 1, .. })
+            && error.to_string().contains("native code bug"),
+        "{error}"
+    );
+    assert!(agent.wait_stopped(Duration::from_secs(5)).await);
+    let (_agent, report) = system.recover("panicky").await.unwrap();
+    assert_eq!(report.refused_or_crashed, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -226,7 +226,18 @@ impl Agent {
         self.seq = envelope.seq;
 
         let mut host = LiveHost::new(name, envelope.seq, &self.spec.capabilities, &self.shared);
-        let result = self.behaviour.handle(&envelope.payload, &mut host);
+        // A native behaviour that panics is a crashed behaviour, not a crashed host.
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.behaviour.handle(&envelope.payload, &mut host)
+        }));
+        let result = handled.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(crate::BehaviourError::Trap(format!("panicked: {what}")))
+        });
         let (answers, sends) = (host.answers, host.sends);
         let status = match &result {
             Ok(_) => Status::Applied,

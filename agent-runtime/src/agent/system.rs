@@ -169,12 +169,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The agent named `name` if its actor is alive (one that died without saying so — a panic
+    /// outside its behaviour — is not returned).
     pub(crate) fn lookup(&self, name: &str) -> Option<AgentRef> {
-        self.directory.read().get(name).cloned()
+        self.directory
+            .read()
+            .get(name)
+            .filter(|agent| agent.is_running())
+            .cloned()
     }
 
     pub(crate) fn is_running(&self, name: &str) -> bool {
-        self.directory.read().contains_key(name)
+        self.lookup(name).is_some()
     }
 
     /// Removes `name` from the directory if it is still this actor (a recovered successor may
@@ -634,7 +640,7 @@ impl AgentSystem {
         })?;
         let agent = AgentRef::new(actor, spec);
         let mut directory = self.shared.directory.write();
-        if directory.contains_key(&name) {
+        if directory.get(&name).is_some_and(AgentRef::is_running) {
             drop(directory);
             agent.kill();
             return Err(AgentError::AlreadyExists(name));
