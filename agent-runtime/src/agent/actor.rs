@@ -481,6 +481,10 @@ impl Agent {
                 .vault
                 .put_agent(&record)
                 .map_err(|e| AgentError::Vault(e.to_string()))?;
+            journal
+                .vault
+                .sync()
+                .map_err(|e| AgentError::Vault(e.to_string()))?;
             // Everything of this agent is in its final checkpoint.
             journal.unpin(&self.spec.name);
         }

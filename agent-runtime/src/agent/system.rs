@@ -169,18 +169,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// The agent named `name` if its actor is alive (one that died without saying so — a panic
-    /// outside its behaviour — is not returned).
     pub(crate) fn lookup(&self, name: &str) -> Option<AgentRef> {
-        self.directory
-            .read()
-            .get(name)
-            .filter(|agent| agent.is_running())
-            .cloned()
+        self.directory.read().get(name).cloned()
     }
 
     pub(crate) fn is_running(&self, name: &str) -> bool {
-        self.lookup(name).is_some()
+        self.directory.read().contains_key(name)
     }
 
     /// Removes `name` from the directory if it is still this actor (a recovered successor may
@@ -455,6 +449,13 @@ impl AgentSystem {
                         origin: "AgentSystem::add_module".into(),
                     },
                 )
+                .and_then(|put| {
+                    if put.added {
+                        journal.vault.sync()
+                    } else {
+                        Ok(())
+                    }
+                })
                 .map_err(|e| AgentError::Vault(e.to_string()))?;
         }
         Ok(module.hash())
@@ -514,6 +515,12 @@ impl AgentSystem {
             journal
                 .vault
                 .put_agent(&spec.record(id, AgentState::Running))
+                .map_err(|e| AgentError::Vault(e.to_string()))?;
+            // sled keeps writes in memory until it flushes: without this a crash soon after the
+            // spawn would forget the agent while its inputs sit in the WAL.
+            journal
+                .vault
+                .sync()
                 .map_err(|e| AgentError::Vault(e.to_string()))?;
         }
         self.start(spec, behaviour, 0).await
@@ -640,7 +647,7 @@ impl AgentSystem {
         })?;
         let agent = AgentRef::new(actor, spec);
         let mut directory = self.shared.directory.write();
-        if directory.get(&name).is_some_and(AgentRef::is_running) {
+        if directory.contains_key(&name) {
             drop(directory);
             agent.kill();
             return Err(AgentError::AlreadyExists(name));
