@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use arbor_agent::tools::{Calculator, Echo, Tools};
@@ -161,12 +160,7 @@ async fn bad_input_gets_an_error_and_the_agent_lives() {
         .spawn(AgentSpec::wasm("kv-1", kv).limits(limits))
         .await
         .unwrap();
-    let put = |key: &str, value: &str| {
-        msg(&KvMsg::Put {
-            key: key.into(),
-            value: value.into(),
-        })
-    };
+    let put = |key: &str, value: &str| msg(&KvMsg::put(key, value));
     agent.call(put("a", "1")).await.unwrap();
     let lsn = system.wal().unwrap().last_lsn();
 
@@ -287,32 +281,19 @@ async fn a_crashed_agent_recovers_its_acknowledged_state() {
         .spawn(AgentSpec::wasm("kv-1", kv).limits(buggy_limits))
         .await
         .unwrap();
-    for i in 0..50 {
-        agent
-            .call(msg(&KvMsg::Put {
-                key: format!("k{i:02}"),
-                value: i.to_string(),
-            }))
-            .await
-            .unwrap();
-    }
+    let put_numbered = async |keys: std::ops::Range<u32>| {
+        for i in keys {
+            let put = KvMsg::put(format!("k{i:02}"), i.to_string());
+            agent.call(msg(&put)).await.unwrap();
+        }
+    };
+    put_numbered(0..50).await;
     agent.checkpoint().await.unwrap();
-    for i in 50..80 {
-        agent
-            .call(msg(&KvMsg::Put {
-                key: format!("k{i:02}"),
-                value: i.to_string(),
-            }))
-            .await
-            .unwrap();
-    }
+    put_numbered(50..80).await;
     let before = agent.snapshot().await.unwrap();
     // A value large enough to run the agent out of fuel while it copies it.
     let error = agent
-        .call(msg(&KvMsg::Put {
-            key: "huge".into(),
-            value: "y".repeat(900_000),
-        }))
+        .call(msg(&KvMsg::put("huge", "y".repeat(900_000))))
         .await
         .unwrap_err();
     assert!(
@@ -354,14 +335,8 @@ async fn swap_under_concurrent_senders_loses_and_reorders_nothing() {
         let agent = agent.clone();
         senders.push(tokio::spawn(async move {
             for j in 0..PER_TASK {
-                let unique = KvMsg::Put {
-                    key: format!("t{task}-{j:04}"),
-                    value: j.to_string(),
-                };
-                let last = KvMsg::Put {
-                    key: format!("t{task}"),
-                    value: j.to_string(),
-                };
+                let unique = KvMsg::put(format!("t{task}-{j:04}"), j.to_string());
+                let last = KvMsg::put(format!("t{task}"), j.to_string());
                 if j % 2 == 0 {
                     agent.cast(msg(&unique)).unwrap();
                 } else {
@@ -647,17 +622,4 @@ async fn idle_agents_do_not_pin_the_log() {
             i
         );
     }
-}
-
-#[test]
-fn kv_entries_helper_parses_scan() {
-    let reply = KvReply::Entries {
-        entries: vec![support::KvEntry {
-            key: "a".into(),
-            value: "1".into(),
-        }],
-    };
-    let back: KvReply = rmp_serde::from_slice(&msg(&reply)).unwrap();
-    assert_eq!(back, reply);
-    let _: BTreeMap<String, String> = BTreeMap::new();
 }

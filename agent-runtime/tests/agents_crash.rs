@@ -114,10 +114,7 @@ async fn child(dir: &std::path::Path) {
             let mut n = kv_entries(&kv).await.len();
             loop {
                 n += 1;
-                let put = KvMsg::Put {
-                    key: format!("k{n:06}"),
-                    value: "v".repeat(n % 50),
-                };
+                let put = KvMsg::put(format!("k{n:06}"), "v".repeat(n % 50));
                 kv.call(rmp_serde::to_vec_named(&put).unwrap())
                     .await
                     .unwrap();

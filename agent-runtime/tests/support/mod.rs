@@ -39,6 +39,16 @@ pub enum KvMsg {
     Scan { prefix: String, limit: u32 },
 }
 
+impl KvMsg {
+    /// `Put { key, value }`.
+    pub fn put(key: impl Into<String>, value: impl Into<String>) -> KvMsg {
+        KvMsg::Put {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+}
+
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct KvEntry {
     pub key: String,
