@@ -1,13 +1,25 @@
 //! arbor: supervised, journaled, hot-swappable Wasm agents for Rust hosts.
 //!
-//! The root crate re-exports the pieces a host needs; see `DESIGN.md` for the architecture.
+//! A host embeds a [`Runtime`]: one data directory (a WAL and a vault), one supervision tree of
+//! agents, each a Wasm module or a native behaviour, reachable by name. See `DESIGN.md` for the
+//! architecture and the [`Runtime`] docs for a complete example.
+//!
+//! The pieces underneath are re-exported:
 //!
 //! - [`agent`]: agents as ractor actors running Wasm modules or native behaviours, journaled
 //!   into one WAL, checkpointed into the vault, recovered and hot-swapped
 //!   ([`agent::AgentSystem`]).
+//! - [`supervisor`]: OTP supervision trees on ractor.
 //! - [`wal`]: the segmented write-ahead log.
 //! - [`vault`]: checkpoints, modules, lineage and the agent registry.
 
+mod error;
+mod runtime;
+
 pub use arbor_agent as agent;
+pub use arbor_supervisor as supervisor;
 pub use arbor_vault as vault;
 pub use arbor_wal as wal;
+
+pub use error::Error;
+pub use runtime::{Runtime, RuntimeBuilder, Spawn, SupervisorOptions};

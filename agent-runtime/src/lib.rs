@@ -24,7 +24,7 @@ pub mod wasm;
 
 pub use agent::{
     AgentError, AgentRef, AgentSpec, AgentSystem, AgentSystemBuilder, CheckpointPolicy,
-    NativeFactory, RecoveryReport, SwapReport,
+    DEFAULT_MAILBOX, NativeFactory, RecoveryReport, SwapReport,
 };
 pub use behaviour::{Behaviour, BehaviourError, Cost, Host, HostError};
 pub use envelope::{BehaviourId, Envelope, Kind};

@@ -768,6 +768,22 @@ impl SupervisorRef {
             .await
     }
 
+    /// The running supervisor child `id`, if there is one.
+    pub fn child_supervisor(&self, id: &str) -> Option<SupervisorRef> {
+        self.node
+            .lock()
+            .children
+            .iter()
+            .find(|c| c.info.id == id)
+            .and_then(|c| c.supervisor.clone())
+    }
+
+    /// The running supervisor at `path` (child supervisor ids from this one down).
+    pub fn find(&self, path: &[String]) -> Option<SupervisorRef> {
+        path.iter()
+            .try_fold(self.clone(), |sup, id| sup.child_supervisor(id))
+    }
+
     /// The tree below this supervisor, as of now.
     pub fn tree(&self) -> SupervisorTree {
         let (mut tree, subs) = {

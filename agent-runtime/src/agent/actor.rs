@@ -10,7 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::agent_ref::SwapReport;
+use super::agent_ref::{Mailbox, SwapReport};
 use super::error::AgentError;
 use super::host::LiveHost;
 use super::journal::Journal;
@@ -54,6 +54,7 @@ pub(crate) struct Start {
     pub(crate) spec: Arc<AgentSpec>,
     pub(crate) behaviour: Box<dyn Behaviour>,
     pub(crate) seq: u64,
+    pub(crate) mailbox: Arc<Mailbox>,
 }
 
 /// A running agent.
@@ -70,6 +71,9 @@ pub(crate) struct Agent {
     /// The WAL position of the last checkpoint (a checkpoint at the same position adds nothing).
     checkpoint_lsn: Option<Lsn>,
     completer: Completer,
+    mailbox: Arc<Mailbox>,
+    /// Stopped by an [`AgentMsg::Stop`] (which took the final checkpoint).
+    stopped: bool,
 }
 
 impl Actor for AgentActor {
@@ -94,7 +98,26 @@ impl Actor for AgentActor {
             last_checkpoint: Instant::now(),
             checkpoint_lsn: None,
             completer: Completer::spawn(),
+            mailbox: start.mailbox,
+            stopped: false,
         })
+    }
+
+    /// A stop from outside (a supervisor shutting the agent down): final checkpoint, the agent
+    /// stays registered as running. Not called after a crash or a kill, whose state recovery
+    /// rebuilds from the journal.
+    async fn post_stop(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        agent: &mut Agent,
+    ) -> Result<(), ActorProcessingErr> {
+        if !agent.stopped {
+            if let Err(error) = agent.checkpoint().await {
+                tracing::warn!(agent = agent.spec.name, %error, "final checkpoint failed");
+            }
+            agent.shared.forget(&agent.spec.name, myself.get_id());
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -109,7 +132,10 @@ impl Actor for AgentActor {
                 kind,
                 payload,
                 reply,
-            } => agent.input(from, kind, payload, reply).await,
+            } => {
+                agent.mailbox.taken();
+                agent.input(from, kind, payload, reply).await
+            }
             AgentMsg::Swap {
                 behaviour,
                 id,
@@ -139,6 +165,7 @@ impl Actor for AgentActor {
             }
             AgentMsg::Stop { deregister, reply } => {
                 let result = agent.stop(deregister).await;
+                agent.stopped = true;
                 agent.shared.forget(&agent.spec.name, myself.get_id());
                 send(reply, result);
                 myself.stop(None);

@@ -1,6 +1,7 @@
 //! [`AgentRef`]: how the host talks to a running agent.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arbor_wal::Lsn;
@@ -36,11 +37,57 @@ pub struct SwapReport {
 pub struct AgentRef {
     actor: ActorRef<AgentMsg>,
     spec: Arc<AgentSpec>,
+    mailbox: Arc<Mailbox>,
+}
+
+/// The bound on an agent's queued inputs (ractor mailboxes are unbounded): senders count an
+/// input in, the actor counts it out when it takes it.
+#[derive(Debug)]
+pub(crate) struct Mailbox {
+    queued: AtomicUsize,
+    capacity: usize,
+}
+
+impl Mailbox {
+    pub(crate) fn new(capacity: usize) -> Mailbox {
+        Mailbox {
+            queued: AtomicUsize::new(0),
+            capacity,
+        }
+    }
+
+    /// The actor took an input.
+    pub(crate) fn taken(&self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// How many inputs wait.
+    pub(crate) fn len(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
 }
 
 impl AgentRef {
-    pub(crate) fn new(actor: ActorRef<AgentMsg>, spec: Arc<AgentSpec>) -> AgentRef {
-        AgentRef { actor, spec }
+    pub(crate) fn new(
+        actor: ActorRef<AgentMsg>,
+        spec: Arc<AgentSpec>,
+        mailbox: Arc<Mailbox>,
+    ) -> AgentRef {
+        AgentRef {
+            actor,
+            spec,
+            mailbox,
+        }
+    }
+
+    /// How many inputs wait in the agent's mailbox.
+    pub fn queued(&self) -> usize {
+        self.mailbox.len()
+    }
+
+    /// The actor's cell (for monitoring or linking).
+    pub fn cell(&self) -> ractor::ActorCell {
+        self.actor.get_cell()
     }
 
     /// The agent's name.
@@ -101,15 +148,28 @@ impl AgentRef {
     /// Sends `payload` without waiting. It is journaled and handled like a call; a refusal or
     /// crash is logged (and a crash stops the agent). An error here means the agent is gone.
     pub fn cast(&self, payload: Vec<u8>) -> Result<(), AgentError> {
-        let message = AgentMsg::Input {
+        self.send_input(AgentMsg::Input {
             from: None,
             kind: Kind::Cast,
             payload,
             reply: None,
-        };
-        if self.send(message) {
+        })
+    }
+
+    /// Queues an input unless the mailbox is full or the agent is gone.
+    pub(crate) fn send_input(&self, input: AgentMsg) -> Result<(), AgentError> {
+        let mailbox = &self.mailbox;
+        if mailbox.queued.fetch_add(1, Ordering::AcqRel) >= mailbox.capacity {
+            mailbox.taken();
+            return Err(AgentError::MailboxFull {
+                agent: self.name().into(),
+                capacity: mailbox.capacity,
+            });
+        }
+        if self.send(input) {
             Ok(())
         } else {
+            mailbox.taken();
             Err(AgentError::Stopped(self.name().into()))
         }
     }
@@ -171,15 +231,12 @@ impl AgentRef {
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, AgentError> {
         let (tx, rx) = ractor::concurrency::oneshot();
-        let message = AgentMsg::Input {
+        self.send_input(AgentMsg::Input {
             from: None,
             kind: Kind::Call,
             payload,
             reply: Some(tx.into()),
-        };
-        if !self.send(message) {
-            return Err(AgentError::Stopped(self.name().into()));
-        }
+        })?;
         let answer = match timeout {
             None => rx.await,
             Some(timeout) => {

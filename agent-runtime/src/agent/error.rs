@@ -91,6 +91,14 @@ pub enum AgentError {
         /// Why.
         reason: String,
     },
+    /// The agent's mailbox holds as many inputs as it may; nothing was queued.
+    #[error("agent `{agent}` has a full mailbox ({capacity} inputs waiting)")]
+    MailboxFull {
+        /// The agent.
+        agent: String,
+        /// Its mailbox capacity.
+        capacity: usize,
+    },
     /// The agent stopped (or crashed) before answering.
     #[error("agent `{0}` stopped before answering")]
     Stopped(String),

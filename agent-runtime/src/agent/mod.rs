@@ -36,4 +36,4 @@ pub use agent_ref::{AgentRef, SwapReport};
 pub use error::AgentError;
 pub use journal::CheckpointPolicy;
 pub use recovery::RecoveryReport;
-pub use system::{AgentSpec, AgentSystem, AgentSystemBuilder, NativeFactory};
+pub use system::{AgentSpec, AgentSystem, AgentSystemBuilder, DEFAULT_MAILBOX, NativeFactory};

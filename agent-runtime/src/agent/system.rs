@@ -13,7 +13,7 @@ use parking_lot::RwLock;
 use ractor::Actor;
 
 use super::actor::{AgentActor, AgentMsg, Start};
-use super::agent_ref::{AgentRef, SwapReport};
+use super::agent_ref::{AgentRef, Mailbox, SwapReport};
 use super::error::AgentError;
 use super::host::PendingSend;
 use super::journal::{CheckpointPolicy, Journal};
@@ -165,6 +165,7 @@ pub(crate) struct Shared {
     pub(crate) journal: Option<Journal>,
     pub(crate) tools: Tools,
     natives: BTreeMap<String, NativeFactory>,
+    mailbox: usize,
     directory: RwLock<HashMap<String, AgentRef>>,
 }
 
@@ -189,20 +190,17 @@ impl Shared {
     /// Delivers sends whose input is durable, as casts from `from`.
     pub(crate) fn deliver(&self, from: &str, sends: Vec<PendingSend>) {
         for send in sends {
-            let delivered = self.lookup(&send.to).is_some_and(|to| {
-                to.send(AgentMsg::Input {
+            let delivered = match self.lookup(&send.to) {
+                Some(to) => to.send_input(AgentMsg::Input {
                     from: Some(from.to_string()),
                     kind: Kind::Cast,
                     payload: send.payload,
                     reply: None,
-                })
-            });
-            if !delivered {
-                tracing::warn!(
-                    agent = from,
-                    to = send.to,
-                    "send dropped: the recipient stopped after accepting it"
-                );
+                }),
+                None => Err(AgentError::UnknownAgent(send.to.clone())),
+            };
+            if let Err(error) = delivered {
+                tracing::warn!(agent = from, to = send.to, %error, "send dropped");
             }
         }
     }
@@ -306,9 +304,20 @@ pub struct AgentSystemBuilder {
     wasm: Option<WasmHost>,
     tools: Tools,
     natives: BTreeMap<String, NativeFactory>,
+    mailbox: Option<usize>,
 }
 
+/// The default bound on each agent's mailbox.
+pub const DEFAULT_MAILBOX: usize = 10_000;
+
 impl AgentSystemBuilder {
+    /// At most `capacity` inputs wait in each agent's mailbox (default [`DEFAULT_MAILBOX`]);
+    /// beyond it calls and casts fail with [`AgentError::MailboxFull`] at once.
+    pub fn mailbox(mut self, capacity: usize) -> Self {
+        self.mailbox = Some(capacity.max(1));
+        self
+    }
+
     /// Journal every input into `dir` (`dir/wal`, `dir/vault`). Without it agents are
     /// ephemeral: nothing is journaled or checkpointed.
     pub fn journal(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -398,6 +407,7 @@ impl AgentSystemBuilder {
                 journal,
                 tools: self.tools,
                 natives: self.natives,
+                mailbox: self.mailbox.unwrap_or(DEFAULT_MAILBOX),
                 directory: RwLock::new(HashMap::new()),
             }),
         })
@@ -478,6 +488,62 @@ impl AgentSystem {
     /// Refuses a name that is running or has state in the vault ([`recover`](Self::recover)
     /// that one).
     pub async fn spawn(&self, spec: AgentSpec) -> Result<AgentRef, AgentError> {
+        self.spawn_under(spec, None).await
+    }
+
+    /// [`spawn`](Self::spawn), the agent's actor linked to `supervisor` (a ractor actor that
+    /// gets its exit events, such as an `arbor-supervisor` supervisor).
+    pub async fn spawn_linked(
+        &self,
+        spec: AgentSpec,
+        supervisor: ractor::ActorCell,
+    ) -> Result<AgentRef, AgentError> {
+        self.spawn_under(spec, Some(supervisor)).await
+    }
+
+    /// Starts the agent linked to `supervisor`: recovered if the registry knows it as running
+    /// (a restart, or a host restart), spawned from `spec` otherwise. This is what a
+    /// supervisor's start function for an agent calls, first time and every restart.
+    pub async fn start_linked(
+        &self,
+        spec: AgentSpec,
+        supervisor: ractor::ActorCell,
+    ) -> Result<(AgentRef, Option<RecoveryReport>), AgentError> {
+        if self.is_registered(&spec.name)? {
+            let (agent, report) = self.recover_under(&spec.name, Some(supervisor)).await?;
+            Ok((agent, Some(report)))
+        } else {
+            Ok((self.spawn_under(spec, Some(supervisor)).await?, None))
+        }
+    }
+
+    /// [`recover`](Self::recover), the agent's actor linked to `supervisor`.
+    pub async fn recover_linked(
+        &self,
+        name: &str,
+        supervisor: ractor::ActorCell,
+    ) -> Result<(AgentRef, RecoveryReport), AgentError> {
+        self.recover_under(name, Some(supervisor)).await
+    }
+
+    /// Whether the registry has `name` as a running agent (so it is recovered, not spawned).
+    pub fn is_registered(&self, name: &str) -> Result<bool, AgentError> {
+        let Some(journal) = &self.shared.journal else {
+            return Ok(false);
+        };
+        let id = agent_id(name)?;
+        Ok(journal
+            .vault
+            .agent(&id)
+            .map_err(|e| AgentError::Vault(e.to_string()))?
+            .is_some_and(|record| record.state == AgentState::Running))
+    }
+
+    async fn spawn_under(
+        &self,
+        spec: AgentSpec,
+        supervisor: Option<ractor::ActorCell>,
+    ) -> Result<AgentRef, AgentError> {
         let id = agent_id(&spec.name)?;
         if self.shared.is_running(&spec.name) {
             return Err(AgentError::AlreadyExists(spec.name));
@@ -523,13 +589,21 @@ impl AgentSystem {
                 .sync()
                 .map_err(|e| AgentError::Vault(e.to_string()))?;
         }
-        self.start(spec, behaviour, 0).await
+        self.start(spec, behaviour, 0, supervisor).await
     }
 
     /// Starts the agent `name` from the vault: the registry says what runs it; its state is the
     /// newest valid checkpoint plus the replay of its journal records after it. Use it after a
     /// restart, or after the agent crashed.
     pub async fn recover(&self, name: &str) -> Result<(AgentRef, RecoveryReport), AgentError> {
+        self.recover_under(name, None).await
+    }
+
+    async fn recover_under(
+        &self,
+        name: &str,
+        supervisor: Option<ractor::ActorCell>,
+    ) -> Result<(AgentRef, RecoveryReport), AgentError> {
         let id = agent_id(name)?;
         if self.shared.is_running(name) {
             return Err(AgentError::AlreadyExists(name.into()));
@@ -558,7 +632,7 @@ impl AgentSystem {
                 .put_agent(&current)
                 .map_err(|e| AgentError::Vault(e.to_string()))?;
         }
-        let agent = self.start(spec, behaviour, report.seq).await?;
+        let agent = self.start(spec, behaviour, report.seq, supervisor).await?;
         Ok((agent, report))
     }
 
@@ -627,25 +701,27 @@ impl AgentSystem {
         spec: AgentSpec,
         behaviour: Box<dyn Behaviour>,
         seq: u64,
+        supervisor: Option<ractor::ActorCell>,
     ) -> Result<AgentRef, AgentError> {
         let name = spec.name.clone();
         let spec = Arc::new(spec);
-        let (actor, _) = Actor::spawn(
-            None,
-            AgentActor,
-            Start {
-                shared: Arc::clone(&self.shared),
-                spec: Arc::clone(&spec),
-                behaviour,
-                seq,
-            },
-        )
-        .await
-        .map_err(|e| AgentError::Start {
+        let mailbox = Arc::new(Mailbox::new(self.shared.mailbox));
+        let start = Start {
+            shared: Arc::clone(&self.shared),
+            spec: Arc::clone(&spec),
+            behaviour,
+            seq,
+            mailbox: Arc::clone(&mailbox),
+        };
+        let spawned = match supervisor {
+            None => Actor::spawn(None, AgentActor, start).await,
+            Some(supervisor) => Actor::spawn_linked(None, AgentActor, start, supervisor).await,
+        };
+        let (actor, _) = spawned.map_err(|e| AgentError::Start {
             agent: name.clone(),
             reason: e.to_string(),
         })?;
-        let agent = AgentRef::new(actor, spec);
+        let agent = AgentRef::new(actor, spec, mailbox);
         let mut directory = self.shared.directory.write();
         if directory.contains_key(&name) {
             drop(directory);

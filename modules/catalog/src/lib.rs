@@ -42,8 +42,8 @@ macro_rules! guest_module {
     };
 }
 
-/// `counter`: `{"Inc": {"by": i64}}` / `"Get"` / `"Reset"` → `{"count": i64}`; state
-/// `{"count": i64}`. Imports nothing.
+/// `counter`: `{"Inc": {"by": i64}}` / `"Get"` / `"Reset"` → `{"count": i64}`; `"Fail"` traps
+/// (a guest panic). State `{"count": i64}`. Imports nothing.
 pub const COUNTER: &[u8] = guest_module!("counter.wasm");
 
 /// `kv`, the v1 store: `{"Get": {"key"}}` → `{"Value": {"value": str|nil}}`,

@@ -5,6 +5,7 @@
 //! | `{"Inc": {"by": <i64>}}`      | `{"count": <i64>}` after adding (wrapping on overflow) |
 //! | `"Get"`                       | `{"count": <i64>}` |
 //! | `"Reset"`                     | `{"count": 0}`   |
+//! | `"Fail"`                      | none: the module traps (a guest panic), for supervision tests |
 //!
 //! State: `{"count": <i64>}`.
 
@@ -30,6 +31,8 @@ pub enum CounterMsg {
     Get,
     /// Set the count to zero.
     Reset,
+    /// Trap (panic in the guest): the agent crashes and its supervisor restarts it.
+    Fail,
 }
 
 /// Every message answers with the count after it.
@@ -48,6 +51,7 @@ impl Agent for Counter {
             CounterMsg::Inc { by } => self.count = self.count.wrapping_add(by),
             CounterMsg::Get => {}
             CounterMsg::Reset => self.count = 0,
+            CounterMsg::Fail => panic!("asked to fail at count {}", self.count),
         }
         CounterReply { count: self.count }
     }

@@ -1,0 +1,36 @@
+//! The runtime's error type.
+
+use arbor_agent::AgentError;
+use arbor_supervisor::SupervisorError;
+
+/// What a [`Runtime`](crate::Runtime) operation can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// From an agent: unknown agent, full mailbox, timeout, refused or malformed input, crash,
+    /// journal or vault failure, …
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    /// From the supervision tree.
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+    /// The agent exists but is between a crash and its restart; try again.
+    #[error("agent `{0}` is restarting")]
+    Restarting(String),
+    /// No supervisor at this path in the tree.
+    #[error("no supervisor `{0}` in the tree")]
+    UnknownSupervisor(String),
+    /// A message or reply could not be (de)serialised.
+    #[error("agent `{agent}`: {reason}")]
+    Codec {
+        /// The agent.
+        agent: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The runtime has stopped: shut down, or its root supervisor gave up.
+    #[error("the runtime has stopped: {reason}")]
+    Stopped {
+        /// Why.
+        reason: String,
+    },
+}

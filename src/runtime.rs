@@ -1,0 +1,663 @@
+//! [`Runtime`]: arbor embedded in a host — one data directory, one WAL and vault, one
+//! supervision tree of agents.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arbor_agent::envelope::decode_untrusted;
+use arbor_agent::tools::Tools;
+use arbor_agent::wasm::{AgentLimits, Capabilities, EngineConfig};
+use arbor_agent::{
+    AgentError, AgentRef, AgentSpec, AgentSystem, Behaviour, BehaviourId, CheckpointPolicy,
+    DEFAULT_MAILBOX,
+};
+use arbor_supervisor::{
+    Backoff, ChildKind, ChildSpec, ChildStarted, Intensity, Restart, Shutdown, Strategy,
+    Supervisor, SupervisorRef, SupervisorSpec, SupervisorTree,
+};
+use arbor_vault::{AgentState, ModuleHash};
+use arbor_wal::Durability;
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Error;
+
+/// How one supervisor of the runtime's tree behaves, and how it treats its agents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupervisorOptions {
+    /// Which children restart together.
+    pub strategy: Strategy,
+    /// Restarts tolerated before the supervisor gives up and escalates.
+    pub intensity: Intensity,
+    /// A delay before restarts, if any.
+    pub backoff: Option<Backoff>,
+    /// The most children (agents and supervisors) it takes.
+    pub max_children: Option<usize>,
+    /// The restart type of its agents.
+    pub agent_restart: Restart,
+    /// How its agents are stopped (a graceful stop takes a final checkpoint).
+    pub agent_shutdown: Shutdown,
+}
+
+impl Default for SupervisorOptions {
+    /// `one_for_one`, at most 10 restarts in 10 s (a pool of many agents; OTP's 1 in 5 s suits a
+    /// supervisor of a few workers), no backoff, no limit, permanent agents stopped with a 5 s
+    /// timeout.
+    fn default() -> Self {
+        SupervisorOptions {
+            strategy: Strategy::OneForOne,
+            intensity: Intensity {
+                max_restarts: 10,
+                period: Duration::from_secs(10),
+            },
+            backoff: None,
+            max_children: None,
+            agent_restart: Restart::Permanent,
+            agent_shutdown: Shutdown::Timeout(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// An agent to start: what runs it, and its name, grants, limits, init config and supervisor.
+#[derive(Debug, Clone)]
+pub struct Spawn {
+    name: String,
+    source: Source,
+    capabilities: Capabilities,
+    limits: Option<AgentLimits>,
+    config: Vec<u8>,
+    under: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Bytes { label: String, bytes: Arc<[u8]> },
+    Module(ModuleHash),
+    Native(String),
+}
+
+impl Spawn {
+    /// An agent run by these Wasm module bytes (checked, compiled and stored; the module is
+    /// labelled with the agent's name).
+    pub fn wasm_bytes(name: impl Into<String>, bytes: impl Into<Arc<[u8]>>) -> Spawn {
+        let name = name.into();
+        Spawn::new(
+            name.clone(),
+            Source::Bytes {
+                label: name,
+                bytes: bytes.into(),
+            },
+        )
+    }
+
+    /// An agent run by a module already stored (see [`Runtime::add_module`]).
+    pub fn module(name: impl Into<String>, module: ModuleHash) -> Spawn {
+        Spawn::new(name.into(), Source::Module(module))
+    }
+
+    /// An agent run by the native behaviour registered under `native`.
+    pub fn native(name: impl Into<String>, native: impl Into<String>) -> Spawn {
+        Spawn::new(name.into(), Source::Native(native.into()))
+    }
+
+    fn new(name: String, source: Source) -> Spawn {
+        Spawn {
+            name,
+            source,
+            capabilities: Capabilities::none(),
+            limits: None,
+            config: Vec::new(),
+            under: Vec::new(),
+        }
+    }
+
+    /// With these grants (default: none).
+    pub fn capabilities(mut self, capabilities: Capabilities) -> Spawn {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// With these limits (default: the runtime's).
+    pub fn limits(mut self, limits: AgentLimits) -> Spawn {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// With this init config (MessagePack; default empty).
+    pub fn config(mut self, config: Vec<u8>) -> Spawn {
+        self.config = config;
+        self
+    }
+
+    /// Under the supervisor at `path` (`"pool"`, `"pools/fast"`), declared with
+    /// [`RuntimeBuilder::supervisor`]; default: the root.
+    pub fn under(mut self, path: &str) -> Spawn {
+        self.under = split_path(path);
+        self
+    }
+}
+
+fn split_path(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|part| !part.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Builds a [`Runtime`].
+pub struct RuntimeBuilder {
+    data_dir: Option<PathBuf>,
+    wal: arbor_wal::Config,
+    checkpoints: CheckpointPolicy,
+    engine: EngineConfig,
+    limits: AgentLimits,
+    mailbox: usize,
+    call_timeout: Duration,
+    root: SupervisorOptions,
+    supervisors: Vec<(Vec<String>, SupervisorOptions)>,
+    tools: Tools,
+    natives: Vec<(String, arbor_agent::NativeFactory)>,
+}
+
+impl RuntimeBuilder {
+    /// Keep the WAL and the vault in `dir` (created if missing). Without one the runtime is
+    /// ephemeral: nothing is journaled, and a restarted agent starts from its init config.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// When a call is acknowledged (default: group commit, no added delay).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.wal = self.wal.durability(durability);
+        self
+    }
+
+    /// The WAL's whole configuration (segment size, record limit, durability).
+    pub fn wal(mut self, config: arbor_wal::Config) -> Self {
+        self.wal = config;
+        self
+    }
+
+    /// When agents checkpoint.
+    pub fn checkpoints(mut self, policy: CheckpointPolicy) -> Self {
+        self.checkpoints = policy;
+        self
+    }
+
+    /// The Wasm engine's configuration (instance pool, memory caps).
+    pub fn engine(mut self, config: EngineConfig) -> Self {
+        self.engine = config;
+        self
+    }
+
+    /// Limits for agents spawned without their own.
+    pub fn limits(mut self, limits: AgentLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Each agent's mailbox holds at most `capacity` inputs (default
+    /// [`DEFAULT_MAILBOX`](arbor_agent::DEFAULT_MAILBOX)).
+    pub fn mailbox(mut self, capacity: usize) -> Self {
+        self.mailbox = capacity;
+        self
+    }
+
+    /// How long [`Runtime::call`] waits (default 5 s).
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// The root supervisor's options.
+    pub fn root(mut self, options: SupervisorOptions) -> Self {
+        self.root = options;
+        self
+    }
+
+    /// Declares a supervisor at `path` (`"pool"` under the root, `"pools/fast"` under
+    /// `"pools"`, which must be declared first). Declared supervisors start before the agents of
+    /// their parent, in declaration order.
+    pub fn supervisor(mut self, path: &str, options: SupervisorOptions) -> Self {
+        self.supervisors.push((split_path(path), options));
+        self
+    }
+
+    /// The tools agents may be granted.
+    pub fn tools(mut self, tools: Tools) -> Self {
+        self.tools = tools;
+        self
+    }
+
+    /// Registers a native behaviour under `name`.
+    pub fn native(
+        mut self,
+        name: impl Into<String>,
+        factory: impl Fn() -> Box<dyn Behaviour> + Send + Sync + 'static,
+    ) -> Self {
+        self.natives.push((name.into(), Arc::new(factory)));
+        self
+    }
+
+    /// Opens the WAL and the vault (recovering the WAL), starts the supervision tree and in it
+    /// recovers every agent the registry says was running (checkpoint + WAL replay), each under
+    /// its supervisor. Fails, naming the agent, if one cannot be recovered.
+    pub async fn build(self) -> Result<Runtime, Error> {
+        for (path, _) in &self.supervisors {
+            let Some((_, parent)) = path.split_last() else {
+                return Err(Error::UnknownSupervisor(String::new()));
+            };
+            let declared = parent.is_empty() || self.supervisors.iter().any(|(p, _)| p == parent);
+            if !declared {
+                return Err(Error::UnknownSupervisor(parent.join("/")));
+            }
+        }
+        let mut system = AgentSystem::builder()
+            .wal(self.wal)
+            .checkpoints(self.checkpoints)
+            .engine(self.engine)
+            .mailbox(self.mailbox)
+            .tools(self.tools);
+        if let Some(dir) = &self.data_dir {
+            system = system.journal(dir);
+        }
+        for (name, factory) in self.natives {
+            system = system.native(name, move || factory());
+        }
+        let system = system.build()?;
+        let tree = Arc::new(Tree {
+            system: system.clone(),
+            root: self.root,
+            supervisors: self.supervisors,
+        });
+        let root =
+            Supervisor::start(tree.spec(&[]).map_err(|reason| Error::Stopped { reason })?).await?;
+        let inner = Arc::new(Inner {
+            system,
+            tree,
+            root: root.clone(),
+            limits: self.limits,
+            call_timeout: self.call_timeout,
+            stopped: Mutex::new(None),
+            shutting_down: AtomicBool::new(false),
+        });
+        // The root giving up (its restart intensity reached) stops the runtime.
+        let watcher = Arc::clone(&inner);
+        tokio::spawn(async move {
+            let exit = root.wait_exit().await;
+            if !watcher.shutting_down.load(Ordering::Acquire) {
+                let reason = format!("the root supervisor exited ({exit})");
+                tracing::error!(reason, "runtime stopped");
+                watcher.stopped.lock().get_or_insert(reason);
+                if let Some(wal) = watcher.system.wal() {
+                    if let Err(error) = wal.sync() {
+                        tracing::error!(%error, "WAL sync after the root exited failed");
+                    }
+                }
+            }
+        });
+        Ok(Runtime { inner })
+    }
+}
+
+/// arbor embedded in a host: agents under a supervision tree, journaled into one data
+/// directory, reachable by name.
+///
+/// ```
+/// use arbor::{Runtime, Spawn};
+///
+/// #[derive(serde::Serialize)]
+/// enum Counter { Inc { by: i64 } }
+/// #[derive(serde::Deserialize, Debug, PartialEq)]
+/// struct Count { count: i64 }
+///
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// let dir = tempfile::tempdir()?;
+/// let runtime = Runtime::builder().data_dir(dir.path()).build().await?;
+/// runtime.spawn(Spawn::wasm_bytes("counter", arbor_modules::COUNTER)).await?;
+/// let reply: Count = runtime.call("counter", &Counter::Inc { by: 2 }).await?;
+/// assert_eq!(reply, Count { count: 2 });
+/// runtime.shutdown().await?;
+///
+/// // Same directory, new runtime: the agent is back with its state.
+/// let runtime = Runtime::builder().data_dir(dir.path()).build().await?;
+/// let reply: Count = runtime.call("counter", &Counter::Inc { by: 1 }).await?;
+/// assert_eq!(reply, Count { count: 3 });
+/// runtime.shutdown().await?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    system: AgentSystem,
+    tree: Arc<Tree>,
+    root: SupervisorRef,
+    limits: AgentLimits,
+    call_timeout: Duration,
+    /// Why the runtime stopped, once it has.
+    stopped: Mutex<Option<String>>,
+    shutting_down: AtomicBool,
+}
+
+impl Runtime {
+    /// A builder with defaults: ephemeral, group commit, default limits, `one_for_one` root.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder {
+            data_dir: None,
+            wal: arbor_wal::Config::default(),
+            checkpoints: CheckpointPolicy::default(),
+            engine: EngineConfig::default(),
+            limits: AgentLimits::default(),
+            mailbox: DEFAULT_MAILBOX,
+            call_timeout: Duration::from_secs(5),
+            root: SupervisorOptions::default(),
+            supervisors: Vec::new(),
+            tools: Tools::new(),
+            natives: Vec::new(),
+        }
+    }
+
+    /// Checks, compiles and stores a Wasm module; its hash names it in [`Spawn::module`].
+    pub fn add_module(&self, name: &str, bytes: &[u8]) -> Result<ModuleHash, Error> {
+        Ok(self.inner.system.add_module(name, bytes)?)
+    }
+
+    /// Starts a new agent under its supervisor (journaled from its first input when the runtime
+    /// has a data directory). The name must be new.
+    pub async fn spawn(&self, spawn: Spawn) -> Result<AgentRef, Error> {
+        self.check_running()?;
+        let system = &self.inner.system;
+        let name = spawn.name.clone();
+        if system.lookup(&name).is_some() || system.is_registered(&name)? {
+            return Err(AgentError::AlreadyExists(name).into());
+        }
+        let behaviour = match spawn.source {
+            Source::Bytes { label, bytes } => BehaviourId::Wasm(system.add_module(&label, &bytes)?),
+            Source::Module(hash) => BehaviourId::Wasm(hash),
+            Source::Native(native) => BehaviourId::Native(native),
+        };
+        let mut spec = match behaviour {
+            BehaviourId::Wasm(hash) => AgentSpec::wasm(&name, hash),
+            BehaviourId::Native(native) => AgentSpec::native(&name, native),
+        }
+        .limits(spawn.limits.unwrap_or_else(|| self.inner.limits.clone()))
+        .capabilities(spawn.capabilities)
+        .config(spawn.config);
+        spec.supervisor = spawn.under.clone();
+        let path = spawn.under.join("/");
+        let options = self
+            .inner
+            .tree
+            .options(&spawn.under)
+            .ok_or_else(|| Error::UnknownSupervisor(path.clone()))?;
+        let supervisor = self
+            .inner
+            .root
+            .find(&spawn.under)
+            .ok_or(Error::UnknownSupervisor(path))?;
+        supervisor
+            .start_child(self.inner.tree.agent_child(&name, Some(spec), options))
+            .await?;
+        system.lookup(&name).ok_or(Error::Restarting(name))
+    }
+
+    /// Stops the agent `name` for good: its supervisor lets go of it, it takes a final
+    /// checkpoint and is marked stopped in the registry (not recovered by later runtimes).
+    pub async fn stop_agent(&self, name: &str) -> Result<(), Error> {
+        let agent = self.agent(name)?;
+        let supervisor = self
+            .inner
+            .root
+            .find(&agent.spec().supervisor)
+            .unwrap_or_else(|| self.inner.root.clone());
+        supervisor.release_child(name).await?;
+        agent.stop().await?;
+        Ok(())
+    }
+
+    /// Sends `message` (MessagePack, named fields) to `agent` and waits for its reply, at most
+    /// the runtime's call timeout. The reply comes once the input is durable.
+    pub async fn call<M, R>(&self, agent: &str, message: &M) -> Result<R, Error>
+    where
+        M: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        self.call_timeout(agent, message, self.inner.call_timeout)
+            .await
+    }
+
+    /// [`call`](Self::call) with its own timeout.
+    pub async fn call_timeout<M, R>(
+        &self,
+        agent: &str,
+        message: &M,
+        timeout: Duration,
+    ) -> Result<R, Error>
+    where
+        M: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let target = self.agent(agent)?;
+        let payload = encode(agent, message)?;
+        let reply = target.call_timeout(payload, timeout).await?;
+        decode_untrusted(&reply).map_err(|e| Error::Codec {
+            agent: agent.into(),
+            reason: format!("unexpected reply: {e}"),
+        })
+    }
+
+    /// Sends `message` to `agent` without waiting for it to be handled.
+    pub fn cast<M: Serialize + ?Sized>(&self, agent: &str, message: &M) -> Result<(), Error> {
+        let target = self.agent(agent)?;
+        target.cast(encode(agent, message)?)?;
+        Ok(())
+    }
+
+    /// The running agent `name`.
+    pub fn lookup(&self, name: &str) -> Option<AgentRef> {
+        self.inner.system.lookup(name)
+    }
+
+    /// The running agents' names, sorted.
+    pub fn agents(&self) -> Vec<String> {
+        self.inner.system.running()
+    }
+
+    /// The supervision tree, with each child's state and restart count.
+    pub fn tree(&self) -> SupervisorTree {
+        self.inner.root.tree()
+    }
+
+    /// The agent system underneath (hot swap, checkpoints, the WAL and the vault).
+    pub fn system(&self) -> &AgentSystem {
+        &self.inner.system
+    }
+
+    /// Why the runtime stopped, if it has (its root supervisor gave up, or it was shut down).
+    pub fn stopped(&self) -> Option<String> {
+        self.inner.stopped.lock().clone()
+    }
+
+    /// Waits until the runtime stops and says why.
+    pub async fn wait(&self) -> String {
+        let exit = self.inner.root.wait_exit().await;
+        // The watcher records the reason right after the root's exit.
+        for _ in 0..100 {
+            if let Some(reason) = self.stopped() {
+                return reason;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        format!("the root supervisor exited ({exit})")
+    }
+
+    /// Stops the tree in reverse start order (agents take final checkpoints), then syncs the WAL
+    /// and the vault. Agents stay registered as running: the next runtime on this directory
+    /// recovers them.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        self.inner.shutting_down.store(true, Ordering::Release);
+        self.inner.root.shutdown().await;
+        let result = self.inner.system.shutdown().await;
+        self.inner
+            .stopped
+            .lock()
+            .get_or_insert_with(|| "shut down".into());
+        Ok(result?)
+    }
+
+    fn check_running(&self) -> Result<(), Error> {
+        match self.stopped() {
+            Some(reason) => Err(Error::Stopped { reason }),
+            None => Ok(()),
+        }
+    }
+
+    /// The running agent `name`, or why there is none.
+    fn agent(&self, name: &str) -> Result<AgentRef, Error> {
+        self.check_running()?;
+        if let Some(agent) = self.inner.system.lookup(name) {
+            return Ok(agent);
+        }
+        let in_tree = self.tree().walk().iter().any(|(_, child)| {
+            child.id == name
+                && child.kind == ChildKind::Worker
+                && !matches!(child.state, arbor_supervisor::ChildState::Terminated { .. })
+        });
+        if in_tree || self.inner.system.is_registered(name)? {
+            Err(Error::Restarting(name.into()))
+        } else {
+            Err(AgentError::UnknownAgent(name.into()).into())
+        }
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("agents", &self.agents())
+            .field("stopped", &self.stopped())
+            .finish()
+    }
+}
+
+fn encode<M: Serialize + ?Sized>(agent: &str, message: &M) -> Result<Vec<u8>, Error> {
+    rmp_serde::to_vec_named(message).map_err(|e| Error::Codec {
+        agent: agent.into(),
+        reason: format!("cannot serialise the message: {e}"),
+    })
+}
+
+/// The runtime's tree: how each supervisor is made, every time it (re)starts.
+struct Tree {
+    system: AgentSystem,
+    root: SupervisorOptions,
+    supervisors: Vec<(Vec<String>, SupervisorOptions)>,
+}
+
+impl Tree {
+    fn options(&self, path: &[String]) -> Option<SupervisorOptions> {
+        if path.is_empty() {
+            return Some(self.root.clone());
+        }
+        self.supervisors
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, options)| options.clone())
+    }
+
+    /// The supervisor at `path` as it should start now: its declared sub-supervisors, then
+    /// every agent the registry has running under it (by name) — so a supervisor restarted
+    /// by its parent, or started by a new runtime, brings its agents back recovered. Agents
+    /// whose supervisor is no longer declared go under the root.
+    fn spec(self: &Arc<Self>, path: &[String]) -> Result<SupervisorSpec, String> {
+        let options = self
+            .options(path)
+            .ok_or_else(|| format!("no supervisor `{}`", path.join("/")))?;
+        let name = path.last().map_or("root", String::as_str);
+        let mut spec = SupervisorSpec::new(name)
+            .strategy(options.strategy)
+            .intensity(options.intensity.max_restarts, options.intensity.period);
+        spec.backoff = options.backoff;
+        spec.max_children = options.max_children;
+        for (sub, _) in &self.supervisors {
+            if sub.len() == path.len() + 1 && sub.starts_with(path) {
+                spec = spec.child(self.supervisor_child(sub.clone()));
+            }
+        }
+        if let Some(vault) = self.system.vault() {
+            let records = vault.agents().map_err(|e| format!("vault: {e}"))?;
+            for record in records.iter().filter(|r| r.state == AgentState::Running) {
+                let declared = self.options(&record.supervisor).is_some();
+                if record.supervisor == path || (path.is_empty() && !declared) {
+                    if !declared {
+                        tracing::warn!(
+                            agent = record.id.as_str(),
+                            supervisor = record.supervisor.join("/"),
+                            "the agent's supervisor is not declared; starting it under the root"
+                        );
+                    }
+                    spec = spec.child(self.agent_child(record.id.as_str(), None, options.clone()));
+                }
+            }
+        }
+        Ok(spec)
+    }
+
+    fn supervisor_child(self: &Arc<Self>, path: Vec<String>) -> ChildSpec {
+        let id = path.last().cloned().unwrap_or_default();
+        let tree = Arc::clone(self);
+        ChildSpec::from_fn(id, ChildKind::Supervisor, move |parent| {
+            let (tree, path) = (Arc::clone(&tree), path.clone());
+            Box::pin(async move {
+                let spec = tree.spec(&path)?;
+                let supervisor = Supervisor::start_linked(spec, parent)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(ChildStarted {
+                    cell: supervisor.cell(),
+                    supervisor: Some(supervisor),
+                })
+            })
+        })
+    }
+
+    /// An agent as a supervisor child: every start recovers it if the registry has it
+    /// (checkpoint + WAL replay), and spawns it from `spec` otherwise (its first start, or any
+    /// start in an ephemeral runtime).
+    fn agent_child(
+        &self,
+        name: &str,
+        spec: Option<AgentSpec>,
+        options: SupervisorOptions,
+    ) -> ChildSpec {
+        let system = self.system.clone();
+        let name = name.to_string();
+        ChildSpec::from_fn(name.clone(), ChildKind::Worker, move |supervisor| {
+            let (system, name, spec) = (system.clone(), name.clone(), spec.clone());
+            Box::pin(async move {
+                let agent = match (system.is_registered(&name), spec) {
+                    (Ok(true), _) => system
+                        .recover_linked(&name, supervisor)
+                        .await
+                        .map(|(agent, _)| agent),
+                    (Ok(false), Some(spec)) => system.spawn_linked(spec, supervisor).await,
+                    (Ok(false), None) => Err(AgentError::UnknownAgent(name)),
+                    (Err(error), _) => Err(error),
+                }
+                .map_err(|e| e.to_string())?;
+                Ok(ChildStarted::from(agent.cell()))
+            })
+        })
+        .restart(options.agent_restart)
+        .shutdown(options.agent_shutdown)
+    }
+}
