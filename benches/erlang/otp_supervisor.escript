@@ -14,7 +14,7 @@
 %% Output: one line per measurement, "otp <name> key=value ..."; latencies and
 %% times are in microseconds (names ending in _us) unless the key says _ms;
 %% memory in bytes/KiB. E.g.
-%%   otp restart_us mean=12.3 p50=11.0 p99=40.1 max=300.0 n=20000
+%%   otp restart_us mean=12.3 p50=11.0 p90=20.0 p99=40.1 max=300.0 n=20000
 -module(otp_supervisor).
 -mode(compile).
 
@@ -294,5 +294,5 @@ report(Label, Samples) ->
     Sorted = list_to_tuple(lists:sort(Samples)),
     Pct = fun(P) -> element(max(1, min(N, round(P * N))), Sorted) / 1000 end,
     Mean = lists:sum(Samples) / N / 1000,
-    io:format("otp ~s mean=~.1f p50=~.1f p99=~.1f max=~.1f n=~b~n",
-              [Label, Mean, Pct(0.50), Pct(0.99), element(N, Sorted) / 1000, N]).
+    io:format("otp ~s mean=~.1f p50=~.1f p90=~.1f p99=~.1f max=~.1f n=~b~n",
+              [Label, Mean, Pct(0.50), Pct(0.90), Pct(0.99), element(N, Sorted) / 1000, N]).

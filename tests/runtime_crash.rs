@@ -1,0 +1,193 @@
+//! Whole host, kill -9: a child process runs a `Runtime` (group commit, checkpoints during the
+//! run, agents at the root and under a declared supervisor, one agent trapping now and then so
+//! restarts happen under load too) with three tasks calling counters and printing every
+//! acknowledged count. The parent SIGKILLs it at a random point and starts a new child on the
+//! same data directory, which recovers every agent in `Runtime::build` and prints what it has:
+//! each agent must hold exactly its last acknowledged count, or that plus the one input in
+//! flight. Six children, five kills.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use arbor::agent::{AgentError, CheckpointPolicy};
+use arbor::supervisor::Intensity;
+use arbor::{Error, Runtime, Spawn, SupervisorOptions};
+use arbor_testkit::{ChildProcess, SplitMix64, child_role, watchdog};
+use serde::{Deserialize, Serialize};
+
+const TEST: &str = "kill_9_of_the_host_keeps_every_agents_acknowledged_state";
+const AGENTS: [(&str, &str); 3] = [("top", ""), ("pooled", "pool"), ("crashy", "pool")];
+
+#[derive(Serialize)]
+enum Counter {
+    Inc { by: i64 },
+    Get,
+    Fail,
+}
+
+#[derive(Deserialize)]
+struct Count {
+    count: i64,
+}
+
+async fn runtime(dir: &str) -> Runtime {
+    let lenient = SupervisorOptions {
+        intensity: Intensity {
+            max_restarts: 1_000,
+            period: Duration::from_secs(10),
+        },
+        ..SupervisorOptions::default()
+    };
+    Runtime::builder()
+        .data_dir(dir)
+        .durability(arbor::wal::Durability::GroupCommit {
+            max_delay: Duration::from_micros(200),
+        })
+        .checkpoints(CheckpointPolicy {
+            every_records: 41,
+            every: Duration::from_secs(3600),
+            keep: 2,
+        })
+        .root(lenient.clone())
+        .supervisor("pool", lenient)
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn get(runtime: &Runtime, agent: &str) -> i64 {
+    loop {
+        match runtime.call::<_, Count>(agent, &Counter::Get).await {
+            Ok(count) => return count.count,
+            Err(Error::Restarting(_)) | Err(Error::Agent(AgentError::Stopped(_))) => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(error) => panic!("{agent}: {error}"),
+        }
+    }
+}
+
+async fn child(dir: &str) {
+    let runtime = runtime(dir).await;
+    if runtime.agents().is_empty() {
+        let counter = runtime
+            .add_module("counter", arbor_modules::COUNTER)
+            .unwrap();
+        for (name, under) in AGENTS {
+            runtime
+                .spawn(Spawn::module(name, counter).under(under))
+                .await
+                .unwrap();
+        }
+    }
+    for (name, _) in AGENTS {
+        println!("STATE {name} {}", get(&runtime, name).await);
+    }
+    println!("READY");
+    let mut tasks = Vec::new();
+    for (name, _) in AGENTS {
+        let runtime = runtime.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 1u64.. {
+                if name == "crashy" && n % 150 == 0 {
+                    let _ = runtime.call::<_, Count>(name, &Counter::Fail).await;
+                    get(&runtime, name).await;
+                }
+                match runtime
+                    .call::<_, Count>(name, &Counter::Inc { by: 1 })
+                    .await
+                {
+                    Ok(reply) => println!("ACK {name} {}", reply.count),
+                    Err(Error::Restarting(_)) | Err(Error::Agent(AgentError::Stopped(_))) => {}
+                    Err(error) => panic!("{name}: {error}"),
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+fn read_until_ready(child: &mut ChildProcess, round: usize) -> HashMap<String, i64> {
+    let mut states = HashMap::new();
+    loop {
+        let line = child.next_line_timeout(Duration::from_secs(120));
+        match line.as_deref() {
+            Some("READY") => return states,
+            Some(line) => {
+                if let ["STATE", agent, count] = line.split(' ').collect::<Vec<_>>().as_slice() {
+                    states.insert(agent.to_string(), count.parse().unwrap());
+                }
+            }
+            None => panic!("round {round}: the child did not start"),
+        }
+    }
+}
+
+#[test]
+fn kill_9_of_the_host_keeps_every_agents_acknowledged_state() {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    if child_role().is_some() {
+        let dir = std::env::var("ARBOR_TEST_DIR").unwrap();
+        tokio.block_on(child(&dir));
+        return;
+    }
+    let _watchdog = watchdog(TEST, Duration::from_secs(300));
+    let seed = SplitMix64::seed_from_env();
+    println!("seed {seed}");
+    let mut rng = SplitMix64::new(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let dir_str = dir.path().to_str().unwrap().to_string();
+    // What each agent must hold: its last acknowledged count, and whether one more input may
+    // have been in flight.
+    let mut expected: HashMap<String, i64> = HashMap::new();
+    let (mut exact, mut in_flight) = (0, 0);
+    for round in 0..6 {
+        let mut child =
+            ChildProcess::spawn(TEST, "child", &[("ARBOR_TEST_DIR", dir_str.as_str())]).unwrap();
+        let states = read_until_ready(&mut child, round);
+        for (name, _) in AGENTS {
+            let recovered = states[name];
+            let acked = expected.get(name).copied().unwrap_or(0);
+            assert!(
+                recovered == acked || recovered == acked + 1,
+                "round {round}: {name} acknowledged count {acked}, recovered {recovered}"
+            );
+            if recovered == acked {
+                exact += 1;
+            } else {
+                in_flight += 1;
+            }
+            expected.insert(name.to_string(), recovered);
+        }
+        if round == 5 {
+            child.kill();
+            break;
+        }
+        let wait_for = 20 + rng.below(400) as usize;
+        let mut lines = Vec::new();
+        while lines.len() < wait_for {
+            lines.push(
+                child
+                    .next_line_timeout(Duration::from_secs(60))
+                    .expect("child stopped acknowledging"),
+            );
+        }
+        lines.extend(child.kill());
+        for line in &lines {
+            if let ["ACK", agent, count] = line.split(' ').collect::<Vec<_>>().as_slice() {
+                expected.insert(agent.to_string(), count.parse().unwrap());
+            }
+        }
+    }
+    println!(
+        "recovered exactly at the last acknowledged input {exact}, one in flight kept {in_flight}"
+    );
+    assert!(expected.values().all(|count| *count > 0));
+}
