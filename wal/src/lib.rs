@@ -341,8 +341,10 @@ impl Wal {
             }
             removed += 1;
         }
+        let oldest = segments.first().map_or(0, |s| s.first_lsn);
         drop(segments);
         if removed > 0 {
+            self.shared.index.lock().retain(|e| e.segment >= oldest);
             segment::sync_dir(&self.shared.dir)?;
         }
         Ok(removed)

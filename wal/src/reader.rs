@@ -125,6 +125,16 @@ impl Reader {
             let Some(open) = self.current.as_mut() else {
                 return Err(truncated);
             };
+            // Skip ahead to the nearest indexed record at or before the one wanted.
+            if open.next_lsn < self.next_lsn
+                && let Some(entry) = self
+                    .shared
+                    .nearest_indexed(open.entry.first_lsn, self.next_lsn)
+                && entry.lsn > open.next_lsn
+            {
+                open.offset = entry.offset;
+                open.next_lsn = entry.lsn;
+            }
             let (writing_segment, written_end) = self.shared.written_end();
             let limit = if writing_segment == open.entry.first_lsn {
                 written_end

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::frame;
 use crate::segment::{self, Ending, SEGMENT_HEADER_LEN, Scan, SegmentHeader};
-use crate::writer::{SegmentEntry, Start};
+use crate::writer::{IndexEntry, SegmentEntry, Start};
 use crate::{Config, Error, Lsn, Result};
 
 /// Where a segment is in the log.
@@ -163,6 +163,7 @@ pub(crate) fn open(dir: &Path, config: &Config) -> Result<(Start, Recovery)> {
                 segment_id: header.segment_id,
                 path,
             }],
+            index: Vec::new(),
             lock_file,
         };
         recovery.segments = 1;
@@ -170,6 +171,7 @@ pub(crate) fn open(dir: &Path, config: &Config) -> Result<(Start, Recovery)> {
     }
 
     let mut segments = Vec::with_capacity(found.len());
+    let mut sparse_index = Vec::new();
     let mut previous_last_lsn = None;
     let mut last_scan = None;
     for (index, (first_lsn, path)) in found.iter().enumerate() {
@@ -196,6 +198,11 @@ pub(crate) fn open(dir: &Path, config: &Config) -> Result<(Start, Recovery)> {
             }
         }
         recovery.records += scan.records;
+        sparse_index.extend(scan.index.iter().map(|&(lsn, offset)| IndexEntry {
+            lsn,
+            segment: *first_lsn,
+            offset,
+        }));
         previous_last_lsn = Some(scan.last_lsn());
         segments.push(SegmentEntry {
             first_lsn: *first_lsn,
@@ -239,6 +246,7 @@ pub(crate) fn open(dir: &Path, config: &Config) -> Result<(Start, Recovery)> {
         segment_len: last.valid_end,
         file,
         segments,
+        index: sparse_index,
         lock_file,
     };
     Ok((start, recovery))

@@ -258,7 +258,14 @@ pub(crate) struct Scan {
     /// Offset just after the last valid record.
     pub valid_end: u64,
     pub ending: Ending,
+    /// Where some records start, one per [`INDEX_EVERY`] bytes: `(lsn, offset)`.
+    pub index: Vec<(u64, u64)>,
 }
+
+/// A reader seeking an LSN starts at the nearest indexed record at or before it, so it scans at
+/// most this many bytes of records it does not want (recovery from a checkpoint deep into a
+/// segment then costs the tail, not the segment).
+pub(crate) const INDEX_EVERY: u64 = 64 << 10;
 
 impl Scan {
     /// LSN of the last valid record, or `first_lsn - 1` when there is none.
@@ -282,6 +289,8 @@ pub(crate) fn scan(
     }
     let mut offset = SEGMENT_HEADER_LEN;
     let mut next_lsn = header.first_lsn;
+    let mut index = Vec::new();
+    let mut index_at = 0;
     loop {
         if offset == bytes.len() {
             return Ok(Scan {
@@ -289,10 +298,15 @@ pub(crate) fn scan(
                 records: next_lsn - header.first_lsn,
                 valid_end: offset as u64,
                 ending: Ending::Clean,
+                index,
             });
         }
         match frame::decode(&bytes[offset..], header.segment_id, next_lsn, max_record) {
             Decoded::Record { frame_len, .. } => {
+                if offset as u64 >= index_at {
+                    index.push((next_lsn, offset as u64));
+                    index_at = offset as u64 + INDEX_EVERY;
+                }
                 offset += frame_len;
                 next_lsn += 1;
             }
@@ -302,6 +316,7 @@ pub(crate) fn scan(
                     records: next_lsn - header.first_lsn,
                     valid_end: offset as u64,
                     ending: Ending::Clean,
+                    index,
                 });
             }
             Decoded::Bad(defect) => {
@@ -325,6 +340,7 @@ pub(crate) fn scan(
                     } else {
                         Ending::Torn { offset: at, defect }
                     },
+                    index,
                 });
             }
         }

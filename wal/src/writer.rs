@@ -48,6 +48,16 @@ pub(crate) struct SegmentEntry {
     pub path: PathBuf,
 }
 
+/// A record's place in the log: the sparse index readers seek with (see
+/// [`INDEX_EVERY`](segment::INDEX_EVERY)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexEntry {
+    pub lsn: u64,
+    /// The segment holding it, by first LSN.
+    pub segment: u64,
+    pub offset: u64,
+}
+
 /// Counters of what the flusher did, for tests and metrics.
 #[derive(Default)]
 pub(crate) struct StatsCounters {
@@ -80,6 +90,8 @@ pub(crate) struct Queue {
     /// Highest LSN someone asked to have fdatasynced (explicit `sync`, or `close`).
     sync_requested: u64,
     closing: bool,
+    /// The segment offset from which the next record is indexed.
+    index_at: u64,
 }
 
 pub(crate) struct Shared {
@@ -100,6 +112,9 @@ pub(crate) struct Shared {
     progress: Condvar,
     progress_async: tokio::sync::Notify,
     pub segments: RwLock<Vec<SegmentEntry>>,
+    /// Sparse, in LSN order; entries are added when records are queued (a reader uses one only
+    /// for an LSN it already knows is written).
+    pub index: Mutex<Vec<IndexEntry>>,
     /// The segment being written. Whoever holds this lock does a round of writing: the flusher
     /// thread, or a blocking waiter leading a group commit.
     io: Mutex<Io>,
@@ -115,6 +130,7 @@ pub(crate) struct Start {
     pub segment_len: u64,
     pub file: File,
     pub segments: Vec<SegmentEntry>,
+    pub index: Vec<IndexEntry>,
     pub lock_file: File,
 }
 
@@ -139,6 +155,11 @@ impl Shared {
                 oldest_queued_at: None,
                 sync_requested: 0,
                 closing: false,
+                index_at: start
+                    .index
+                    .last()
+                    .filter(|e| e.segment == start.segment.first_lsn)
+                    .map_or(0, |e| e.offset + segment::INDEX_EVERY),
             }),
             flusher_wake: Condvar::new(),
             queue_space: Condvar::new(),
@@ -151,6 +172,7 @@ impl Shared {
             progress: Condvar::new(),
             progress_async: tokio::sync::Notify::new(),
             segments: RwLock::new(start.segments),
+            index: Mutex::new(start.index),
             io: Mutex::new(io),
             lock_file: Mutex::new(Some(start.lock_file)),
         })
@@ -160,6 +182,16 @@ impl Shared {
         self.failure.get().map(|cause| Error::Failed {
             cause: cause.clone(),
         })
+    }
+
+    /// The last indexed record of `segment` at or before `lsn`.
+    pub(crate) fn nearest_indexed(&self, segment: u64, lsn: u64) -> Option<IndexEntry> {
+        let index = self.index.lock();
+        let after = index.partition_point(|e| e.lsn <= lsn);
+        index[..after]
+            .last()
+            .filter(|e| e.segment == segment)
+            .copied()
     }
 
     /// Highest LSN written to the OS.
@@ -234,8 +266,17 @@ impl Shared {
                     first_lsn: lsn,
                 };
                 queue.segment_len = SEGMENT_HEADER_LEN as u64;
+                queue.index_at = 0;
             }
             let segment = queue.segment;
+            if queue.segment_len >= queue.index_at {
+                self.index.lock().push(IndexEntry {
+                    lsn,
+                    segment: segment.first_lsn,
+                    offset: queue.segment_len,
+                });
+                queue.index_at = queue.segment_len + segment::INDEX_EVERY;
+            }
             // Under Always every append call is its own write + fdatasync, so calls are never
             // merged into one chunk; otherwise records going to the same segment share a chunk.
             let merge = self.config.durability != Durability::Always || lsn != first;
