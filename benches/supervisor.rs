@@ -87,6 +87,8 @@ async fn journaled_runtime(dir: &std::path::Path) -> Runtime {
             keep: 2,
         })
         .root(tolerant())
+        // Room for the 10,000 queued casts of the replay case.
+        .mailbox(20_000)
         .build()
         .await
         .expect("runtime")

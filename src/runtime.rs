@@ -293,10 +293,8 @@ impl RuntimeBuilder {
                 let reason = format!("the root supervisor exited ({exit})");
                 tracing::error!(reason, "runtime stopped");
                 watcher.stopped.lock().get_or_insert(reason);
-                if let Some(wal) = watcher.system.wal() {
-                    if let Err(error) = wal.sync() {
-                        tracing::error!(%error, "WAL sync after the root exited failed");
-                    }
+                if let Some(Err(error)) = watcher.system.wal().map(|wal| wal.sync()) {
+                    tracing::error!(%error, "WAL sync after the root exited failed");
                 }
             }
         });
