@@ -17,29 +17,17 @@
 //! prints the results.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arbor::agent::wasm::EngineConfig;
 use arbor::agent::{AgentError, AgentSpec, AgentSystem, CheckpointPolicy};
 use arbor::supervisor::{ChildSpec, Intensity, Supervisor, SupervisorSpec};
 use arbor::{Error, Runtime, Spawn, SupervisorOptions};
+use arbor_modules::counter::{CounterMsg, CounterReply};
 use criterion::{Criterion, criterion_group};
 use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde::{Deserialize, Serialize};
-
-#[derive(Serialize)]
-enum Counter {
-    Inc { by: i64 },
-    Get,
-    Fail,
-}
-
-#[derive(Deserialize)]
-struct Count {
-    #[allow(dead_code)]
-    count: i64,
-}
 
 fn tokio() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -62,12 +50,18 @@ fn tolerant() -> SupervisorOptions {
 /// Fails `agent` with a trapping input and returns how long until it answers again.
 async fn fail_and_wait(runtime: &Runtime, agent: &str) -> Duration {
     let started = Instant::now();
-    match runtime.call::<_, Count>(agent, &Counter::Fail).await {
+    match runtime
+        .call::<_, CounterReply>(agent, &CounterMsg::Fail)
+        .await
+    {
         Err(Error::Agent(AgentError::Crashed { .. })) => {}
         other => panic!("the trapping input answered {:?}", other.map(|_| ())),
     }
     loop {
-        match runtime.call::<_, Count>(agent, &Counter::Get).await {
+        match runtime
+            .call::<_, CounterReply>(agent, &CounterMsg::Get)
+            .await
+        {
             Ok(_) => return started.elapsed(),
             Err(Error::Restarting(_)) | Err(Error::Agent(AgentError::Stopped(_))) => {
                 tokio::task::yield_now().await;
@@ -232,7 +226,8 @@ fn restart(c: &mut Criterion) {
                     for _ in 0..iters {
                         let agent = runtime.lookup("counter").expect("counter");
                         agent.checkpoint().await.expect("checkpoint");
-                        let inc = rmp_serde::to_vec_named(&Counter::Inc { by: 1 }).expect("encode");
+                        let inc =
+                            rmp_serde::to_vec_named(&CounterMsg::Inc { by: 1 }).expect("encode");
                         for _ in 0..replay {
                             loop {
                                 match agent.cast(inc.clone()) {
@@ -245,7 +240,7 @@ fn restart(c: &mut Criterion) {
                             }
                         }
                         runtime
-                            .call::<_, Count>("counter", &Counter::Get)
+                            .call::<_, CounterReply>("counter", &CounterMsg::Get)
                             .await
                             .expect("get");
                         total += fail_and_wait(&runtime, "counter").await;
@@ -259,11 +254,43 @@ fn restart(c: &mut Criterion) {
     group.finish();
 }
 
+/// Spawns `iters` things, `SPAWN_CHUNK` at a time, timing only the spawns; each chunk is torn
+/// down untimed (so the instance pool and memory stay bounded). `spawn_one` gets a number unique
+/// in the process, for names.
+async fn timed_spawns<T, S, SF, D, DF>(iters: u64, mut spawn_one: S, mut tear_down: D) -> Duration
+where
+    S: FnMut(u64) -> SF,
+    SF: std::future::Future<Output = T>,
+    D: FnMut(Vec<T>) -> DF,
+    DF: std::future::Future<Output = ()>,
+{
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut total = Duration::ZERO;
+    let mut left = iters as usize;
+    while left > 0 {
+        let n = left.min(SPAWN_CHUNK);
+        let mut spawned = Vec::with_capacity(n);
+        let started = Instant::now();
+        for _ in 0..n {
+            spawned.push(spawn_one(NEXT.fetch_add(1, Ordering::Relaxed)).await);
+        }
+        total += started.elapsed();
+        tear_down(spawned).await;
+        left -= n;
+    }
+    total
+}
+
+const SPAWN_CHUNK: usize = 1_000;
+
 fn spawn(c: &mut Criterion) {
-    const CHUNK: usize = 1_000;
     let rt = tokio();
     let mut group = c.benchmark_group("spawn");
     group.sample_size(20);
+    let engine = EngineConfig {
+        max_instances: SPAWN_CHUNK as u32 + 10,
+        ..EngineConfig::default()
+    };
 
     struct Idle;
     impl Actor for Idle {
@@ -275,63 +302,43 @@ fn spawn(c: &mut Criterion) {
         }
     }
     group.bench_function("ractor_actor", |b| {
-        b.iter_custom(on(&rt, |iters| async move {
-            let mut total = Duration::ZERO;
-            let mut left = iters as usize;
-            while left > 0 {
-                let n = left.min(CHUNK);
-                let started = Instant::now();
-                let mut actors = Vec::with_capacity(n);
-                for _ in 0..n {
-                    actors.push(Actor::spawn(None, Idle, ()).await.expect("spawn").0);
-                }
-                total += started.elapsed();
-                for actor in actors {
-                    actor.stop_and_wait(None, None).await.ok();
-                }
-                left -= n;
-            }
-            total
+        b.iter_custom(on(&rt, |iters| {
+            timed_spawns(
+                iters,
+                |_| async { Actor::spawn(None, Idle, ()).await.expect("spawn").0 },
+                |actors| async move {
+                    for actor in actors {
+                        actor.stop_and_wait(None, None).await.ok();
+                    }
+                },
+            )
         }))
     });
 
     let system = AgentSystem::builder()
-        .engine(EngineConfig {
-            max_instances: CHUNK as u32 + 10,
-            ..EngineConfig::default()
-        })
+        .engine(engine.clone())
         .build()
         .expect("system");
     let counter = system
         .add_module("counter", arbor_modules::COUNTER)
         .expect("module");
-    let mut next = 0u64;
     group.bench_function("wasm_agent_ephemeral", |b| {
         b.iter_custom(on(&rt, |iters| {
-            let system = system.clone();
-            let first = next;
-            next += iters;
-            async move {
-                let mut total = Duration::ZERO;
-                let mut left = iters as usize;
-                let mut n_name = first;
-                while left > 0 {
-                    let n = left.min(CHUNK);
-                    let started = Instant::now();
-                    let mut agents = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        n_name += 1;
-                        let spec = AgentSpec::wasm(format!("a{n_name}"), counter);
-                        agents.push(system.spawn(spec).await.expect("spawn"));
+            timed_spawns(
+                iters,
+                |n| {
+                    let system = system.clone();
+                    async move {
+                        let spec = AgentSpec::wasm(format!("a{n}"), counter);
+                        system.spawn(spec).await.expect("spawn")
                     }
-                    total += started.elapsed();
+                },
+                |agents| async move {
                     for agent in agents {
                         agent.stop().await.expect("stop");
                     }
-                    left -= n;
-                }
-                total
-            }
+                },
+            )
         }))
     });
 
@@ -339,10 +346,7 @@ fn spawn(c: &mut Criterion) {
     let runtime = rt.block_on(async {
         Runtime::builder()
             .data_dir(dir.path())
-            .engine(EngineConfig {
-                max_instances: CHUNK as u32 + 10,
-                ..EngineConfig::default()
-            })
+            .engine(engine)
             .build()
             .await
             .expect("runtime")
@@ -350,37 +354,28 @@ fn spawn(c: &mut Criterion) {
     let counter = runtime
         .add_module("counter", arbor_modules::COUNTER)
         .expect("module");
-    let mut next = 0u64;
     group.bench_function("wasm_agent_runtime_journaled", |b| {
         b.iter_custom(on(&rt, |iters| {
-            let runtime = runtime.clone();
-            let first = next;
-            next += iters;
-            async move {
-                let mut total = Duration::ZERO;
-                let mut left = iters as usize;
-                let mut n_name = first;
-                while left > 0 {
-                    let n = left.min(CHUNK);
-                    let mut names = Vec::with_capacity(n);
-                    let started = Instant::now();
-                    for _ in 0..n {
-                        n_name += 1;
-                        let name = format!("j{n_name}");
-                        runtime
-                            .spawn(Spawn::module(&name, counter))
-                            .await
-                            .expect("spawn");
-                        names.push(name);
+            timed_spawns(
+                iters,
+                |n| {
+                    let runtime = runtime.clone();
+                    async move {
+                        let name = format!("j{n}");
+                        let spawn = Spawn::module(&name, counter);
+                        runtime.spawn(spawn).await.expect("spawn");
+                        name
                     }
-                    total += started.elapsed();
-                    for name in names {
-                        runtime.stop_agent(&name).await.expect("stop");
+                },
+                |names| {
+                    let runtime = runtime.clone();
+                    async move {
+                        for name in names {
+                            runtime.stop_agent(&name).await.expect("stop");
+                        }
                     }
-                    left -= n;
-                }
-                total
-            }
+                },
+            )
         }))
     });
     rt.block_on(runtime.shutdown()).expect("shutdown");

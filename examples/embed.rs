@@ -8,19 +8,9 @@
 use std::time::Duration;
 
 use arbor::{Error, Runtime, Spawn, SupervisorOptions};
-use serde::{Deserialize, Serialize};
+use arbor_modules::counter::{CounterMsg, CounterReply};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-
-#[derive(Serialize)]
-enum Counter {
-    Inc { by: i64 },
-}
-
-#[derive(Deserialize)]
-struct Count {
-    count: i64,
-}
 
 /// The whole embedding: a runtime on a data directory, with a supervisor for the counters.
 async fn start_runtime(dir: &std::path::Path) -> Result<Runtime, Error> {
@@ -45,7 +35,10 @@ async fn handle(runtime: &Runtime, line: &str) -> String {
             return format!("error: {error}");
         }
     }
-    match runtime.call::<_, Count>(name, &Counter::Inc { by }).await {
+    match runtime
+        .call::<_, CounterReply>(name, &CounterMsg::Inc { by })
+        .await
+    {
         Ok(reply) => format!("{name} = {}", reply.count),
         Err(error) => format!("error: {error}"),
     }

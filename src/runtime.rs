@@ -320,6 +320,7 @@ impl RuntimeBuilder {
 /// let reply: Count = runtime.call("counter", &Counter::Inc { by: 2 }).await?;
 /// assert_eq!(reply, Count { count: 2 });
 /// runtime.shutdown().await?;
+/// drop(runtime); // releases the data directory
 ///
 /// // Same directory, new runtime: the agent is back with its state.
 /// let runtime = Runtime::builder().data_dir(dir.path()).build().await?;
@@ -500,7 +501,8 @@ impl Runtime {
 
     /// Stops the tree in reverse start order (agents take final checkpoints), then syncs the WAL
     /// and the vault. Agents stay registered as running: the next runtime on this directory
-    /// recovers them.
+    /// recovers them. The directory itself is released when the last clone of the runtime is
+    /// dropped.
     pub async fn shutdown(&self) -> Result<(), Error> {
         self.inner.shutting_down.store(true, Ordering::Release);
         self.inner.root.shutdown().await;

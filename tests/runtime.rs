@@ -10,20 +10,8 @@ use std::time::{Duration, Instant};
 use arbor::agent::{AgentError, Behaviour, BehaviourError, CheckpointPolicy, Host};
 use arbor::supervisor::{ChildKind, ChildState, Intensity, Strategy};
 use arbor::{Error, Runtime, Spawn, SupervisorOptions};
+use arbor_modules::counter::{CounterMsg, CounterReply};
 use arbor_testkit::{SplitMix64, watchdog};
-use serde::{Deserialize, Serialize};
-
-#[derive(Serialize)]
-enum Counter {
-    Inc { by: i64 },
-    Get,
-    Fail,
-}
-
-#[derive(Deserialize, Debug, PartialEq)]
-struct Count {
-    count: i64,
-}
 
 fn lenient(max_restarts: u32) -> SupervisorOptions {
     SupervisorOptions {
@@ -39,8 +27,11 @@ fn lenient(max_restarts: u32) -> SupervisorOptions {
 async fn count_when_back(runtime: &Runtime, agent: &str) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match runtime.call::<_, Count>(agent, &Counter::Get).await {
-            Ok(count) => return count.count,
+        match runtime
+            .call::<_, CounterReply>(agent, &CounterMsg::Get)
+            .await
+        {
+            Ok(reply) => return reply.count,
             Err(Error::Restarting(_)) | Err(Error::Agent(AgentError::Stopped(_))) => {
                 assert!(Instant::now() < deadline, "{agent} did not come back");
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -112,15 +103,15 @@ async fn agents_by_name_in_their_place_in_the_tree_with_clear_errors() {
         .map(|(a, b)| (a.to_string(), b.to_string()))
     );
     assert_eq!(runtime.agents(), ["pooled", "sleepy", "top"]);
-    let reply: Count = runtime
-        .call("pooled", &Counter::Inc { by: 7 })
+    let reply: CounterReply = runtime
+        .call("pooled", &CounterMsg::Inc { by: 7 })
         .await
         .unwrap();
     assert_eq!(reply.count, 7);
 
     // Unknown agents, names in use, unknown supervisors.
     assert!(matches!(
-        runtime.call::<_, Count>("nobody", &Counter::Get).await,
+        runtime.call::<_, CounterReply>("nobody", &CounterMsg::Get).await,
         Err(Error::Agent(AgentError::UnknownAgent(name))) if name == "nobody"
     ));
     assert!(matches!(
@@ -161,7 +152,9 @@ async fn agents_by_name_in_their_place_in_the_tree_with_clear_errors() {
     assert!(runtime.tree().children.iter().all(|c| c.id != "top"));
     runtime.shutdown().await.unwrap();
     assert!(matches!(
-        runtime.call::<_, Count>("pooled", &Counter::Get).await,
+        runtime
+            .call::<_, CounterReply>("pooled", &CounterMsg::Get)
+            .await,
         Err(Error::Stopped { .. })
     ));
 
@@ -176,7 +169,7 @@ async fn agents_by_name_in_their_place_in_the_tree_with_clear_errors() {
         .await
         .unwrap();
     assert_eq!(runtime.agents(), ["pooled", "sleepy"]);
-    let reply: Count = runtime.call("pooled", &Counter::Get).await.unwrap();
+    let reply: CounterReply = runtime.call("pooled", &CounterMsg::Get).await.unwrap();
     assert_eq!(reply.count, 7);
     runtime.shutdown().await.unwrap();
 }
@@ -228,7 +221,7 @@ async fn a_wasm_agent_that_keeps_trapping_keeps_serving_with_exactly_its_acknowl
             for _ in 0..1_500 {
                 let by = 1 + rng.below(9) as i64;
                 match runtime
-                    .call::<_, Count>("flaky", &Counter::Inc { by })
+                    .call::<_, CounterReply>("flaky", &CounterMsg::Inc { by })
                     .await
                 {
                     Ok(_) => {
@@ -244,7 +237,7 @@ async fn a_wasm_agent_that_keeps_trapping_keeps_serving_with_exactly_its_acknowl
                     Err(error) => panic!("unexpected: {error:?}"),
                 }
                 runtime
-                    .call::<_, Count>("bystander", &Counter::Inc { by: 1 })
+                    .call::<_, CounterReply>("bystander", &CounterMsg::Inc { by: 1 })
                     .await
                     .unwrap();
             }
@@ -255,7 +248,10 @@ async fn a_wasm_agent_that_keeps_trapping_keeps_serving_with_exactly_its_acknowl
     let mut next = 300;
     while !tasks.iter().all(|t| t.is_finished()) {
         if acked_inputs.load(Ordering::Acquire) >= next {
-            match runtime.call::<_, Count>("flaky", &Counter::Fail).await {
+            match runtime
+                .call::<_, CounterReply>("flaky", &CounterMsg::Fail)
+                .await
+            {
                 Err(Error::Agent(AgentError::Crashed { reason, .. })) => {
                     // The guest panics (panic = abort): an `unreachable` trap.
                     assert!(reason.to_string().contains("unreachable"), "{reason}");
@@ -324,14 +320,14 @@ async fn a_supervisor_that_gives_up_is_restarted_by_the_root_with_its_agents_rec
             .await
             .unwrap();
         runtime
-            .call::<_, Count>(name, &Counter::Inc { by: 5 })
+            .call::<_, CounterReply>(name, &CounterMsg::Inc { by: 5 })
             .await
             .unwrap();
     }
     // pool tolerates no restart: a's trap makes it stop b and exit; the root restarts it, and
     // it recovers both agents from the journal.
     let error = runtime
-        .call::<_, Count>("a", &Counter::Fail)
+        .call::<_, CounterReply>("a", &CounterMsg::Fail)
         .await
         .unwrap_err();
     assert!(
@@ -368,12 +364,16 @@ async fn the_root_reaching_its_intensity_stops_the_runtime_with_a_clear_error() 
         .await
         .unwrap();
     runtime
-        .call::<_, Count>("fragile", &Counter::Inc { by: 3 })
+        .call::<_, CounterReply>("fragile", &CounterMsg::Inc { by: 3 })
         .await
         .unwrap();
-    let _ = runtime.call::<_, Count>("fragile", &Counter::Fail).await;
+    let _ = runtime
+        .call::<_, CounterReply>("fragile", &CounterMsg::Fail)
+        .await;
     assert_eq!(count_when_back(&runtime, "fragile").await, 3);
-    let _ = runtime.call::<_, Count>("fragile", &Counter::Fail).await;
+    let _ = runtime
+        .call::<_, CounterReply>("fragile", &CounterMsg::Fail)
+        .await;
     let reason = tokio::time::timeout(Duration::from_secs(10), runtime.wait())
         .await
         .unwrap();
@@ -382,7 +382,7 @@ async fn the_root_reaching_its_intensity_stops_the_runtime_with_a_clear_error() 
         "{reason}"
     );
     let error = runtime
-        .call::<_, Count>("fragile", &Counter::Get)
+        .call::<_, CounterReply>("fragile", &CounterMsg::Get)
         .await
         .unwrap_err();
     assert!(

@@ -13,23 +13,11 @@ use std::time::Duration;
 use arbor::agent::{AgentError, CheckpointPolicy};
 use arbor::supervisor::Intensity;
 use arbor::{Error, Runtime, Spawn, SupervisorOptions};
+use arbor_modules::counter::{CounterMsg, CounterReply};
 use arbor_testkit::{ChildProcess, SplitMix64, child_role, watchdog};
-use serde::{Deserialize, Serialize};
 
 const TEST: &str = "kill_9_of_the_host_keeps_every_agents_acknowledged_state";
 const AGENTS: [(&str, &str); 3] = [("top", ""), ("pooled", "pool"), ("crashy", "pool")];
-
-#[derive(Serialize)]
-enum Counter {
-    Inc { by: i64 },
-    Get,
-    Fail,
-}
-
-#[derive(Deserialize)]
-struct Count {
-    count: i64,
-}
 
 async fn runtime(dir: &str) -> Runtime {
     let lenient = SupervisorOptions {
@@ -58,8 +46,11 @@ async fn runtime(dir: &str) -> Runtime {
 
 async fn get(runtime: &Runtime, agent: &str) -> i64 {
     loop {
-        match runtime.call::<_, Count>(agent, &Counter::Get).await {
-            Ok(count) => return count.count,
+        match runtime
+            .call::<_, CounterReply>(agent, &CounterMsg::Get)
+            .await
+        {
+            Ok(reply) => return reply.count,
             Err(Error::Restarting(_)) | Err(Error::Agent(AgentError::Stopped(_))) => {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
@@ -91,11 +82,13 @@ async fn child(dir: &str) {
         tasks.push(tokio::spawn(async move {
             for n in 1u64.. {
                 if name == "crashy" && n % 150 == 0 {
-                    let _ = runtime.call::<_, Count>(name, &Counter::Fail).await;
+                    let _ = runtime
+                        .call::<_, CounterReply>(name, &CounterMsg::Fail)
+                        .await;
                     get(&runtime, name).await;
                 }
                 match runtime
-                    .call::<_, Count>(name, &Counter::Inc { by: 1 })
+                    .call::<_, CounterReply>(name, &CounterMsg::Inc { by: 1 })
                     .await
                 {
                     Ok(reply) => println!("ACK {name} {}", reply.count),
@@ -110,20 +103,18 @@ async fn child(dir: &str) {
     }
 }
 
-fn read_until_ready(child: &mut ChildProcess, round: usize) -> HashMap<String, i64> {
+/// The `STATE` lines the child prints before `READY`.
+fn recovered_states(child: &mut ChildProcess, round: usize) -> HashMap<String, i64> {
+    let lines = child
+        .lines_until("READY", Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("round {round}: the child did not start"));
     let mut states = HashMap::new();
-    loop {
-        let line = child.next_line_timeout(Duration::from_secs(120));
-        match line.as_deref() {
-            Some("READY") => return states,
-            Some(line) => {
-                if let ["STATE", agent, count] = line.split(' ').collect::<Vec<_>>().as_slice() {
-                    states.insert(agent.to_string(), count.parse().unwrap());
-                }
-            }
-            None => panic!("round {round}: the child did not start"),
+    for line in lines {
+        if let ["STATE", agent, count] = line.split(' ').collect::<Vec<_>>().as_slice() {
+            states.insert(agent.to_string(), count.parse().unwrap());
         }
     }
+    states
 }
 
 #[test]
@@ -151,7 +142,7 @@ fn kill_9_of_the_host_keeps_every_agents_acknowledged_state() {
     for round in 0..6 {
         let mut child =
             ChildProcess::spawn(TEST, "child", &[("ARBOR_TEST_DIR", dir_str.as_str())]).unwrap();
-        let states = read_until_ready(&mut child, round);
+        let states = recovered_states(&mut child, round);
         for (name, _) in AGENTS {
             let recovered = states[name];
             let acked = expected.get(name).copied().unwrap_or(0);
@@ -171,15 +162,7 @@ fn kill_9_of_the_host_keeps_every_agents_acknowledged_state() {
             break;
         }
         let wait_for = 20 + rng.below(400) as usize;
-        let mut lines = Vec::new();
-        while lines.len() < wait_for {
-            lines.push(
-                child
-                    .next_line_timeout(Duration::from_secs(60))
-                    .expect("child stopped acknowledging"),
-            );
-        }
-        lines.extend(child.kill());
+        let lines = child.kill_after_lines(wait_for, Duration::from_secs(60), "acknowledging");
         for line in &lines {
             if let ["ACK", agent, count] = line.split(' ').collect::<Vec<_>>().as_slice() {
                 expected.insert(agent.to_string(), count.parse().unwrap());

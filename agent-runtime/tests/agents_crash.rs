@@ -152,25 +152,11 @@ fn kill_9_under_load_recovers_exactly_the_acknowledged_inputs() {
     for round in 0..5 {
         let mut child =
             ChildProcess::spawn(TEST, "child", &[("ARBOR_TEST_DIR", dir_str.as_str())]).unwrap();
-        // libtest's own lines come first.
-        loop {
-            let line = child.next_line_timeout(Duration::from_secs(60));
-            match line.as_deref() {
-                Some("READY") => break,
-                Some(_) => continue,
-                None => panic!("round {round}: the child did not start"),
-            }
-        }
+        child
+            .lines_until("READY", Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("round {round}: the child did not start"));
         let wait_for = 20 + rng.below(200) as usize;
-        let mut lines = Vec::new();
-        while lines.len() < wait_for {
-            lines.push(
-                child
-                    .next_line_timeout(Duration::from_secs(60))
-                    .expect("child stopped acknowledging"),
-            );
-        }
-        lines.extend(child.kill());
+        let lines = child.kill_after_lines(wait_for, Duration::from_secs(60), "acknowledging");
         let mut last: HashMap<String, (u64, String)> = HashMap::new();
         for line in &lines {
             let parts: Vec<&str> = line.split(' ').collect();

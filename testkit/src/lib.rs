@@ -95,6 +95,33 @@ impl ChildProcess {
         self.lines.recv_timeout(timeout).ok()
     }
 
+    /// The lines before the first line equal to `marker` (libtest prints its own lines first),
+    /// or `None` if the child stops or is silent for `timeout` before printing it.
+    pub fn lines_until(&mut self, marker: &str, timeout: Duration) -> Option<Vec<String>> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.next_line_timeout(timeout)?;
+            if line == marker {
+                return Some(lines);
+            }
+            lines.push(line);
+        }
+    }
+
+    /// Reads `n` more lines (each within `timeout`; panics naming `what` if they do not come),
+    /// then kills the child: those lines and every line it printed up to its death.
+    pub fn kill_after_lines(mut self, n: usize, timeout: Duration, what: &str) -> Vec<String> {
+        let mut lines = Vec::with_capacity(n);
+        while lines.len() < n {
+            match self.next_line_timeout(timeout) {
+                Some(line) => lines.push(line),
+                None => panic!("the child stopped {what} after {} lines", lines.len()),
+            }
+        }
+        lines.extend(self.kill());
+        lines
+    }
+
     /// Sends SIGKILL (the child gets no chance to clean up), waits for it to die, and returns
     /// every line it printed that was not read yet.
     pub fn kill(mut self) -> Vec<String> {

@@ -103,6 +103,42 @@ pub fn module(name: &str) -> Option<&'static [u8]> {
         .map(|(_, bytes)| *bytes)
 }
 
+/// The `counter` agent's protocol as host-side types (the guest's own are in
+/// `modules/guest/agents/counter`; MessagePack with named fields makes them interchangeable).
+///
+/// ```
+/// use arbor_modules::counter::{CounterMsg, CounterReply};
+/// let bytes = rmp_serde::to_vec_named(&CounterMsg::Inc { by: 2 }).unwrap();
+/// assert!(!bytes.is_empty());
+/// let _: Option<CounterReply> = None;
+/// ```
+pub mod counter {
+    use serde::{Deserialize, Serialize};
+
+    /// What the counter accepts.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum CounterMsg {
+        /// Add `by`.
+        Inc {
+            /// The amount to add.
+            by: i64,
+        },
+        /// Read the count.
+        Get,
+        /// Set the count to zero.
+        Reset,
+        /// Trap (a guest panic): the agent crashes.
+        Fail,
+    }
+
+    /// Every message but `Fail` answers with the count after it.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct CounterReply {
+        /// The count.
+        pub count: i64,
+    }
+}
+
 /// Hand-written WAT modules, each a complete ABI v1 module except for exactly one defect, which
 /// its leading comment states. Turn them into bytes with wasmtime's `Module::new` (it accepts
 /// text) or the `wat` crate.
