@@ -1,9 +1,10 @@
 //! [`Runtime`]: arbor embedded in a host — one data directory, one WAL and vault, one
 //! supervision tree of agents.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arbor_agent::envelope::decode_untrusted;
@@ -44,7 +45,8 @@ pub struct SupervisorOptions {
 
 impl Default for SupervisorOptions {
     /// `one_for_one`, at most 10 restarts in 10 s (a pool of many agents; OTP's 1 in 5 s suits a
-    /// supervisor of a few workers), no backoff, no limit, permanent agents stopped with a 5 s
+    /// supervisor of a few workers), no backoff, no limit; agents are `transient` (restarted
+    /// after a crash or a kill, not after they were stopped on purpose) and stopped with a 5 s
     /// timeout.
     fn default() -> Self {
         SupervisorOptions {
@@ -55,7 +57,7 @@ impl Default for SupervisorOptions {
             },
             backoff: None,
             max_children: None,
-            agent_restart: Restart::Permanent,
+            agent_restart: Restart::Transient,
             agent_shutdown: Shutdown::Timeout(Duration::from_secs(5)),
         }
     }
@@ -273,6 +275,7 @@ impl RuntimeBuilder {
             system: system.clone(),
             root: self.root,
             supervisors: self.supervisors,
+            ephemeral_agents: Mutex::new(BTreeMap::new()),
         });
         let root =
             Supervisor::start(tree.spec(&[]).map_err(|reason| Error::Stopped { reason })?).await?;
@@ -284,13 +287,17 @@ impl RuntimeBuilder {
             call_timeout: self.call_timeout,
             stopped: Mutex::new(None),
             shutting_down: AtomicBool::new(false),
+            spawning: tokio::sync::Mutex::new(()),
         });
         // The root giving up (its restart intensity reached) stops the runtime.
-        let watcher = Arc::clone(&inner);
+        let watcher = Arc::downgrade(&inner);
         tokio::spawn(async move {
             let exit = root.wait_exit().await;
+            let Some(watcher) = Weak::upgrade(&watcher) else {
+                return;
+            };
             if !watcher.shutting_down.load(Ordering::Acquire) {
-                let reason = format!("the root supervisor exited ({exit})");
+                let reason = root_exited(exit);
                 tracing::error!(reason, "runtime stopped");
                 watcher.stopped.lock().get_or_insert(reason);
                 if let Some(Err(error)) = watcher.system.wal().map(|wal| wal.sync()) {
@@ -345,6 +352,18 @@ struct Inner {
     /// Why the runtime stopped, once it has.
     stopped: Mutex<Option<String>>,
     shutting_down: AtomicBool,
+    /// One spawn at a time: two spawns of one name must not both write its registry record.
+    spawning: tokio::sync::Mutex<()>,
+}
+
+impl Drop for Inner {
+    /// The last handle is gone without `shutdown`: ask the tree to stop (agents take their
+    /// final checkpoints in the background). `shutdown` is the way to wait for it.
+    fn drop(&mut self) {
+        if !self.shutting_down.load(Ordering::Acquire) {
+            self.root.cell().stop(Some("shutdown".into()));
+        }
+    }
 }
 
 impl Runtime {
@@ -374,9 +393,11 @@ impl Runtime {
     /// has a data directory). The name must be new.
     pub async fn spawn(&self, spawn: Spawn) -> Result<AgentRef, Error> {
         self.check_running()?;
+        let _one_at_a_time = self.inner.spawning.lock().await;
         let system = &self.inner.system;
         let name = spawn.name.clone();
-        if system.lookup(&name).is_some() || system.is_registered(&name)? {
+        // A name stays taken after its agent was stopped (its checkpoints are still there).
+        if system.lookup(&name).is_some() || system.registered_state(&name)?.is_some() {
             return Err(AgentError::AlreadyExists(name).into());
         }
         let behaviour = match spawn.source {
@@ -403,23 +424,36 @@ impl Runtime {
             .root
             .find(&spawn.under)
             .ok_or(Error::UnknownSupervisor(path))?;
-        supervisor
+        if system.wal().is_none() {
+            self.inner
+                .tree
+                .ephemeral_agents
+                .lock()
+                .insert(name.clone(), spec.clone());
+        }
+        let started = supervisor
             .start_child(self.inner.tree.agent_child(&name, Some(spec), options))
-            .await?;
+            .await;
+        if !matches!(started, Ok(Some(_))) {
+            self.inner.tree.ephemeral_agents.lock().remove(&name);
+        }
+        started?;
         system.lookup(&name).ok_or(Error::Restarting(name))
     }
 
-    /// Stops the agent `name` for good: its supervisor lets go of it, it takes a final
-    /// checkpoint and is marked stopped in the registry (not recovered by later runtimes).
+    /// Stops the agent `name` for good: it takes a final checkpoint and is marked stopped in
+    /// the registry (so neither its supervisor nor a later runtime brings it back), then its
+    /// supervisor forgets it. If the stop fails the agent keeps running, supervised.
     pub async fn stop_agent(&self, name: &str) -> Result<(), Error> {
         let agent = self.agent(name)?;
-        let supervisor = self
-            .inner
-            .root
-            .find(&agent.spec().supervisor)
-            .unwrap_or_else(|| self.inner.root.clone());
-        supervisor.release_child(name).await?;
+        self.inner.tree.ephemeral_agents.lock().remove(name);
         agent.stop().await?;
+        // The agent exited normally: a transient child is gone already; a permanent one was
+        // restarted and declined to start (the registry says stopped). Forget either.
+        if let Some(supervisor) = self.inner.root.find(&agent.spec().supervisor) {
+            let _ = supervisor.terminate_child(name).await;
+            let _ = supervisor.delete_child(name).await;
+        }
         Ok(())
     }
 
@@ -483,20 +517,14 @@ impl Runtime {
 
     /// Why the runtime stopped, if it has (its root supervisor gave up, or it was shut down).
     pub fn stopped(&self) -> Option<String> {
-        self.inner.stopped.lock().clone()
+        let recorded = self.inner.stopped.lock().clone();
+        recorded.or_else(|| self.inner.root.exit().map(root_exited))
     }
 
     /// Waits until the runtime stops and says why.
     pub async fn wait(&self) -> String {
         let exit = self.inner.root.wait_exit().await;
-        // The watcher records the reason right after the root's exit.
-        for _ in 0..100 {
-            if let Some(reason) = self.stopped() {
-                return reason;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        format!("the root supervisor exited ({exit})")
+        self.stopped().unwrap_or_else(|| root_exited(exit))
     }
 
     /// Stops the tree in reverse start order (agents take final checkpoints), then syncs the WAL
@@ -549,6 +577,10 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+fn root_exited(exit: arbor_supervisor::ExitReason) -> String {
+    format!("the root supervisor exited ({exit})")
+}
+
 fn encode<M: Serialize + ?Sized>(agent: &str, message: &M) -> Result<Vec<u8>, Error> {
     rmp_serde::to_vec_named(message).map_err(|e| Error::Codec {
         agent: agent.into(),
@@ -561,6 +593,9 @@ struct Tree {
     system: AgentSystem,
     root: SupervisorOptions,
     supervisors: Vec<(Vec<String>, SupervisorOptions)>,
+    /// Without a journal there is no registry: the agents spawned and not stopped, so that a
+    /// restarted supervisor starts them again (from their init config).
+    ephemeral_agents: Mutex<BTreeMap<String, AgentSpec>>,
 }
 
 impl Tree {
@@ -593,6 +628,13 @@ impl Tree {
                 spec = spec.child(self.supervisor_child(sub.clone()));
             }
         }
+        if self.system.vault().is_none() {
+            for (name, agent) in self.ephemeral_agents.lock().iter() {
+                if agent.supervisor == path {
+                    spec = spec.child(self.agent_child(name, Some(agent.clone()), options.clone()));
+                }
+            }
+        }
         if let Some(vault) = self.system.vault() {
             let records = vault.agents().map_err(|e| format!("vault: {e}"))?;
             for record in records.iter().filter(|r| r.state == AgentState::Running) {
@@ -622,17 +664,18 @@ impl Tree {
                 let supervisor = Supervisor::start_linked(spec, parent)
                     .await
                     .map_err(|e| e.to_string())?;
-                Ok(ChildStarted {
+                Ok(Some(ChildStarted {
                     cell: supervisor.cell(),
                     supervisor: Some(supervisor),
-                })
+                }))
             })
         })
     }
 
-    /// An agent as a supervisor child: every start recovers it if the registry has it
-    /// (checkpoint + WAL replay), and spawns it from `spec` otherwise (its first start, or any
-    /// start in an ephemeral runtime).
+    /// An agent as a supervisor child: every start recovers it if the registry has it running
+    /// (checkpoint + WAL replay), declines if the registry has it stopped on purpose (OTP's
+    /// `ignore`: not an error, not restarted), and spawns it from `spec` otherwise (its first
+    /// start, or any start in an ephemeral runtime).
     fn agent_child(
         &self,
         name: &str,
@@ -644,17 +687,18 @@ impl Tree {
         ChildSpec::from_fn(name.clone(), ChildKind::Worker, move |supervisor| {
             let (system, name, spec) = (system.clone(), name.clone(), spec.clone());
             Box::pin(async move {
-                let agent = match (system.is_registered(&name), spec) {
-                    (Ok(true), _) => system
+                let agent = match (system.registered_state(&name), spec) {
+                    (Ok(Some(AgentState::Running)), _) => system
                         .recover_linked(&name, supervisor)
                         .await
                         .map(|(agent, _)| agent),
-                    (Ok(false), Some(spec)) => system.spawn_linked(spec, supervisor).await,
-                    (Ok(false), None) => Err(AgentError::UnknownAgent(name)),
+                    (Ok(Some(AgentState::Stopped)), _) => return Ok(None),
+                    (Ok(None), Some(spec)) => system.spawn_linked(spec, supervisor).await,
+                    (Ok(None), None) => Err(AgentError::UnknownAgent(name)),
                     (Err(error), _) => Err(error),
                 }
                 .map_err(|e| e.to_string())?;
-                Ok(ChildStarted::from(agent.cell()))
+                Ok(Some(ChildStarted::from(agent.cell())))
             })
         })
         .restart(options.agent_restart)

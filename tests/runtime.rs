@@ -399,3 +399,154 @@ async fn the_root_reaching_its_intensity_stops_the_runtime_with_a_clear_error() 
     assert_eq!(count_when_back(&runtime, "fragile").await, 3);
     runtime.shutdown().await.unwrap();
 }
+
+/// Children killed by their supervisor (brutal kill: no final checkpoint, no clean-up) come back
+/// recovered; the dead actors do not block their names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brutally_killed_agents_are_recovered_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::builder()
+        .data_dir(dir.path())
+        .root(lenient(5))
+        .supervisor(
+            "pool",
+            SupervisorOptions {
+                strategy: Strategy::OneForAll,
+                agent_shutdown: arbor::supervisor::Shutdown::BrutalKill,
+                ..lenient(5)
+            },
+        )
+        .build()
+        .await
+        .unwrap();
+    for (name, by) in [("a", 1), ("b", 2), ("c", 3)] {
+        runtime
+            .spawn(Spawn::wasm_bytes(name, arbor_modules::COUNTER).under("pool"))
+            .await
+            .unwrap();
+        runtime
+            .call::<_, CounterReply>(name, &CounterMsg::Inc { by })
+            .await
+            .unwrap();
+    }
+    for round in 1..=3 {
+        // a traps; b and c are killed by the one_for_all restart; all three recover.
+        let _ = runtime
+            .call::<_, CounterReply>("a", &CounterMsg::Fail)
+            .await;
+        for (name, by) in [("a", 1), ("b", 2), ("c", 3)] {
+            assert_eq!(count_when_back(&runtime, name).await, by, "round {round}");
+        }
+    }
+    // Killed during shutdown too: the next runtime recovers them from the journal.
+    runtime.shutdown().await.unwrap();
+    drop(runtime);
+    let runtime = Runtime::builder()
+        .data_dir(dir.path())
+        .supervisor("pool", lenient(5))
+        .build()
+        .await
+        .unwrap();
+    for (name, by) in [("a", 1), ("b", 2), ("c", 3)] {
+        assert_eq!(count_when_back(&runtime, name).await, by);
+    }
+    runtime.shutdown().await.unwrap();
+}
+
+/// An agent stopped on purpose stays stopped, whichever way it was stopped and whatever its
+/// restart type, through restarts of its supervisor and of the runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_stopped_on_purpose_stay_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let permanent = SupervisorOptions {
+        agent_restart: arbor::supervisor::Restart::Permanent,
+        ..lenient(0)
+    };
+    let build = || {
+        Runtime::builder()
+            .data_dir(dir.path())
+            .root(lenient(5))
+            .supervisor("pool", permanent.clone())
+            .build()
+    };
+    let runtime = build().await.unwrap();
+    for name in ["kept", "stopped-by-ref", "stopped-by-runtime"] {
+        runtime
+            .spawn(Spawn::wasm_bytes(name, arbor_modules::COUNTER).under("pool"))
+            .await
+            .unwrap();
+    }
+    // Stopped through its AgentRef: a permanent child exits normally, is restarted, and its
+    // start declines because the registry says stopped.
+    runtime
+        .lookup("stopped-by-ref")
+        .unwrap()
+        .stop()
+        .await
+        .unwrap();
+    runtime.stop_agent("stopped-by-runtime").await.unwrap();
+    runtime
+        .call::<_, CounterReply>("kept", &CounterMsg::Inc { by: 4 })
+        .await
+        .unwrap();
+    // The pool gives up at kept's trap (intensity 0); the root restarts it.
+    let _ = runtime
+        .call::<_, CounterReply>("kept", &CounterMsg::Fail)
+        .await;
+    assert_eq!(count_when_back(&runtime, "kept").await, 4);
+    assert_eq!(runtime.agents(), ["kept"]);
+    for name in ["stopped-by-ref", "stopped-by-runtime"] {
+        assert!(
+            matches!(
+                runtime
+                    .call::<_, CounterReply>(name, &CounterMsg::Get)
+                    .await,
+                Err(Error::Agent(AgentError::UnknownAgent(_)))
+            ),
+            "{name}"
+        );
+    }
+    assert!(runtime.stopped().is_none());
+    // Their names stay taken.
+    assert!(matches!(
+        runtime
+            .spawn(Spawn::wasm_bytes("stopped-by-ref", arbor_modules::COUNTER))
+            .await,
+        Err(Error::Agent(AgentError::AlreadyExists(_)))
+    ));
+    runtime.shutdown().await.unwrap();
+    drop(runtime);
+    let runtime = build().await.unwrap();
+    assert_eq!(runtime.agents(), ["kept"]);
+    runtime.shutdown().await.unwrap();
+}
+
+/// Without a data directory a restarted supervisor starts its agents again (from their init
+/// config: there is no journal), except those stopped on purpose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ephemeral_runtime_restarts_a_supervisors_agents_fresh() {
+    let runtime = Runtime::builder()
+        .root(lenient(5))
+        .supervisor("pool", lenient(0))
+        .build()
+        .await
+        .unwrap();
+    for name in ["x", "y", "gone"] {
+        runtime
+            .spawn(Spawn::wasm_bytes(name, arbor_modules::COUNTER).under("pool"))
+            .await
+            .unwrap();
+        runtime
+            .call::<_, CounterReply>(name, &CounterMsg::Inc { by: 9 })
+            .await
+            .unwrap();
+    }
+    runtime.stop_agent("gone").await.unwrap();
+    let _ = runtime
+        .call::<_, CounterReply>("x", &CounterMsg::Fail)
+        .await;
+    assert_eq!(count_when_back(&runtime, "x").await, 0);
+    assert_eq!(count_when_back(&runtime, "y").await, 0);
+    assert_eq!(runtime.agents(), ["x", "y"]);
+    runtime.shutdown().await.unwrap();
+}

@@ -124,8 +124,10 @@ impl From<ActorCell> for ChildStarted {
     }
 }
 
-/// The future a start function returns.
-pub type StartFuture = Pin<Box<dyn Future<Output = Result<ChildStarted, String>> + Send>>;
+/// The future a start function returns: the started child, `None` to decline starting it
+/// (OTP's `ignore`: no error, the child is kept as terminated and not restarted), or why it
+/// failed.
+pub type StartFuture = Pin<Box<dyn Future<Output = Result<Option<ChildStarted>, String>> + Send>>;
 
 type StartFn = Arc<dyn Fn(ActorCell) -> StartFuture + Send + Sync>;
 
@@ -159,10 +161,10 @@ impl ChildSpec {
             start: Arc::new(move |supervisor| {
                 let started = start(supervisor);
                 Box::pin(async move {
-                    started
-                        .await
-                        .map(ChildStarted::from)
-                        .map_err(|e| e.to_string())
+                    match started.await {
+                        Ok(cell) => Ok(Some(ChildStarted::from(cell))),
+                        Err(error) => Err(error.to_string()),
+                    }
                 })
             }),
             restart: Restart::Permanent,
@@ -182,10 +184,10 @@ impl ChildSpec {
                     let supervisor = crate::Supervisor::start_linked(spec, parent)
                         .await
                         .map_err(|e| e.to_string())?;
-                    Ok(ChildStarted {
+                    Ok(Some(ChildStarted {
                         cell: supervisor.cell(),
                         supervisor: Some(supervisor),
-                    })
+                    }))
                 })
             }),
             restart: Restart::Permanent,

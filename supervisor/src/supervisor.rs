@@ -38,10 +38,9 @@ impl ExitReason {
         match reason {
             None | Some("normal") => ExitReason::Normal,
             Some("killed") => ExitReason::Killed,
-            Some(reason) => match reason.strip_prefix("shutdown") {
-                Some(detail) => {
-                    ExitReason::Shutdown(detail.trim_start_matches(':').trim().to_string())
-                }
+            Some("shutdown") => ExitReason::Shutdown(String::new()),
+            Some(reason) => match reason.strip_prefix("shutdown:") {
+                Some(detail) => ExitReason::Shutdown(detail.trim().to_string()),
                 None => ExitReason::Failed(reason.to_string()),
             },
         }
@@ -70,12 +69,12 @@ type Reply<T> = RpcReplyPort<Result<T, SupervisorError>>;
 /// What a supervisor actor receives (besides supervision events).
 pub enum SupervisorMsg {
     /// Start a new child (appended after the others).
-    StartChild(ChildSpec, Reply<ChildStarted>),
+    StartChild(ChildSpec, Reply<Option<ChildStarted>>),
     /// Stop a child per its shutdown; a child added at run time is removed, a static one stays
     /// as terminated.
     TerminateChild(String, Reply<()>),
     /// Start a terminated static child again.
-    RestartChild(String, Reply<ChildStarted>),
+    RestartChild(String, Reply<Option<ChildStarted>>),
     /// Remove a terminated static child.
     DeleteChild(String, Reply<()>),
     /// Stop supervising a child without stopping it (it is unlinked and forgotten).
@@ -230,8 +229,9 @@ impl Actor for Supervisor {
                 state.stop_all().await;
                 return Err(Box::new(error));
             }
-            match (child.start)(myself.get_cell()).await {
-                Ok(started) => state.children.push(Child::running(child, started, false)),
+            match run_start(&child, myself.get_cell()).await {
+                Ok(Some(started)) => state.children.push(Child::running(child, started, false)),
+                Ok(None) => state.children.push(Child::ignored(child, false)),
                 Err(reason) => {
                     let error = SupervisorError::StartFailed {
                         supervisor: state.name.clone(),
@@ -326,6 +326,18 @@ impl Actor for Supervisor {
 }
 
 impl Child {
+    fn ignored(spec: ChildSpec, dynamic: bool) -> Child {
+        Child {
+            spec,
+            running: None,
+            dynamic,
+            restarts: 0,
+            state: ChildState::Terminated {
+                reason: ExitReason::Normal,
+            },
+        }
+    }
+
     fn running(spec: ChildSpec, started: ChildStarted, dynamic: bool) -> Child {
         Child {
             spec,
@@ -369,19 +381,21 @@ impl State {
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         spec: ChildSpec,
-    ) -> Result<ChildStarted, SupervisorError> {
+    ) -> Result<Option<ChildStarted>, SupervisorError> {
         if self.exit.is_some() {
             return Err(SupervisorError::Stopped {
                 supervisor: self.name.clone(),
             });
         }
         self.check_new(&spec.id)?;
-        match (spec.start)(myself.get_cell()).await {
-            Ok(started) => {
+        match run_start(&spec, myself.get_cell()).await {
+            Ok(Some(started)) => {
                 self.children
                     .push(Child::running(spec, started.clone(), true));
-                Ok(started)
+                Ok(Some(started))
             }
+            // A dynamic child that declines to start is not kept.
+            Ok(None) => Ok(None),
             Err(reason) => Err(SupervisorError::StartFailed {
                 supervisor: self.name.clone(),
                 child: spec.id,
@@ -409,7 +423,7 @@ impl State {
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         id: &str,
-    ) -> Result<ChildStarted, SupervisorError> {
+    ) -> Result<Option<ChildStarted>, SupervisorError> {
         let index = self.index_of(id).ok_or_else(|| self.unknown(id))?;
         if self.children[index].running.is_some() {
             return Err(SupervisorError::Running {
@@ -419,11 +433,17 @@ impl State {
         }
         self.unschedule(id);
         let child = &mut self.children[index];
-        match (child.spec.start)(myself.get_cell()).await {
-            Ok(started) => {
+        match run_start(&child.spec, myself.get_cell()).await {
+            Ok(Some(started)) => {
                 child.running = Some(started.clone());
                 child.state = ChildState::Running;
-                Ok(started)
+                Ok(Some(started))
+            }
+            Ok(None) => {
+                child.state = ChildState::Terminated {
+                    reason: ExitReason::Normal,
+                };
+                Ok(None)
             }
             Err(reason) => Err(SupervisorError::StartFailed {
                 supervisor: self.name.clone(),
@@ -451,12 +471,20 @@ impl State {
         myself: &ActorRef<SupervisorMsg>,
         id: &str,
     ) -> Result<ActorCell, SupervisorError> {
-        let index = self.index_of(id).ok_or_else(|| self.unknown(id))?;
+        // Only a running child can be released; anything else is left as it is.
+        let index = self
+            .children
+            .iter()
+            .position(|c| c.spec.id == id && c.running.is_some())
+            .ok_or_else(|| self.unknown(id))?;
         self.unschedule(id);
         let child = self.children.remove(index);
-        let started = child.running.ok_or_else(|| self.unknown(id))?;
-        started.cell.unlink(myself.get_cell());
-        Ok(started.cell)
+        let cell = child
+            .running
+            .map(|started| started.cell)
+            .ok_or_else(|| self.unknown(id))?;
+        cell.unlink(myself.get_cell());
+        Ok(cell)
     }
 
     fn unschedule(&mut self, id: &str) {
@@ -588,12 +616,18 @@ impl State {
             if child.running.is_some() {
                 continue;
             }
-            match (child.spec.start)(myself.get_cell()).await {
-                Ok(started) => {
+            match run_start(&child.spec, myself.get_cell()).await {
+                Ok(Some(started)) => {
                     child.running = Some(started);
                     child.state = ChildState::Running;
                     child.restarts += 1;
                     self.restarts += 1;
+                }
+                // It declined (OTP's `ignore`): kept as terminated, not an error.
+                Ok(None) => {
+                    child.state = ChildState::Terminated {
+                        reason: ExitReason::Normal,
+                    };
                 }
                 Err(reason) => {
                     tracing::warn!(supervisor = self.name, child = id, reason, "restart failed");
@@ -689,27 +723,64 @@ async fn stop_child(child: &mut Child) {
     };
     let cell = started.cell;
     let reason = Some("shutdown".to_string());
+    let gone = |cell: &ActorCell| cell.get_status() == ractor::ActorStatus::Stopped;
     match child.spec.shutdown {
-        Shutdown::BrutalKill => {
-            let _ = cell.kill_and_wait(None).await;
-        }
+        Shutdown::BrutalKill => kill(&cell, &child.spec.id).await,
         Shutdown::Timeout(timeout) => {
-            if let Err(ractor::RactorErr::Timeout) = cell.stop_and_wait(reason, Some(timeout)).await
-            {
-                tracing::warn!(
-                    child = child.spec.id,
-                    ?timeout,
-                    "child ignored shutdown; killing it"
-                );
-                let _ = cell.kill_and_wait(None).await;
+            // An error is a timeout, or a stop already under way elsewhere; either way the child
+            // gets at most `timeout` more, then it is killed.
+            if cell.stop_and_wait(reason, Some(timeout)).await.is_err() && !gone(&cell) {
+                let _ = cell.wait(Some(timeout)).await;
+                if !gone(&cell) {
+                    tracing::warn!(
+                        child = child.spec.id,
+                        ?timeout,
+                        "child ignored shutdown; killing it"
+                    );
+                    kill(&cell, &child.spec.id).await;
+                }
             }
         }
         Shutdown::Infinity => {
             let _ = cell.stop_and_wait(reason, None).await;
+            let _ = cell.wait(None).await;
         }
     }
-    // Whatever the path, return only once the actor is gone (its name and resources free).
-    let _ = cell.wait(None).await;
+}
+
+/// Kills `cell` and waits, boundedly, until it is gone (a kill lands at the actor's next await
+/// point; an actor stuck in blocking code never reaches one).
+async fn kill(cell: &ActorCell, id: &str) {
+    const KILL_WAIT: Duration = Duration::from_secs(10);
+    if cell.kill_and_wait(Some(KILL_WAIT)).await.is_err()
+        && cell.get_status() != ractor::ActorStatus::Stopped
+    {
+        tracing::error!(
+            child = id,
+            "child still running {KILL_WAIT:?} after a kill; abandoned"
+        );
+    }
+}
+
+/// Runs a child's start function; a panic in it is a failed start, not a failed supervisor.
+async fn run_start(
+    spec: &ChildSpec,
+    supervisor: ActorCell,
+) -> Result<Option<ChildStarted>, String> {
+    let panicked = |what: String| format!("the start function panicked: {what}");
+    let start = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (spec.start)(supervisor)))
+        .map_err(|panic| {
+            panicked(
+                panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default(),
+            )
+        })?;
+    tokio::spawn(start)
+        .await
+        .map_err(|error| panicked(error.to_string()))?
 }
 
 impl SupervisorRef {
@@ -732,8 +803,12 @@ impl SupervisorRef {
     }
 
     /// Starts `spec` as a new child after the existing ones (refused beyond `max_children` or
-    /// for a duplicate id).
-    pub async fn start_child(&self, spec: ChildSpec) -> Result<ChildStarted, SupervisorError> {
+    /// for a duplicate id). `Ok(None)` if its start function declined (OTP's `ignore`); it is
+    /// then not kept.
+    pub async fn start_child(
+        &self,
+        spec: ChildSpec,
+    ) -> Result<Option<ChildStarted>, SupervisorError> {
         self.ask(|reply| SupervisorMsg::StartChild(spec, reply))
             .await
     }
@@ -747,7 +822,7 @@ impl SupervisorRef {
     }
 
     /// Starts the terminated static child `id` again.
-    pub async fn restart_child(&self, id: &str) -> Result<ChildStarted, SupervisorError> {
+    pub async fn restart_child(&self, id: &str) -> Result<Option<ChildStarted>, SupervisorError> {
         let id = id.to_string();
         self.ask(|reply| SupervisorMsg::RestartChild(id, reply))
             .await

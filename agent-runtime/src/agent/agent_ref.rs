@@ -114,6 +114,12 @@ impl AgentRef {
         )
     }
 
+    /// Whether the actor is gone for good (stopped, crashed or killed); one still stopping has
+    /// not exited.
+    pub(crate) fn has_exited(&self) -> bool {
+        self.actor.get_status() == ractor::ActorStatus::Stopped
+    }
+
     /// Sends `payload` (MessagePack) and waits for the reply.
     pub async fn call(&self, payload: Vec<u8>) -> Result<Vec<u8>, AgentError> {
         self.call_inner(payload, None).await

@@ -170,12 +170,20 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The agent `name`, unless its actor has exited. An agent removes itself when it stops
+    /// or crashes, but a killed actor runs no code: its entry stays until found dead here.
+    /// (An actor still stopping counts as present: its final checkpoint must come before a
+    /// successor starts journaling.)
     pub(crate) fn lookup(&self, name: &str) -> Option<AgentRef> {
-        self.directory.read().get(name).cloned()
+        self.directory
+            .read()
+            .get(name)
+            .filter(|agent| !agent.has_exited())
+            .cloned()
     }
 
     pub(crate) fn is_running(&self, name: &str) -> bool {
-        self.directory.read().contains_key(name)
+        self.lookup(name).is_some()
     }
 
     /// Removes `name` from the directory if it is still this actor (a recovered successor may
@@ -478,7 +486,14 @@ impl AgentSystem {
 
     /// The names of the running agents, sorted.
     pub fn running(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.shared.directory.read().keys().cloned().collect();
+        let mut names: Vec<String> = self
+            .shared
+            .directory
+            .read()
+            .iter()
+            .filter(|(_, agent)| !agent.has_exited())
+            .map(|(name, _)| name.clone())
+            .collect();
         names.sort();
         names
     }
@@ -528,15 +543,21 @@ impl AgentSystem {
 
     /// Whether the registry has `name` as a running agent (so it is recovered, not spawned).
     pub fn is_registered(&self, name: &str) -> Result<bool, AgentError> {
+        Ok(self.registered_state(name)? == Some(AgentState::Running))
+    }
+
+    /// What the registry says of `name`: running (to be recovered), stopped on purpose, or
+    /// nothing (never spawned, or the system does not journal).
+    pub fn registered_state(&self, name: &str) -> Result<Option<AgentState>, AgentError> {
         let Some(journal) = &self.shared.journal else {
-            return Ok(false);
+            return Ok(None);
         };
         let id = agent_id(name)?;
         Ok(journal
             .vault
             .agent(&id)
             .map_err(|e| AgentError::Vault(e.to_string()))?
-            .is_some_and(|record| record.state == AgentState::Running))
+            .map(|record| record.state))
     }
 
     async fn spawn_under(
@@ -678,7 +699,14 @@ impl AgentSystem {
     /// Stops every running agent after a final checkpoint (they stay registered as running, so
     /// [`recover_all`](Self::recover_all) brings them back), then syncs the WAL and the vault.
     pub async fn shutdown(&self) -> Result<(), AgentError> {
-        let agents: Vec<AgentRef> = self.shared.directory.read().values().cloned().collect();
+        let agents: Vec<AgentRef> = self
+            .shared
+            .directory
+            .read()
+            .values()
+            .filter(|agent| !agent.has_exited())
+            .cloned()
+            .collect();
         let mut first_error = None;
         for agent in agents {
             if let Err(error) = agent.shut_down(false).await {
@@ -723,7 +751,10 @@ impl AgentSystem {
         })?;
         let agent = AgentRef::new(actor, spec, mailbox);
         let mut directory = self.shared.directory.write();
-        if directory.contains_key(&name) {
+        if directory
+            .get(&name)
+            .is_some_and(|other| !other.has_exited())
+        {
             drop(directory);
             agent.kill();
             return Err(AgentError::AlreadyExists(name));
