@@ -657,19 +657,7 @@ impl Tree {
     fn supervisor_child(self: &Arc<Self>, path: Vec<String>) -> ChildSpec {
         let id = path.last().cloned().unwrap_or_default();
         let tree = Arc::clone(self);
-        ChildSpec::from_fn(id, ChildKind::Supervisor, move |parent| {
-            let (tree, path) = (Arc::clone(&tree), path.clone());
-            Box::pin(async move {
-                let spec = tree.spec(&path)?;
-                let supervisor = Supervisor::start_linked(spec, parent)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(Some(ChildStarted {
-                    cell: supervisor.cell(),
-                    supervisor: Some(supervisor),
-                }))
-            })
-        })
+        ChildSpec::supervisor_from(id, move || tree.spec(&path))
     }
 
     /// An agent as a supervisor child: every start recovers it if the registry has it running

@@ -176,12 +176,22 @@ impl ChildSpec {
     /// A supervisor child running `spec` (permanent, shutdown infinity).
     pub fn supervisor(spec: SupervisorSpec) -> ChildSpec {
         let id = spec.name.clone();
+        ChildSpec::supervisor_from(id, move || Ok(spec.clone()))
+    }
+
+    /// A supervisor child whose spec is made anew by `make` at every (re)start, e.g. from a
+    /// registry of what should run under it (permanent, shutdown infinity).
+    pub fn supervisor_from(
+        id: impl Into<String>,
+        make: impl Fn() -> Result<SupervisorSpec, String> + Send + Sync + 'static,
+    ) -> ChildSpec {
+        let make = Arc::new(make);
         ChildSpec {
-            id,
+            id: id.into(),
             start: Arc::new(move |parent| {
-                let spec = spec.clone();
+                let make = Arc::clone(&make);
                 Box::pin(async move {
-                    let supervisor = crate::Supervisor::start_linked(spec, parent)
+                    let supervisor = crate::Supervisor::start_linked(make()?, parent)
                         .await
                         .map_err(|e| e.to_string())?;
                     Ok(Some(ChildStarted {

@@ -578,14 +578,22 @@ impl State {
     }
 
     /// Restarts `ids` now, or after the backoff.
-    async fn schedule(&mut self, myself: &ActorRef<SupervisorMsg>, mut ids: Vec<String>) {
-        let delay = self
-            .backoff
-            .map_or(Duration::ZERO, |b| b.delay(self.recent.len()));
-        if delay.is_zero() && self.pending.is_none() {
+    async fn schedule(&mut self, myself: &ActorRef<SupervisorMsg>, ids: Vec<String>) {
+        if self.restart_delay().is_zero() && self.pending.is_none() {
             self.restart_children(myself, ids).await;
-            return;
+        } else {
+            self.defer(myself, ids);
         }
+    }
+
+    fn restart_delay(&self) -> Duration {
+        self.backoff
+            .map_or(Duration::ZERO, |b| b.delay(self.recent.len()))
+    }
+
+    /// Restarts `ids`, with any restart already waiting, through the mailbox after the backoff
+    /// (so exits and requests in between are handled).
+    fn defer(&mut self, myself: &ActorRef<SupervisorMsg>, mut ids: Vec<String>) {
         if let Some((_, earlier)) = self.pending.take() {
             for id in earlier {
                 if !ids.contains(&id) {
@@ -598,11 +606,16 @@ impl State {
         self.epoch += 1;
         let epoch = self.epoch;
         self.pending = Some((epoch, ids));
+        let delay = self.restart_delay();
         let actor = myself.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
+        if delay.is_zero() {
             let _ = actor.send_message(SupervisorMsg::RestartDue { epoch });
-        });
+        } else {
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = actor.send_message(SupervisorMsg::RestartDue { epoch });
+            });
+        }
     }
 
     /// Starts `ids` (in this order) that are not running. A start that fails counts as a
@@ -640,31 +653,10 @@ impl State {
                         self.give_up(myself, detail).await;
                         return;
                     }
-                    self.pending = None;
-                    self.schedule_retry(myself, ids[n..].to_vec());
+                    self.defer(myself, ids[n..].to_vec());
                     return;
                 }
             }
-        }
-    }
-
-    /// Retries a failed restart through the mailbox (so exits and requests in between are
-    /// handled), after the backoff if there is one.
-    fn schedule_retry(&mut self, myself: &ActorRef<SupervisorMsg>, ids: Vec<String>) {
-        let delay = self
-            .backoff
-            .map_or(Duration::ZERO, |b| b.delay(self.recent.len()));
-        self.epoch += 1;
-        let epoch = self.epoch;
-        self.pending = Some((epoch, ids));
-        let actor = myself.clone();
-        if delay.is_zero() {
-            let _ = actor.send_message(SupervisorMsg::RestartDue { epoch });
-        } else {
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = actor.send_message(SupervisorMsg::RestartDue { epoch });
-            });
         }
     }
 

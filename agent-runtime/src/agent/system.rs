@@ -516,22 +516,6 @@ impl AgentSystem {
         self.spawn_under(spec, Some(supervisor)).await
     }
 
-    /// Starts the agent linked to `supervisor`: recovered if the registry knows it as running
-    /// (a restart, or a host restart), spawned from `spec` otherwise. This is what a
-    /// supervisor's start function for an agent calls, first time and every restart.
-    pub async fn start_linked(
-        &self,
-        spec: AgentSpec,
-        supervisor: ractor::ActorCell,
-    ) -> Result<(AgentRef, Option<RecoveryReport>), AgentError> {
-        if self.is_registered(&spec.name)? {
-            let (agent, report) = self.recover_under(&spec.name, Some(supervisor)).await?;
-            Ok((agent, Some(report)))
-        } else {
-            Ok((self.spawn_under(spec, Some(supervisor)).await?, None))
-        }
-    }
-
     /// [`recover`](Self::recover), the agent's actor linked to `supervisor`.
     pub async fn recover_linked(
         &self,
