@@ -64,6 +64,20 @@ pub enum Entry {
         /// The new behaviour.
         behaviour: BehaviourId,
     },
+    /// The agent's state was rebuilt after input `seq` (a rollback): from here on it is the
+    /// checkpoint at `checkpoint_lsn`, restored into `behaviour`. The rollback stores that
+    /// checkpoint before journaling this record, so recovery from any checkpoint before it
+    /// reaches the same state.
+    Rebase {
+        /// The agent.
+        agent: String,
+        /// Inputs up to this number are in the checkpoint.
+        seq: u64,
+        /// The behaviour the agent runs from here on.
+        behaviour: BehaviourId,
+        /// The checkpoint holding the rebuilt state.
+        checkpoint_lsn: u64,
+    },
 }
 
 impl Entry {
@@ -71,7 +85,9 @@ impl Entry {
     pub fn agent(&self) -> &str {
         match self {
             Entry::Input(envelope) => &envelope.to,
-            Entry::Outcome { agent, .. } | Entry::Swap { agent, .. } => agent,
+            Entry::Outcome { agent, .. }
+            | Entry::Swap { agent, .. }
+            | Entry::Rebase { agent, .. } => agent,
         }
     }
 
@@ -253,6 +269,12 @@ mod tests {
                 agent: "a".into(),
                 seq: 7,
                 behaviour: BehaviourId::Native("echo".into()),
+            },
+            Entry::Rebase {
+                agent: "a".into(),
+                seq: 9,
+                behaviour: BehaviourId::Native("echo".into()),
+                checkpoint_lsn: 41,
             },
         ];
         for entry in entries {

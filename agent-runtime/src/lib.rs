@@ -24,7 +24,8 @@ pub mod wasm;
 
 pub use agent::{
     AgentError, AgentRef, AgentSpec, AgentSystem, AgentSystemBuilder, CheckpointPolicy,
-    DEFAULT_MAILBOX, NativeFactory, RecoveryReport, SwapReport,
+    DEFAULT_MAILBOX, Mirror, MirrorTap, Mirrored, MirroredStatus, NativeFactory, RecoveryReport,
+    ReplayHost, RollbackReport, SwapReport, Tapped,
 };
 pub use behaviour::{Behaviour, BehaviourError, Cost, Host, HostError};
 pub use envelope::{BehaviourId, Envelope, Kind};

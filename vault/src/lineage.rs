@@ -71,6 +71,19 @@ pub enum LineageEvent {
         /// Why.
         reason: String,
     },
+    /// A step of the arbiter's work on a candidate (gate started, shadows started, watch
+    /// ended, reconciled after a restart, …), so every step is on record.
+    Step {
+        /// The agent.
+        agent: AgentId,
+        /// The candidate (or, for a watch, the promoted module).
+        candidate: ModuleHash,
+        /// The step's name (`gate`, `shadows`, `promoting`, `watch-passed`, …).
+        step: String,
+        /// What happened, for people.
+        #[serde(default)]
+        detail: String,
+    },
 }
 
 impl LineageEvent {
@@ -80,7 +93,8 @@ impl LineageEvent {
             LineageEvent::ModuleAdmitted { agent, .. }
             | LineageEvent::Verdict { agent, .. }
             | LineageEvent::Promoted { agent, .. }
-            | LineageEvent::RolledBack { agent, .. } => agent,
+            | LineageEvent::RolledBack { agent, .. }
+            | LineageEvent::Step { agent, .. } => agent,
         }
     }
 }

@@ -10,10 +10,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::agent_ref::{Mailbox, SwapReport};
+use super::agent_ref::{Mailbox, RollbackReport, SwapReport};
 use super::error::AgentError;
 use super::host::LiveHost;
 use super::journal::Journal;
+use super::mirror::{MirrorTap, Mirrored, MirroredStatus, Tapped};
 use super::system::{AgentSpec, Shared};
 use crate::behaviour::Behaviour;
 use crate::envelope::{BehaviourId, Entry, Envelope, Kind, Status, check_msgpack};
@@ -30,11 +31,28 @@ pub(crate) enum AgentMsg {
         payload: Vec<u8>,
         reply: Option<Reply<Vec<u8>>>,
     },
-    /// Replace the behaviour with this already-made instance of `id`.
+    /// Replace the behaviour with this already-made instance of `id`; with `keep_checkpoint`
+    /// the state before the swap is stored as a checkpoint (a promotion's, which a rollback
+    /// restores) and the WAL is held from it until [`Journal::unhold`].
     Swap {
         behaviour: Box<dyn Behaviour>,
         id: BehaviourId,
+        keep_checkpoint: bool,
         reply: Reply<SwapReport>,
+    },
+    /// Rebuild the state in `behaviour` (a fresh instance of `id`): the checkpoint at
+    /// `checkpoint_lsn`, then the agent's applied inputs since, replayed; then run it.
+    Rollback {
+        behaviour: Box<dyn Behaviour>,
+        id: BehaviourId,
+        checkpoint_lsn: Lsn,
+        reply: Reply<RollbackReport>,
+    },
+    /// Mirror every later input to `tap` (or stop mirroring) and return the state it starts
+    /// from.
+    Tap {
+        tap: Option<MirrorTap>,
+        reply: Reply<Tapped>,
     },
     /// Checkpoint now (asked by the caller, or by the journal because the agent pins the WAL).
     Checkpoint { reply: Option<Reply<Lsn>> },
@@ -74,6 +92,8 @@ pub(crate) struct Agent {
     mailbox: Arc<Mailbox>,
     /// Stopped by an [`AgentMsg::Stop`] (which took the final checkpoint).
     stopped: bool,
+    /// Where handled inputs are mirrored, if anywhere.
+    mirror: Option<MirrorTap>,
 }
 
 impl Actor for AgentActor {
@@ -100,6 +120,7 @@ impl Actor for AgentActor {
             completer: Completer::spawn(),
             mailbox: start.mailbox,
             stopped: false,
+            mirror: None,
         })
     }
 
@@ -139,8 +160,37 @@ impl Actor for AgentActor {
             AgentMsg::Swap {
                 behaviour,
                 id,
+                keep_checkpoint,
                 reply,
-            } => agent.swap(behaviour, id, reply),
+            } => agent.swap(behaviour, id, keep_checkpoint, reply),
+            AgentMsg::Rollback {
+                behaviour,
+                id,
+                checkpoint_lsn,
+                reply,
+            } => {
+                let result = agent.rollback(behaviour, id, checkpoint_lsn).await;
+                let crash = crash_of(&result);
+                send(reply, result);
+                crash
+            }
+            AgentMsg::Tap { tap, reply } => {
+                let result = agent
+                    .behaviour
+                    .snapshot()
+                    .map_err(|e| agent.crashed_outside_input("snapshot for a mirror", e))
+                    .map(|state| Tapped {
+                        seq: agent.seq,
+                        state,
+                        behaviour: agent.behaviour_id.clone(),
+                    });
+                if result.is_ok() {
+                    agent.mirror = tap;
+                }
+                let crash = crash_of(&result);
+                send(reply, result);
+                crash
+            }
             AgentMsg::Checkpoint { reply } => {
                 let result = agent.checkpoint().await;
                 let crash = crash_of(&result);
@@ -253,6 +303,7 @@ impl Agent {
         self.seq = envelope.seq;
 
         let mut host = LiveHost::new(name, envelope.seq, &self.spec.capabilities, &self.shared);
+        let started = Instant::now();
         // A native behaviour that panics is a crashed behaviour, not a crashed host.
         let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.behaviour.handle(&envelope.payload, &mut host)
@@ -265,12 +316,36 @@ impl Agent {
                 .unwrap_or_default();
             Err(crate::BehaviourError::Trap(format!("panicked: {what}")))
         });
+        let took = started.elapsed();
         let (answers, sends) = (host.answers, host.sends);
         let status = match &result {
             Ok(_) => Status::Applied,
             Err(error) if error.is_crash() => Status::Crashed(error.to_string()),
             Err(error) => Status::Refused(error.to_string()),
         };
+        if let Some(tap) = &self.mirror {
+            let record = Mirrored {
+                seq: envelope.seq,
+                kind: envelope.kind,
+                from: envelope.from.clone(),
+                payload: envelope.payload.clone(),
+                status: match (&result, &status) {
+                    (Ok(reply), _) => MirroredStatus::Applied(reply.clone()),
+                    (Err(_), Status::Crashed(why)) => MirroredStatus::Crashed(why.clone()),
+                    (Err(error), _) => MirroredStatus::Refused(error.to_string()),
+                },
+                answers: answers.clone(),
+                sends: sends
+                    .iter()
+                    .map(|s| (s.to.clone(), s.payload.clone()))
+                    .collect(),
+                fuel: self.behaviour.last_cost().fuel,
+                took,
+            };
+            if !tap.offer(record) {
+                self.mirror = None;
+            }
+        }
         let appended = match journal {
             None => Ok(None),
             Some(journal) => {
@@ -407,11 +482,14 @@ impl Agent {
             .behaviour
             .snapshot()
             .map_err(|e| self.crashed_outside_input("snapshot", e))?;
-        store_checkpoint(journal, &self.id, &self.behaviour_id, self.seq, &state).await?;
-        journal
-            .vault
-            .retain(&self.id, journal.policy.keep.max(2))
-            .map_err(|e| AgentError::Vault(e.to_string()))?;
+        store_checkpoint(journal, &self.id, &self.behaviour_id, self.seq, &state, lsn).await?;
+        // A held checkpoint (a promotion's, until its watch ends) must outlive the count.
+        if !journal.is_held(&self.spec.name) {
+            journal
+                .vault
+                .retain(&self.id, journal.policy.keep.max(2))
+                .map_err(|e| AgentError::Vault(e.to_string()))?;
+        }
         self.checkpoint_lsn = Some(lsn);
         self.inputs_since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
@@ -427,6 +505,7 @@ impl Agent {
         &mut self,
         mut next: Box<dyn Behaviour>,
         id: BehaviourId,
+        keep_checkpoint: bool,
         reply: Reply<SwapReport>,
     ) -> Result<(), AgentError> {
         let paused = Instant::now();
@@ -449,6 +528,8 @@ impl Agent {
             );
             return Ok(());
         }
+        // Everything of this agent before the swap record; the promotion checkpoint claims it.
+        let before_swap = self.shared.journal.as_ref().map(|j| j.wal.last_lsn());
         let appended = match &self.shared.journal {
             None => None,
             Some(journal) => {
@@ -477,18 +558,118 @@ impl Agent {
                 tracing::warn!(agent = self.spec.name, %error, "registry not updated after swap");
             }
         }
-        let report = SwapReport {
+        let mut report = SwapReport {
             pause,
-            from,
+            from: from.clone(),
             to: id,
             state_bytes: state.len(),
             seq: self.seq,
+            checkpoint_lsn: None,
         };
+        let keep = match before_swap {
+            Some(lsn) if keep_checkpoint => Some(lsn),
+            _ => None,
+        };
+        let Some(lsn) = keep else {
+            self.completer.after_durable(
+                appended,
+                Box::new(move |durable| send(reply, durable.map(|()| report))),
+            );
+            return Ok(());
+        };
+        // The old state goes to the vault off the actor, once the swap record is durable: the
+        // agent is already running the new behaviour.
+        let shared = Arc::clone(&self.shared);
+        let agent = self.id.clone();
+        let seq = self.seq;
         self.completer.after_durable(
             appended,
-            Box::new(move |durable| send(reply, durable.map(|()| report))),
+            Box::new(move |durable| {
+                if let Err(error) = durable {
+                    send(reply, Err(error));
+                    return;
+                }
+                tokio::spawn(async move {
+                    let Some(journal) = &shared.journal else {
+                        return;
+                    };
+                    // Held before it is stored, so no release can race past it.
+                    journal.hold(agent.as_str(), lsn);
+                    match store_checkpoint(journal, &agent, &from, seq, &state, lsn).await {
+                        Ok(lsn) => report.checkpoint_lsn = Some(lsn),
+                        Err(error) => {
+                            journal.unhold(agent.as_str());
+                            tracing::warn!(agent = agent.as_str(), %error, "promotion checkpoint failed");
+                        }
+                    }
+                    send(reply, Ok(report));
+                });
+            }),
         );
         Ok(())
+    }
+
+    /// Rebuilds the agent's state in `previous` from the checkpoint at `checkpoint_lsn` and the
+    /// agent's applied inputs after it, stores the rebuilt state as a checkpoint at the WAL's
+    /// end, journals [`Entry::Rebase`] and runs `previous` from then on. Inputs wait in the
+    /// mailbox meanwhile. Until the checkpoint is stored nothing has changed: a failure leaves
+    /// the agent as it was.
+    async fn rollback(
+        &mut self,
+        mut previous: Box<dyn Behaviour>,
+        id: BehaviourId,
+        checkpoint_lsn: Lsn,
+    ) -> Result<RollbackReport, AgentError> {
+        let started = Instant::now();
+        let shared = Arc::clone(&self.shared);
+        let refused = |reason: String| AgentError::SwapRefused {
+            agent: self.spec.name.clone(),
+            reason,
+        };
+        let Some(journal) = &shared.journal else {
+            return Err(refused("rollback needs a journal".into()));
+        };
+        let replayed =
+            super::recovery::rebuild(journal, &self.id, checkpoint_lsn, &id, previous.as_mut())
+                .map_err(refused)?;
+        let state = previous
+            .snapshot()
+            .map_err(|e| refused(format!("{id} cannot snapshot the rebuilt state: {e}")))?;
+        let lsn = journal.wal.last_lsn();
+        store_checkpoint(journal, &self.id, &id, self.seq, &state, lsn).await?;
+        // From here the rollback has happened: recovery starts from that checkpoint.
+        let entry = Entry::Rebase {
+            agent: self.spec.name.clone(),
+            seq: self.seq,
+            behaviour: id.clone(),
+            checkpoint_lsn: lsn,
+        };
+        let appended = append(journal, &entry.encode())?;
+        appended
+            .wait()
+            .await
+            .map_err(|e| AgentError::Journal(e.to_string()))?;
+        let from = std::mem::replace(&mut self.behaviour_id, id.clone());
+        self.behaviour = previous;
+        self.checkpoint_lsn = Some(lsn);
+        self.inputs_since_checkpoint = 0;
+        journal.unhold(&self.spec.name);
+        let mut spec = (*self.spec).clone();
+        spec.behaviour = id.clone();
+        let record = spec.record(self.id.clone(), arbor_vault::AgentState::Running);
+        journal
+            .vault
+            .put_agent(&record)
+            .and_then(|()| journal.vault.sync())
+            .map_err(|e| AgentError::Vault(e.to_string()))?;
+        Ok(RollbackReport {
+            pause: started.elapsed(),
+            from,
+            to: id,
+            replayed,
+            checkpoint_lsn: lsn,
+            seq: self.seq,
+        })
     }
 
     async fn stop(&mut self, deregister: bool) -> Result<(), AgentError> {
@@ -526,8 +707,8 @@ fn append(journal: &Journal, record: &[u8]) -> Result<Appended, AgentError> {
         .map_err(|e| AgentError::Journal(e.to_string()))
 }
 
-/// Stores `state` as `agent`'s checkpoint at the WAL's current end, after making the WAL durable
-/// up to there (a checkpoint must never claim records a crash could still lose: their LSNs would
+/// Stores `state` as `agent`'s checkpoint at `lsn` (at or before the WAL's end, after every
+/// record of the agent the state holds), after making the WAL durable up to there (a checkpoint must never claim records a crash could still lose: their LSNs would
 /// be reused, and replay would skip the new records).
 pub(crate) async fn store_checkpoint(
     journal: &Journal,
@@ -535,8 +716,8 @@ pub(crate) async fn store_checkpoint(
     behaviour: &BehaviourId,
     seq: u64,
     state: &[u8],
+    lsn: Lsn,
 ) -> Result<Lsn, AgentError> {
-    let lsn = journal.wal.last_lsn();
     journal
         .wal
         .sync_async()

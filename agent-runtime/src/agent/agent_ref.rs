@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::actor::{AgentMsg, Reply};
 use super::error::AgentError;
+use super::mirror::{MirrorTap, Tapped};
 use super::system::AgentSpec;
 use crate::behaviour::Behaviour;
 use crate::envelope::{BehaviourId, Kind};
@@ -28,6 +29,27 @@ pub struct SwapReport {
     /// The size of the state carried over.
     pub state_bytes: usize,
     /// The number of the last input the old behaviour handled.
+    pub seq: u64,
+    /// For a promotion ([`AgentSystem::promote_module`](super::AgentSystem::promote_module)):
+    /// the checkpoint of the state before the swap, which a rollback restores; `None` for a
+    /// plain swap or if storing it failed.
+    pub checkpoint_lsn: Option<Lsn>,
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollbackReport {
+    /// How long the agent's mailbox was paused (rebuild, checkpoint, journal).
+    pub pause: Duration,
+    /// The behaviour rolled back.
+    pub from: BehaviourId,
+    /// The behaviour restored.
+    pub to: BehaviourId,
+    /// Inputs replayed through `to` since the promotion checkpoint.
+    pub replayed: u64,
+    /// The checkpoint holding the rebuilt state.
+    pub checkpoint_lsn: Lsn,
+    /// The agent's last input number.
     pub seq: u64,
 }
 
@@ -217,13 +239,37 @@ impl AgentRef {
         &self,
         behaviour: Box<dyn Behaviour>,
         id: BehaviourId,
+        keep_checkpoint: bool,
     ) -> Result<SwapReport, AgentError> {
         self.ask(|reply| AgentMsg::Swap {
             behaviour,
             id,
+            keep_checkpoint,
             reply,
         })
         .await
+    }
+
+    pub(crate) async fn rollback(
+        &self,
+        behaviour: Box<dyn Behaviour>,
+        id: BehaviourId,
+        checkpoint_lsn: Lsn,
+    ) -> Result<RollbackReport, AgentError> {
+        self.ask(|reply| AgentMsg::Rollback {
+            behaviour,
+            id,
+            checkpoint_lsn,
+            reply,
+        })
+        .await
+    }
+
+    /// Mirrors every input the agent handles from now on to `tap` (replacing any tap; `None`
+    /// stops mirroring) and returns the state the mirror starts from: the agent's snapshot
+    /// after its last input, taken in the same mailbox turn, so no input falls between.
+    pub async fn tap(&self, tap: Option<MirrorTap>) -> Result<Tapped, AgentError> {
+        self.ask(|reply| AgentMsg::Tap { tap, reply }).await
     }
 
     /// Sends a message to the actor; `false` if it is gone.

@@ -115,22 +115,44 @@ impl Host for LiveHost<'_> {
 
 /// Answers from a journaled recording, in order; performs no effect and logs nothing. A
 /// question the recording does not have (the behaviour asks something else than it did live)
-/// is answered with a refusal and remembered as a divergence.
-pub(crate) struct ReplayHost {
+/// is answered with a refusal and remembered as a divergence. Sends the recording accepted are
+/// captured, not delivered: recovery drops them, the evolution arbiter compares them.
+///
+/// ```
+/// use arbor_agent::{Host, ReplayHost};
+/// use arbor_agent::envelope::Answer;
+///
+/// let mut host = ReplayHost::new(vec![Answer::Now(Ok(42)), Answer::Send(Ok(()))]);
+/// assert_eq!(host.now(), Ok(42));
+/// host.send("other", &[0xc0]).unwrap();
+/// assert_eq!(host.sends(), &[("other".to_string(), vec![0xc0])]);
+/// assert_eq!(host.divergence(), None);
+/// assert!(host.random().is_err()); // not in the recording
+/// assert!(host.divergence().is_some());
+/// ```
+pub struct ReplayHost {
     answers: VecDeque<Answer>,
     diverged: Option<String>,
+    sends: Vec<(String, Vec<u8>)>,
 }
 
 impl ReplayHost {
-    pub(crate) fn new(answers: Vec<Answer>) -> Self {
+    /// A host answering with `answers`, in order.
+    pub fn new(answers: Vec<Answer>) -> Self {
         ReplayHost {
             answers: answers.into(),
             diverged: None,
+            sends: Vec::new(),
         }
     }
 
+    /// The sends the behaviour made that the recording accepted (recipient, message), in order.
+    pub fn sends(&self) -> &[(String, Vec<u8>)] {
+        &self.sends
+    }
+
     /// Why the replay did not match the recording, if it did not (including answers left over).
-    pub(crate) fn divergence(&self) -> Option<String> {
+    pub fn divergence(&self) -> Option<String> {
         self.diverged.clone().or_else(|| {
             self.answers.front().map(|next| {
                 format!(
@@ -180,9 +202,14 @@ impl Host for ReplayHost {
         }
     }
 
-    fn send(&mut self, _to: &str, _message: &[u8]) -> Result<(), HostError> {
+    fn send(&mut self, to: &str, message: &[u8]) -> Result<(), HostError> {
         match self.next("send") {
-            Some(Answer::Send(answer)) => answer,
+            Some(Answer::Send(answer)) => {
+                if answer.is_ok() {
+                    self.sends.push((to.to_string(), message.to_vec()));
+                }
+                answer
+            }
             _ => Err(Self::refused()),
         }
     }

@@ -6,6 +6,10 @@
 //! and replays from there). Segments wholly before every agent's pin are deleted, after the
 //! vault is synced so the checkpoints behind the pins are on disk. An agent whose pin lies in
 //! the oldest segment is asked to checkpoint, so an idle agent never holds the log forever.
+//!
+//! Holds. A promotion holds the WAL (and the agent's checkpoints) from its checkpoint until its
+//! watch window ends, so a rollback can replay everything since; holds are not persistent (a
+//! restart ends every watch).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -60,6 +64,7 @@ pub(crate) struct Journal {
     pub(crate) vault: Vault,
     pub(crate) policy: CheckpointPolicy,
     pins: Mutex<HashMap<String, Pin>>,
+    holds: Mutex<HashMap<String, Lsn>>,
 }
 
 impl Journal {
@@ -69,7 +74,25 @@ impl Journal {
             vault,
             policy,
             pins: Mutex::new(HashMap::new()),
+            holds: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keeps every record after `lsn` and every checkpoint of `agent` until [`unhold`].
+    ///
+    /// [`unhold`]: Journal::unhold
+    pub(crate) fn hold(&self, agent: &str, lsn: Lsn) {
+        self.holds.lock().insert(agent.into(), lsn);
+    }
+
+    /// Ends `agent`'s hold.
+    pub(crate) fn unhold(&self, agent: &str) {
+        self.holds.lock().remove(agent);
+    }
+
+    /// Whether `agent` holds the log.
+    pub(crate) fn is_held(&self, agent: &str) -> bool {
+        self.holds.lock().contains_key(agent)
     }
 
     /// Pins the WAL for `agent` from its stored checkpoints (at start-up and recovery); an agent
@@ -110,7 +133,8 @@ impl Journal {
             older: None,
             asked: false,
         });
-        if pin.newest != lsn {
+        // A promotion stores its checkpoint late, possibly after newer ones.
+        if lsn > pin.newest {
             pin.older = Some(pin.newest);
             pin.newest = lsn;
         }
@@ -136,7 +160,12 @@ impl Journal {
         let Some(&second) = firsts.get(1) else {
             return Ok(Vec::new());
         };
-        let lowest = self.pins.lock().values().map(Pin::lsn).min();
+        let held = self.holds.lock().values().min().copied();
+        let pinned = self.pins.lock().values().map(Pin::lsn).min();
+        let lowest = match (pinned, held) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         // No agents: nothing in the log is needed.
         let release_before = lowest.map_or(self.wal.last_lsn(), |lsn| lsn.saturating_add(1));
         let mut next_boundary = second;

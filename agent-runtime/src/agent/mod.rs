@@ -29,11 +29,14 @@ mod agent_ref;
 mod error;
 mod host;
 pub(crate) mod journal;
+mod mirror;
 mod recovery;
 mod system;
 
-pub use agent_ref::{AgentRef, SwapReport};
+pub use agent_ref::{AgentRef, RollbackReport, SwapReport};
 pub use error::AgentError;
+pub use host::ReplayHost;
 pub use journal::CheckpointPolicy;
+pub use mirror::{Mirror, MirrorTap, Mirrored, MirroredStatus, Tapped};
 pub use recovery::RecoveryReport;
 pub use system::{AgentSpec, AgentSystem, AgentSystemBuilder, DEFAULT_MAILBOX, NativeFactory};

@@ -128,19 +128,27 @@ pub(crate) fn recover(
                     report.refused_or_crashed += 1;
                     continue;
                 }
-                let mut host = ReplayHost::new(answers);
-                let handled = behaviour.handle(&input.payload, &mut host);
-                if let Some(divergence) = host.divergence() {
-                    return Err(failed(format!(
-                        "replay of input {seq} diverged from the journal: {divergence}"
-                    )));
-                }
-                if let Err(error) = handled {
-                    return Err(failed(format!(
-                        "input {seq} was applied live but fails in replay: {error}"
-                    )));
-                }
+                replay_input(behaviour.as_mut(), &input, answers).map_err(&failed)?;
                 report.replayed += 1;
+            }
+            Entry::Rebase {
+                behaviour: next,
+                checkpoint_lsn,
+                seq,
+                ..
+            } => {
+                // Starting from that very checkpoint, there is nothing to redo.
+                if checkpoint_lsn != report.checkpoint_lsn {
+                    let mut rebased = shared
+                        .instantiate(&next, &spec.limits, &spec.capabilities)
+                        .map_err(&failed)?;
+                    restore_checkpoint(journal, &id, checkpoint_lsn, &next, rebased.as_mut())
+                        .map_err(&failed)?;
+                    behaviour = rebased;
+                }
+                behaviour_id = next;
+                report.seq = report.seq.max(seq);
+                report.swaps += 1;
             }
             Entry::Swap {
                 behaviour: next, ..
@@ -166,4 +174,89 @@ pub(crate) fn recover(
     report.behaviour = behaviour_id;
     report.took = started.elapsed();
     Ok((behaviour, report))
+}
+
+/// Handles one applied input again with its journaled answers.
+fn replay_input(
+    behaviour: &mut dyn Behaviour,
+    input: &Envelope,
+    answers: Vec<crate::envelope::Answer>,
+) -> Result<(), String> {
+    let seq = input.seq;
+    let mut host = ReplayHost::new(answers);
+    let handled = behaviour.handle(&input.payload, &mut host);
+    if let Some(divergence) = host.divergence() {
+        return Err(format!(
+            "replay of input {seq} diverged from the journal: {divergence}"
+        ));
+    }
+    handled
+        .map(drop)
+        .map_err(|error| format!("input {seq} was applied live but fails in replay: {error}"))
+}
+
+/// Restores `agent`'s checkpoint at `lsn` into `behaviour` (an instance of `id`).
+fn restore_checkpoint(
+    journal: &Journal,
+    agent: &AgentId,
+    lsn: Lsn,
+    id: &BehaviourId,
+    behaviour: &mut dyn Behaviour,
+) -> Result<(), String> {
+    let checkpoint = journal
+        .vault
+        .get_checkpoint(agent, lsn)
+        .map_err(|e| format!("checkpoint {lsn}: {e}"))?
+        .ok_or_else(|| format!("checkpoint {lsn} is gone"))?;
+    behaviour
+        .restore(&checkpoint.state)
+        .map_err(|e| format!("{id} refused checkpoint {lsn}: {e}"))
+}
+
+/// A rollback's rebuild: `agent`'s checkpoint at `lsn` restored into `behaviour` (a fresh
+/// instance of `id`), then every input of the agent applied after it, replayed through
+/// `behaviour` with its journaled answers whatever behaviour handled it live (swaps are passed
+/// over). Returns the number of inputs replayed.
+pub(crate) fn rebuild(
+    journal: &Journal,
+    agent: &AgentId,
+    lsn: Lsn,
+    id: &BehaviourId,
+    behaviour: &mut dyn Behaviour,
+) -> Result<u64, String> {
+    restore_checkpoint(journal, agent, lsn, id, behaviour)?;
+    if lsn + 1 < journal.wal.first_lsn() {
+        return Err(format!(
+            "the WAL after checkpoint {lsn} has been released (it starts at {})",
+            journal.wal.first_lsn()
+        ));
+    }
+    let records = journal.wal.read_from(lsn + 1).map_err(|e| e.to_string())?;
+    let mut pending: Option<Envelope> = None;
+    let mut replayed = 0;
+    for record in records {
+        let record = record.map_err(|e| e.to_string())?;
+        let entry = Entry::decode(&record.payload)
+            .map_err(|e| format!("WAL record {} is not a journal entry: {e}", record.lsn))?;
+        if entry.agent() != agent.as_str() {
+            continue;
+        }
+        match entry {
+            Entry::Input(envelope) => pending = Some(envelope),
+            Entry::Outcome {
+                seq,
+                status,
+                answers,
+                ..
+            } => {
+                let input = pending.take().filter(|input| input.seq == seq);
+                if let (Some(input), Status::Applied) = (input, status) {
+                    replay_input(behaviour, &input, answers)?;
+                    replayed += 1;
+                }
+            }
+            Entry::Swap { .. } | Entry::Rebase { .. } => {}
+        }
+    }
+    Ok(replayed)
 }

@@ -13,7 +13,7 @@ use parking_lot::RwLock;
 use ractor::Actor;
 
 use super::actor::{AgentActor, AgentMsg, Start};
-use super::agent_ref::{AgentRef, Mailbox, SwapReport};
+use super::agent_ref::{AgentRef, Mailbox, RollbackReport, SwapReport};
 use super::error::AgentError;
 use super::host::PendingSend;
 use super::journal::{CheckpointPolicy, Journal};
@@ -582,7 +582,8 @@ impl AgentSystem {
             let state = behaviour
                 .snapshot()
                 .map_err(|e| start_error(format!("snapshot: {e}")))?;
-            super::actor::store_checkpoint(journal, &id, &spec.behaviour, 0, &state).await?;
+            let lsn = journal.wal.last_lsn();
+            super::actor::store_checkpoint(journal, &id, &spec.behaviour, 0, &state, lsn).await?;
             journal
                 .vault
                 .put_agent(&spec.record(id, AgentState::Running))
@@ -669,15 +670,74 @@ impl AgentSystem {
         agent: &AgentRef,
         to: BehaviourId,
     ) -> Result<SwapReport, AgentError> {
+        let behaviour = self.instance_for_swap(agent, &to)?;
+        agent.swap(behaviour, to, false).await
+    }
+
+    /// [`swap_module`](Self::swap_module) for a promotion: the state before the swap is also
+    /// stored as a checkpoint (off the agent, after the swap is durable; its LSN is in the
+    /// report) and the WAL and the agent's checkpoints are held from it, so that
+    /// [`rollback_module`](Self::rollback_module) can rebuild the old behaviour's state, until
+    /// [`release_hold`](Self::release_hold).
+    pub async fn promote_module(
+        &self,
+        agent: &AgentRef,
+        to: BehaviourId,
+    ) -> Result<SwapReport, AgentError> {
+        let behaviour = self.instance_for_swap(agent, &to)?;
+        agent.swap(behaviour, to, true).await
+    }
+
+    /// Undoes a promotion: restores `checkpoint_lsn` (the promotion's) into a fresh instance of
+    /// `to`, replays every input `agent` applied since through it with the journaled answers,
+    /// stores the result as a checkpoint, journals the rebase and runs `to`. No acknowledged
+    /// input is lost; inputs sent meanwhile wait in the mailbox. If any step before the
+    /// checkpoint fails, the agent goes on as it was.
+    pub async fn rollback_module(
+        &self,
+        agent: &AgentRef,
+        to: BehaviourId,
+        checkpoint_lsn: arbor_wal::Lsn,
+    ) -> Result<RollbackReport, AgentError> {
+        let behaviour = self.instance_for_swap(agent, &to)?;
+        agent.rollback(behaviour, to, checkpoint_lsn).await
+    }
+
+    /// Ends the hold a promotion put on `agent`'s WAL and checkpoints (its watch is over).
+    pub fn release_hold(&self, agent: &str) {
+        if let Some(journal) = &self.shared.journal {
+            journal.unhold(agent);
+        }
+    }
+
+    /// A fresh, uninitialised instance of `behaviour` with these limits and grants: a module
+    /// added to this system (or stored in its vault) or a registered native behaviour.
+    pub fn instantiate(
+        &self,
+        behaviour: &BehaviourId,
+        limits: &AgentLimits,
+        capabilities: &Capabilities,
+    ) -> Result<Box<dyn Behaviour>, AgentError> {
+        self.shared
+            .instantiate(behaviour, limits, capabilities)
+            .map_err(|reason| AgentError::Start {
+                agent: "*".into(),
+                reason,
+            })
+    }
+
+    fn instance_for_swap(
+        &self,
+        agent: &AgentRef,
+        to: &BehaviourId,
+    ) -> Result<Box<dyn Behaviour>, AgentError> {
         let spec = agent.spec();
-        let behaviour = self
-            .shared
-            .instantiate(&to, &spec.limits, &spec.capabilities)
+        self.shared
+            .instantiate(to, &spec.limits, &spec.capabilities)
             .map_err(|reason| AgentError::SwapRefused {
                 agent: spec.name.clone(),
                 reason,
-            })?;
-        agent.swap(behaviour, to).await
+            })
     }
 
     /// Stops every running agent after a final checkpoint (they stay registered as running, so

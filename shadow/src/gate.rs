@@ -1,0 +1,216 @@
+//! The replay gate: before any live traffic, the agent's recorded inputs from the WAL, from a
+//! checkpoint onward, run through the candidate and through the current module, offline, with
+//! the journaled `now` / `random` / tool answers. A candidate that traps, answers differently,
+//! diverges in state, cannot migrate the checkpoint's state or costs more fuel beyond the
+//! tolerance fails the gate and never gets a shadow.
+
+use std::time::{Duration, Instant};
+
+use arbor_agent::envelope::{Entry, Envelope, Status};
+use arbor_agent::{AgentSystem, BehaviourId};
+use arbor_vault::AgentId;
+use arbor_wal::Lsn;
+use serde::{Deserialize, Serialize};
+
+use crate::ShadowError;
+use crate::compare::IgnoreRule;
+use crate::policy::{Divergence, Policy, ShadowLimits, Tally};
+use crate::shadow::{Ended, Factory, Pair};
+use crate::stats::{PairedComparison, compare_paired};
+
+/// What the replay gate found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateReport {
+    /// The checkpoint replay started from (`None`: the agent has none, or the system does not
+    /// journal, so there was nothing to replay).
+    pub checkpoint_lsn: Option<Lsn>,
+    /// Journal records read.
+    pub records_read: u64,
+    /// Why replay stopped before the log's end, if it did (a swap, the record limit).
+    pub stopped_early: Option<String>,
+    /// The comparison (replies, sends, state, traps, fuel) of candidate against current.
+    pub tally: Tally,
+    /// The fuel comparison.
+    pub fuel: Option<PairedComparison>,
+    /// Whether the candidate passed, and if not, why.
+    pub passed: bool,
+    /// The failed rules.
+    pub reasons: Vec<String>,
+    /// How long the gate took.
+    pub took: Duration,
+    /// Inputs replayed per second (both modules).
+    pub inputs_per_second: f64,
+}
+
+/// Runs the gate for `agent` (running `current`) and `candidate`.
+pub(crate) fn run(
+    factory: &Factory,
+    agent: &str,
+    current: &BehaviourId,
+    candidate: &BehaviourId,
+    ignore: Vec<IgnoreRule>,
+    policy: &Policy,
+    limits: &ShadowLimits,
+) -> Result<GateReport, ShadowError> {
+    let started = Instant::now();
+    let system: &AgentSystem = &factory.system;
+    let mut report = GateReport {
+        checkpoint_lsn: None,
+        records_read: 0,
+        stopped_early: None,
+        tally: Tally::default(),
+        fuel: None,
+        passed: true,
+        reasons: Vec::new(),
+        took: Duration::ZERO,
+        inputs_per_second: 0.0,
+    };
+    let (Some(wal), Some(vault)) = (system.wal(), system.vault()) else {
+        report.stopped_early = Some("the system does not journal: nothing to replay".into());
+        return Ok(report);
+    };
+    let id = AgentId::new(agent).map_err(|e| ShadowError::UnknownAgent(format!("{agent}: {e}")))?;
+    let vault_error = |e: arbor_vault::Error| ShadowError::Vault(e.to_string());
+    // The oldest checkpoint written by the current module whose records are all still in the
+    // log: the longest history the current module produced.
+    let first = wal.first_lsn();
+    let mut metas = vault.list_checkpoints(&id).map_err(vault_error)?;
+    metas.sort_by_key(|m| m.lsn);
+    let start = metas
+        .iter()
+        .filter(|m| m.module == current.checkpoint_hash() && m.lsn + 1 >= first)
+        .find_map(|m| vault.get_checkpoint(&id, m.lsn).ok().flatten());
+    let Some(checkpoint) = start else {
+        report.stopped_early = Some("no checkpoint of the current module to start from".into());
+        return Ok(report);
+    };
+    report.checkpoint_lsn = Some(checkpoint.meta.lsn);
+    let mut pair = match Pair::seeded(
+        factory.clone(),
+        current,
+        candidate,
+        &checkpoint.state,
+        ignore,
+    ) {
+        Ok(pair) => pair,
+        Err(reason) => {
+            report.passed = false;
+            report.reasons.push(format!(
+                "state migration failed on checkpoint {}: {reason}",
+                checkpoint.meta.lsn
+            ));
+            report.took = started.elapsed();
+            return Ok(report);
+        }
+    };
+    let records = wal
+        .read_from(checkpoint.meta.lsn + 1)
+        .map_err(|e| ShadowError::Journal(e.to_string()))?;
+    let mut pending: Option<Envelope> = None;
+    for record in records {
+        let record = record.map_err(|e| ShadowError::Journal(e.to_string()))?;
+        report.records_read += 1;
+        if report.records_read > limits.gate_max_records {
+            report.stopped_early = Some(format!("read {} records", limits.gate_max_records));
+            break;
+        }
+        let Ok(entry) = Entry::decode(&record.payload) else {
+            continue;
+        };
+        if entry.agent() != agent {
+            continue;
+        }
+        match entry {
+            Entry::Input(envelope) => pending = Some(envelope),
+            Entry::Outcome {
+                seq,
+                status,
+                answers,
+                ..
+            } => {
+                let Some(input) = pending.take().filter(|input| input.seq == seq) else {
+                    continue;
+                };
+                // Crashed inputs left no trace in production's state.
+                if matches!(status, Status::Crashed(_)) {
+                    continue;
+                }
+                let control = pair
+                    .step(seq, &input.payload, answers, policy)
+                    .map_err(ShadowError::Shadow)?;
+                let recorded = match status {
+                    Status::Applied => matches!(control.ended, Ended::Replied(_)),
+                    _ => matches!(control.ended, Ended::Refused(_)),
+                };
+                if !recorded || control.divergence.is_some() {
+                    // The current module does not reproduce its own history: the comparison
+                    // would be meaningless from here.
+                    pair.tally.aa_diverged(Divergence {
+                        seq,
+                        kind: crate::compare::message_kind(&input.payload),
+                        what: "replay".into(),
+                        input: crate::compare::render(&input.payload, 200),
+                        expected: format!("{status:?}"),
+                        got: format!("{:?}", control.divergence),
+                    });
+                    report.stopped_early =
+                        Some(format!("the current module does not replay input {seq}"));
+                    break;
+                }
+            }
+            Entry::Swap { seq, .. } | Entry::Rebase { seq, .. } => {
+                report.stopped_early = Some(format!(
+                    "the agent changed modules after input {seq}; history stops there"
+                ));
+                break;
+            }
+        }
+    }
+    if pair.tally.samples > 0 {
+        let seq = u64::MAX;
+        pair.check_state(seq).map_err(ShadowError::Shadow)?;
+    }
+    let tally = pair.tally;
+    if tally.mismatch_count() > 0 {
+        report.reasons.push(format!(
+            "{} of {} replayed inputs mismatched ({} replies/sends, {} states)",
+            tally.mismatch_count(),
+            tally.samples,
+            tally.mismatches,
+            tally.state_divergences
+        ));
+    }
+    if tally.error_count() > 0 {
+        report.reasons.push(format!(
+            "the candidate failed {} replayed inputs ({} traps, {} refusals)",
+            tally.error_count(),
+            tally.traps,
+            tally.errors
+        ));
+    }
+    if tally.aa_mismatches > 0 {
+        report
+            .reasons
+            .push("the current module does not reproduce its own journal".into());
+    }
+    report.fuel = compare_paired(
+        &tally.fuel,
+        policy.fuel_tolerance,
+        policy.alpha,
+        policy.max_rank_pairs,
+    );
+    if let Some(fuel) = report.fuel.filter(|f| f.worse) {
+        report.reasons.push(format!(
+            "fuel {:+.1}% over the journal (95% CI {:+.1}%..{:+.1}%), worse than the {:.0}% tolerance",
+            fuel.shift * 100.0,
+            fuel.ci_low * 100.0,
+            fuel.ci_high * 100.0,
+            policy.fuel_tolerance * 100.0
+        ));
+    }
+    report.passed = report.reasons.is_empty();
+    report.took = started.elapsed();
+    report.inputs_per_second = tally.samples as f64 / report.took.as_secs_f64().max(1e-9);
+    report.tally = tally;
+    Ok(report)
+}

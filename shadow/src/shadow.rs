@@ -1,0 +1,305 @@
+//! Shadows: behaviour instances that handle production's inputs in isolation, and the pairwise
+//! comparison of what they did.
+//!
+//! A shadow is an instance of a module outside the agent directory (nothing can send to it) and
+//! outside the journal (it writes nothing). It handles an input with a [`ReplayHost`] holding
+//! the answers production's host gave for that input: `now`, `random` and tool calls return
+//! production's recorded values, and sends are captured for comparison, never delivered. That
+//! is what keeps a shadow's effects inside it.
+
+use std::time::{Duration, Instant};
+
+use arbor_agent::envelope::Answer;
+use arbor_agent::wasm::{AgentLimits, Capabilities};
+use arbor_agent::{
+    AgentSystem, Behaviour, BehaviourError, BehaviourId, MirroredStatus, ReplayHost,
+};
+
+use crate::compare::{IgnoreRule, message_kind, render, replies_match};
+use crate::policy::{Divergence, Policy, Tally};
+
+/// Makes shadow instances: the agent's grants, the shadow budgets.
+#[derive(Clone)]
+pub(crate) struct Factory {
+    pub(crate) system: AgentSystem,
+    pub(crate) limits: AgentLimits,
+    pub(crate) capabilities: Capabilities,
+}
+
+impl Factory {
+    pub(crate) fn new(
+        system: AgentSystem,
+        agent: &AgentLimits,
+        capabilities: Capabilities,
+        budget: &crate::ShadowLimits,
+    ) -> Factory {
+        let mut limits = agent.clone();
+        limits.memory_bytes = limits.memory_bytes.min(budget.memory_bytes);
+        limits.fuel = Some(limits.fuel.map_or(budget.fuel, |f| f.min(budget.fuel)));
+        Factory {
+            system,
+            limits,
+            capabilities,
+        }
+    }
+
+    /// An instance of `id` holding `state` (restore: for a different module, a migration).
+    pub(crate) fn seeded(&self, id: &BehaviourId, state: &[u8]) -> Result<Shadow, String> {
+        let mut behaviour = self
+            .system
+            .instantiate(id, &self.limits, &self.capabilities)
+            .map_err(|e| e.to_string())?;
+        behaviour
+            .restore(state)
+            .map_err(|e| format!("{id} cannot restore the state: {e}"))?;
+        Ok(Shadow {
+            behaviour,
+            id: id.clone(),
+        })
+    }
+}
+
+/// One isolated instance.
+pub(crate) struct Shadow {
+    behaviour: Box<dyn Behaviour>,
+    pub(crate) id: BehaviourId,
+}
+
+/// How one run of an input ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ended {
+    Replied(Vec<u8>),
+    Refused(String),
+    Crashed(String),
+}
+
+impl Ended {
+    fn render(&self) -> String {
+        match self {
+            Ended::Replied(reply) => render(reply, 200),
+            Ended::Refused(why) => format!("refused: {why}"),
+            Ended::Crashed(why) => format!("crashed: {why}"),
+        }
+    }
+}
+
+impl From<&MirroredStatus> for Ended {
+    fn from(status: &MirroredStatus) -> Ended {
+        match status {
+            MirroredStatus::Applied(reply) => Ended::Replied(reply.clone()),
+            MirroredStatus::Refused(why) => Ended::Refused(why.clone()),
+            MirroredStatus::Crashed(why) => Ended::Crashed(why.clone()),
+        }
+    }
+}
+
+/// What a run did.
+pub(crate) struct Run {
+    pub(crate) ended: Ended,
+    pub(crate) sends: Vec<(String, Vec<u8>)>,
+    /// The run asked the host for something else than production did.
+    pub(crate) divergence: Option<String>,
+    pub(crate) fuel: Option<u64>,
+    pub(crate) took: Duration,
+}
+
+impl Shadow {
+    /// Handles `payload` with production's recorded `answers`.
+    pub(crate) fn run(&mut self, payload: &[u8], answers: Vec<Answer>) -> Run {
+        let mut host = ReplayHost::new(answers);
+        let started = Instant::now();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.behaviour.handle(payload, &mut host)
+        }))
+        .unwrap_or_else(|_| Err(BehaviourError::Trap("panicked".into())));
+        let took = started.elapsed();
+        let ended = match result {
+            Ok(reply) => Ended::Replied(reply),
+            Err(error) if error.is_crash() => Ended::Crashed(error.to_string()),
+            Err(error) => Ended::Refused(error.to_string()),
+        };
+        Run {
+            ended,
+            sends: host.sends().to_vec(),
+            divergence: host.divergence(),
+            fuel: self.behaviour.last_cost().fuel,
+            took,
+        }
+    }
+
+    pub(crate) fn snapshot(&mut self) -> Result<Vec<u8>, String> {
+        self.behaviour.snapshot().map_err(|e| e.to_string())
+    }
+}
+
+/// Sends a run made: recipient and message.
+pub(crate) type Sends = [(String, Vec<u8>)];
+
+/// What differs between a reference run and another run of the same input, if anything.
+pub(crate) fn difference(
+    seq: u64,
+    payload: &[u8],
+    reference: (&Ended, &Sends),
+    other: (&Ended, &Sends, Option<&str>),
+    ignore: &[IgnoreRule],
+) -> Option<Divergence> {
+    let (expected, expected_sends) = reference;
+    let (got, got_sends, asked_otherwise) = other;
+    let what = if let Some(why) = asked_otherwise {
+        Some(("imports", why.to_string()))
+    } else {
+        match (expected, got) {
+            (Ended::Replied(a), Ended::Replied(b)) => {
+                if !replies_match(a, b, ignore) {
+                    Some(("reply", got.render()))
+                } else if expected_sends != got_sends {
+                    Some(("sends", format!("{} sends", got_sends.len())))
+                } else {
+                    None
+                }
+            }
+            (Ended::Refused(_), Ended::Refused(_)) | (Ended::Crashed(_), Ended::Crashed(_)) => None,
+            (Ended::Replied(_) | Ended::Refused(_), Ended::Crashed(_)) => {
+                Some(("trap", got.render()))
+            }
+            (Ended::Replied(_), Ended::Refused(_)) => Some(("error", got.render())),
+            _ => Some(("reply", got.render())),
+        }
+    };
+    what.map(|(what, got)| Divergence {
+        seq,
+        kind: message_kind(payload),
+        what: what.into(),
+        input: render(payload, 200),
+        expected: expected.render(),
+        got,
+    })
+}
+
+/// A candidate shadow beside a control shadow (the current module) on the same inputs: the
+/// comparison both the replay gate and the live evaluation run.
+pub(crate) struct Pair {
+    pub(crate) factory: Factory,
+    pub(crate) control: Shadow,
+    pub(crate) candidate: Shadow,
+    pub(crate) ignore: Vec<IgnoreRule>,
+    pub(crate) tally: Tally,
+    since_state_check: u64,
+}
+
+impl Pair {
+    /// Both shadows seeded with `state` (the current module's layout).
+    pub(crate) fn seeded(
+        factory: Factory,
+        control: &BehaviourId,
+        candidate: &BehaviourId,
+        state: &[u8],
+        ignore: Vec<IgnoreRule>,
+    ) -> Result<Pair, String> {
+        let control = factory.seeded(control, state)?;
+        let candidate = factory.seeded(candidate, state)?;
+        Ok(Pair {
+            factory,
+            control,
+            candidate,
+            ignore,
+            tally: Tally::default(),
+            since_state_check: 0,
+        })
+    }
+
+    /// Re-seeds both shadows (after a gap or a production restart).
+    pub(crate) fn reseed(&mut self, state: &[u8]) -> Result<(), String> {
+        self.control = self.factory.seeded(&self.control.id, state)?;
+        self.candidate = self.factory.seeded(&self.candidate.id, state)?;
+        self.since_state_check = 0;
+        Ok(())
+    }
+
+    /// Runs one input through both shadows (order alternating, so neither always runs on a
+    /// warmer cache), compares them, and returns the control's run for A/A checks.
+    pub(crate) fn step(
+        &mut self,
+        seq: u64,
+        payload: &[u8],
+        answers: Vec<Answer>,
+        policy: &Policy,
+    ) -> Result<Run, String> {
+        let (control, candidate) = if seq.is_multiple_of(2) {
+            let control = self.control.run(payload, answers.clone());
+            (control, self.candidate.run(payload, answers))
+        } else {
+            let candidate = self.candidate.run(payload, answers.clone());
+            (self.control.run(payload, answers), candidate)
+        };
+        let tally = &mut self.tally;
+        tally.samples += 1;
+        *tally.per_kind.entry(message_kind(payload)).or_default() += 1;
+        if let (Some(a), Some(b)) = (control.fuel, candidate.fuel) {
+            tally.fuel.push((a as f64, b as f64));
+        }
+        tally.latency.push((
+            control.took.as_nanos() as f64,
+            candidate.took.as_nanos() as f64,
+        ));
+        let divergence = difference(
+            seq,
+            payload,
+            (&control.ended, &control.sends),
+            (
+                &candidate.ended,
+                &candidate.sends,
+                candidate.divergence.as_deref(),
+            ),
+            &self.ignore,
+        );
+        let candidate_dead = matches!(candidate.ended, Ended::Crashed(_));
+        if let Some(divergence) = divergence {
+            self.tally.diverged(divergence);
+        }
+        if matches!(control.ended, Ended::Crashed(_)) {
+            // The control's instance is gone; the caller re-seeds from production.
+            return Ok(control);
+        }
+        self.since_state_check += 1;
+        if candidate_dead {
+            self.reseed_candidate()?;
+        } else if self.since_state_check >= policy.state_every.max(1) {
+            self.check_state(seq)?;
+        }
+        Ok(control)
+    }
+
+    /// Compares the candidate's state with the control's migrated into the candidate (a fresh
+    /// candidate instance restoring the control's snapshot); a divergence is counted and the
+    /// candidate re-seeded so it does not count again on every later input.
+    pub(crate) fn check_state(&mut self, seq: u64) -> Result<(), String> {
+        self.since_state_check = 0;
+        let control = self.control.snapshot()?;
+        let mut migrated = self.factory.seeded(&self.candidate.id, &control)?;
+        let expected = migrated.snapshot()?;
+        let got = self.candidate.snapshot();
+        self.tally.state_checks += 1;
+        if got.as_ref() != Ok(&expected) {
+            self.tally.diverged(Divergence {
+                seq,
+                kind: "state".into(),
+                what: "state".into(),
+                input: format!("state after input {seq}"),
+                expected: render(&expected, 200),
+                got: match &got {
+                    Ok(state) => render(state, 200),
+                    Err(error) => format!("snapshot failed: {error}"),
+                },
+            });
+            self.candidate = migrated;
+        }
+        Ok(())
+    }
+
+    fn reseed_candidate(&mut self) -> Result<(), String> {
+        let control = self.control.snapshot()?;
+        self.candidate = self.factory.seeded(&self.candidate.id, &control)?;
+        Ok(())
+    }
+}
