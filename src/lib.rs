@@ -9,6 +9,9 @@
 //! - [`agent`]: agents as ractor actors running Wasm modules or native behaviours, journaled
 //!   into one WAL, checkpointed into the vault, recovered and hot-swapped
 //!   ([`agent::AgentSystem`]).
+//! - [`shadow`]: the evolution arbiter — candidates for an agent's module replayed against the
+//!   journal, shadowed on mirrored traffic beside an A/A control, judged by a stated rule,
+//!   promoted, watched and rolled back ([`shadow::Arbiter`], over [`Runtime::system`]).
 //! - [`supervisor`]: OTP supervision trees on ractor.
 //! - [`wal`]: the segmented write-ahead log.
 //! - [`vault`]: checkpoints, modules, lineage and the agent registry.
@@ -17,6 +20,7 @@ mod error;
 mod runtime;
 
 pub use arbor_agent as agent;
+pub use arbor_shadow as shadow;
 pub use arbor_supervisor as supervisor;
 pub use arbor_vault as vault;
 pub use arbor_wal as wal;

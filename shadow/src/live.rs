@@ -30,6 +30,10 @@ use crate::shadow::{Ended, Factory, Pair, Shadow, difference};
 /// How often a waiting shadow thread looks at its deadline and cancellation flag.
 const TICK: Duration = Duration::from_millis(20);
 
+/// How often it looks for a restarted production agent to mirror (inputs handled before the
+/// new mirror is in are not compared).
+const RETAP: Duration = Duration::from_millis(1);
+
 /// What the shadow thread shares with the arbiter while it runs.
 #[derive(Default)]
 pub(crate) struct Progress {
@@ -89,7 +93,7 @@ impl Live {
                     return Ok((agent, tapped, mirror));
                 }
             }
-            std::thread::sleep(TICK);
+            std::thread::sleep(RETAP);
         }
     }
 

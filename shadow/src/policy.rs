@@ -69,7 +69,7 @@ impl Default for Policy {
             latency_tolerance: 0.25,
             alpha: 0.01,
             max_rank_pairs: 2_000,
-            state_every: 64,
+            state_every: 1_024,
         }
     }
 }

@@ -2,8 +2,13 @@
 //!
 //! The evolution arbiter measures a candidate Wasm module and the control on the same inputs
 //! (fuel or latency) and asks whether the candidate is worse beyond a tolerance. The comparison
-//! is distribution-free: a one-sided Wilcoxon signed-rank test on relative differences, with a
+//! is distribution-free: a one-sided Wilcoxon signed-rank test on log ratios, with a
 //! Hodges-Lehmann estimate of the shift and its Walsh-average confidence interval.
+//!
+//! Why log ratios: the signed-rank test needs differences symmetric about their median under
+//! no effect. Plain relative differences are not: when whichever of two identical runs goes
+//! second is three times slower, alternating the order gives +200 % and -67 %, whose median is
+//! far above zero. Their logarithms, ±ln 3, cancel.
 
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
@@ -16,8 +21,8 @@ const ZERO_EPS: f64 = 1e-12;
 pub struct PairedComparison {
     /// Number of pairs used.
     pub n: usize,
-    /// Hodges-Lehmann estimate of the median relative difference (candidate/control - 1),
-    /// e.g. 0.12 = 12% worse.
+    /// Hodges-Lehmann estimate of the typical ratio, as a relative difference: the estimate
+    /// of the median of ln(candidate/control), exponentiated, minus 1 (0.12 = 12 % worse).
     pub shift: f64,
     /// Lower bound of the two-sided (1 - alpha) confidence interval of the shift
     /// (distribution-free, from the Walsh averages' order statistics with the normal
@@ -38,9 +43,10 @@ pub struct PairedComparison {
 /// Compares paired measurements: `pairs` are (control, candidate) values (e.g. fuel or
 /// nanoseconds) measured on the same input.
 ///
-/// Each pair becomes a relative difference r = candidate/control - 1 (pairs with control <= 0
-/// or non-finite values are skipped). Tests H0: median r <= tolerance with the Wilcoxon
-/// signed-rank test on (r - tolerance); estimates the shift with Hodges-Lehmann and its CI.
+/// Each pair becomes a log ratio r = ln(candidate/control) (pairs with a value <= 0 or not
+/// finite are skipped). Tests H0: median r <= ln(1 + tolerance) with the Wilcoxon signed-rank
+/// test on r - ln(1 + tolerance); estimates the shift with Hodges-Lehmann and its CI, reported
+/// as relative differences (e^x - 1).
 /// Uses at most `max_pairs` pairs (values below 2 are treated as 2): if more usable pairs are
 /// given, an evenly spaced, deterministic subset is taken so the O(n^2) Walsh averages stay
 /// bounded. `alpha` is clamped to [0, 1] (NaN counts as 0: never worse, widest interval).
@@ -54,9 +60,9 @@ pub fn compare_paired(
     let usable: Vec<f64> = pairs
         .iter()
         .filter(|(control, candidate)| {
-            control.is_finite() && candidate.is_finite() && *control > 0.0
+            control.is_finite() && candidate.is_finite() && *control > 0.0 && *candidate > 0.0
         })
-        .map(|(control, candidate)| candidate / control - 1.0)
+        .map(|(control, candidate)| (candidate / control).ln())
         .filter(|r| r.is_finite())
         .collect();
     let rel = evenly_spaced(&usable, max_pairs.max(2));
@@ -76,7 +82,7 @@ pub fn compare_paired(
         walsh.extend(rel[i..].iter().map(|&b| f64::midpoint(a, b)));
     }
     walsh.sort_by(f64::total_cmp);
-    let shift = median_of_sorted(&walsh)?;
+    let shift = median_of_sorted(&walsh)?.exp_m1();
 
     let total = walsh.len();
     let z_crit = if alpha <= 0.0 {
@@ -96,10 +102,10 @@ pub fn compare_paired(
     } else {
         0
     };
-    let ci_low = walsh[c];
-    let ci_high = walsh[total - 1 - c];
+    let ci_low = walsh[c].exp_m1();
+    let ci_high = walsh[total - 1 - c].exp_m1();
 
-    let p_worse = signed_rank_p_upper(&rel, tolerance, &normal);
+    let p_worse = signed_rank_p_upper(&rel, tolerance.ln_1p(), &normal);
     Some(PairedComparison {
         n,
         shift,
@@ -276,20 +282,47 @@ mod tests {
 
     #[test]
     fn hand_computed_example() {
-        // r = [-0.5, 0, 0.25, 0.5, 1]; the 15 sorted Walsh averages are
+        // Log ratios r = [-0.5, 0, 0.25, 0.5, 1]; the 15 sorted Walsh averages are
         // -0.5 -0.25 -0.125 0 0 0.125 0.25 0.25 0.25 0.375 0.5 0.5 0.625 0.75 1.
-        let pairs = [(1.0, 0.5), (2.0, 2.0), (4.0, 5.0), (2.0, 3.0), (1.0, 2.0)];
+        let e = f64::exp;
+        let pairs = [
+            (1.0, e(-0.5)),
+            (2.0, 2.0),
+            (1.0, e(0.25)),
+            (1.0, e(0.5)),
+            (1.0, e(1.0)),
+        ];
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
         let c = compare_paired(&pairs, 0.0, 0.2, 10).unwrap();
         assert_eq!(c.n, 5);
-        assert_eq!(c.shift, 0.25);
+        assert!(close(c.shift, 0.25f64.exp_m1()), "{c:?}");
         // C = floor(7.5 - 1.2816 * sqrt(13.75)) = 2.
-        assert_eq!((c.ci_low, c.ci_high), (-0.125, 0.625));
+        assert!(close(c.ci_low, (-0.125f64).exp_m1()), "{c:?}");
+        assert!(close(c.ci_high, 0.625f64.exp_m1()), "{c:?}");
         // Zero dropped; |d| = 0.25, 0.5, 0.5, 1 -> ranks 1, 2.5, 2.5, 4; W+ = 7.5, mean 5,
         // var = 7.5 - 6/48 = 7.375; z = 2 / sqrt(7.375).
         assert!((c.p_worse - 0.230_725_493_9).abs() < 1e-6, "{c:?}");
         assert!(!c.worse);
         let wide = compare_paired(&pairs, 0.0, 0.05, 10).unwrap();
-        assert_eq!((wide.ci_low, wide.ci_high), (-0.5, 1.0));
+        assert!(close(wide.ci_low, (-0.5f64).exp_m1()), "{wide:?}");
+        assert!(close(wide.ci_high, 1f64.exp_m1()), "{wide:?}");
+    }
+
+    #[test]
+    fn an_order_effect_cancels_when_the_order_alternates() {
+        // Identical code, whichever runs second is 3x slower, order alternating: no shift.
+        let pairs: Vec<(f64, f64)> = (0..400)
+            .map(|i| {
+                if i % 2 == 0 {
+                    (1_000.0, 3_000.0)
+                } else {
+                    (3_000.0, 1_000.0)
+                }
+            })
+            .collect();
+        let c = compare_paired(&pairs, 0.25, 0.01, 1_000).unwrap();
+        assert!(c.shift.abs() < 1e-9, "{c:?}");
+        assert!(!c.worse, "{c:?}");
     }
 
     #[test]
