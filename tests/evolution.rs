@@ -48,7 +48,6 @@ async fn shadows_resync_after_production_restarts_and_a_promotion_survives_a_res
             ..ShadowLimits::default()
         },
         watch: Duration::from_millis(300),
-        ..ArbiterConfig::default()
     };
     let arbiter = Arbiter::new(runtime.system().clone(), config.clone()).unwrap();
     // The current module against itself: every difference would be the arbiter's fault.
