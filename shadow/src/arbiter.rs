@@ -19,6 +19,9 @@ use crate::live::{Live, LiveEnd, Progress};
 use crate::policy::{Decision, Policy, ShadowLimits, Tally, decide};
 use crate::shadow::Factory;
 
+/// How long a rollback waits for a crashed agent to be restarted by its supervisor.
+const ROLLBACK_WAIT: Duration = Duration::from_secs(10);
+
 /// Who promotes an approved candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -67,6 +70,8 @@ pub enum Stage {
     Promoting,
     /// Promoted; the previous module runs as a reverse shadow.
     Watching,
+    /// Rolling back (a regression in the watch, or asked for).
+    RollingBack,
     /// Over.
     Done(Outcome),
 }
@@ -170,11 +175,25 @@ impl VerdictDetail {
 struct Evaluation {
     status: watch::Sender<EvaluationStatus>,
     progress: Mutex<Arc<Progress>>,
+    ignore: Vec<IgnoreRule>,
 }
 
 impl Evaluation {
     fn update(&self, change: impl FnOnce(&mut EvaluationStatus)) {
         self.status.send_modify(change);
+    }
+
+    /// Moves to `to` if the stage is one `from` accepts; whether it did. Every party that may
+    /// end a stage (the pipeline, the watch, a person) goes through this, so exactly one does.
+    fn transition(&self, from: impl Fn(&Stage) -> bool, to: Stage) -> bool {
+        self.status.send_if_modified(|status| {
+            if from(&status.stage) {
+                status.stage = to;
+                true
+            } else {
+                false
+            }
+        })
     }
 
     fn get(&self) -> EvaluationStatus {
@@ -380,6 +399,7 @@ impl Arbiter {
         let evaluation = Arc::new(Evaluation {
             status: watch::Sender::new(status),
             progress: Mutex::new(Arc::new(Progress::default())),
+            ignore: ignore.clone(),
         });
         evaluations.insert(agent.into(), Arc::clone(&evaluation));
         drop(evaluations);
@@ -396,9 +416,7 @@ impl Arbiter {
             let pipeline =
                 arbiter.pipeline(&evaluation, factory, &agent, current, candidate, ignore);
             if let Err(error) = pipeline.await {
-                tracing::warn!(agent, %error, "evaluation failed");
-                let _ = arbiter.step(&agent, candidate, "failed", &error.to_string());
-                evaluation.update(|s| s.stage = Stage::Done(Outcome::Failed(error.to_string())));
+                arbiter.failed(&evaluation, &agent, candidate, &error);
             }
         });
         Ok(())
@@ -498,10 +516,14 @@ impl Arbiter {
                 evaluation.update(|s| s.stage = Stage::Done(Outcome::Inconclusive));
             }
             Verdict::Approved => match config.approval {
-                Approval::Suggest => evaluation.update(|s| s.stage = Stage::AwaitingApproval),
+                Approval::Suggest => {
+                    evaluation.transition(|s| *s == Stage::Shadowing, Stage::AwaitingApproval);
+                }
                 Approval::Auto => {
-                    self.promote_evaluated(evaluation, live, current, candidate)
-                        .await?;
+                    if evaluation.transition(|s| *s == Stage::Shadowing, Stage::Promoting) {
+                        self.promote_evaluated(evaluation, live, current, candidate)
+                            .await?;
+                    }
                 }
             },
         }
@@ -570,13 +592,26 @@ impl Arbiter {
     /// this), then watches it in the background. Returns once the swap is done.
     pub async fn promote(&self, agent: &str) -> Result<Promotion, ShadowError> {
         let evaluation = self.evaluation(agent)?;
-        let status = evaluation.status.borrow().clone();
-        if status.stage != Stage::AwaitingApproval {
+        if !evaluation.transition(|s| *s == Stage::AwaitingApproval, Stage::Promoting) {
             return Err(ShadowError::NotAwaitingApproval {
                 agent: agent.into(),
-                stage: format!("{:?}", status.stage),
+                stage: format!("{:?}", evaluation.status.borrow().stage),
             });
         }
+        let status = evaluation.status.borrow().clone();
+        let result = self.promote_approved(&evaluation, agent, &status).await;
+        if let Err(error) = &result {
+            self.failed(&evaluation, agent, status.candidate, error);
+        }
+        result
+    }
+
+    async fn promote_approved(
+        &self,
+        evaluation: &Arc<Evaluation>,
+        agent: &str,
+        status: &EvaluationStatus,
+    ) -> Result<Promotion, ShadowError> {
         let running = self
             .inner
             .system
@@ -592,13 +627,13 @@ impl Arbiter {
         let live = Live {
             factory,
             agent: agent.into(),
-            ignore: Vec::new(),
+            ignore: evaluation.ignore.clone(),
             policy: self.inner.config.policy.clone(),
             limits: self.inner.config.limits.clone(),
             progress: Arc::new(Progress::default()),
             handle: tokio::runtime::Handle::current(),
         };
-        self.promote_evaluated(&evaluation, live, status.current, status.candidate)
+        self.promote_evaluated(evaluation, live, status.current.clone(), status.candidate)
             .await?;
         evaluation
             .get()
@@ -617,10 +652,8 @@ impl Arbiter {
     ) -> Result<(), ShadowError> {
         let agent = live.agent.clone();
         let promoted = BehaviourId::Wasm(candidate);
-        evaluation.update(|s| s.stage = Stage::Promoting);
         self.step(&agent, candidate, "promoting", &format!("from {current}"))?;
         let progress = Arc::new(Progress::default());
-        progress.promoted_at.store(u64::MAX, Ordering::Release);
         live.progress = Arc::clone(&progress);
         *evaluation.progress.lock() = Arc::clone(&progress);
         let (ready, tapped) = oneshot::channel();
@@ -648,7 +681,6 @@ impl Arbiter {
                 return Err(ShadowError::Refused(format!("promotion failed: {error}")));
             }
         };
-        progress.promoted_at.store(report.seq, Ordering::Release);
         let promotion = Promotion {
             from: current.clone(),
             pause: report.pause,
@@ -656,13 +688,19 @@ impl Arbiter {
             seq: report.seq,
             checkpoint_lsn: report.checkpoint_lsn,
         };
+        // The swap is done: from here a failure to record it must not undo the promotion.
         if let BehaviourId::Wasm(from) = &current {
-            self.record(LineageEvent::Promoted {
-                agent: agent_id(&agent)?,
-                from: *from,
-                to: candidate,
-                checkpoint_lsn: report.checkpoint_lsn.unwrap_or(0),
-            })?;
+            let promoted = agent_id(&agent).and_then(|agent| {
+                self.record(LineageEvent::Promoted {
+                    agent,
+                    from: *from,
+                    to: candidate,
+                    checkpoint_lsn: report.checkpoint_lsn.unwrap_or(0),
+                })
+            });
+            if let Err(error) = promoted {
+                tracing::warn!(agent, %error, "promotion not recorded in the lineage");
+            }
         }
         evaluation.update(|s| {
             s.promotion = Some(promotion);
@@ -691,21 +729,50 @@ impl Arbiter {
         candidate: ModuleHash,
         end: LiveEnd,
     ) -> Result<(), ShadowError> {
-        let detail = match end {
+        let watching = |s: &Stage| *s == Stage::Watching;
+        let (step, detail) = match end {
             LiveEnd::Regression(reason) => {
-                return self.roll_back(evaluation, agent, candidate, reason).await;
-            }
-            LiveEnd::Cancelled => {
-                // A manual rollback took over.
+                if evaluation.transition(watching, Stage::RollingBack) {
+                    return self.roll_back(evaluation, agent, candidate, reason).await;
+                }
+                // A person is already rolling back.
                 return Ok(());
             }
-            LiveEnd::TimeUp | LiveEnd::Complete => "no regression in the window".to_string(),
-            LiveEnd::Failed(reason) => format!("watch ended early, promotion kept: {reason}"),
+            LiveEnd::Cancelled => ("watch-cancelled", "cancelled; promotion kept".to_string()),
+            LiveEnd::TimeUp | LiveEnd::Complete => {
+                ("watch-passed", "no regression in the window".to_string())
+            }
+            LiveEnd::Failed(reason) => (
+                "watch-ended",
+                format!("watch ended early, promotion kept: {reason}"),
+            ),
         };
+        if !evaluation.transition(watching, Stage::Done(Outcome::Promoted)) {
+            // A rollback took over.
+            return Ok(());
+        }
         self.inner.system.release_hold(agent);
-        self.step(agent, candidate, "watch-passed", &detail)?;
-        evaluation.update(|s| s.stage = Stage::Done(Outcome::Promoted));
-        Ok(())
+        self.step(agent, candidate, step, &detail)
+    }
+
+    /// Ends an evaluation that could not go on: the hold (if any) released, the failure
+    /// recorded.
+    fn failed(
+        &self,
+        evaluation: &Evaluation,
+        agent: &str,
+        candidate: ModuleHash,
+        error: &ShadowError,
+    ) {
+        tracing::warn!(agent, %error, "evaluation failed");
+        evaluation
+            .progress
+            .lock()
+            .cancel
+            .store(true, Ordering::Release);
+        self.inner.system.release_hold(agent);
+        let _ = self.step(agent, candidate, "failed", &error.to_string());
+        evaluation.update(|s| s.stage = Stage::Done(Outcome::Failed(error.to_string())));
     }
 
     /// Rolls `agent` back to the module before its promotion, while the promotion is being
@@ -713,13 +780,13 @@ impl Arbiter {
     /// restored into the previous module and every input since is replayed through it.
     pub async fn rollback(&self, agent: &str, reason: &str) -> Result<Rollback, ShadowError> {
         let evaluation = self.evaluation(agent)?;
-        let status = evaluation.status.borrow().clone();
-        if status.stage != Stage::Watching {
+        if !evaluation.transition(|s| *s == Stage::Watching, Stage::RollingBack) {
             return Err(ShadowError::NotWatching {
                 agent: agent.into(),
-                stage: format!("{:?}", status.stage),
+                stage: format!("{:?}", evaluation.status.borrow().stage),
             });
         }
+        let status = evaluation.status.borrow().clone();
         evaluation
             .progress
             .lock()
@@ -740,6 +807,22 @@ impl Arbiter {
         candidate: ModuleHash,
         reason: String,
     ) -> Result<(), ShadowError> {
+        let result = self
+            .roll_back_inner(evaluation, agent, candidate, reason)
+            .await;
+        if let Err(error) = &result {
+            self.failed(evaluation, agent, candidate, error);
+        }
+        result
+    }
+
+    async fn roll_back_inner(
+        &self,
+        evaluation: &Arc<Evaluation>,
+        agent: &str,
+        candidate: ModuleHash,
+        reason: String,
+    ) -> Result<(), ShadowError> {
         let status = evaluation.status.borrow().clone();
         let promotion = status
             .promotion
@@ -749,9 +832,17 @@ impl Arbiter {
             .ok_or_else(|| ShadowError::Shadow("the promotion checkpoint was not stored".into()))?;
         self.step(agent, candidate, "rolling-back", &reason)?;
         let system = &self.inner.system;
-        let running = system
-            .lookup(agent)
-            .ok_or_else(|| ShadowError::UnknownAgent(agent.into()))?;
+        // A promoted module that crashed is being restarted by its supervisor: wait for it.
+        let deadline = tokio::time::Instant::now() + ROLLBACK_WAIT;
+        let running = loop {
+            if let Some(running) = system.lookup(agent) {
+                break running;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ShadowError::UnknownAgent(agent.into()));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
         let report = system
             .rollback_module(&running, promotion.from.clone(), lsn)
             .await
@@ -779,13 +870,15 @@ impl Arbiter {
     /// Stops `agent`'s evaluation (before promotion) or its watch (the promotion is kept).
     pub fn cancel(&self, agent: &str) -> Result<(), ShadowError> {
         let evaluation = self.evaluation(agent)?;
-        evaluation
-            .progress
-            .lock()
-            .cancel
-            .store(true, Ordering::Release);
-        if evaluation.status.borrow().stage == Stage::AwaitingApproval {
-            evaluation.update(|s| s.stage = Stage::Done(Outcome::Cancelled));
+        if !evaluation.transition(
+            |s| *s == Stage::AwaitingApproval,
+            Stage::Done(Outcome::Cancelled),
+        ) {
+            evaluation
+                .progress
+                .lock()
+                .cancel
+                .store(true, Ordering::Release);
         }
         Ok(())
     }

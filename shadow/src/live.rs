@@ -15,7 +15,7 @@
 //! state is in the new module's layout) and ends without a verdict.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arbor_agent::{AgentRef, BehaviourId, Mirror, MirrorTap, Mirrored, Tapped};
@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 
 use crate::compare::IgnoreRule;
 use crate::policy::{Policy, ShadowLimits, Tally, already_failed, enough};
-use crate::shadow::{Ended, Factory, Pair, Shadow, difference};
+use crate::shadow::{Ended, Factory, Pair, Shadow, Side, difference};
 
 /// How often a waiting shadow thread looks at its deadline and cancellation flag.
 const TICK: Duration = Duration::from_millis(20);
@@ -39,10 +39,10 @@ const RETAP: Duration = Duration::from_millis(1);
 pub(crate) struct Progress {
     pub(crate) tally: Mutex<Tally>,
     pub(crate) cancel: AtomicBool,
-    /// For a watch: the last input the previous module handled in production (set once the
-    /// promotion is done; `u64::MAX` until then).
-    pub(crate) promoted_at: AtomicU64,
 }
+
+/// Publish the tally every this many samples.
+const PUBLISH_EVERY: u64 = 64;
 
 /// How a live run ended.
 #[derive(Debug)]
@@ -148,6 +148,9 @@ impl Live {
                 .map(|p| pair = Some(p)),
                 Some(pair) => {
                     pair.tally.resyncs += 1;
+                    // What the shadows hold is still comparable (both saw the same inputs);
+                    // compare it before it is replaced. A dead control has nothing to give.
+                    let _ = pair.check_state(tapped.seq);
                     pair.reseed(&tapped.state)
                 }
             };
@@ -184,29 +187,38 @@ impl Live {
                 };
                 // A/A: the control is production's code on production's state and answers.
                 let production = Ended::from(&record.status);
+                let reference = Side {
+                    ended: &production,
+                    sends: &record.sends,
+                    tools: None,
+                    asked_otherwise: None,
+                };
                 if let Some(divergence) = difference(
                     record.seq,
                     &record.payload,
-                    (&production, &record.sends),
-                    (
-                        &control_run.ended,
-                        &control_run.sends,
-                        control_run.divergence.as_deref(),
-                    ),
+                    reference,
+                    Side::of(&control_run),
                     &[],
                 ) {
                     pair.tally.aa_diverged(divergence);
                 }
-                if pair.tally.samples % 16 == 0 {
+                if pair.tally.samples.is_multiple_of(PUBLISH_EVERY) {
                     self.publish(&pair.tally);
                 }
                 let crashed = matches!(production, Ended::Crashed(_))
                     || matches!(control_run.ended, Ended::Crashed(_));
-                if already_failed(&pair.tally, &self.policy)
-                    || (enough(&pair.tally, &self.policy) && pair.check_state(record.seq).is_ok())
-                {
+                if already_failed(&pair.tally, &self.policy) {
                     self.publish(&pair.tally);
                     return LiveEnd::Complete;
+                }
+                if enough(&pair.tally, &self.policy) && !crashed {
+                    // The last word on state before deciding.
+                    let checked = pair.check_state(record.seq);
+                    self.publish(&pair.tally);
+                    return match checked {
+                        Ok(()) => LiveEnd::Complete,
+                        Err(reason) => LiveEnd::Failed(format!("final state check: {reason}")),
+                    };
                 }
                 if crashed {
                     // Production restarts (or the control died): re-seed from its next state.
@@ -272,8 +284,7 @@ impl Live {
             }
             expected += 1;
             let run = shadow.run(&record.payload, record.answers.clone());
-            let promoted_at = self.progress.promoted_at.load(Ordering::Acquire);
-            if record.seq <= promoted_at {
+            if &record.behaviour != promoted {
                 // Still the previous module in production: nothing to compare yet.
                 continue;
             }
@@ -283,14 +294,20 @@ impl Live {
                 .entry(crate::compare::message_kind(&record.payload))
                 .or_default() += 1;
             if let (Some(a), Some(b)) = (run.fuel, record.fuel) {
-                tally.fuel.push((a as f64, b as f64));
+                tally.pair_fuel(a as f64, b as f64);
             }
             let production = Ended::from(&record.status);
+            let got = Side {
+                ended: &production,
+                sends: &record.sends,
+                tools: None,
+                asked_otherwise: None,
+            };
             if let Some(divergence) = difference(
                 record.seq,
                 &record.payload,
-                (&run.ended, &run.sends),
-                (&production, &record.sends, None),
+                Side::of(&run),
+                got,
                 &self.ignore,
             ) {
                 let reason = format!(
@@ -309,7 +326,7 @@ impl Live {
                 self.publish(&tally);
                 return LiveEnd::Failed("the reverse shadow crashed".into());
             }
-            if tally.samples % 16 == 0 {
+            if tally.samples.is_multiple_of(PUBLISH_EVERY) {
                 self.publish(&tally);
             }
         }

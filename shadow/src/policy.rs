@@ -126,7 +126,7 @@ pub struct Divergence {
 pub(crate) const KEPT_DIVERGENCES: usize = 25;
 
 /// What a comparison counted.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tally {
     /// Inputs compared.
     pub samples: u64,
@@ -159,9 +159,80 @@ pub struct Tally {
     /// Handle time per input in nanoseconds: (reference, candidate).
     #[serde(skip)]
     pub latency: Vec<(f64, f64)>,
+    #[serde(skip)]
+    fuel_every: u64,
+    #[serde(skip)]
+    fuel_seen: u64,
+    #[serde(skip)]
+    latency_every: u64,
+    #[serde(skip)]
+    latency_seen: u64,
+}
+
+/// Pairs kept per measure; beyond it every other pair is dropped (evenly spaced, so the rank
+/// tests still see the whole evaluation), bounding memory and the cost of publishing progress.
+const MAX_PAIRS: usize = 8_192;
+
+fn keep_pair(pairs: &mut Vec<(f64, f64)>, pair: (f64, f64), every: &mut u64, seen: &mut u64) {
+    *seen += 1;
+    if !(*seen).is_multiple_of((*every).max(1)) {
+        return;
+    }
+    pairs.push(pair);
+    if pairs.len() >= MAX_PAIRS {
+        let mut index = 0;
+        pairs.retain(|_| {
+            index += 1;
+            index % 2 == 0
+        });
+        *every = (*every).max(1) * 2;
+    }
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            samples: 0,
+            per_kind: BTreeMap::new(),
+            mismatches: 0,
+            state_checks: 0,
+            state_divergences: 0,
+            traps: 0,
+            errors: 0,
+            aa_mismatches: 0,
+            gaps: 0,
+            resyncs: 0,
+            divergences: Vec::new(),
+            aa_divergences: Vec::new(),
+            fuel: Vec::new(),
+            latency: Vec::new(),
+            fuel_every: 1,
+            fuel_seen: 0,
+            latency_every: 1,
+            latency_seen: 0,
+        }
+    }
 }
 
 impl Tally {
+    pub(crate) fn pair_fuel(&mut self, control: f64, candidate: f64) {
+        keep_pair(
+            &mut self.fuel,
+            (control, candidate),
+            &mut self.fuel_every,
+            &mut self.fuel_seen,
+        );
+    }
+
+    pub(crate) fn pair_latency(&mut self, control: f64, candidate: f64) {
+        keep_pair(
+            &mut self.latency,
+            (control, candidate),
+            &mut self.latency_every,
+            &mut self.latency_seen,
+        );
+    }
+
     pub(crate) fn diverged(&mut self, divergence: Divergence) {
         match divergence.what.as_str() {
             "trap" => self.traps += 1,
@@ -221,7 +292,7 @@ pub fn decide(tally: &Tally, policy: &Policy) -> Decision {
     let mut reasons = Vec::new();
     let mut inconclusive = Vec::new();
     let n = tally.samples;
-    if n < policy.min_samples {
+    if n == 0 || n < policy.min_samples {
         reasons.push(format!(
             "{n} samples, fewer than the {} required (no data means fail)",
             policy.min_samples

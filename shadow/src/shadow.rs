@@ -97,6 +97,8 @@ impl From<&MirroredStatus> for Ended {
 pub(crate) struct Run {
     pub(crate) ended: Ended,
     pub(crate) sends: Vec<(String, Vec<u8>)>,
+    /// The tool calls it made (tool, arguments), answered from the recording.
+    pub(crate) tools: Vec<(String, Vec<u8>)>,
     /// The run asked the host for something else than production did.
     pub(crate) divergence: Option<String>,
     pub(crate) fuel: Option<u64>,
@@ -121,6 +123,7 @@ impl Shadow {
         Run {
             ended,
             sends: host.sends().to_vec(),
+            tools: host.tool_calls().to_vec(),
             divergence: host.divergence(),
             fuel: self.behaviour.last_cost().fuel,
             took,
@@ -132,20 +135,42 @@ impl Shadow {
     }
 }
 
-/// Sends a run made: recipient and message.
-pub(crate) type Sends = [(String, Vec<u8>)];
+/// Effects a run asked for: (recipient or tool, message or arguments).
+pub(crate) type Effects = [(String, Vec<u8>)];
+
+/// One side of a comparison.
+pub(crate) struct Side<'a> {
+    pub(crate) ended: &'a Ended,
+    pub(crate) sends: &'a Effects,
+    /// `None` where unknown (production does not report its tool arguments).
+    pub(crate) tools: Option<&'a Effects>,
+    /// The run asked the host for something else than production did.
+    pub(crate) asked_otherwise: Option<&'a str>,
+}
+
+impl<'a> Side<'a> {
+    pub(crate) fn of(run: &'a Run) -> Side<'a> {
+        Side {
+            ended: &run.ended,
+            sends: &run.sends,
+            tools: Some(&run.tools),
+            asked_otherwise: run.divergence.as_deref(),
+        }
+    }
+}
 
 /// What differs between a reference run and another run of the same input, if anything.
 pub(crate) fn difference(
     seq: u64,
     payload: &[u8],
-    reference: (&Ended, &Sends),
-    other: (&Ended, &Sends, Option<&str>),
+    reference: Side<'_>,
+    other: Side<'_>,
     ignore: &[IgnoreRule],
 ) -> Option<Divergence> {
-    let (expected, expected_sends) = reference;
-    let (got, got_sends, asked_otherwise) = other;
-    let what = if let Some(why) = asked_otherwise {
+    let (expected, expected_sends) = (reference.ended, reference.sends);
+    let (got, got_sends) = (other.ended, other.sends);
+    let tools_differ = matches!((reference.tools, other.tools), (Some(a), Some(b)) if a != b);
+    let what = if let Some(why) = other.asked_otherwise {
         Some(("imports", why.to_string()))
     } else {
         match (expected, got) {
@@ -154,6 +179,8 @@ pub(crate) fn difference(
                     Some(("reply", got.render()))
                 } else if expected_sends != got_sends {
                     Some(("sends", format!("{} sends", got_sends.len())))
+                } else if tools_differ {
+                    Some(("tools", "different tool calls or arguments".to_string()))
                 } else {
                     None
                 }
@@ -236,21 +263,17 @@ impl Pair {
         tally.samples += 1;
         *tally.per_kind.entry(message_kind(payload)).or_default() += 1;
         if let (Some(a), Some(b)) = (control.fuel, candidate.fuel) {
-            tally.fuel.push((a as f64, b as f64));
+            tally.pair_fuel(a as f64, b as f64);
         }
-        tally.latency.push((
+        tally.pair_latency(
             control.took.as_nanos() as f64,
             candidate.took.as_nanos() as f64,
-        ));
+        );
         let divergence = difference(
             seq,
             payload,
-            (&control.ended, &control.sends),
-            (
-                &candidate.ended,
-                &candidate.sends,
-                candidate.divergence.as_deref(),
-            ),
+            Side::of(&control),
+            Side::of(&candidate),
             &self.ignore,
         );
         let candidate_dead = matches!(candidate.ended, Ended::Crashed(_));
@@ -272,14 +295,32 @@ impl Pair {
 
     /// Compares the candidate's state with the control's migrated into the candidate (a fresh
     /// candidate instance restoring the control's snapshot); a divergence is counted and the
-    /// candidate re-seeded so it does not count again on every later input.
+    /// candidate re-seeded so it does not count again on every later input. A candidate that
+    /// cannot take the control's state counts as a divergence too. `Err` only when the
+    /// control cannot give its state (its instance is gone).
     pub(crate) fn check_state(&mut self, seq: u64) -> Result<(), String> {
         self.since_state_check = 0;
         let control = self.control.snapshot()?;
-        let mut migrated = self.factory.seeded(&self.candidate.id, &control)?;
-        let expected = migrated.snapshot()?;
-        let got = self.candidate.snapshot();
         self.tally.state_checks += 1;
+        let migrated = self
+            .factory
+            .seeded(&self.candidate.id, &control)
+            .and_then(|mut migrated| migrated.snapshot().map(|state| (migrated, state)));
+        let (migrated, expected) = match migrated {
+            Ok(migrated) => migrated,
+            Err(reason) => {
+                self.tally.diverged(Divergence {
+                    seq,
+                    kind: "state".into(),
+                    what: "state".into(),
+                    input: format!("state after input {seq}"),
+                    expected: render(&control, 200),
+                    got: format!("the candidate cannot take the control's state: {reason}"),
+                });
+                return Ok(());
+            }
+        };
+        let got = self.candidate.snapshot();
         if got.as_ref() != Ok(&expected) {
             self.tally.diverged(Divergence {
                 seq,

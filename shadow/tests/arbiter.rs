@@ -723,3 +723,70 @@ async fn bad_requests_get_clear_errors() {
     let status = settled(&arbiter).await;
     assert_eq!(status.stage, Stage::Done(Outcome::Cancelled), "{status:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_can_roll_back_or_end_a_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (system, _agent) = kv_system(dir.path(), 100).await;
+    let mut config = config(Approval::Auto);
+    config.watch = Duration::from_secs(600);
+    let arbiter = Arbiter::new(system.clone(), config).unwrap();
+    let placebo = arbiter
+        .admit("kv", "kv-placebo", arbor_modules::KV_PLACEBO)
+        .unwrap();
+    let watching = |s: &EvaluationStatus| matches!(s.stage, Stage::Watching | Stage::Done(_));
+    let traffic = Traffic::start(&system, Mix::Everything, 7, history_store(100));
+
+    // A manual rollback during the watch.
+    arbiter.evaluate("kv", placebo, Vec::new()).unwrap();
+    let status = arbiter.wait("kv", watching).await.unwrap();
+    assert_eq!(status.stage, Stage::Watching, "{status:#?}");
+    let rollback = arbiter
+        .rollback("kv", "the operator said so")
+        .await
+        .unwrap();
+    assert_eq!(rollback.reason, "the operator said so");
+    assert_eq!(
+        arbiter.status("kv").unwrap().stage,
+        Stage::Done(Outcome::RolledBack)
+    );
+    assert_eq!(
+        running_module(&system),
+        arbor_vault::Behaviour::Wasm(arbor_modules_kv())
+    );
+
+    // Ending a watch early keeps the promotion and frees the agent for the next evaluation.
+    arbiter.evaluate("kv", placebo, Vec::new()).unwrap();
+    let status = arbiter.wait("kv", watching).await.unwrap();
+    assert_eq!(status.stage, Stage::Watching, "{status:#?}");
+    arbiter.cancel("kv").unwrap();
+    let status = arbiter
+        .wait("kv", |s| matches!(s.stage, Stage::Done(_)))
+        .await
+        .unwrap();
+    assert_eq!(status.stage, Stage::Done(Outcome::Promoted), "{status:#?}");
+    assert_eq!(
+        running_module(&system),
+        arbor_vault::Behaviour::Wasm(placebo)
+    );
+    assert!(matches!(
+        arbiter.rollback("kv", "too late").await,
+        Err(ShadowError::NotWatching { .. })
+    ));
+    let model = traffic.stop().await;
+    assert_eq!(store(&system).await, model);
+    let steps: Vec<String> = arbiter
+        .history("kv")
+        .unwrap()
+        .iter()
+        .filter_map(|r| match &r.event {
+            LineageEvent::Step { step, .. } => Some(step.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        steps.ends_with(&["watch-cancelled".to_string()]),
+        "{steps:?}"
+    );
+    assert!(steps.contains(&"rolling-back".to_string()), "{steps:?}");
+}

@@ -341,6 +341,7 @@ impl Agent {
                     .collect(),
                 fuel: self.behaviour.last_cost().fuel,
                 took,
+                behaviour: self.behaviour_id.clone(),
             };
             if !tap.offer(record) {
                 self.mirror = None;
@@ -577,6 +578,10 @@ impl Agent {
             );
             return Ok(());
         };
+        // Held now, before any later checkpoint of this agent can release the log past it.
+        if let Some(journal) = &self.shared.journal {
+            journal.hold(&self.spec.name, lsn);
+        }
         // The old state goes to the vault off the actor, once the swap record is durable: the
         // agent is already running the new behaviour.
         let shared = Arc::clone(&self.shared);
@@ -586,6 +591,9 @@ impl Agent {
             appended,
             Box::new(move |durable| {
                 if let Err(error) = durable {
+                    if let Some(journal) = &shared.journal {
+                        journal.unhold(agent.as_str());
+                    }
                     send(reply, Err(error));
                     return;
                 }
@@ -593,8 +601,6 @@ impl Agent {
                     let Some(journal) = &shared.journal else {
                         return;
                     };
-                    // Held before it is stored, so no release can race past it.
-                    journal.hold(agent.as_str(), lsn);
                     match store_checkpoint(journal, &agent, &from, seq, &state, lsn).await {
                         Ok(lsn) => report.checkpoint_lsn = Some(lsn),
                         Err(error) => {
@@ -637,18 +643,33 @@ impl Agent {
             .map_err(|e| refused(format!("{id} cannot snapshot the rebuilt state: {e}")))?;
         let lsn = journal.wal.last_lsn();
         store_checkpoint(journal, &self.id, &id, self.seq, &state, lsn).await?;
-        // From here the rollback has happened: recovery starts from that checkpoint.
+        // From here the rollback has happened once the checkpoint is on disk: recovery starts
+        // from it. So it must be on disk before the Rebase record can be (which would otherwise
+        // name a checkpoint a crash lost), and any failure from here on must not leave this
+        // instance running: the agent crashes and its supervisor recovers it from the journal.
+        let (name, seq) = (self.spec.name.clone(), self.seq);
+        let fail = |what: &str, error: String| AgentError::Crashed {
+            agent: name.clone(),
+            seq,
+            from: "(rollback)".into(),
+            reason: crate::BehaviourError::Contract(format!("rollback {what}: {error}")),
+        };
+        journal
+            .vault
+            .sync()
+            .map_err(|e| fail("checkpoint sync", e.to_string()))?;
         let entry = Entry::Rebase {
             agent: self.spec.name.clone(),
             seq: self.seq,
             behaviour: id.clone(),
             checkpoint_lsn: lsn,
         };
-        let appended = append(journal, &entry.encode())?;
+        let appended =
+            append(journal, &entry.encode()).map_err(|e| fail("journal", e.to_string()))?;
         appended
             .wait()
             .await
-            .map_err(|e| AgentError::Journal(e.to_string()))?;
+            .map_err(|e| fail("journal", e.to_string()))?;
         let from = std::mem::replace(&mut self.behaviour_id, id.clone());
         self.behaviour = previous;
         self.checkpoint_lsn = Some(lsn);
@@ -657,11 +678,14 @@ impl Agent {
         let mut spec = (*self.spec).clone();
         spec.behaviour = id.clone();
         let record = spec.record(self.id.clone(), arbor_vault::AgentState::Running);
-        journal
+        // The journal already says what runs; a stale registry is corrected at recovery.
+        if let Err(error) = journal
             .vault
             .put_agent(&record)
             .and_then(|()| journal.vault.sync())
-            .map_err(|e| AgentError::Vault(e.to_string()))?;
+        {
+            tracing::warn!(agent = self.spec.name, %error, "registry not updated after rollback");
+        }
         Ok(RollbackReport {
             pause: started.elapsed(),
             from,

@@ -134,6 +134,7 @@ pub struct ReplayHost {
     answers: VecDeque<Answer>,
     diverged: Option<String>,
     sends: Vec<(String, Vec<u8>)>,
+    tool_calls: Vec<(String, Vec<u8>)>,
 }
 
 impl ReplayHost {
@@ -143,12 +144,19 @@ impl ReplayHost {
             answers: answers.into(),
             diverged: None,
             sends: Vec::new(),
+            tool_calls: Vec::new(),
         }
     }
 
     /// The sends the behaviour made that the recording accepted (recipient, message), in order.
     pub fn sends(&self) -> &[(String, Vec<u8>)] {
         &self.sends
+    }
+
+    /// The tool calls the behaviour made (tool, arguments), in order; each was answered from
+    /// the recording, none ran.
+    pub fn tool_calls(&self) -> &[(String, Vec<u8>)] {
+        &self.tool_calls
     }
 
     /// Why the replay did not match the recording, if it did not (including answers left over).
@@ -214,7 +222,8 @@ impl Host for ReplayHost {
         }
     }
 
-    fn call_tool(&mut self, _name: &str, _args: &[u8]) -> Result<Vec<u8>, HostError> {
+    fn call_tool(&mut self, name: &str, args: &[u8]) -> Result<Vec<u8>, HostError> {
+        self.tool_calls.push((name.to_string(), args.to_vec()));
         match self.next("call_tool") {
             Some(Answer::Tool(answer)) => answer,
             _ => Err(Self::refused()),

@@ -33,6 +33,8 @@ pub struct Mirrored {
     pub fuel: Option<u64>,
     /// How long the behaviour took (the handle call alone, not journaling).
     pub took: Duration,
+    /// The behaviour that handled it.
+    pub behaviour: BehaviourId,
 }
 
 /// How an input's handling ended, as a mirror sees it.

@@ -137,8 +137,9 @@ pub(crate) fn recover(
                 seq,
                 ..
             } => {
-                // Starting from that very checkpoint, there is nothing to redo.
-                if checkpoint_lsn != report.checkpoint_lsn {
+                // Starting from that very checkpoint (holding that behaviour's state), there is
+                // nothing to redo.
+                if checkpoint_lsn != report.checkpoint_lsn || behaviour_id != next {
                     let mut rebased = shared
                         .instantiate(&next, &spec.limits, &spec.capabilities)
                         .map_err(&failed)?;
