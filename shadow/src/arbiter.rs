@@ -60,9 +60,9 @@ impl Default for ArbiterConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
-    /// Replaying the journal through candidate and current module.
+    /// Replaying the journal through candidate and current module, then starting the shadows.
     Gate,
-    /// Shadows on mirrored traffic.
+    /// Shadows on mirrored traffic (from the moment production's inputs reach them).
     Shadowing,
     /// Approved; waiting for a person to promote.
     AwaitingApproval,
@@ -476,7 +476,6 @@ impl Arbiter {
             "shadows",
             "candidate and A/A control on mirrored traffic",
         )?;
-        evaluation.update(|s| s.stage = Stage::Shadowing);
         let progress = Arc::clone(&evaluation.progress.lock());
         let live = Live {
             factory,
@@ -488,12 +487,19 @@ impl Arbiter {
             handle: tokio::runtime::Handle::current(),
         };
         let control = current.clone();
-        let (end, live) = tokio::task::spawn_blocking(move || {
-            let end = live.evaluate(&control, &BehaviourId::Wasm(candidate));
+        let (mirroring, mirrored) = oneshot::channel();
+        let shadows = tokio::task::spawn_blocking(move || {
+            let end = live.evaluate(&control, &BehaviourId::Wasm(candidate), mirroring);
             (end, live)
-        })
-        .await
-        .map_err(|e| ShadowError::Shadow(format!("the shadows panicked: {e}")))?;
+        });
+        // Shadowing from the moment production's inputs reach the shadows (an error drops the
+        // sender and ends the wait).
+        if mirrored.await.is_ok() {
+            evaluation.transition(|s| *s == Stage::Gate, Stage::Shadowing);
+        }
+        let (end, live) = shadows
+            .await
+            .map_err(|e| ShadowError::Shadow(format!("the shadows panicked: {e}")))?;
         let tally = progress.tally.lock().clone();
         evaluation.update(|s| s.shadow = tally.clone());
         let mut decision = decide(&tally, &config.policy);

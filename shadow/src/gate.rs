@@ -6,7 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use arbor_agent::envelope::{Entry, Envelope, Status};
+use arbor_agent::agent::Journaled;
+use arbor_agent::envelope::Status;
 use arbor_agent::{AgentSystem, BehaviourId};
 use arbor_vault::AgentId;
 use arbor_wal::Lsn;
@@ -24,7 +25,7 @@ pub struct GateReport {
     /// The checkpoint replay started from (`None`: the agent has none, or the system does not
     /// journal, so there was nothing to replay).
     pub checkpoint_lsn: Option<Lsn>,
-    /// Journal records read.
+    /// Journal records read (all agents', from the checkpoint to the last input compared).
     pub records_read: u64,
     /// Why replay stopped before the log's end, if it did (a swap, the record limit).
     pub stopped_early: Option<String>,
@@ -103,67 +104,53 @@ pub(crate) fn run(
             return Ok(report);
         }
     };
-    let records = wal
-        .read_from(checkpoint.meta.lsn + 1)
-        .map_err(|e| ShadowError::Journal(e.to_string()))?;
-    let mut pending: Option<Envelope> = None;
-    for record in records {
-        let record = record.map_err(|e| ShadowError::Journal(e.to_string()))?;
-        report.records_read += 1;
-        if report.records_read > limits.gate_max_records {
+    let history = arbor_agent::agent::history(wal, agent, checkpoint.meta.lsn + 1)
+        .map_err(ShadowError::Journal)?;
+    for step in history {
+        let (lsn, step) = step.map_err(ShadowError::Journal)?;
+        if lsn - checkpoint.meta.lsn > limits.gate_max_records {
             report.stopped_early = Some(format!("read {} records", limits.gate_max_records));
             break;
         }
-        let Ok(entry) = Entry::decode(&record.payload) else {
-            continue;
-        };
-        if entry.agent() != agent {
-            continue;
-        }
-        match entry {
-            Entry::Input(envelope) => pending = Some(envelope),
-            Entry::Outcome {
-                seq,
+        report.records_read = lsn - checkpoint.meta.lsn;
+        let (input, status, answers) = match step {
+            Journaled::Handled {
+                input,
                 status,
                 answers,
-                ..
-            } => {
-                let Some(input) = pending.take().filter(|input| input.seq == seq) else {
-                    continue;
-                };
-                // Crashed inputs left no trace in production's state.
-                if matches!(status, Status::Crashed(_)) {
-                    continue;
-                }
-                let control = pair
-                    .step(seq, &input.payload, answers, policy)
-                    .map_err(ShadowError::Shadow)?;
-                let recorded = match status {
-                    Status::Applied => matches!(control.ended, Ended::Replied(_)),
-                    _ => matches!(control.ended, Ended::Refused(_)),
-                };
-                if !recorded || control.divergence.is_some() {
-                    // The current module does not reproduce its own history: the comparison
-                    // would be meaningless from here.
-                    pair.tally.aa_diverged(Divergence {
-                        seq,
-                        kind: crate::compare::message_kind(&input.payload),
-                        what: "replay".into(),
-                        input: crate::compare::render(&input.payload, 200),
-                        expected: format!("{status:?}"),
-                        got: format!("{:?}", control.divergence),
-                    });
-                    report.stopped_early =
-                        Some(format!("the current module does not replay input {seq}"));
-                    break;
-                }
-            }
-            Entry::Swap { seq, .. } | Entry::Rebase { seq, .. } => {
+            } => (input, status, answers),
+            Journaled::Changed(change) => {
                 report.stopped_early = Some(format!(
-                    "the agent changed modules after input {seq}; history stops there"
+                    "the agent changed modules ({change:?}); history stops there"
                 ));
                 break;
             }
+        };
+        // Crashed inputs left no trace in production's state.
+        if matches!(status, Status::Crashed(_)) {
+            continue;
+        }
+        let seq = input.seq;
+        let control = pair
+            .step(seq, &input.payload, answers, policy)
+            .map_err(ShadowError::Shadow)?;
+        let recorded = match status {
+            Status::Applied => matches!(control.ended, Ended::Replied(_)),
+            _ => matches!(control.ended, Ended::Refused(_)),
+        };
+        if !recorded || control.divergence.is_some() {
+            // The current module does not reproduce its own history: the comparison would be
+            // meaningless from here.
+            pair.tally.aa_diverged(Divergence {
+                seq,
+                kind: crate::compare::message_kind(&input.payload),
+                what: "replay".into(),
+                input: crate::compare::render(&input.payload, 200),
+                expected: format!("{status:?}"),
+                got: format!("{:?}", control.divergence),
+            });
+            report.stopped_early = Some(format!("the current module does not replay input {seq}"));
+            break;
         }
     }
     if pair.tally.samples > 0 {

@@ -123,9 +123,16 @@ impl Live {
     }
 
     /// The evaluation of `candidate` against `control` (the module production runs).
-    pub(crate) fn evaluate(&self, control: &BehaviourId, candidate: &BehaviourId) -> LiveEnd {
+    /// `mirroring` hears once the mirror is in and the shadows are seeded.
+    pub(crate) fn evaluate(
+        &self,
+        control: &BehaviourId,
+        candidate: &BehaviourId,
+        mirroring: oneshot::Sender<()>,
+    ) -> LiveEnd {
         let deadline = Instant::now() + self.limits.deadline;
         let mut pair: Option<Pair> = None;
+        let mut mirroring = Some(mirroring);
         loop {
             let (_agent, tapped, mut mirror) = match self.tap(deadline) {
                 Ok(tapped) => tapped,
@@ -160,6 +167,9 @@ impl Live {
             let Some(pair) = pair.as_mut() else {
                 return LiveEnd::Failed("no shadows".into());
             };
+            if let Some(mirroring) = mirroring.take() {
+                let _ = mirroring.send(());
+            }
             let mut expected = tapped.seq + 1;
             // Mirror this tap until it ends or skips an input; then tap again.
             loop {

@@ -17,11 +17,13 @@
 //! 4. **Errors.** Traps, refusals and budget overruns of the candidate where the control
 //!    succeeded must not exceed [`Policy::max_error_rate`] (default 0).
 //! 5. **Cost and latency.** Fuel and handle time are compared pair by pair (same input, same
-//!    thread, order alternated). A one-sided Wilcoxon signed-rank test of "the candidate is
-//!    worse by more than the tolerance" ([`Policy::fuel_tolerance`] 5 %,
-//!    [`Policy::latency_tolerance`] 25 %) rejects when p < [`Policy::alpha`] (1 %); the
+//!    thread, order alternated). A one-sided Wilcoxon signed-rank test on log ratios of "the
+//!    candidate is worse by more than the tolerance" ([`Policy::fuel_tolerance`] 5 %,
+//!    [`Policy::latency_tolerance`] 50 %) rejects when p < [`Policy::alpha`] (1 %); the
 //!    Hodges-Lehmann shift and its interval are kept as evidence. Fuel is deterministic, so its
-//!    comparison is free of scheduler noise; latency is not, hence its wider band.
+//!    comparison is free of scheduler noise; latency is not — on a shared 2-core machine two
+//!    instances of the *same* code measured 30 % apart for hundreds of inputs — hence its much
+//!    wider band.
 //!
 //! Otherwise the candidate is approved. Failures reject early: once the allowed number of
 //! mismatches or errors at `min_samples` is exceeded, more samples cannot change the verdict.
@@ -66,7 +68,7 @@ impl Default for Policy {
             max_mismatch_rate: 0.0,
             max_error_rate: 0.0,
             fuel_tolerance: 0.05,
-            latency_tolerance: 0.25,
+            latency_tolerance: 0.5,
             alpha: 0.01,
             max_rank_pairs: 2_000,
             state_every: 1_024,

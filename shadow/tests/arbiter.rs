@@ -194,6 +194,9 @@ fn config(approval: Approval) -> ArbiterConfig {
         policy: Policy {
             min_samples: 300,
             min_per_kind: 30,
+            // These tests judge answers, state and fuel; the tests run in parallel on two
+            // cores, where latency says more about the neighbours than about the module.
+            latency_tolerance: 2.0,
             ..Policy::default()
         },
         limits: ShadowLimits {
@@ -204,8 +207,8 @@ fn config(approval: Approval) -> ArbiterConfig {
     }
 }
 
-/// Waits until the gate is over, so the gate sees only the history and the shadows only the
-/// traffic.
+/// Waits until the gate is over and the shadows mirror production, so the gate sees only the
+/// history and the shadows all the traffic.
 async fn past_the_gate(arbiter: &Arbiter) {
     tokio::time::timeout(
         Duration::from_secs(60),
@@ -610,6 +613,7 @@ async fn shadows_never_call_a_tool_or_send() {
         .admit("kv", "toolbox", arbor_modules::TOOLBOX)
         .unwrap();
     arbiter.evaluate("kv", candidate, Vec::new()).unwrap();
+    past_the_gate(&arbiter).await;
     for i in 0..150 {
         let all = ToolboxMsg::All {
             to: "sink".into(),
@@ -665,8 +669,14 @@ async fn a_full_mirror_records_gaps_instead_of_slowing_production() {
     let status = settled(&arbiter).await;
     let sent = traffic.sent.load(Ordering::Relaxed);
     traffic.stop().await;
-    assert!(status.shadow.gaps > 0, "{:#?}", status.shadow);
-    assert!(status.shadow.resyncs > 0, "{:#?}", status.shadow);
+    // Whether the one-slot mirror overflowed depends on how busy the machine is (the test
+    // below makes it overflow for sure); when it did, the shadows re-seeded.
+    assert_eq!(
+        status.shadow.gaps > 0,
+        status.shadow.resyncs > 0,
+        "{:#?}",
+        status.shadow
+    );
     assert!(
         sent > status.shadow.samples,
         "{sent} {}",
@@ -789,4 +799,32 @@ async fn a_person_can_roll_back_or_end_a_watch() {
         "{steps:?}"
     );
     assert!(steps.contains(&"rolling-back".to_string()), "{steps:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_never_waits_for_a_full_mirror() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_system, agent) = kv_system(dir.path(), 0).await;
+    // A one-slot mirror nobody reads.
+    let (tap, mut mirror) = arbor_agent::MirrorTap::bounded(1);
+    let tapped = agent.tap(Some(tap)).await.unwrap();
+    for i in 0..50u64 {
+        let put = KvMsg::Put {
+            key: key(i),
+            value: "v".into(),
+        };
+        call(&agent, &put).await;
+    }
+    // Every call was answered; the first input waits in the mirror, the other 49 are gaps.
+    assert_eq!(mirror.gaps(), 49);
+    let first = mirror.try_recv().unwrap();
+    assert_eq!(first.seq, tapped.seq + 1);
+    assert!(matches!(
+        first.status,
+        arbor_agent::MirroredStatus::Applied(_)
+    ));
+    assert!(!mirror.try_recv().unwrap_err(), "empty, not ended");
+    // Dropping the mirror removes the tap at the next input.
+    drop(mirror);
+    call(&agent, &KvMsg::Get { key: key(0) }).await;
 }

@@ -27,6 +27,7 @@
 mod actor;
 mod agent_ref;
 mod error;
+mod history;
 mod host;
 pub(crate) mod journal;
 mod mirror;
@@ -35,6 +36,7 @@ mod system;
 
 pub use agent_ref::{AgentRef, RollbackReport, SwapReport};
 pub use error::AgentError;
+pub use history::{History, Journaled, history};
 pub use host::ReplayHost;
 pub use journal::CheckpointPolicy;
 pub use mirror::{Mirror, MirrorTap, Mirrored, MirroredStatus, Tapped};

@@ -6,6 +6,7 @@ use arbor_vault::AgentId;
 use arbor_wal::Lsn;
 
 use super::error::AgentError;
+use super::history::Journaled;
 use super::host::ReplayHost;
 use super::journal::Journal;
 use super::system::{AgentSpec, Shared};
@@ -226,37 +227,19 @@ pub(crate) fn rebuild(
     behaviour: &mut dyn Behaviour,
 ) -> Result<u64, String> {
     restore_checkpoint(journal, agent, lsn, id, behaviour)?;
-    if lsn + 1 < journal.wal.first_lsn() {
-        return Err(format!(
-            "the WAL after checkpoint {lsn} has been released (it starts at {})",
-            journal.wal.first_lsn()
-        ));
-    }
-    let records = journal.wal.read_from(lsn + 1).map_err(|e| e.to_string())?;
-    let mut pending: Option<Envelope> = None;
     let mut replayed = 0;
-    for record in records {
-        let record = record.map_err(|e| e.to_string())?;
-        let entry = Entry::decode(&record.payload)
-            .map_err(|e| format!("WAL record {} is not a journal entry: {e}", record.lsn))?;
-        if entry.agent() != agent.as_str() {
-            continue;
-        }
-        match entry {
-            Entry::Input(envelope) => pending = Some(envelope),
-            Entry::Outcome {
-                seq,
-                status,
+    for step in super::history::history(&journal.wal, agent.as_str(), lsn + 1)? {
+        if let (
+            _,
+            Journaled::Handled {
+                input,
+                status: Status::Applied,
                 answers,
-                ..
-            } => {
-                let input = pending.take().filter(|input| input.seq == seq);
-                if let (Some(input), Status::Applied) = (input, status) {
-                    replay_input(behaviour, &input, answers)?;
-                    replayed += 1;
-                }
-            }
-            Entry::Swap { .. } | Entry::Rebase { .. } => {}
+            },
+        ) = step?
+        {
+            replay_input(behaviour, &input, answers)?;
+            replayed += 1;
         }
     }
     Ok(replayed)
