@@ -403,13 +403,7 @@ impl Arbiter {
         });
         evaluations.insert(agent.into(), Arc::clone(&evaluation));
         drop(evaluations);
-        let spec = running.spec();
-        let factory = Factory::new(
-            system.clone(),
-            &spec.limits,
-            spec.capabilities.clone(),
-            &self.inner.config.limits,
-        );
+        let factory = self.factory(&running);
         let arbiter = self.clone();
         let agent = agent.to_string();
         tokio::spawn(async move {
@@ -477,15 +471,7 @@ impl Arbiter {
             "candidate and A/A control on mirrored traffic",
         )?;
         let progress = Arc::clone(&evaluation.progress.lock());
-        let live = Live {
-            factory,
-            agent: agent.into(),
-            ignore,
-            policy: config.policy.clone(),
-            limits: config.limits.clone(),
-            progress: Arc::clone(&progress),
-            handle: tokio::runtime::Handle::current(),
-        };
+        let live = self.live(factory, agent, ignore, Arc::clone(&progress));
         let control = current.clone();
         let (mirroring, mirrored) = oneshot::channel();
         let shadows = tokio::task::spawn_blocking(move || {
@@ -623,22 +609,12 @@ impl Arbiter {
             .system
             .lookup(agent)
             .ok_or_else(|| ShadowError::UnknownAgent(agent.into()))?;
-        let spec = running.spec();
-        let factory = Factory::new(
-            self.inner.system.clone(),
-            &spec.limits,
-            spec.capabilities.clone(),
-            &self.inner.config.limits,
+        let live = self.live(
+            self.factory(&running),
+            agent,
+            evaluation.ignore.clone(),
+            Arc::new(Progress::default()),
         );
-        let live = Live {
-            factory,
-            agent: agent.into(),
-            ignore: evaluation.ignore.clone(),
-            policy: self.inner.config.policy.clone(),
-            limits: self.inner.config.limits.clone(),
-            progress: Arc::new(Progress::default()),
-            handle: tokio::runtime::Handle::current(),
-        };
         self.promote_evaluated(evaluation, live, status.current.clone(), status.candidate)
             .await?;
         evaluation
@@ -919,6 +895,36 @@ impl Arbiter {
     pub fn history(&self, agent: &str) -> Result<Vec<LineageRecord>, ShadowError> {
         let vault = self.vault()?;
         vault.lineage_for(&agent_id(agent)?).map_err(vault_error)
+    }
+
+    /// Shadow instances for `running`: its grants, the shadow budgets.
+    fn factory(&self, running: &arbor_agent::AgentRef) -> Factory {
+        let spec = running.spec();
+        Factory::new(
+            self.inner.system.clone(),
+            &spec.limits,
+            spec.capabilities.clone(),
+            &self.inner.config.limits,
+        )
+    }
+
+    /// A live run (evaluation or watch) of `agent`'s shadows.
+    fn live(
+        &self,
+        factory: Factory,
+        agent: &str,
+        ignore: Vec<IgnoreRule>,
+        progress: Arc<Progress>,
+    ) -> Live {
+        Live {
+            factory,
+            agent: agent.into(),
+            ignore,
+            policy: self.inner.config.policy.clone(),
+            limits: self.inner.config.limits.clone(),
+            progress,
+            handle: tokio::runtime::Handle::current(),
+        }
     }
 
     fn evaluation(&self, agent: &str) -> Result<Arc<Evaluation>, ShadowError> {
