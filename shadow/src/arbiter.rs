@@ -258,10 +258,16 @@ pub struct Arbiter {
 }
 
 impl Arbiter {
-    /// The arbiter of `system`. Reconciles the lineage with what the agents run: a watch the
+    /// The arbiter of `system`; refuses a configuration the rule cannot work with
+    /// ([`ShadowError::Config`]). Reconciles the lineage with what the agents run: a watch the
     /// host did not live to finish ends with its promotion kept (the agents' recovery already
     /// made their module and state consistent), and the lineage says so.
     pub fn new(system: AgentSystem, config: ArbiterConfig) -> Result<Arbiter, ShadowError> {
+        config.policy.validate()?;
+        config.limits.validate()?;
+        if config.watch > crate::policy::MAX_WINDOW {
+            return Err(ShadowError::Config("watch must be at most a year".into()));
+        }
         let arbiter = Arbiter {
             inner: Arc::new(Inner {
                 system,

@@ -42,6 +42,9 @@ pub enum ShadowError {
     /// The vault failed.
     #[error("vault: {0}")]
     Vault(String),
+    /// The configuration is not usable (a threshold out of range, …).
+    #[error("configuration: {0}")]
+    Config(String),
     /// A shadow could not be run.
     #[error("shadow: {0}")]
     Shadow(String),

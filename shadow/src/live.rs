@@ -299,10 +299,7 @@ impl Live {
                 continue;
             }
             tally.samples += 1;
-            *tally
-                .per_kind
-                .entry(crate::compare::message_kind(&record.payload))
-                .or_default() += 1;
+            tally.count_kind(crate::compare::message_kind(&record.payload));
             if let (Some(a), Some(b)) = (run.fuel, record.fuel) {
                 tally.pair_fuel(a as f64, b as f64);
             }

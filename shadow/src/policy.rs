@@ -23,7 +23,9 @@
 //!    Hodges-Lehmann shift and its interval are kept as evidence. Fuel is deterministic, so its
 //!    comparison is free of scheduler noise; latency is not — on a shared 2-core machine two
 //!    instances of the *same* code measured 30 % apart for hundreds of inputs — hence its much
-//!    wider band.
+//!    wider band, and latency is judged only when the control's median handle time reaches
+//!    [`Policy::latency_floor`] (100 µs): below it a handle is a few microseconds and instance
+//!    memory effects outweigh the code.
 //!
 //! Otherwise the candidate is approved. Failures reject early: once the allowed number of
 //! mismatches or errors at `min_samples` is exceeded, more samples cannot change the verdict.
@@ -53,11 +55,53 @@ pub struct Policy {
     pub latency_tolerance: f64,
     /// The rank tests' significance level.
     pub alpha: f64,
+    /// Latency is judged only when the control's median handle time is at least this: below
+    /// it, a handle takes microseconds and instance memory effects (a fresh instance's page
+    /// faults, cache placement) outweigh the code; fuel still judges cost.
+    pub latency_floor: Duration,
     /// Pairs the rank tests use at most (evenly spaced), bounding their O(n²) cost.
     pub max_rank_pairs: usize,
     /// Compare the candidate's state with the control's every this many inputs (and at the
     /// end).
     pub state_every: u64,
+}
+
+impl Policy {
+    /// Refuses thresholds the rule cannot work with.
+    pub fn validate(&self) -> Result<(), crate::ShadowError> {
+        let fail = |what: String| Err(crate::ShadowError::Config(what));
+        for (name, rate) in [
+            ("max_mismatch_rate", self.max_mismatch_rate),
+            ("max_error_rate", self.max_error_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return fail(format!("{name} must be in [0, 1], not {rate}"));
+            }
+        }
+        for (name, tolerance) in [
+            ("fuel_tolerance", self.fuel_tolerance),
+            ("latency_tolerance", self.latency_tolerance),
+        ] {
+            if !(tolerance.is_finite() && tolerance >= 0.0) {
+                return fail(format!(
+                    "{name} must be finite and not negative, not {tolerance}"
+                ));
+            }
+        }
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            return fail(format!("alpha must be in (0, 1), not {}", self.alpha));
+        }
+        if !(2..=100_000).contains(&self.max_rank_pairs) {
+            return fail(format!(
+                "max_rank_pairs must be in 2..=100000, not {}",
+                self.max_rank_pairs
+            ));
+        }
+        if self.state_every == 0 {
+            return fail("state_every must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for Policy {
@@ -70,6 +114,7 @@ impl Default for Policy {
             fuel_tolerance: 0.05,
             latency_tolerance: 0.5,
             alpha: 0.01,
+            latency_floor: Duration::from_micros(100),
             max_rank_pairs: 2_000,
             state_every: 1_024,
         }
@@ -92,6 +137,30 @@ pub struct ShadowLimits {
     pub queue: usize,
     /// Journal records the replay gate reads at most.
     pub gate_max_records: u64,
+}
+
+/// The longest deadline or watch window accepted (a year): longer ones are a mistake, and
+/// would overflow the clock arithmetic.
+pub const MAX_WINDOW: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl ShadowLimits {
+    /// Refuses limits nothing could run under.
+    pub fn validate(&self) -> Result<(), crate::ShadowError> {
+        let fail = |what: &str| Err(crate::ShadowError::Config(what.into()));
+        if self.max_evaluations == 0 {
+            return fail("max_evaluations must be at least 1");
+        }
+        if self.queue == 0 {
+            return fail("queue must be at least 1");
+        }
+        if self.memory_bytes == 0 || self.fuel == 0 {
+            return fail("memory_bytes and fuel must be above 0");
+        }
+        if self.deadline > MAX_WINDOW {
+            return fail("deadline must be at most a year");
+        }
+        Ok(())
+    }
 }
 
 impl Default for ShadowLimits {
@@ -216,7 +285,21 @@ impl Default for Tally {
     }
 }
 
+/// Message kinds counted separately; further kinds count as `other` (kinds come from the
+/// payload, so a sender must not be able to grow the map, or starve the per-kind minimum).
+pub(crate) const MAX_KINDS: usize = 64;
+
 impl Tally {
+    /// Counts one sample of `kind`.
+    pub(crate) fn count_kind(&mut self, kind: String) {
+        let kind = if self.per_kind.len() >= MAX_KINDS && !self.per_kind.contains_key(&kind) {
+            "other".to_string()
+        } else {
+            kind
+        };
+        *self.per_kind.entry(kind).or_default() += 1;
+    }
+
     pub(crate) fn pair_fuel(&mut self, control: f64, candidate: f64) {
         keep_pair(
             &mut self.fuel,
@@ -356,7 +439,16 @@ pub fn decide(tally: &Tally, policy: &Policy) -> Decision {
         policy.alpha,
         policy.max_rank_pairs,
     );
-    if let Some(latency) = latency.filter(|c| c.worse) {
+    let control_median = crate::stats::median(
+        &tally
+            .latency
+            .iter()
+            .map(|(control, _)| *control)
+            .collect::<Vec<_>>(),
+    );
+    let measurable =
+        control_median.is_some_and(|nanos| nanos >= policy.latency_floor.as_nanos() as f64);
+    if let Some(latency) = latency.filter(|c| c.worse && measurable) {
         reasons.push(format!(
             "latency {:+.1}% (95% CI {:+.1}%..{:+.1}%), worse than the {:.0}% tolerance (p = {:.2e})",
             latency.shift * 100.0,
@@ -466,6 +558,20 @@ mod tests {
     }
 
     #[test]
+    fn latency_is_judged_above_the_floor_only() {
+        let mut slow = clean(400);
+        slow.latency = (0..400).map(|_| (1_000.0, 3_000.0)).collect();
+        assert_eq!(decide(&slow, &Policy::default()).verdict, Verdict::Approved);
+        slow.latency = (0..400).map(|_| (200_000.0, 600_000.0)).collect();
+        let decision = decide(&slow, &Policy::default());
+        assert_eq!(decision.verdict, Verdict::Rejected);
+        assert!(
+            decision.reasons[0].starts_with("latency +200.0%"),
+            "{decision:?}"
+        );
+    }
+
+    #[test]
     fn tolerated_rates_allow_some_failures() {
         let policy = Policy {
             max_mismatch_rate: 0.01,
@@ -478,5 +584,51 @@ mod tests {
         tally.mismatches = 5;
         assert!(already_failed(&tally, &policy));
         assert!(enough(&tally, &policy));
+    }
+
+    #[test]
+    fn unusable_thresholds_are_refused_and_kinds_are_capped() {
+        assert!(Policy::default().validate().is_ok());
+        assert!(ShadowLimits::default().validate().is_ok());
+        for bad in [
+            Policy {
+                max_mismatch_rate: f64::NAN,
+                ..Policy::default()
+            },
+            Policy {
+                max_error_rate: -0.1,
+                ..Policy::default()
+            },
+            Policy {
+                latency_tolerance: f64::INFINITY,
+                ..Policy::default()
+            },
+            Policy {
+                alpha: 0.0,
+                ..Policy::default()
+            },
+            Policy {
+                max_rank_pairs: usize::MAX,
+                ..Policy::default()
+            },
+            Policy {
+                state_every: 0,
+                ..Policy::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        let forever = ShadowLimits {
+            deadline: Duration::MAX,
+            ..ShadowLimits::default()
+        };
+        assert!(forever.validate().is_err());
+
+        let mut tally = Tally::default();
+        for i in 0..1_000 {
+            tally.count_kind(format!("kind-{i}"));
+        }
+        assert_eq!(tally.per_kind.len(), MAX_KINDS + 1);
+        assert_eq!(tally.per_kind["other"], 1_000 - MAX_KINDS as u64);
     }
 }

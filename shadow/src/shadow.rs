@@ -261,7 +261,7 @@ impl Pair {
         };
         let tally = &mut self.tally;
         tally.samples += 1;
-        *tally.per_kind.entry(message_kind(payload)).or_default() += 1;
+        tally.count_kind(message_kind(payload));
         if let (Some(a), Some(b)) = (control.fuel, candidate.fuel) {
             tally.pair_fuel(a as f64, b as f64);
         }

@@ -323,30 +323,16 @@ impl Agent {
             Err(error) if error.is_crash() => Status::Crashed(error.to_string()),
             Err(error) => Status::Refused(error.to_string()),
         };
-        if let Some(tap) = &self.mirror {
-            let record = Mirrored {
-                seq: envelope.seq,
-                kind: envelope.kind,
-                from: envelope.from.clone(),
-                payload: envelope.payload.clone(),
-                status: match (&result, &status) {
-                    (Ok(reply), _) => MirroredStatus::Applied(reply.clone()),
-                    (Err(_), Status::Crashed(why)) => MirroredStatus::Crashed(why.clone()),
-                    (Err(error), _) => MirroredStatus::Refused(error.to_string()),
-                },
-                answers: answers.clone(),
-                sends: sends
-                    .iter()
-                    .map(|s| (s.to.clone(), s.payload.clone()))
-                    .collect(),
-                fuel: self.behaviour.last_cost().fuel,
-                took,
-                behaviour: self.behaviour_id.clone(),
-            };
-            if !tap.offer(record) {
-                self.mirror = None;
-            }
-        }
+        // The mirror's copy is taken now (the answers go into the outcome record) and offered
+        // once the outcome is journaled, with the status production ends up with.
+        let mirrored = self.mirror.as_ref().map(|_| {
+            let sends: Vec<(String, Vec<u8>)> = sends
+                .iter()
+                .map(|s| (s.to.clone(), s.payload.clone()))
+                .collect();
+            let cost = self.behaviour.last_cost().fuel;
+            (answers.clone(), sends, cost, envelope.from.clone())
+        });
         let appended = match journal {
             None => Ok(None),
             Some(journal) => {
@@ -380,6 +366,27 @@ impl Agent {
                 };
             }
         };
+        if let (Some(tap), Some((answers, sends, fuel, sender))) = (&self.mirror, mirrored) {
+            let record = Mirrored {
+                seq: envelope.seq,
+                kind: envelope.kind,
+                from: sender,
+                payload: envelope.payload.clone(),
+                status: match &result {
+                    Ok(reply) => MirroredStatus::Applied(reply.clone()),
+                    Err(error) if error.is_crash() => MirroredStatus::Crashed(error.to_string()),
+                    Err(error) => MirroredStatus::Refused(error.to_string()),
+                },
+                answers,
+                sends,
+                fuel,
+                took,
+                behaviour: self.behaviour_id.clone(),
+            };
+            if !tap.offer(record) {
+                self.mirror = None;
+            }
+        }
         self.inputs_since_checkpoint += 1;
         match result {
             Ok(bytes) => {
