@@ -560,7 +560,10 @@ impl Runtime {
                 && child.kind == ChildKind::Worker
                 && !matches!(child.state, arbor_supervisor::ChildState::Terminated { .. })
         });
-        if in_tree || self.inner.system.is_registered(name)? {
+        // Between a supervisor giving up and its restart, its agents are in no tree: the
+        // registry (journaled) or the ephemeral specs (not journaled) still know them.
+        let ephemeral = self.inner.tree.ephemeral_agents.lock().contains_key(name);
+        if in_tree || ephemeral || self.inner.system.is_registered(name)? {
             Err(Error::Restarting(name.into()))
         } else {
             Err(AgentError::UnknownAgent(name.into()).into())
