@@ -66,6 +66,9 @@ pub struct Policy {
     pub state_every: u64,
 }
 
+/// The most pairs a rank test may use (see [`Policy::max_rank_pairs`]).
+pub const MAX_RANK_PAIRS: usize = 5_000;
+
 impl Policy {
     /// Refuses thresholds the rule cannot work with.
     pub fn validate(&self) -> Result<(), crate::ShadowError> {
@@ -91,9 +94,10 @@ impl Policy {
         if !(self.alpha > 0.0 && self.alpha < 1.0) {
             return fail(format!("alpha must be in (0, 1), not {}", self.alpha));
         }
-        if !(2..=100_000).contains(&self.max_rank_pairs) {
+        // The rank tests hold n(n+1)/2 Walsh averages: 5,000 pairs is 100 MB of them.
+        if !(2..=MAX_RANK_PAIRS).contains(&self.max_rank_pairs) {
             return fail(format!(
-                "max_rank_pairs must be in 2..=100000, not {}",
+                "max_rank_pairs must be in 2..={MAX_RANK_PAIRS}, not {}",
                 self.max_rank_pairs
             ));
         }

@@ -83,6 +83,22 @@ async fn kv_system(dir: &std::path::Path, history: u64) -> (AgentSystem, AgentRe
     (system, agent)
 }
 
+/// A journaled `kv` agent with `history` Puts, an arbiter with `config`, and `bytes` admitted
+/// as `name` and under evaluation.
+async fn evaluating(
+    dir: &std::path::Path,
+    history: u64,
+    config: ArbiterConfig,
+    name: &str,
+    bytes: &[u8],
+) -> (AgentSystem, Arbiter, arbor_vault::ModuleHash) {
+    let (system, _agent) = kv_system(dir, history).await;
+    let arbiter = Arbiter::new(system.clone(), config).unwrap();
+    let candidate = arbiter.admit("kv", name, bytes).unwrap();
+    arbiter.evaluate("kv", candidate, Vec::new()).unwrap();
+    (system, arbiter, candidate)
+}
+
 /// What the traffic sends.
 #[derive(Clone, Copy, PartialEq)]
 enum Mix {
@@ -271,10 +287,14 @@ fn verdict_detail(arbiter: &Arbiter) -> (Verdict, VerdictDetail) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_v2_is_promoted_automatically_and_keeps_every_write() {
     let dir = tempfile::tempdir().unwrap();
-    let (system, _agent) = kv_system(dir.path(), 400).await;
-    let arbiter = Arbiter::new(system.clone(), config(Approval::Auto)).unwrap();
-    let v2 = arbiter.admit("kv", "kv-v2", arbor_modules::KV_V2).unwrap();
-    arbiter.evaluate("kv", v2, Vec::new()).unwrap();
+    let (system, arbiter, v2) = evaluating(
+        dir.path(),
+        400,
+        config(Approval::Auto),
+        "kv-v2",
+        arbor_modules::KV_V2,
+    )
+    .await;
     past_the_gate(&arbiter).await;
     let traffic = Traffic::start(&system, Mix::Everything, 1, history_store(400));
     let status = settled(&arbiter).await;
@@ -336,12 +356,14 @@ fn arbor_modules_kv() -> arbor_vault::ModuleHash {
 async fn kv_buggy_is_rejected_with_the_diverging_inputs() {
     let dir = tempfile::tempdir().unwrap();
     // History of Puts only: the gate cannot see the bug, the shadows must.
-    let (system, _agent) = kv_system(dir.path(), 1_000).await;
-    let arbiter = Arbiter::new(system.clone(), config(Approval::Auto)).unwrap();
-    let buggy = arbiter
-        .admit("kv", "kv-buggy", arbor_modules::KV_BUGGY)
-        .unwrap();
-    arbiter.evaluate("kv", buggy, Vec::new()).unwrap();
+    let (system, arbiter, _buggy) = evaluating(
+        dir.path(),
+        1_000,
+        config(Approval::Auto),
+        "kv-buggy",
+        arbor_modules::KV_BUGGY,
+    )
+    .await;
     past_the_gate(&arbiter).await;
     let traffic = Traffic::start(&system, Mix::Everything, 2, history_store(1_000));
     let status = settled(&arbiter).await;
@@ -377,12 +399,14 @@ async fn kv_buggy_is_rejected_with_the_diverging_inputs() {
 async fn kv_slow_is_rejected_for_cost_at_the_gate_and_live() {
     // With history: the gate measures the fuel and stops it.
     let dir = tempfile::tempdir().unwrap();
-    let (system, _agent) = kv_system(dir.path(), 100).await;
-    let arbiter = Arbiter::new(system.clone(), config(Approval::Auto)).unwrap();
-    let slow = arbiter
-        .admit("kv", "kv-slow", arbor_modules::KV_SLOW)
-        .unwrap();
-    arbiter.evaluate("kv", slow, Vec::new()).unwrap();
+    let (_system, arbiter, _slow) = evaluating(
+        dir.path(),
+        100,
+        config(Approval::Auto),
+        "kv-slow",
+        arbor_modules::KV_SLOW,
+    )
+    .await;
     let status = settled(&arbiter).await;
     assert_eq!(status.stage, Stage::Done(Outcome::Rejected), "{status:#?}");
     let gate = status.gate.unwrap();
@@ -393,12 +417,14 @@ async fn kv_slow_is_rejected_for_cost_at_the_gate_and_live() {
 
     // Without history: the shadows measure it.
     let dir = tempfile::tempdir().unwrap();
-    let (system, _agent) = kv_system(dir.path(), 0).await;
-    let arbiter = Arbiter::new(system.clone(), config(Approval::Auto)).unwrap();
-    let slow = arbiter
-        .admit("kv", "kv-slow", arbor_modules::KV_SLOW)
-        .unwrap();
-    arbiter.evaluate("kv", slow, Vec::new()).unwrap();
+    let (system, arbiter, _slow) = evaluating(
+        dir.path(),
+        0,
+        config(Approval::Auto),
+        "kv-slow",
+        arbor_modules::KV_SLOW,
+    )
+    .await;
     past_the_gate(&arbiter).await;
     let traffic = Traffic::start(&system, Mix::Everything, 3, history_store(0));
     let status = settled(&arbiter).await;
@@ -463,12 +489,14 @@ async fn a_placebo_waits_for_approval_and_is_promoted_with_zero_mismatches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_badmigrate_is_rejected_at_the_gate_and_without_history_at_the_shadow() {
     let dir = tempfile::tempdir().unwrap();
-    let (system, _agent) = kv_system(dir.path(), 10).await;
-    let arbiter = Arbiter::new(system.clone(), config(Approval::Auto)).unwrap();
-    let bad = arbiter
-        .admit("kv", "kv-badmigrate", arbor_modules::KV_BADMIGRATE)
-        .unwrap();
-    arbiter.evaluate("kv", bad, Vec::new()).unwrap();
+    let (_system, arbiter, _bad) = evaluating(
+        dir.path(),
+        10,
+        config(Approval::Auto),
+        "kv-badmigrate",
+        arbor_modules::KV_BADMIGRATE,
+    )
+    .await;
     let status = settled(&arbiter).await;
     assert_eq!(status.stage, Stage::Done(Outcome::Rejected), "{status:#?}");
     let reasons = &status.gate.unwrap().reasons;
