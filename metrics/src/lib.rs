@@ -66,6 +66,14 @@ catalog! {
         "Inputs that crashed an agent's behaviour (traps, deadline, fuel, memory cap).";
     MAILBOX_FULL = "arbor_mailbox_full_total", Counter, [], Count,
         "Inputs refused because the agent's mailbox was full.";
+    WAL_RECORDS = "arbor_wal_records_total", Counter, [], Count,
+        "Records written to the WAL.";
+    WAL_BYTES = "arbor_wal_bytes_total", Counter, [], Bytes,
+        "Bytes written to the WAL (frames included).";
+    WAL_FSYNC_SECONDS = "arbor_wal_fsync_seconds", Histogram, [], Seconds,
+        "Time one fdatasync of the WAL took.";
+    WAL_SEGMENTS_CREATED = "arbor_wal_segments_created_total", Counter, [], Count,
+        "WAL segments created (rotations).";
 }
 
 static AGENT_LABELS: AtomicBool = AtomicBool::new(false);
