@@ -581,6 +581,9 @@ impl Io {
             stats
                 .records
                 .fetch_add(chunk.last_lsn + 1 - chunk.first_lsn, Ordering::Relaxed);
+            metrics::counter!(arbor_metrics::WAL_RECORDS)
+                .increment(chunk.last_lsn + 1 - chunk.first_lsn);
+            metrics::counter!(arbor_metrics::WAL_BYTES).increment(chunk.bytes.len() as u64);
             last_written = Some(chunk.last_lsn);
         }
         if let Some(lsn) = last_written {
@@ -607,9 +610,11 @@ impl Io {
             .map_err(|source| Error::io("fdatasync", self.path.clone(), None, source))?;
         let stats = &shared.stats;
         stats.syncs.fetch_add(1, Ordering::Relaxed);
+        let took = started.elapsed();
         stats
             .sync_nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        metrics::histogram!(arbor_metrics::WAL_FSYNC_SECONDS).record(took);
         Ok(())
     }
 
@@ -620,6 +625,7 @@ impl Io {
     fn rotate(&mut self, shared: &Shared, next: SegmentHeader) -> Result<()> {
         self.sync_data(shared)?;
         let (path, file) = segment::create(&shared.dir, next, shared.config.segment_bytes)?;
+        metrics::counter!(arbor_metrics::WAL_SEGMENTS_CREATED).increment(1);
         shared.segments.write().push(SegmentEntry {
             first_lsn: next.first_lsn,
             segment_id: next.segment_id,

@@ -317,6 +317,7 @@ impl Agent {
             Err(crate::BehaviourError::Trap(format!("panicked: {what}")))
         });
         let took = started.elapsed();
+        record_handled(name, &result, took);
         let (answers, sends) = (host.answers, host.sends);
         let status = match &result {
             Ok(_) => Status::Applied,
@@ -728,6 +729,31 @@ impl Agent {
             journal.unpin(&self.spec.name);
         }
         Ok(())
+    }
+}
+
+/// The metrics of one handled input (see `arbor-metrics`).
+fn record_handled(
+    agent: &str,
+    result: &Result<Vec<u8>, crate::BehaviourError>,
+    took: std::time::Duration,
+) {
+    let outcome = match result {
+        Ok(_) => "applied",
+        Err(error) if error.is_crash() => "crashed",
+        Err(_) => "refused",
+    };
+    if arbor_metrics::agent_labels() {
+        let agent = agent.to_string();
+        metrics::counter!(arbor_metrics::MESSAGES_IN, "outcome" => outcome, "agent" => agent.clone())
+            .increment(1);
+        metrics::histogram!(arbor_metrics::HANDLE_SECONDS, "agent" => agent).record(took);
+    } else {
+        metrics::counter!(arbor_metrics::MESSAGES_IN, "outcome" => outcome).increment(1);
+        metrics::histogram!(arbor_metrics::HANDLE_SECONDS).record(took);
+    }
+    if outcome == "crashed" {
+        metrics::counter!(arbor_metrics::TRAPS).increment(1);
     }
 }
 

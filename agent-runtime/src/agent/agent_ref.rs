@@ -189,6 +189,7 @@ impl AgentRef {
         let mailbox = &self.mailbox;
         if mailbox.queued.fetch_add(1, Ordering::AcqRel) >= mailbox.capacity {
             mailbox.taken();
+            metrics::counter!(arbor_metrics::MAILBOX_FULL).increment(1);
             return Err(AgentError::MailboxFull {
                 agent: self.name().into(),
                 capacity: mailbox.capacity,

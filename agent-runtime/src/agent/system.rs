@@ -207,8 +207,9 @@ impl Shared {
                 }),
                 None => Err(AgentError::UnknownAgent(send.to.clone())),
             };
-            if let Err(error) = delivered {
-                tracing::warn!(agent = from, to = send.to, %error, "send dropped");
+            match delivered {
+                Ok(()) => metrics::counter!(arbor_metrics::MESSAGES_OUT).increment(1),
+                Err(error) => tracing::warn!(agent = from, to = send.to, %error, "send dropped"),
             }
         }
     }
