@@ -27,6 +27,16 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// The metrics exporter could not start (another recorder is installed, or the address
+    /// could not be bound).
+    #[error("metrics: {0}")]
+    Metrics(String),
+    /// The admin endpoint could not start.
+    #[error("admin endpoint: {0}")]
+    Admin(String),
+    /// The evolution arbiter could not start (its configuration, or its lineage).
+    #[error("evolution: {0}")]
+    Evolution(String),
     /// The runtime has stopped: shut down, or its root supervisor gave up.
     #[error("the runtime has stopped: {reason}")]
     Stopped {

@@ -16,10 +16,13 @@
 //! - [`wal`]: the segmented write-ahead log.
 //! - [`vault`]: checkpoints, modules, lineage and the agent registry.
 
+pub mod admin;
 mod error;
 mod runtime;
+mod telemetry;
 
 pub use arbor_agent as agent;
+pub use arbor_metrics as metrics;
 pub use arbor_shadow as shadow;
 pub use arbor_supervisor as supervisor;
 pub use arbor_vault as vault;

@@ -2,7 +2,8 @@
 //! supervision tree of agents.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use arbor_agent::{
     AgentError, AgentRef, AgentSpec, AgentSystem, Behaviour, BehaviourId, CheckpointPolicy,
     DEFAULT_MAILBOX,
 };
+use arbor_shadow::{Arbiter, ArbiterConfig};
 use arbor_supervisor::{
     Backoff, ChildKind, ChildSpec, ChildStarted, Intensity, Restart, Shutdown, Strategy,
     Supervisor, SupervisorRef, SupervisorSpec, SupervisorTree,
@@ -25,6 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Error;
+use crate::admin::{AdminConfig, Operator};
 
 /// How one supervisor of the runtime's tree behaves, and how it treats its agents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,9 +165,43 @@ pub struct RuntimeBuilder {
     supervisors: Vec<(Vec<String>, SupervisorOptions)>,
     tools: Tools,
     natives: Vec<(String, arbor_agent::NativeFactory)>,
+    metrics: Option<SocketAddr>,
+    admin: Option<AdminConfig>,
+    evolution: ArbiterConfig,
 }
 
 impl RuntimeBuilder {
+    /// Serves Prometheus metrics (the `arbor_*` catalog of `arbor-metrics`) at `/metrics` on
+    /// `addr` (port 0 picks a free one: see [`Runtime::metrics_addr`]). The recorder is
+    /// process-wide: later runtimes of the process share it; a host that installed its own
+    /// `metrics` recorder leaves this unset and gets arbor's metrics in its recorder.
+    pub fn metrics(mut self, addr: SocketAddr) -> Self {
+        self.metrics = Some(addr);
+        self
+    }
+
+    /// Adds an `agent` label to the per-agent metrics (messages in, handle time). Off by
+    /// default: each agent then costs series in Prometheus, so enable it for tens of agents,
+    /// not for thousands.
+    pub fn agent_metric_labels(self, enabled: bool) -> Self {
+        arbor_metrics::set_agent_labels(enabled);
+        self
+    }
+
+    /// Serves the admin API (what `arborctl` talks to) on a loopback address, requiring the
+    /// token. See [`crate::admin`].
+    pub fn admin(mut self, config: AdminConfig) -> Self {
+        self.admin = Some(config);
+        self
+    }
+
+    /// The evolution arbiter's configuration (approval mode, decision rule, shadow limits);
+    /// default: [`ArbiterConfig::default`] (a person approves promotions).
+    pub fn evolution(mut self, config: ArbiterConfig) -> Self {
+        self.evolution = config;
+        self
+    }
+
     /// Keep the WAL and the vault in `dir` (created if missing). Without one the runtime is
     /// ephemeral: nothing is journaled, and a restarted agent starts from its init config.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -249,6 +286,18 @@ impl RuntimeBuilder {
     /// recovers every agent the registry says was running (checkpoint + WAL replay), each under
     /// its supervisor. Fails, naming the agent, if one cannot be recovered.
     pub async fn build(self) -> Result<Runtime, Error> {
+        if let Some(admin) = &self.admin
+            && !admin.addr.ip().is_loopback()
+        {
+            return Err(Error::Admin(format!(
+                "the admin endpoint listens on loopback only, not on {}",
+                admin.addr
+            )));
+        }
+        let prometheus = match self.metrics {
+            Some(_) => Some(crate::telemetry::prometheus()?),
+            None => None,
+        };
         for (path, _) in &self.supervisors {
             let Some((_, parent)) = path.split_last() else {
                 return Err(Error::UnknownSupervisor(String::new()));
@@ -271,6 +320,8 @@ impl RuntimeBuilder {
             system = system.native(name, move || factory());
         }
         let system = system.build()?;
+        let arbiter = Arbiter::new(system.clone(), self.evolution)
+            .map_err(|e| Error::Evolution(e.to_string()))?;
         let tree = Arc::new(Tree {
             system: system.clone(),
             root: self.root,
@@ -279,8 +330,13 @@ impl RuntimeBuilder {
         });
         let root =
             Supervisor::start(tree.spec(&[]).map_err(|reason| Error::Stopped { reason })?).await?;
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         let inner = Arc::new(Inner {
             system,
+            arbiter,
+            data_dir: self.data_dir.clone(),
+            endpoints: Mutex::new(Endpoints::default()),
+            stop,
             tree,
             root: root.clone(),
             limits: self.limits,
@@ -305,7 +361,45 @@ impl RuntimeBuilder {
                 }
             }
         });
-        Ok(Runtime { inner })
+        let runtime = Runtime { inner };
+        crate::telemetry::sample_every_second(Arc::downgrade(&runtime.inner), prometheus.clone());
+        if let (Some(addr), Some(handle)) = (self.metrics, prometheus) {
+            let bound = crate::telemetry::serve(addr, handle, stopped(stopping.clone())).await?;
+            tracing::info!(%bound, "metrics at /metrics");
+            runtime.inner.endpoints.lock().metrics = Some(bound);
+        }
+        if let Some(admin) = self.admin {
+            let operator = Operator::online(&runtime);
+            let bound = crate::admin::serve(admin.addr, admin.token, operator, stopped(stopping))
+                .await
+                .map_err(|e| Error::Admin(format!("binding {}: {e}", admin.addr)))?;
+            tracing::info!(%bound, "admin endpoint");
+            runtime.inner.endpoints.lock().admin = Some(bound);
+        }
+        Ok(runtime)
+    }
+}
+
+/// Resolves once the runtime stops (shut down or dropped).
+async fn stopped(mut stopping: tokio::sync::watch::Receiver<bool>) {
+    // An error means the runtime is gone, which is a stop too.
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// Where the runtime's endpoints listen.
+#[derive(Default)]
+struct Endpoints {
+    metrics: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+}
+
+/// A handle that does not keep the runtime alive (the admin endpoint's).
+#[derive(Clone)]
+pub(crate) struct WeakRuntime(Weak<Inner>);
+
+impl WeakRuntime {
+    pub(crate) fn upgrade(&self) -> Option<Runtime> {
+        self.0.upgrade().map(|inner| Runtime { inner })
     }
 }
 
@@ -343,10 +437,15 @@ pub struct Runtime {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    system: AgentSystem,
+pub(crate) struct Inner {
+    pub(crate) system: AgentSystem,
+    arbiter: Arbiter,
+    data_dir: Option<PathBuf>,
+    endpoints: Mutex<Endpoints>,
+    /// Tells the endpoints and the sampler to stop.
+    stop: tokio::sync::watch::Sender<bool>,
     tree: Arc<Tree>,
-    root: SupervisorRef,
+    pub(crate) root: SupervisorRef,
     limits: AgentLimits,
     call_timeout: Duration,
     /// Why the runtime stopped, once it has.
@@ -356,10 +455,17 @@ struct Inner {
     spawning: tokio::sync::Mutex<()>,
 }
 
+impl Inner {
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+}
+
 impl Drop for Inner {
     /// The last handle is gone without `shutdown`: ask the tree to stop (agents take their
     /// final checkpoints in the background). `shutdown` is the way to wait for it.
     fn drop(&mut self) {
+        let _ = self.stop.send(true);
         if !self.shutting_down.load(Ordering::Acquire) {
             self.root.cell().stop(Some("shutdown".into()));
         }
@@ -381,6 +487,9 @@ impl Runtime {
             supervisors: Vec::new(),
             tools: Tools::new(),
             natives: Vec::new(),
+            metrics: None,
+            admin: None,
+            evolution: ArbiterConfig::default(),
         }
     }
 
@@ -515,6 +624,31 @@ impl Runtime {
         &self.inner.system
     }
 
+    /// The evolution arbiter over this runtime's agents (admit a candidate module, replay
+    /// gate, shadows, promotion, rollback); the admin endpoint uses the same one.
+    pub fn arbiter(&self) -> &Arbiter {
+        &self.inner.arbiter
+    }
+
+    /// The data directory, if the runtime has one.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.inner.data_dir.as_deref()
+    }
+
+    /// Where `/metrics` is served, if [`RuntimeBuilder::metrics`] asked for it.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.inner.endpoints.lock().metrics
+    }
+
+    /// Where the admin endpoint listens, if [`RuntimeBuilder::admin`] asked for it.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.inner.endpoints.lock().admin
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakRuntime {
+        WeakRuntime(Arc::downgrade(&self.inner))
+    }
+
     /// Why the runtime stopped, if it has (its root supervisor gave up, or it was shut down).
     pub fn stopped(&self) -> Option<String> {
         let recorded = self.inner.stopped.lock().clone();
@@ -533,6 +667,7 @@ impl Runtime {
     /// dropped.
     pub async fn shutdown(&self) -> Result<(), Error> {
         self.inner.shutting_down.store(true, Ordering::Release);
+        let _ = self.inner.stop.send(true);
         self.inner.root.shutdown().await;
         let result = self.inner.system.shutdown().await;
         self.inner

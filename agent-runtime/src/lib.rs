@@ -23,9 +23,9 @@ pub mod tools;
 pub mod wasm;
 
 pub use agent::{
-    AgentError, AgentRef, AgentSpec, AgentSystem, AgentSystemBuilder, CheckpointPolicy,
-    DEFAULT_MAILBOX, Mirror, MirrorTap, Mirrored, MirroredStatus, NativeFactory, RecoveryReport,
-    ReplayHost, RollbackReport, SwapReport, Tapped,
+    AfterRestore, AgentError, AgentRef, AgentSpec, AgentSystem, AgentSystemBuilder,
+    CheckpointPolicy, DEFAULT_MAILBOX, Mirror, MirrorTap, Mirrored, MirroredStatus, NativeFactory,
+    RebuildReport, RecoveryReport, ReplayHost, RestoreFrom, SwapReport, Tapped,
 };
 pub use behaviour::{Behaviour, BehaviourError, Cost, Host, HostError};
 pub use envelope::{BehaviourId, Envelope, Kind};

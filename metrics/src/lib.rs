@@ -1,4 +1,4 @@
-//! The catalog of arbor's metrics (WIP for issue 7): every `arbor_*` metric with its kind,
+//! The catalog of arbor's metrics: every `arbor_*` metric with its kind,
 //! labels, unit and meaning, in one place. The crates record through the `metrics` facade with
 //! these names; [`describe`] registers the descriptions with whatever recorder the host
 //! installed (arbor's own Prometheus exporter, or the host's).
@@ -56,16 +56,31 @@ macro_rules! catalog {
 }
 
 catalog! {
+    // Traffic.
     MESSAGES_IN = "arbor_messages_in_total", Counter, ["outcome"], Count,
-        "Inputs handled by agents, by outcome (applied, refused, crashed, rejected before the journal).";
+        "Inputs handled by agents, by outcome: applied, refused (the behaviour said no), crashed (trap, deadline, fuel, memory cap).";
     MESSAGES_OUT = "arbor_messages_out_total", Counter, [], Count,
         "Sends delivered from agents to agents.";
     HANDLE_SECONDS = "arbor_handle_seconds", Histogram, [], Seconds,
         "Time an agent's behaviour took to handle one input (the handle call, not journaling).";
-    TRAPS = "arbor_traps_total", Counter, [], Count,
-        "Inputs that crashed an agent's behaviour (traps, deadline, fuel, memory cap).";
+    MAILBOX_DEPTH = "arbor_mailbox_depth", Gauge, [], Count,
+        "Inputs waiting in all agents' mailboxes (sampled every second).";
+    MAILBOX_DEPTH_MAX = "arbor_mailbox_depth_max", Gauge, [], Count,
+        "Inputs waiting in the fullest agent mailbox (sampled every second).";
     MAILBOX_FULL = "arbor_mailbox_full_total", Counter, [], Count,
         "Inputs refused because the agent's mailbox was full.";
+    AGENTS = "arbor_agents", Gauge, ["state"], Count,
+        "Agents in the supervision tree by state: running, restarting, terminated (sampled every second).";
+    // Failures.
+    TRAPS = "arbor_traps_total", Counter, [], Count,
+        "Inputs that crashed an agent's behaviour (traps, deadline, fuel, memory cap).";
+    RESTARTS = "arbor_restarts_total", Counter, ["supervisor"], Count,
+        "Children a supervisor restarted after they exited abnormally.";
+    SUPERVISOR_INTENSITY = "arbor_supervisor_intensity_ratio", Gauge, ["supervisor"], Count,
+        "Restarts within a supervisor's intensity period over the restarts it tolerates; above 1 it gives up (sampled every second).";
+    SUPERVISOR_GIVEUPS = "arbor_supervisor_giveups_total", Counter, ["supervisor"], Count,
+        "Times a supervisor exceeded its restart intensity, stopped its children and escalated.";
+    // Durability.
     WAL_RECORDS = "arbor_wal_records_total", Counter, [], Count,
         "Records written to the WAL.";
     WAL_BYTES = "arbor_wal_bytes_total", Counter, [], Bytes,
@@ -74,6 +89,38 @@ catalog! {
         "Time one fdatasync of the WAL took.";
     WAL_SEGMENTS_CREATED = "arbor_wal_segments_created_total", Counter, [], Count,
         "WAL segments created (rotations).";
+    WAL_SEGMENTS = "arbor_wal_segments", Gauge, [], Count,
+        "WAL segments on disk (sampled every second); grows while an agent or a promotion's hold pins old records.";
+    CHECKPOINTS = "arbor_checkpoints_total", Counter, [], Count,
+        "Agent checkpoints stored in the vault.";
+    CHECKPOINT_BYTES = "arbor_checkpoint_bytes", Histogram, [], Bytes,
+        "Size of one checkpointed state before compression.";
+    CHECKPOINT_SECONDS = "arbor_checkpoint_seconds", Histogram, [], Seconds,
+        "Time one checkpoint took: WAL sync, compression and the vault write.";
+    CHECKPOINT_AGE_SECONDS = "arbor_checkpoint_age_seconds", Gauge, [], Seconds,
+        "Age of the oldest input no checkpoint holds yet, over all agents (0 when every agent is saved; sampled every second). Recovery replays from there.";
+    // Modules and evolution.
+    MODULE_LOADS = "arbor_module_loads_total", Counter, ["outcome"], Count,
+        "Wasm modules offered to the runtime, by outcome: loaded (checked, compiled, stored) or refused.";
+    SHADOWS_ACTIVE = "arbor_shadows_active", Gauge, [], Count,
+        "Shadow instances (candidates, A/A controls, reverse shadows) alive in replay gates, live evaluations and watches.";
+    SHADOW_COMPARISONS = "arbor_shadow_comparisons_total", Counter, [], Count,
+        "Inputs compared between a candidate and production's module: replayed by the gate, mirrored to shadows, or watched after a promotion.";
+    SHADOW_MISMATCHES = "arbor_shadow_mismatches_total", Counter, ["what"], Count,
+        "Comparisons where the candidate differed, by what: reply, sends, tools, state, trap, error or imports.";
+    SHADOW_GAPS = "arbor_shadow_gaps_total", Counter, [], Count,
+        "Mirrored inputs dropped because a shadow's queue was full (production never waits; the shadows re-seed).";
+    VERDICTS = "arbor_verdicts_total", Counter, ["verdict"], Count,
+        "Evaluations decided, by verdict: approved, rejected or inconclusive.";
+    PROMOTIONS = "arbor_promotions_total", Counter, [], Count,
+        "Candidates promoted to production (hot swap with state migration).";
+    PROMOTION_PAUSE_SECONDS = "arbor_promotion_pause_seconds", Histogram, [], Seconds,
+        "Time an agent's mailbox was paused for a promotion's swap or a rollback's rebuild.";
+    ROLLBACKS = "arbor_rollbacks_total", Counter, ["trigger"], Count,
+        "Promotions rolled back, by trigger: watch (a regression in the watch window) or operator.";
+    // Operation.
+    ADMIN_REQUESTS = "arbor_admin_requests_total", Counter, ["outcome"], Count,
+        "Admin API requests by outcome: ok, error (the operation failed) or unauthorized.";
 }
 
 static AGENT_LABELS: AtomicBool = AtomicBool::new(false);

@@ -572,6 +572,12 @@ impl Arbiter {
             decision: decision.clone(),
         })
         .map_err(|e| ShadowError::Shadow(e.to_string()))?;
+        let verdict = match decision.verdict {
+            Verdict::Approved => "approved",
+            Verdict::Rejected => "rejected",
+            Verdict::Inconclusive => "inconclusive",
+        };
+        metrics::counter!(arbor_metrics::VERDICTS, "verdict" => verdict).increment(1);
         self.record(LineageEvent::Verdict {
             agent: agent_id(agent)?,
             candidate,
@@ -669,6 +675,8 @@ impl Arbiter {
                 return Err(ShadowError::Refused(format!("promotion failed: {error}")));
             }
         };
+        metrics::counter!(arbor_metrics::PROMOTIONS).increment(1);
+        metrics::histogram!(arbor_metrics::PROMOTION_PAUSE_SECONDS).record(report.pause);
         let promotion = Promotion {
             from: current.clone(),
             pause: report.pause,
@@ -721,7 +729,9 @@ impl Arbiter {
         let (step, detail) = match end {
             LiveEnd::Regression(reason) => {
                 if evaluation.transition(watching, Stage::RollingBack) {
-                    return self.roll_back(evaluation, agent, candidate, reason).await;
+                    return self
+                        .roll_back(evaluation, agent, candidate, reason, "watch")
+                        .await;
                 }
                 // A person is already rolling back.
                 return Ok(());
@@ -780,8 +790,14 @@ impl Arbiter {
             .lock()
             .cancel
             .store(true, Ordering::Release);
-        self.roll_back(&evaluation, agent, status.candidate, reason.into())
-            .await?;
+        self.roll_back(
+            &evaluation,
+            agent,
+            status.candidate,
+            reason.into(),
+            "operator",
+        )
+        .await?;
         evaluation
             .get()
             .rollback
@@ -794,10 +810,14 @@ impl Arbiter {
         agent: &str,
         candidate: ModuleHash,
         reason: String,
+        trigger: &'static str,
     ) -> Result<(), ShadowError> {
         let result = self
             .roll_back_inner(evaluation, agent, candidate, reason)
             .await;
+        if result.is_ok() {
+            metrics::counter!(arbor_metrics::ROLLBACKS, "trigger" => trigger).increment(1);
+        }
         if let Err(error) = &result {
             self.failed(evaluation, agent, candidate, error);
         }
@@ -835,6 +855,7 @@ impl Arbiter {
             .rollback_module(&running, promotion.from.clone(), lsn)
             .await
             .map_err(|e| ShadowError::Refused(format!("rollback failed: {e}")))?;
+        metrics::histogram!(arbor_metrics::PROMOTION_PAUSE_SECONDS).record(report.pause);
         if let BehaviourId::Wasm(to) = &promotion.from {
             self.record(LineageEvent::RolledBack {
                 agent: agent_id(agent)?,

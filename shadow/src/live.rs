@@ -182,7 +182,9 @@ impl Live {
                     }
                 };
                 if record.seq != expected {
-                    pair.tally.gaps += record.seq.saturating_sub(expected);
+                    let gap = record.seq.saturating_sub(expected);
+                    metrics::counter!(arbor_metrics::SHADOW_GAPS).increment(gap);
+                    pair.tally.gaps += gap;
                     break;
                 }
                 expected += 1;
@@ -285,7 +287,9 @@ impl Live {
                 }
             };
             if record.seq != expected {
-                tally.gaps += record.seq.saturating_sub(expected);
+                let gap = record.seq.saturating_sub(expected);
+                metrics::counter!(arbor_metrics::SHADOW_GAPS).increment(gap);
+                tally.gaps += gap;
                 self.publish(&tally);
                 return LiveEnd::Failed(format!(
                     "the reverse shadow missed {} inputs (mirror queue full)",
@@ -299,6 +303,7 @@ impl Live {
                 continue;
             }
             tally.samples += 1;
+            metrics::counter!(arbor_metrics::SHADOW_COMPARISONS).increment(1);
             tally.count_kind(crate::compare::message_kind(&record.payload));
             if let (Some(a), Some(b)) = (run.fuel, record.fuel) {
                 tally.pair_fuel(a as f64, b as f64);

@@ -323,6 +323,8 @@ impl Tally {
     }
 
     pub(crate) fn diverged(&mut self, divergence: Divergence) {
+        metrics::counter!(arbor_metrics::SHADOW_MISMATCHES, "what" => divergence.what.clone())
+            .increment(1);
         match divergence.what.as_str() {
             "trap" => self.traps += 1,
             "error" => self.errors += 1,

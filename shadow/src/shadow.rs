@@ -55,6 +55,7 @@ impl Factory {
         Ok(Shadow {
             behaviour,
             id: id.clone(),
+            _active: Active::new(),
         })
     }
 }
@@ -63,6 +64,23 @@ impl Factory {
 pub(crate) struct Shadow {
     behaviour: Box<dyn Behaviour>,
     pub(crate) id: BehaviourId,
+    _active: Active,
+}
+
+/// Counts a shadow in `arbor_shadows_active` while it exists.
+struct Active;
+
+impl Active {
+    fn new() -> Active {
+        metrics::gauge!(arbor_metrics::SHADOWS_ACTIVE).increment(1.0);
+        Active
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        metrics::gauge!(arbor_metrics::SHADOWS_ACTIVE).decrement(1.0);
+    }
 }
 
 /// How one run of an input ended.
@@ -261,6 +279,7 @@ impl Pair {
         };
         let tally = &mut self.tally;
         tally.samples += 1;
+        metrics::counter!(arbor_metrics::SHADOW_COMPARISONS).increment(1);
         tally.count_kind(message_kind(payload));
         if let (Some(a), Some(b)) = (control.fuel, candidate.fuel) {
             tally.pair_fuel(a as f64, b as f64);

@@ -103,6 +103,8 @@ struct Node {
     strategy: Strategy,
     intensity: Intensity,
     restarts: u64,
+    /// Restart times, for the restarts within the intensity period at the time of reading.
+    recent: VecDeque<Instant>,
     exit: Option<ExitReason>,
     children: Vec<NodeChild>,
 }
@@ -171,6 +173,7 @@ impl Supervisor {
             strategy: spec.strategy,
             intensity: spec.intensity,
             restarts: 0,
+            recent: VecDeque::new(),
             exit: None,
             children: Vec::new(),
         }));
@@ -574,6 +577,7 @@ impl State {
         {
             self.recent.pop_front();
         }
+        self.node.lock().recent = self.recent.clone();
         self.recent.len() <= self.intensity.max_restarts as usize
     }
 
@@ -635,6 +639,8 @@ impl State {
                     child.state = ChildState::Running;
                     child.restarts += 1;
                     self.restarts += 1;
+                    metrics::counter!(arbor_metrics::RESTARTS, "supervisor" => self.name.clone())
+                        .increment(1);
                 }
                 // It declined (OTP's `ignore`): kept as terminated, not an error.
                 Ok(None) => {
@@ -663,6 +669,8 @@ impl State {
     /// Intensity exceeded: stop every child and exit with reason `shutdown`, for the parent.
     async fn give_up(&mut self, myself: &ActorRef<SupervisorMsg>, detail: String) {
         tracing::error!(supervisor = self.name, detail, "supervisor giving up");
+        metrics::counter!(arbor_metrics::SUPERVISOR_GIVEUPS, "supervisor" => self.name.clone())
+            .increment(1);
         self.exit = Some(ExitReason::Shutdown(detail.clone()));
         self.pending = None;
         self.stop_all().await;
@@ -860,6 +868,11 @@ impl SupervisorRef {
                 strategy: node.strategy,
                 intensity: node.intensity,
                 restarts: node.restarts,
+                recent_restarts: node
+                    .recent
+                    .iter()
+                    .filter(|t| t.elapsed() <= node.intensity.period)
+                    .count(),
                 exit: node.exit.clone(),
                 children: node.children.iter().map(|c| c.info.clone()).collect(),
             };

@@ -14,6 +14,9 @@ pub struct SupervisorTree {
     pub intensity: Intensity,
     /// Restarts it has made since it started (this incarnation).
     pub restarts: u64,
+    /// Restarts within its intensity period as of when it was read (it gives up when this
+    /// exceeds `intensity.max_restarts`).
+    pub recent_restarts: usize,
     /// Why it exited, once it has.
     pub exit: Option<ExitReason>,
     /// Its children in start order.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arbor_vault::{AgentId, NewCheckpoint};
 use arbor_wal::{Appended, Lsn};
@@ -10,7 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::agent_ref::{Mailbox, RollbackReport, SwapReport};
+use super::agent_ref::{AfterRestore, Mailbox, RebuildReport, RestoreFrom, SwapReport};
 use super::error::AgentError;
 use super::host::LiveHost;
 use super::journal::Journal;
@@ -40,13 +40,14 @@ pub(crate) enum AgentMsg {
         keep_checkpoint: bool,
         reply: Reply<SwapReport>,
     },
-    /// Rebuild the state in `behaviour` (a fresh instance of `id`): the checkpoint at
-    /// `checkpoint_lsn`, then the agent's applied inputs since, replayed; then run it.
-    Rollback {
+    /// Rebuild the state in `behaviour` (a fresh instance of `id`): `from`, then (with
+    /// [`AfterRestore::Replay`]) the agent's applied inputs since, replayed; then run it.
+    Rebuild {
         behaviour: Box<dyn Behaviour>,
         id: BehaviourId,
-        checkpoint_lsn: Lsn,
-        reply: Reply<RollbackReport>,
+        from: RestoreFrom,
+        after: AfterRestore,
+        reply: Reply<RebuildReport>,
     },
     /// Mirror every later input to `tap` (or stop mirroring) and return the state it starts
     /// from.
@@ -56,8 +57,12 @@ pub(crate) enum AgentMsg {
     },
     /// Checkpoint now (asked by the caller, or by the journal because the agent pins the WAL).
     Checkpoint { reply: Option<Reply<Lsn>> },
+    /// The policy's time since the first unsaved input may have passed: checkpoint if due.
+    CheckpointTimer,
     /// The behaviour's snapshot.
     Snapshot { reply: Reply<Vec<u8>> },
+    /// What runs the agent now, and its last input's number.
+    Running { reply: Reply<(BehaviourId, u64)> },
     /// Final checkpoint, then stop; `deregister` marks the agent stopped in the registry (it is
     /// not brought back by `recover_all`).
     Stop { deregister: bool, reply: Reply<()> },
@@ -86,6 +91,10 @@ pub(crate) struct Agent {
     seq: u64,
     inputs_since_checkpoint: u64,
     last_checkpoint: Instant,
+    /// A [`AgentMsg::CheckpointTimer`] is on its way.
+    checkpoint_timer: bool,
+    /// This actor, for its own timers.
+    myself: ActorRef<AgentMsg>,
     /// The WAL position of the last checkpoint (a checkpoint at the same position adds nothing).
     checkpoint_lsn: Option<Lsn>,
     completer: Completer,
@@ -103,7 +112,7 @@ impl Actor for AgentActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<AgentMsg>,
+        myself: ActorRef<AgentMsg>,
         start: Start,
     ) -> Result<Agent, ActorProcessingErr> {
         let id = AgentId::new(&start.spec.name)?;
@@ -116,6 +125,8 @@ impl Actor for AgentActor {
             seq: start.seq,
             inputs_since_checkpoint: 0,
             last_checkpoint: Instant::now(),
+            checkpoint_timer: false,
+            myself,
             checkpoint_lsn: None,
             completer: Completer::spawn(),
             mailbox: start.mailbox,
@@ -163,13 +174,14 @@ impl Actor for AgentActor {
                 keep_checkpoint,
                 reply,
             } => agent.swap(behaviour, id, keep_checkpoint, reply),
-            AgentMsg::Rollback {
+            AgentMsg::Rebuild {
                 behaviour,
                 id,
-                checkpoint_lsn,
+                from,
+                after,
                 reply,
             } => {
-                let result = agent.rollback(behaviour, id, checkpoint_lsn).await;
+                let result = agent.rebuild(behaviour, id, from, after).await;
                 let crash = crash_of(&result);
                 send(reply, result);
                 crash
@@ -203,6 +215,18 @@ impl Actor for AgentActor {
                     }
                 }
                 crash
+            }
+            AgentMsg::Running { reply } => {
+                send(reply, Ok((agent.behaviour_id.clone(), agent.seq)));
+                Ok(())
+            }
+            AgentMsg::CheckpointTimer => {
+                agent.checkpoint_timer = false;
+                if agent.inputs_since_checkpoint > 0 {
+                    agent.checkpoint_if_due().await
+                } else {
+                    Ok(())
+                }
             }
             AgentMsg::Snapshot { reply } => {
                 let result = agent
@@ -261,7 +285,8 @@ impl Agent {
         payload: Vec<u8>,
         reply: Option<Reply<Vec<u8>>>,
     ) -> Result<(), AgentError> {
-        let name = &self.spec.name;
+        let spec = Arc::clone(&self.spec);
+        let name = &spec.name;
         let refuse = |reply: Option<Reply<Vec<u8>>>, error: AgentError| {
             match reply {
                 Some(reply) => send(reply, Err(error)),
@@ -389,6 +414,9 @@ impl Agent {
             }
         }
         self.inputs_since_checkpoint += 1;
+        if self.inputs_since_checkpoint == 1 {
+            self.first_unsaved_input();
+        }
         match result {
             Ok(bytes) => {
                 let shared = Arc::clone(&self.shared);
@@ -458,6 +486,25 @@ impl Agent {
         }
     }
 
+    /// The first input since the last checkpoint was journaled: the journal learns its age
+    /// (a gauge) and a timer makes sure it is checkpointed within the policy's time even if no
+    /// other input comes.
+    fn first_unsaved_input(&mut self) {
+        let Some(journal) = &self.shared.journal else {
+            return;
+        };
+        journal.unsaved(&self.spec.name);
+        self.arm_checkpoint_timer(journal.policy.every);
+    }
+
+    fn arm_checkpoint_timer(&mut self, after: Duration) {
+        if !self.checkpoint_timer {
+            self.checkpoint_timer = true;
+            // If the actor is gone by then, the message has nowhere to go, which is fine.
+            drop(self.myself.send_after(after, || AgentMsg::CheckpointTimer));
+        }
+    }
+
     async fn checkpoint_if_due(&mut self) -> Result<(), AgentError> {
         let Some(journal) = &self.shared.journal else {
             return Ok(());
@@ -465,6 +512,10 @@ impl Agent {
         if self.inputs_since_checkpoint < journal.policy.every_records
             && self.last_checkpoint.elapsed() < journal.policy.every
         {
+            if self.inputs_since_checkpoint > 0 {
+                let every = journal.policy.every;
+                self.arm_checkpoint_timer(every.saturating_sub(self.last_checkpoint.elapsed()));
+            }
             return Ok(());
         }
         let result = self.checkpoint().await;
@@ -623,17 +674,18 @@ impl Agent {
         Ok(())
     }
 
-    /// Rebuilds the agent's state in `previous` from the checkpoint at `checkpoint_lsn` and the
-    /// agent's applied inputs after it, stores the rebuilt state as a checkpoint at the WAL's
+    /// Rebuilds the agent's state in `previous` from `from` and (per `after`) the agent's
+    /// applied inputs after it, stores the rebuilt state as a checkpoint at the WAL's
     /// end, journals [`Entry::Rebase`] and runs `previous` from then on. Inputs wait in the
     /// mailbox meanwhile. Until the checkpoint is stored nothing has changed: a failure leaves
     /// the agent as it was.
-    async fn rollback(
+    async fn rebuild(
         &mut self,
         mut previous: Box<dyn Behaviour>,
         id: BehaviourId,
-        checkpoint_lsn: Lsn,
-    ) -> Result<RollbackReport, AgentError> {
+        from: RestoreFrom,
+        after: AfterRestore,
+    ) -> Result<RebuildReport, AgentError> {
         let started = Instant::now();
         let shared = Arc::clone(&self.shared);
         let refused = |reason: String| AgentError::SwapRefused {
@@ -641,10 +693,10 @@ impl Agent {
             reason,
         };
         let Some(journal) = &shared.journal else {
-            return Err(refused("rollback needs a journal".into()));
+            return Err(refused("a rebuild needs a journal".into()));
         };
         let replayed =
-            super::recovery::rebuild(journal, &self.id, checkpoint_lsn, &id, previous.as_mut())
+            super::recovery::rebuild(journal, &self.id, &from, after, &id, previous.as_mut())
                 .map_err(refused)?;
         let state = previous
             .snapshot()
@@ -694,7 +746,7 @@ impl Agent {
         {
             tracing::warn!(agent = self.spec.name, %error, "registry not updated after rollback");
         }
-        Ok(RollbackReport {
+        Ok(RebuildReport {
             pause: started.elapsed(),
             from,
             to: id,
@@ -775,6 +827,7 @@ pub(crate) async fn store_checkpoint(
     state: &[u8],
     lsn: Lsn,
 ) -> Result<Lsn, AgentError> {
+    let started = Instant::now();
     journal
         .wal
         .sync_async()
@@ -793,6 +846,9 @@ pub(crate) async fn store_checkpoint(
         })
         .map_err(|e| AgentError::Vault(e.to_string()))?;
     journal.checkpointed(agent.as_str(), lsn);
+    metrics::counter!(arbor_metrics::CHECKPOINTS).increment(1);
+    metrics::histogram!(arbor_metrics::CHECKPOINT_BYTES).record(state.len() as f64);
+    metrics::histogram!(arbor_metrics::CHECKPOINT_SECONDS).record(started.elapsed());
     Ok(lsn)
 }
 

@@ -36,21 +36,48 @@ pub struct SwapReport {
     pub checkpoint_lsn: Option<Lsn>,
 }
 
-/// What a rollback did.
+/// What a rollback or a checkpoint restore did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RollbackReport {
+pub struct RebuildReport {
     /// How long the agent's mailbox was paused (rebuild, checkpoint, journal).
     pub pause: Duration,
-    /// The behaviour rolled back.
+    /// The behaviour that ran before.
     pub from: BehaviourId,
-    /// The behaviour restored.
+    /// The behaviour that runs the rebuilt state.
     pub to: BehaviourId,
-    /// Inputs replayed through `to` since the promotion checkpoint.
+    /// Inputs replayed through `to` after the restored state.
     pub replayed: u64,
     /// The checkpoint holding the rebuilt state.
     pub checkpoint_lsn: Lsn,
     /// The agent's last input number.
     pub seq: u64,
+}
+
+/// Where a rebuilt state starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreFrom {
+    /// The agent's checkpoint stored at this LSN.
+    Checkpoint(Lsn),
+    /// This state (e.g. from an exported checkpoint file), which held the agent's inputs up
+    /// to `lsn`.
+    State {
+        /// The snapshot bytes.
+        state: Vec<u8>,
+        /// The WAL position the state covers.
+        lsn: Lsn,
+    },
+}
+
+/// What a restore does with the inputs the agent journaled after the restored state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterRestore {
+    /// Replays every applied input since, with its journaled answers (nothing acknowledged
+    /// is lost; the state is as if the restored one had handled them).
+    Replay,
+    /// Drops them: the agent goes on from the restored state (they stay in the WAL, behind a
+    /// rebase record, until released).
+    Discard,
 }
 
 /// A handle on a running agent; cheap to clone. Calls are answered once the input's journal
@@ -209,6 +236,12 @@ impl AgentRef {
             .await
     }
 
+    /// What runs the agent now (its spec names what it started with; swaps, promotions and
+    /// rollbacks change it) and the number of its last input.
+    pub async fn running(&self) -> Result<(BehaviourId, u64), AgentError> {
+        self.ask(|reply| AgentMsg::Running { reply }).await
+    }
+
     /// The behaviour's current state, as its snapshot bytes.
     pub async fn snapshot(&self) -> Result<Vec<u8>, AgentError> {
         self.ask(|reply| AgentMsg::Snapshot { reply }).await
@@ -251,16 +284,18 @@ impl AgentRef {
         .await
     }
 
-    pub(crate) async fn rollback(
+    pub(crate) async fn rebuild(
         &self,
         behaviour: Box<dyn Behaviour>,
         id: BehaviourId,
-        checkpoint_lsn: Lsn,
-    ) -> Result<RollbackReport, AgentError> {
-        self.ask(|reply| AgentMsg::Rollback {
+        from: RestoreFrom,
+        after: AfterRestore,
+    ) -> Result<RebuildReport, AgentError> {
+        self.ask(|reply| AgentMsg::Rebuild {
             behaviour,
             id,
-            checkpoint_lsn,
+            from,
+            after,
             reply,
         })
         .await

@@ -12,7 +12,7 @@
 //! restart ends every watch).
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arbor_vault::{AgentId, Vault};
 use arbor_wal::{Lsn, Wal};
@@ -65,6 +65,8 @@ pub(crate) struct Journal {
     pub(crate) policy: CheckpointPolicy,
     pins: Mutex<HashMap<String, Pin>>,
     holds: Mutex<HashMap<String, Lsn>>,
+    /// When each agent journaled its oldest input no checkpoint holds yet.
+    unsaved: Mutex<HashMap<String, Instant>>,
 }
 
 impl Journal {
@@ -75,6 +77,7 @@ impl Journal {
             policy,
             pins: Mutex::new(HashMap::new()),
             holds: Mutex::new(HashMap::new()),
+            unsaved: Mutex::new(HashMap::new()),
         }
     }
 
@@ -125,8 +128,23 @@ impl Journal {
         Ok(())
     }
 
+    /// Notes that `agent` journaled an input its last checkpoint does not hold (the first one
+    /// since counts).
+    pub(crate) fn unsaved(&self, agent: &str) {
+        self.unsaved
+            .lock()
+            .entry(agent.into())
+            .or_insert_with(Instant::now);
+    }
+
+    /// How long the oldest input no checkpoint holds has waited, over all agents.
+    pub(crate) fn oldest_unsaved(&self) -> Option<Duration> {
+        self.unsaved.lock().values().min().map(Instant::elapsed)
+    }
+
     /// Records a new checkpoint of `agent` at `lsn`.
     pub(crate) fn checkpointed(&self, agent: &str, lsn: Lsn) {
+        self.unsaved.lock().remove(agent);
         let mut pins = self.pins.lock();
         let pin = pins.entry(agent.into()).or_insert(Pin {
             newest: lsn,
@@ -151,6 +169,7 @@ impl Journal {
     /// Forgets `agent`'s pin (it stopped after a final checkpoint: none of its records is needed).
     pub(crate) fn unpin(&self, agent: &str) {
         self.pins.lock().remove(agent);
+        self.unsaved.lock().remove(agent);
     }
 
     /// Deletes the WAL segments no agent needs and returns the agents that pin the oldest

@@ -34,7 +34,7 @@ mod mirror;
 mod recovery;
 mod system;
 
-pub use agent_ref::{AgentRef, RollbackReport, SwapReport};
+pub use agent_ref::{AfterRestore, AgentRef, RebuildReport, RestoreFrom, SwapReport};
 pub use error::AgentError;
 pub use history::{History, Journaled, history};
 pub use host::ReplayHost;

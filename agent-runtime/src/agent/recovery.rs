@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use arbor_vault::AgentId;
 use arbor_wal::Lsn;
 
+use super::agent_ref::{AfterRestore, RestoreFrom};
 use super::error::AgentError;
 use super::history::Journaled;
 use super::host::ReplayHost;
@@ -215,18 +216,41 @@ fn restore_checkpoint(
         .map_err(|e| format!("{id} refused checkpoint {lsn}: {e}"))
 }
 
-/// A rollback's rebuild: `agent`'s checkpoint at `lsn` restored into `behaviour` (a fresh
-/// instance of `id`), then every input of the agent applied after it, replayed through
-/// `behaviour` with its journaled answers whatever behaviour handled it live (swaps are passed
-/// over). Returns the number of inputs replayed.
+/// A rollback's or restore's rebuild: `from` (a stored checkpoint of `agent`, or given state)
+/// restored into `behaviour` (a fresh instance of `id`), then, with [`AfterRestore::Replay`],
+/// every input of the agent applied after it, replayed through `behaviour` with its journaled
+/// answers whatever behaviour handled it live (swaps are passed over). Returns the number of
+/// inputs replayed.
 pub(crate) fn rebuild(
     journal: &Journal,
     agent: &AgentId,
-    lsn: Lsn,
+    from: &RestoreFrom,
+    after: AfterRestore,
     id: &BehaviourId,
     behaviour: &mut dyn Behaviour,
 ) -> Result<u64, String> {
-    restore_checkpoint(journal, agent, lsn, id, behaviour)?;
+    let lsn = match from {
+        RestoreFrom::Checkpoint(lsn) => {
+            restore_checkpoint(journal, agent, *lsn, id, behaviour)?;
+            *lsn
+        }
+        RestoreFrom::State { state, lsn } => {
+            behaviour
+                .restore(state)
+                .map_err(|e| format!("{id} refused the given state: {e}"))?;
+            *lsn
+        }
+    };
+    if after == AfterRestore::Discard {
+        return Ok(0);
+    }
+    if lsn + 1 < journal.wal.first_lsn() {
+        return Err(format!(
+            "the WAL no longer holds the inputs after LSN {lsn} (it starts at {}): restore with \
+             discard, or from a newer checkpoint",
+            journal.wal.first_lsn()
+        ));
+    }
     let mut replayed = 0;
     for step in super::history::history(&journal.wal, agent.as_str(), lsn + 1)? {
         if let (

@@ -13,7 +13,7 @@ use parking_lot::RwLock;
 use ractor::Actor;
 
 use super::actor::{AgentActor, AgentMsg, Start};
-use super::agent_ref::{AgentRef, Mailbox, RollbackReport, SwapReport};
+use super::agent_ref::{AfterRestore, AgentRef, Mailbox, RebuildReport, RestoreFrom, SwapReport};
 use super::error::AgentError;
 use super::host::PendingSend;
 use super::journal::{CheckpointPolicy, Journal};
@@ -448,14 +448,13 @@ impl AgentSystem {
     /// returns its content hash, which names it in [`AgentSpec::wasm`] and
     /// [`swap_module`](AgentSystem::swap_module).
     pub fn add_module(&self, name: &str, bytes: &[u8]) -> Result<ModuleHash, AgentError> {
-        let module = self
-            .shared
-            .wasm
-            .load(bytes)
-            .map_err(|e| AgentError::Start {
-                agent: "*".into(),
-                reason: format!("module `{name}`: {e}"),
-            })?;
+        let loaded = self.shared.wasm.load(bytes);
+        let outcome = if loaded.is_ok() { "loaded" } else { "refused" };
+        metrics::counter!(arbor_metrics::MODULE_LOADS, "outcome" => outcome).increment(1);
+        let module = loaded.map_err(|e| AgentError::Start {
+            agent: "*".into(),
+            reason: format!("module `{name}`: {e}"),
+        })?;
         if let Some(journal) = &self.shared.journal {
             journal
                 .vault
@@ -699,9 +698,81 @@ impl AgentSystem {
         agent: &AgentRef,
         to: BehaviourId,
         checkpoint_lsn: arbor_wal::Lsn,
-    ) -> Result<RollbackReport, AgentError> {
+    ) -> Result<RebuildReport, AgentError> {
         let behaviour = self.instance_for_swap(agent, &to)?;
-        agent.rollback(behaviour, to, checkpoint_lsn).await
+        agent
+            .rebuild(
+                behaviour,
+                to,
+                RestoreFrom::Checkpoint(checkpoint_lsn),
+                AfterRestore::Replay,
+            )
+            .await
+    }
+
+    /// Restores `agent` to an earlier state while it runs: its mailbox pauses, `from` (one of
+    /// its stored checkpoints, or state read from an exported checkpoint file) is restored
+    /// into a fresh instance of its current behaviour, the inputs it journaled since are
+    /// replayed or dropped as `after` says, the result is stored as a checkpoint, a rebase is
+    /// journaled, and the agent resumes with the inputs that waited. If any step before the
+    /// checkpoint fails (the checkpoint is gone, the module refuses the state, the WAL no
+    /// longer holds the inputs to replay) the agent goes on as it was.
+    ///
+    /// ```
+    /// use arbor_agent::{AfterRestore, AgentSpec, AgentSystem, RestoreFrom};
+    ///
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let dir = tempfile::tempdir()?;
+    /// let system = AgentSystem::builder().journal(dir.path()).build()?;
+    /// let counter = system.add_module("counter", arbor_modules::COUNTER)?;
+    /// let agent = system.spawn(AgentSpec::wasm("c", counter)).await?;
+    /// #[derive(serde::Serialize)]
+    /// enum Msg { Inc { by: i64 } }
+    /// agent.call_msg::<_, serde::de::IgnoredAny>(&Msg::Inc { by: 5 }).await?;
+    /// let saved = agent.checkpoint().await?;
+    /// agent.call_msg::<_, serde::de::IgnoredAny>(&Msg::Inc { by: 1 }).await?;
+    ///
+    /// let report = system
+    ///     .restore_checkpoint(&agent, RestoreFrom::Checkpoint(saved), AfterRestore::Discard)
+    ///     .await?;
+    /// assert_eq!(report.replayed, 0); // the `Inc { by: 1 }` is dropped
+    /// # system.shutdown().await?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn restore_checkpoint(
+        &self,
+        agent: &AgentRef,
+        from: RestoreFrom,
+        after: AfterRestore,
+    ) -> Result<RebuildReport, AgentError> {
+        let (to, _) = agent.running().await?;
+        let behaviour = self.instance_for_swap(agent, &to)?;
+        agent.rebuild(behaviour, to, from, after).await
+    }
+
+    /// Sets the gauges only a reading can give: mailbox depths, the age of the oldest
+    /// unsaved input and the WAL's segments (see `arbor-metrics`). A [`Runtime`] calls this
+    /// every second; a host that builds an `AgentSystem` itself calls it as often as it wants
+    /// fresh gauges.
+    ///
+    /// [`Runtime`]: https://docs.rs/arbor/latest/arbor/struct.Runtime.html
+    pub fn sample_metrics(&self) {
+        let (mut total, mut deepest) = (0usize, 0usize);
+        for agent in self.shared.directory.read().values() {
+            let queued = agent.queued();
+            total += queued;
+            deepest = deepest.max(queued);
+        }
+        metrics::gauge!(arbor_metrics::MAILBOX_DEPTH).set(total as f64);
+        metrics::gauge!(arbor_metrics::MAILBOX_DEPTH_MAX).set(deepest as f64);
+        if let Some(journal) = &self.shared.journal {
+            let age = journal.oldest_unsaved().unwrap_or_default();
+            metrics::gauge!(arbor_metrics::CHECKPOINT_AGE_SECONDS).set(age.as_secs_f64());
+            metrics::gauge!(arbor_metrics::WAL_SEGMENTS)
+                .set(journal.wal.segment_first_lsns().len() as f64);
+        }
     }
 
     /// Ends the hold a promotion put on `agent`'s WAL and checkpoints (its watch is over).

@@ -1,0 +1,793 @@
+//! The operations behind the admin API and `arborctl`, in one place: over a running
+//! [`Runtime`] (what the admin endpoint serves) or over a stopped host's data directory
+//! (`arborctl --data-dir`).
+
+use std::collections::BTreeMap;
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
+
+use arbor_agent::envelope::Entry;
+use arbor_agent::{AfterRestore, AgentError, AgentSystem, RestoreFrom};
+use arbor_shadow::compare::render;
+use arbor_shadow::{Arbiter, ShadowError, VerdictDetail};
+use arbor_supervisor::ChildState;
+use arbor_vault::{
+    AgentId, AgentState, Behaviour as Registered, CheckpointMeta, LineageEvent, ModuleHash, Vault,
+};
+use arbor_wal::Wal;
+
+use super::api::{
+    AgentRow, CheckpointRow, CheckpointShow, Evaluation, LineageRow, ModuleRow, RestoreDone,
+    RestoreSource, Status, WalRecord, WalSegment, WalStatus, WalVerify,
+};
+use crate::Runtime;
+use crate::runtime::WeakRuntime;
+
+/// What an admin operation can fail with; the kind decides the HTTP status and `arborctl`'s
+/// exit code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// No token, or a wrong one.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// No such agent, checkpoint, module or evaluation.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request makes no sense (a bad parameter, a file that is not an export).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Not now: the agent or evaluation is in a state that does not allow it.
+    #[error("{0}")]
+    Conflict(String),
+    /// A running host holds the data directory (offline mode), or the operation needs one.
+    #[error("{0}")]
+    Busy(String),
+    /// The operation was tried and failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl AdminError {
+    /// The kind's name, as the API reports it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AdminError::Unauthorized => "unauthorized",
+            AdminError::NotFound(_) => "not_found",
+            AdminError::BadRequest(_) => "bad_request",
+            AdminError::Conflict(_) => "conflict",
+            AdminError::Busy(_) => "busy",
+            AdminError::Failed(_) => "failed",
+        }
+    }
+}
+
+impl From<AgentError> for AdminError {
+    fn from(error: AgentError) -> Self {
+        match error {
+            AgentError::UnknownAgent(_) => AdminError::NotFound(error.to_string()),
+            AgentError::Stopped(_) => AdminError::Conflict(error.to_string()),
+            AgentError::SwapRefused { .. } => AdminError::Conflict(error.to_string()),
+            _ => AdminError::Failed(error.to_string()),
+        }
+    }
+}
+
+impl From<ShadowError> for AdminError {
+    fn from(error: ShadowError) -> Self {
+        match error {
+            ShadowError::UnknownAgent(_) | ShadowError::NoEvaluation(_) => {
+                AdminError::NotFound(error.to_string())
+            }
+            ShadowError::Busy(_)
+            | ShadowError::TooManyEvaluations(_)
+            | ShadowError::NotWatching { .. }
+            | ShadowError::NotAwaitingApproval { .. } => AdminError::Conflict(error.to_string()),
+            ShadowError::Config(_) => AdminError::BadRequest(error.to_string()),
+            _ => AdminError::Failed(error.to_string()),
+        }
+    }
+}
+
+fn vault_error(error: arbor_vault::Error) -> AdminError {
+    AdminError::Failed(format!("vault: {error}"))
+}
+
+/// A module for `evolve start`: one already stored, or new bytes.
+#[derive(Debug, Clone)]
+pub enum Candidate {
+    /// A module in the vault, by hash.
+    Stored(ModuleHash),
+    /// New Wasm bytes, labelled.
+    Bytes {
+        /// Its label.
+        name: String,
+        /// The module.
+        bytes: Vec<u8>,
+    },
+}
+
+/// The operations, online or offline.
+pub struct Operator {
+    system: AgentSystem,
+    /// The runtime (not kept alive by its own endpoint) and its arbiter.
+    online: Option<(WeakRuntime, Arbiter)>,
+    data_dir: Option<PathBuf>,
+}
+
+impl Operator {
+    /// Operations on a running runtime.
+    pub fn online(runtime: &Runtime) -> Operator {
+        Operator {
+            system: runtime.system().clone(),
+            online: Some((runtime.downgrade(), runtime.arbiter().clone())),
+            data_dir: runtime.data_dir().map(Path::to_path_buf),
+        }
+    }
+
+    /// Operations on a stopped host's data directory: [`AdminError::Busy`] if a running host
+    /// holds it (its WAL lock), [`AdminError::NotFound`] if it is not an arbor directory.
+    pub fn offline(dir: &Path) -> Result<Operator, AdminError> {
+        let lock = dir.join("wal").join("LOCK");
+        if !dir.join("wal").is_dir() || !dir.join("vault").is_dir() {
+            return Err(AdminError::NotFound(format!(
+                "{} is not an arbor data directory (no wal/ and vault/ in it)",
+                dir.display()
+            )));
+        }
+        if let Ok(file) = File::open(&lock) {
+            match file.try_lock() {
+                Ok(()) => drop(file),
+                Err(TryLockError::WouldBlock) => {
+                    return Err(AdminError::Busy(format!(
+                        "a running host holds {}; ask it through its admin endpoint \
+                         (arborctl --admin ADDR ...) or stop it first",
+                        dir.display()
+                    )));
+                }
+                Err(TryLockError::Error(error)) => {
+                    return Err(AdminError::Failed(format!("{}: {error}", lock.display())));
+                }
+            }
+        }
+        let system = AgentSystem::builder()
+            .journal(dir)
+            .build()
+            .map_err(|error| match error {
+                AgentError::Journal(reason) if reason.contains("locked") => {
+                    AdminError::Busy(format!("a running host holds {}: {reason}", dir.display()))
+                }
+                other => AdminError::Failed(other.to_string()),
+            })?;
+        Ok(Operator {
+            system,
+            online: None,
+            data_dir: Some(dir.to_path_buf()),
+        })
+    }
+
+    /// The agent system operated on.
+    pub fn system(&self) -> &AgentSystem {
+        &self.system
+    }
+
+    fn vault(&self) -> Result<&Vault, AdminError> {
+        self.system.vault().ok_or_else(|| {
+            AdminError::Conflict("the runtime is ephemeral (no data directory)".into())
+        })
+    }
+
+    fn wal(&self) -> Result<&Wal, AdminError> {
+        self.system.wal().ok_or_else(|| {
+            AdminError::Conflict("the runtime is ephemeral (no data directory)".into())
+        })
+    }
+
+    /// The running runtime, online.
+    fn runtime(&self) -> Result<Option<Runtime>, AdminError> {
+        match &self.online {
+            None => Ok(None),
+            Some((runtime, _)) => runtime
+                .upgrade()
+                .map(Some)
+                .ok_or_else(|| AdminError::Conflict("the runtime has stopped".into())),
+        }
+    }
+
+    fn arbiter(&self) -> Result<&Arbiter, AdminError> {
+        self.online
+            .as_ref()
+            .map(|(_, arbiter)| arbiter)
+            .ok_or_else(|| {
+                AdminError::Busy(
+                    "evolution needs a running host: use arborctl --admin ADDR, not --data-dir"
+                        .into(),
+                )
+            })
+    }
+
+    /// The host at a glance.
+    pub fn status(&self) -> Result<Status, AdminError> {
+        let mut agents = BTreeMap::new();
+        let mut evaluations = BTreeMap::new();
+        let stopped = match (self.runtime()?, self.arbiter()) {
+            (Some(runtime), Ok(arbiter)) => {
+                for (_, child) in runtime.tree().walk() {
+                    if child.supervisor.is_none() {
+                        *agents.entry(state_name(&child.state).into()).or_default() += 1;
+                    }
+                }
+                for name in runtime.system().running() {
+                    if let Some(status) = arbiter.status(&name)
+                        && !matches!(status.stage, arbor_shadow::Stage::Done(_))
+                    {
+                        evaluations.insert(name, stage_name(&status.stage));
+                    }
+                }
+                runtime.stopped()
+            }
+            _ => {
+                for record in self.vault()?.agents().map_err(vault_error)? {
+                    *agents
+                        .entry(registry_state(record.state).into())
+                        .or_default() += 1;
+                }
+                None
+            }
+        };
+        let (wal, vault) = (self.wal()?, self.vault()?);
+        Ok(Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            mode: if self.online.is_some() {
+                "online"
+            } else {
+                "offline"
+            }
+            .into(),
+            data_dir: self.data_dir.as_ref().map(|d| d.display().to_string()),
+            stopped,
+            agents,
+            wal: WalStatus {
+                first_lsn: wal.first_lsn(),
+                last_lsn: wal.last_lsn(),
+                durable_lsn: wal.durable_lsn(),
+                segments: wal.segment_first_lsns().len(),
+            },
+            modules: vault.list_modules().map_err(vault_error)?.len(),
+            vault_bytes: vault.size_on_disk().map_err(vault_error)?,
+            evaluations,
+        })
+    }
+
+    /// Every agent: online from the supervision tree (with what runs it now), offline from
+    /// the registry.
+    pub async fn agents(&self) -> Result<Vec<AgentRow>, AdminError> {
+        let mut rows = Vec::new();
+        if let Some(runtime) = self.runtime()? {
+            for (path, child) in runtime.tree().walk() {
+                if child.supervisor.is_some() {
+                    continue;
+                }
+                let running = match runtime.lookup(&child.id) {
+                    Some(agent) => agent.running().await.ok().map(|r| (r, agent.queued())),
+                    None => None,
+                };
+                rows.push(AgentRow {
+                    name: child.id.clone(),
+                    supervisor: path.join("/"),
+                    state: state_name(&child.state).into(),
+                    module: match &running {
+                        Some(((behaviour, _), _)) => behaviour.to_string(),
+                        None => self.registered_module(&child.id),
+                    },
+                    seq: running.as_ref().map(|((_, seq), _)| *seq),
+                    restarts: Some(child.restarts),
+                    queued: running.map(|(_, queued)| queued),
+                });
+            }
+            return Ok(rows);
+        }
+        let Some(vault) = self.system.vault() else {
+            return Ok(rows);
+        };
+        for record in vault
+            .agents()
+            .map_err(|e| AgentError::Vault(e.to_string()))?
+        {
+            rows.push(AgentRow {
+                name: record.id.as_str().into(),
+                supervisor: record.supervisor.join("/"),
+                state: registry_state(record.state).into(),
+                module: registered_behaviour(&record.behaviour),
+                seq: None,
+                restarts: None,
+                queued: None,
+            });
+        }
+        Ok(rows)
+    }
+
+    fn registered_module(&self, agent: &str) -> String {
+        let record = AgentId::new(agent)
+            .ok()
+            .and_then(|id| self.system.vault()?.agent(&id).ok().flatten());
+        record.map_or_else(String::new, |r| registered_behaviour(&r.behaviour))
+    }
+
+    /// `agent`'s stored checkpoints, oldest first.
+    pub fn checkpoints(&self, agent: &str) -> Result<Vec<CheckpointRow>, AdminError> {
+        let id = agent_id(agent)?;
+        let vault = self.vault()?;
+        let list = vault.list_checkpoints(&id).map_err(vault_error)?;
+        if list.is_empty() && vault.agent(&id).map_err(vault_error)?.is_none() {
+            return Err(AdminError::NotFound(format!("no agent named `{agent}`")));
+        }
+        Ok(list.iter().map(checkpoint_row).collect())
+    }
+
+    /// One checkpoint with its state.
+    pub fn checkpoint_show(&self, agent: &str, lsn: u64) -> Result<CheckpointShow, AdminError> {
+        let id = agent_id(agent)?;
+        let checkpoint = self
+            .vault()?
+            .get_checkpoint(&id, lsn)
+            .map_err(vault_error)?
+            .ok_or_else(|| no_checkpoint(agent, lsn))?;
+        let state =
+            arbor_agent::envelope::decode_untrusted::<serde_json::Value>(&checkpoint.state).ok();
+        Ok(CheckpointShow {
+            checkpoint: checkpoint_row(&checkpoint.meta),
+            state,
+        })
+    }
+
+    /// Writes one checkpoint to `path` as a verified, self-describing export file.
+    pub fn checkpoint_export(
+        &self,
+        agent: &str,
+        lsn: u64,
+        path: &Path,
+    ) -> Result<CheckpointRow, AdminError> {
+        let id = agent_id(agent)?;
+        let meta = self
+            .vault()?
+            .export_checkpoint(&id, lsn, path)
+            .map_err(vault_error)?
+            .ok_or_else(|| no_checkpoint(agent, lsn))?;
+        Ok(checkpoint_row(&meta))
+    }
+
+    /// Restores `agent` from a stored checkpoint or an export file (`file`), handling the
+    /// inputs journaled after it as `after` says. Online the running agent pauses, is
+    /// restored and resumes; offline the agent is recovered, restored and stopped again (a
+    /// native agent cannot be: its code is in the host).
+    pub async fn restore(
+        &self,
+        agent: &str,
+        source: &RestoreSource,
+        file: Option<&Path>,
+        after: AfterRestore,
+    ) -> Result<RestoreDone, AdminError> {
+        let id = agent_id(agent)?;
+        let (from, from_lsn) = match (source, file) {
+            (RestoreSource::Stored { lsn }, _) => {
+                self.vault()?
+                    .checkpoint_meta(&id, *lsn)
+                    .map_err(vault_error)?
+                    .ok_or_else(|| no_checkpoint(agent, *lsn))?;
+                (RestoreFrom::Checkpoint(*lsn), *lsn)
+            }
+            (RestoreSource::File, Some(file)) => {
+                let checkpoint = self
+                    .vault()?
+                    .read_export(file)
+                    .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+                if checkpoint.meta.agent != id {
+                    return Err(AdminError::BadRequest(format!(
+                        "the file holds a checkpoint of `{}`, not of `{agent}`",
+                        checkpoint.meta.agent
+                    )));
+                }
+                let lsn = checkpoint.meta.lsn;
+                (
+                    RestoreFrom::State {
+                        state: checkpoint.state,
+                        lsn,
+                    },
+                    lsn,
+                )
+            }
+            (RestoreSource::File, None) => {
+                return Err(AdminError::BadRequest("no checkpoint file given".into()));
+            }
+        };
+        let (running, offline) = match self.runtime()? {
+            Some(runtime) => (
+                runtime.lookup(agent).ok_or_else(|| {
+                    AdminError::Conflict(format!("agent `{agent}` is not running"))
+                })?,
+                false,
+            ),
+            None => {
+                let record = self
+                    .vault()?
+                    .agent(&id)
+                    .map_err(vault_error)?
+                    .ok_or_else(|| AdminError::NotFound(format!("no agent named `{agent}`")))?;
+                if let Registered::Native(native) = &record.behaviour {
+                    return Err(AdminError::Busy(format!(
+                        "`{agent}` runs the native behaviour `{native}`, which only its host \
+                         has: restore it through the host's admin endpoint"
+                    )));
+                }
+                (self.system.recover(agent).await?.0, true)
+            }
+        };
+        let restored = self.system.restore_checkpoint(&running, from, after).await;
+        if offline {
+            // Stopped again after a final checkpoint, still registered as it was.
+            self.system.shutdown().await?;
+        }
+        let report = restored?;
+        Ok(RestoreDone {
+            agent: agent.into(),
+            from_lsn,
+            after,
+            replayed: report.replayed,
+            checkpoint_lsn: report.checkpoint_lsn,
+            pause_us: u64::try_from(report.pause.as_micros()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Reads every WAL segment and checks every frame.
+    pub fn wal_verify(&self) -> Result<WalVerify, AdminError> {
+        let report = self
+            .wal()?
+            .verify()
+            .map_err(|e| AdminError::Failed(format!("WAL: {e}")))?;
+        Ok(WalVerify {
+            clean: report.is_clean(),
+            records: report.records,
+            first_lsn: report.first_lsn,
+            last_lsn: report.last_lsn,
+            segments: report
+                .segments
+                .iter()
+                .map(|s| WalSegment {
+                    file: s
+                        .path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    first_lsn: s.first_lsn,
+                    records: s.records,
+                    bytes: s.bytes,
+                })
+                .collect(),
+            problems: report.problems.iter().map(|p| format!("{p:?}")).collect(),
+        })
+    }
+
+    /// Up to `limit` WAL records from `from` on (of `agent` only, if given), decoded.
+    pub fn wal_inspect(
+        &self,
+        from: u64,
+        limit: usize,
+        agent: Option<&str>,
+    ) -> Result<Vec<WalRecord>, AdminError> {
+        let wal = self.wal()?;
+        let from = from.max(wal.first_lsn());
+        let reader = wal
+            .read_from(from)
+            .map_err(|e| AdminError::Failed(format!("WAL: {e}")))?;
+        let mut records = Vec::new();
+        for record in reader {
+            if records.len() >= limit {
+                break;
+            }
+            let record = record.map_err(|e| AdminError::Failed(format!("WAL: {e}")))?;
+            let row = wal_record(record.lsn, &record.payload);
+            if agent.is_none_or(|a| a == row.agent) {
+                records.push(row);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Modules stored in the vault.
+    pub fn modules(&self) -> Result<Vec<ModuleRow>, AdminError> {
+        Ok(self
+            .vault()?
+            .list_modules()
+            .map_err(vault_error)?
+            .into_iter()
+            .map(|m| ModuleRow {
+                hash: m.hash.to_string(),
+                name: m.name,
+                bytes: m.size_bytes,
+                added_at_ms: m.added_at_ms,
+                origin: m.origin,
+            })
+            .collect())
+    }
+
+    /// Checks, compiles and stores a module.
+    pub fn module_add(&self, name: &str, bytes: &[u8]) -> Result<ModuleRow, AdminError> {
+        let vault = self.vault()?;
+        // Compiling checks it against the ABI; a module that does not load is not stored.
+        let hash = self
+            .system
+            .add_module(name, bytes)
+            .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+        let meta = vault
+            .module_meta(&hash)
+            .map_err(vault_error)?
+            .ok_or_else(|| AdminError::Failed("the module was not stored".into()))?;
+        Ok(ModuleRow {
+            hash: meta.hash.to_string(),
+            name: meta.name,
+            bytes: meta.size_bytes,
+            added_at_ms: meta.added_at_ms,
+            origin: meta.origin,
+        })
+    }
+
+    /// Admits `candidate` for `agent` and starts its evaluation (replay gate, then shadows).
+    pub fn evolve_start(
+        &self,
+        agent: &str,
+        candidate: Candidate,
+    ) -> Result<Evaluation, AdminError> {
+        let arbiter = self.arbiter()?;
+        let (name, bytes) = match candidate {
+            Candidate::Bytes { name, bytes } => (name, bytes),
+            Candidate::Stored(hash) => {
+                let vault = self.vault()?;
+                let meta = vault
+                    .module_meta(&hash)
+                    .map_err(vault_error)?
+                    .ok_or_else(|| AdminError::NotFound(format!("no module {hash}")))?;
+                let bytes = vault
+                    .module_bytes(&hash)
+                    .map_err(vault_error)?
+                    .ok_or_else(|| AdminError::NotFound(format!("no module {hash}")))?;
+                (meta.name, bytes)
+            }
+        };
+        let hash = arbiter.admit(agent, &name, &bytes)?;
+        arbiter.evaluate(agent, hash, Vec::new())?;
+        self.evolve_status(agent)
+    }
+
+    /// `agent`'s current or last evaluation.
+    pub fn evolve_status(&self, agent: &str) -> Result<Evaluation, AdminError> {
+        self.arbiter()?
+            .status(agent)
+            .ok_or_else(|| AdminError::NotFound(format!("no evaluation of `{agent}`")))
+    }
+
+    /// Promotes `agent`'s approved candidate.
+    pub async fn evolve_promote(&self, agent: &str) -> Result<Evaluation, AdminError> {
+        self.arbiter()?.promote(agent).await?;
+        self.evolve_status(agent)
+    }
+
+    /// Rolls `agent`'s watched promotion back.
+    pub async fn evolve_rollback(
+        &self,
+        agent: &str,
+        reason: &str,
+    ) -> Result<Evaluation, AdminError> {
+        self.arbiter()?.rollback(agent, reason).await?;
+        self.evolve_status(agent)
+    }
+
+    /// Stops `agent`'s evaluation or watch.
+    pub fn evolve_cancel(&self, agent: &str) -> Result<Evaluation, AdminError> {
+        self.arbiter()?.cancel(agent)?;
+        self.evolve_status(agent)
+    }
+
+    /// `agent`'s lineage: every admission, verdict (with its evidence), promotion, rollback
+    /// and step, oldest first.
+    pub fn history(&self, agent: &str) -> Result<Vec<LineageRow>, AdminError> {
+        let id = agent_id(agent)?;
+        let records = self.vault()?.lineage_for(&id).map_err(vault_error)?;
+        Ok(records
+            .into_iter()
+            .map(|record| {
+                let mut row = LineageRow {
+                    seq: record.seq,
+                    at_ms: record.at_ms,
+                    event: String::new(),
+                    module: String::new(),
+                    summary: String::new(),
+                    fields: BTreeMap::new(),
+                    evidence: None,
+                };
+                match record.event {
+                    LineageEvent::ModuleAdmitted {
+                        parent, candidate, ..
+                    } => {
+                        row.event = "admitted".into();
+                        row.module = candidate.to_string();
+                        row.summary = match parent {
+                            Some(parent) => format!("derived from {}", parent.short()),
+                            None => "first module".into(),
+                        };
+                    }
+                    LineageEvent::Verdict {
+                        candidate,
+                        verdict,
+                        evidence,
+                        ..
+                    } => {
+                        row.event = "verdict".into();
+                        row.module = candidate.to_string();
+                        row.summary = format!("{verdict:?}: {}", evidence.summary);
+                        row.evidence = VerdictDetail::decode(&evidence.detail)
+                            .ok()
+                            .and_then(|detail| serde_json::to_value(detail).ok());
+                        row.fields = evidence.fields;
+                    }
+                    LineageEvent::Promoted {
+                        from,
+                        to,
+                        checkpoint_lsn,
+                        ..
+                    } => {
+                        row.event = "promoted".into();
+                        row.module = to.to_string();
+                        row.summary = format!(
+                            "replaced {} (promotion checkpoint at LSN {checkpoint_lsn})",
+                            from.short()
+                        );
+                    }
+                    LineageEvent::RolledBack {
+                        from, to, reason, ..
+                    } => {
+                        row.event = "rolled_back".into();
+                        row.module = from.to_string();
+                        row.summary = format!("back to {}: {reason}", to.short());
+                    }
+                    LineageEvent::Step {
+                        candidate,
+                        step,
+                        detail,
+                        ..
+                    } => {
+                        row.event = "step".into();
+                        row.module = candidate.to_string();
+                        row.summary = if detail.is_empty() {
+                            step
+                        } else {
+                            format!("{step}: {detail}")
+                        };
+                    }
+                    other => {
+                        row.event = "other".into();
+                        row.summary = format!("{other:?}");
+                    }
+                }
+                row
+            })
+            .collect())
+    }
+}
+
+fn agent_id(agent: &str) -> Result<AgentId, AdminError> {
+    AgentId::new(agent).map_err(|e| AdminError::BadRequest(e.to_string()))
+}
+
+fn no_checkpoint(agent: &str, lsn: u64) -> AdminError {
+    AdminError::NotFound(format!("no checkpoint of `{agent}` at LSN {lsn}"))
+}
+
+fn checkpoint_row(meta: &CheckpointMeta) -> CheckpointRow {
+    CheckpointRow {
+        agent: meta.agent.as_str().into(),
+        lsn: meta.lsn,
+        seq: meta.seq,
+        module: meta.module.to_string(),
+        created_at_ms: meta.created_at_ms,
+        bytes: meta.uncompressed_bytes,
+        compressed_bytes: meta.compressed_bytes,
+        checksum: meta
+            .state_checksum
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    }
+}
+
+fn state_name(state: &ChildState) -> &'static str {
+    match state {
+        ChildState::Running => "running",
+        ChildState::Restarting => "restarting",
+        ChildState::Terminated { .. } => "terminated",
+    }
+}
+
+fn registry_state(state: AgentState) -> &'static str {
+    match state {
+        AgentState::Running => "registered",
+        AgentState::Stopped => "stopped",
+    }
+}
+
+fn registered_behaviour(behaviour: &Registered) -> String {
+    match behaviour {
+        Registered::Wasm(hash) => format!("wasm:{}", hash.short()),
+        Registered::Native(name) => format!("native:{name}"),
+    }
+}
+
+fn stage_name(stage: &arbor_shadow::Stage) -> String {
+    serde_json::to_value(stage).ok().map_or_else(
+        || format!("{stage:?}"),
+        |v| v.to_string().trim_matches('"').to_string(),
+    )
+}
+
+/// A WAL record for people.
+fn wal_record(lsn: u64, payload: &[u8]) -> WalRecord {
+    let Ok(entry) = Entry::decode(payload) else {
+        return WalRecord {
+            lsn,
+            agent: String::new(),
+            entry: "unknown".into(),
+            seq: None,
+            detail: format!("{} bytes, not an agent record", payload.len()),
+        };
+    };
+    let agent = entry.agent().to_string();
+    let (name, seq, detail) = match entry {
+        Entry::Input(envelope) => (
+            "input",
+            envelope.seq,
+            format!(
+                "{:?} from {}: {}",
+                envelope.kind,
+                envelope.from.as_deref().unwrap_or("host"),
+                render(&envelope.payload, 160)
+            ),
+        ),
+        Entry::Outcome {
+            seq,
+            status,
+            answers,
+            ..
+        } => (
+            "outcome",
+            seq,
+            format!("{status:?}, {} host answers", answers.len()),
+        ),
+        Entry::Swap { seq, behaviour, .. } => ("swap", seq, format!("now {behaviour}")),
+        Entry::Rebase {
+            seq,
+            behaviour,
+            checkpoint_lsn,
+            ..
+        } => (
+            "rebase",
+            seq,
+            format!("now {behaviour} from the checkpoint at LSN {checkpoint_lsn}"),
+        ),
+    };
+    WalRecord {
+        lsn,
+        agent,
+        entry: name.into(),
+        seq: Some(seq),
+        detail,
+    }
+}
+
+/// A temporary copy of an uploaded export file, for the vault to read and verify.
+pub(crate) fn scratch_file(bytes: &[u8]) -> Result<tempfile::NamedTempFile, AdminError> {
+    let mut file = tempfile::NamedTempFile::new()
+        .map_err(|e| AdminError::Failed(format!("temporary file: {e}")))?;
+    std::io::Write::write_all(&mut file, bytes)
+        .map_err(|e| AdminError::Failed(format!("temporary file: {e}")))?;
+    Ok(file)
+}

@@ -1,0 +1,924 @@
+//! `arborctl`: operate an arbor host — through its admin endpoint while it runs, or on its
+//! data directory while it is stopped (`--data-dir`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arbor::admin::api::{
+    AgentRow, ApiError, CheckpointRow, CheckpointShow, Evaluation, LineageRow, ModuleRow,
+    RestoreDone, RestoreSource, Status, WalRecord, WalVerify,
+};
+use arbor::admin::{AdminError, AdminToken, Operator};
+use arbor::agent::AfterRestore;
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done
+  1  the operation failed (or `wal verify` found damage, `evolve --wait` ended without promotion)
+  2  bad usage or a bad request
+  3  no such agent, checkpoint, module or evaluation
+  4  unauthorized (no token, or a wrong one)
+  5  unavailable: the host cannot be reached, or (offline) a running host holds the directory
+  6  not now: the agent or evaluation is in a state that does not allow it";
+
+/// Operate an arbor host: agents, checkpoints, the WAL, modules and evolution.
+#[derive(Parser)]
+#[command(name = "arborctl", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// The host's admin endpoint (host:port on loopback).
+    #[arg(
+        long,
+        env = "ARBOR_ADMIN",
+        default_value = "127.0.0.1:9465",
+        global = true
+    )]
+    admin: String,
+    /// A file holding the admin token (mode 0600).
+    #[arg(long, env = "ARBOR_ADMIN_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
+    /// The admin token itself (prefer --token-file: the environment can leak).
+    #[arg(long, env = "ARBOR_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Work on a stopped host's data directory instead of asking a running host.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Print JSON (for scripts) instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The host at a glance: agents by state, WAL, vault, evaluations.
+    Status,
+    /// Every agent: supervisor, state, module, last input, restarts.
+    Agents,
+    /// Stored checkpoints.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+    /// The write-ahead log.
+    #[command(subcommand)]
+    Wal(WalCommand),
+    /// Stored Wasm modules.
+    #[command(subcommand)]
+    Module(ModuleCommand),
+    /// Evolution: candidates, shadows, verdicts, promotion and rollback (needs a running host).
+    #[command(subcommand)]
+    Evolve(EvolveCommand),
+}
+
+#[derive(Subcommand)]
+enum CheckpointCommand {
+    /// An agent's checkpoints, oldest first.
+    List { agent: String },
+    /// One checkpoint, with its state decoded.
+    Show { agent: String, lsn: u64 },
+    /// Writes a checkpoint to a verified export file.
+    Export {
+        agent: String,
+        lsn: u64,
+        /// The file to write.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Restores an agent from a stored checkpoint or an export file: the agent pauses, its
+    /// state is restored, the inputs after it are replayed or discarded, and it resumes.
+    Restore {
+        agent: String,
+        /// A stored checkpoint's LSN.
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        lsn: Option<u64>,
+        /// An export file.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// What to do with the inputs journaled after the checkpoint.
+        #[arg(long, value_enum)]
+        after: After,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum After {
+    /// Replay them through the restored state (nothing acknowledged is lost).
+    Replay,
+    /// Drop them: the agent goes on from the checkpoint.
+    Discard,
+}
+
+#[derive(Subcommand)]
+enum WalCommand {
+    /// Reads every segment and checks every frame.
+    Verify,
+    /// Decoded records.
+    Inspect {
+        /// From this LSN.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Only this agent's.
+        #[arg(long)]
+        agent: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModuleCommand {
+    /// Stored modules.
+    List,
+    /// Checks, compiles and stores a module.
+    Add { name: String, file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum EvolveCommand {
+    /// Admits a candidate for an agent and starts its evaluation (replay gate, then shadows
+    /// on mirrored traffic).
+    Start {
+        agent: String,
+        /// A stored module's hash.
+        #[arg(long, conflicts_with = "wasm", required_unless_present = "wasm")]
+        module: Option<String>,
+        /// A Wasm file.
+        #[arg(long)]
+        wasm: Option<PathBuf>,
+        /// The candidate's label (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Wait until a verdict (or the end), showing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// An agent's current or last evaluation.
+    Status {
+        agent: String,
+        /// Wait until it settles, showing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Promotes the approved candidate.
+    Promote { agent: String },
+    /// Rolls a watched promotion back.
+    Rollback {
+        agent: String,
+        #[arg(long, default_value = "asked by an operator")]
+        reason: String,
+    },
+    /// Stops an evaluation (or a watch; the promotion stays).
+    Cancel { agent: String },
+    /// The agent's lineage and the evidence behind each verdict.
+    History { agent: String },
+}
+
+/// What a command failed with, and its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<AdminError> for Failure {
+    fn from(error: AdminError) -> Self {
+        Failure {
+            code: code_of(error.kind()),
+            message: error.to_string(),
+        }
+    }
+}
+
+fn code_of(kind: &str) -> u8 {
+    match kind {
+        "bad_request" => 2,
+        "not_found" => 3,
+        "unauthorized" => 4,
+        "busy" => 5,
+        "conflict" => 6,
+        _ => 1,
+    }
+}
+
+fn fail(code: u8, message: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        message: message.into(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            if cli.json {
+                let body = ApiError {
+                    kind: kind_of(failure.code).into(),
+                    error: failure.message,
+                };
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&body).unwrap_or_default()
+                );
+            } else {
+                eprintln!("arborctl: {}", failure.message);
+            }
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn kind_of(code: u8) -> &'static str {
+    match code {
+        2 => "bad_request",
+        3 => "not_found",
+        4 => "unauthorized",
+        5 => "busy",
+        6 => "conflict",
+        _ => "failed",
+    }
+}
+
+/// Who answers: a running host over HTTP, or the data directory.
+enum Backend {
+    Remote(Remote),
+    Offline(Box<Operator>, tokio::runtime::Runtime),
+}
+
+fn run(cli: &Cli) -> Result<u8, Failure> {
+    let backend = match &cli.data_dir {
+        Some(dir) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| fail(1, format!("tokio: {e}")))?;
+            let operator = runtime.block_on(async { Operator::offline(dir) })?;
+            Backend::Offline(Box::new(operator), runtime)
+        }
+        None => Backend::Remote(Remote::new(cli)?),
+    };
+    let out = Output { json: cli.json };
+    match &cli.command {
+        Command::Status => {
+            let status: Status = match &backend {
+                Backend::Remote(r) => r.get("/v1/status")?,
+                Backend::Offline(op, _) => op.status()?,
+            };
+            out.show(&status, show_status)
+        }
+        Command::Agents => {
+            let agents: Vec<AgentRow> = match &backend {
+                Backend::Remote(r) => r.get("/v1/agents")?,
+                Backend::Offline(op, rt) => rt.block_on(op.agents())?,
+            };
+            out.show(&agents, show_agents)
+        }
+        Command::Checkpoint(command) => checkpoint(&backend, &out, command),
+        Command::Wal(WalCommand::Verify) => {
+            let progress = out.spinner("verifying the WAL");
+            let report: WalVerify = match &backend {
+                Backend::Remote(r) => r.get("/v1/wal/verify")?,
+                Backend::Offline(op, _) => op.wal_verify()?,
+            };
+            progress.finish_and_clear();
+            out.show(&report, show_verify)?;
+            Ok(if report.clean { 0 } else { 1 })
+        }
+        Command::Wal(WalCommand::Inspect { from, limit, agent }) => {
+            let records: Vec<WalRecord> = match &backend {
+                Backend::Remote(r) => {
+                    let mut query = vec![("from", from.to_string()), ("limit", limit.to_string())];
+                    if let Some(agent) = agent {
+                        query.push(("agent", agent.clone()));
+                    }
+                    r.get_query("/v1/wal/records", &query)?
+                }
+                Backend::Offline(op, _) => op.wal_inspect(*from, *limit, agent.as_deref())?,
+            };
+            out.show(&records, show_records)
+        }
+        Command::Module(ModuleCommand::List) => {
+            let modules: Vec<ModuleRow> = match &backend {
+                Backend::Remote(r) => r.get("/v1/modules")?,
+                Backend::Offline(op, _) => op.modules()?,
+            };
+            out.show(&modules, show_modules)
+        }
+        Command::Module(ModuleCommand::Add { name, file }) => {
+            let bytes = read(file)?;
+            let module: ModuleRow = match &backend {
+                Backend::Remote(r) => r.post("/v1/modules", &[("name", name.clone())], &bytes)?,
+                Backend::Offline(op, _) => op.module_add(name, &bytes)?,
+            };
+            out.show(&vec![module], show_modules)
+        }
+        Command::Evolve(command) => evolve(&backend, &out, command),
+    }
+}
+
+fn checkpoint(backend: &Backend, out: &Output, command: &CheckpointCommand) -> Result<u8, Failure> {
+    match command {
+        CheckpointCommand::List { agent } => {
+            let list: Vec<CheckpointRow> = match backend {
+                Backend::Remote(r) => r.get(&format!("/v1/agents/{agent}/checkpoints"))?,
+                Backend::Offline(op, _) => op.checkpoints(agent)?,
+            };
+            out.show(&list, |list| show_checkpoints(list))
+        }
+        CheckpointCommand::Show { agent, lsn } => {
+            let shown: CheckpointShow = match backend {
+                Backend::Remote(r) => r.get(&format!("/v1/agents/{agent}/checkpoints/{lsn}"))?,
+                Backend::Offline(op, _) => op.checkpoint_show(agent, *lsn)?,
+            };
+            out.show(&shown, |s| {
+                show_checkpoints(std::slice::from_ref(&s.checkpoint));
+                match &s.state {
+                    Some(state) => println!(
+                        "\nstate:\n{}",
+                        serde_json::to_string_pretty(state).unwrap_or_default()
+                    ),
+                    None => println!("\nstate: not MessagePack ({} bytes)", s.checkpoint.bytes),
+                }
+            })
+        }
+        CheckpointCommand::Export {
+            agent,
+            lsn,
+            out: path,
+        } => {
+            let row: CheckpointRow = match backend {
+                Backend::Remote(r) => {
+                    let bytes =
+                        r.get_bytes(&format!("/v1/agents/{agent}/checkpoints/{lsn}/export"))?;
+                    std::fs::write(path, &bytes)
+                        .map_err(|e| fail(1, format!("{}: {e}", path.display())))?;
+                    r.get::<Vec<CheckpointRow>>(&format!("/v1/agents/{agent}/checkpoints"))?
+                        .into_iter()
+                        .find(|c| c.lsn == *lsn)
+                        .ok_or_else(|| {
+                            fail(3, format!("no checkpoint of `{agent}` at LSN {lsn}"))
+                        })?
+                }
+                Backend::Offline(op, _) => op.checkpoint_export(agent, *lsn, path)?,
+            };
+            out.show(&row, |row| {
+                println!(
+                    "exported {} checkpoint at LSN {} ({} bytes of state) to {}",
+                    row.agent,
+                    row.lsn,
+                    row.bytes,
+                    path.display()
+                );
+            })
+        }
+        CheckpointCommand::Restore {
+            agent,
+            lsn,
+            file,
+            after,
+        } => {
+            let after = match after {
+                After::Replay => AfterRestore::Replay,
+                After::Discard => AfterRestore::Discard,
+            };
+            let progress = out.spinner(&format!("restoring {agent}"));
+            let done: RestoreDone = match backend {
+                Backend::Remote(r) => {
+                    let after_text = match after {
+                        AfterRestore::Replay => "replay",
+                        AfterRestore::Discard => "discard",
+                    };
+                    let mut query = vec![("after", after_text.to_string())];
+                    let body = match (lsn, file) {
+                        (Some(lsn), _) => {
+                            query.push(("lsn", lsn.to_string()));
+                            Vec::new()
+                        }
+                        (None, Some(file)) => read(file)?,
+                        (None, None) => return Err(fail(2, "give --lsn or --file")),
+                    };
+                    r.post(&format!("/v1/agents/{agent}/restore"), &query, &body)?
+                }
+                Backend::Offline(op, rt) => {
+                    let source = match lsn {
+                        Some(lsn) => RestoreSource::Stored { lsn: *lsn },
+                        None => RestoreSource::File,
+                    };
+                    rt.block_on(op.restore(agent, &source, file.as_deref(), after))?
+                }
+            };
+            progress.finish_and_clear();
+            out.show(&done, |d| {
+                println!(
+                    "restored {} from the checkpoint at LSN {} ({:?} after it: {} inputs \
+                     replayed); paused {:.3} ms; new checkpoint at LSN {}",
+                    d.agent,
+                    d.from_lsn,
+                    d.after,
+                    d.replayed,
+                    d.pause_us as f64 / 1000.0,
+                    d.checkpoint_lsn
+                );
+            })
+        }
+    }
+}
+
+fn evolve(backend: &Backend, out: &Output, command: &EvolveCommand) -> Result<u8, Failure> {
+    let Backend::Remote(remote) = backend else {
+        if let EvolveCommand::History { agent } = command
+            && let Backend::Offline(op, _) = backend
+        {
+            let history = op.history(agent)?;
+            return out.show(&history, show_history);
+        }
+        return Err(fail(
+            5,
+            "evolution needs a running host: use --admin ADDR, not --data-dir",
+        ));
+    };
+    let path = |agent: &str, what: &str| format!("/v1/agents/{agent}/evolution{what}");
+    let (status, wait): (Evaluation, bool) = match command {
+        EvolveCommand::Start {
+            agent,
+            module,
+            wasm,
+            name,
+            wait,
+        } => {
+            let status = match (module, wasm) {
+                (Some(hash), _) => {
+                    remote.post(&path(agent, ""), &[("module", hash.clone())], &[])?
+                }
+                (None, Some(file)) => {
+                    let label = name.clone().unwrap_or_else(|| {
+                        file.file_stem()
+                            .map_or_else(|| "candidate".into(), |s| s.to_string_lossy().into())
+                    });
+                    remote.post(&path(agent, ""), &[("name", label)], &read(file)?)?
+                }
+                (None, None) => return Err(fail(2, "give --module or --wasm")),
+            };
+            (status, *wait)
+        }
+        EvolveCommand::Status { agent, wait } => (remote.get(&path(agent, ""))?, *wait),
+        EvolveCommand::Promote { agent } => {
+            let progress = out.spinner(&format!("promoting a candidate of {agent}"));
+            let status = remote.post(&path(agent, "/promote"), &[], &[])?;
+            progress.finish_and_clear();
+            (status, false)
+        }
+        EvolveCommand::Rollback { agent, reason } => {
+            let progress = out.spinner(&format!("rolling {agent} back"));
+            let status = remote.post(
+                &path(agent, "/rollback"),
+                &[("reason", reason.clone())],
+                &[],
+            )?;
+            progress.finish_and_clear();
+            (status, false)
+        }
+        EvolveCommand::Cancel { agent } => (remote.post(&path(agent, "/cancel"), &[], &[])?, false),
+        EvolveCommand::History { agent } => {
+            let history: Vec<LineageRow> = remote.get(&format!("/v1/agents/{agent}/lineage"))?;
+            return out.show(&history, show_history);
+        }
+    };
+    let status = if wait {
+        let progress = out.spinner("evaluating");
+        let mut status = status;
+        while !status.is_settled() {
+            progress.set_message(evaluation_line(&status));
+            std::thread::sleep(Duration::from_millis(250));
+            status = remote.get(&path(&status.agent, ""))?;
+        }
+        progress.finish_and_clear();
+        status
+    } else {
+        status
+    };
+    out.show(&status, show_evaluation)?;
+    let failed = wait
+        && matches!(
+            status.stage,
+            arbor::shadow::Stage::Done(ref outcome)
+                if !matches!(outcome, arbor::shadow::Outcome::Promoted)
+        );
+    Ok(u8::from(failed))
+}
+
+/// The HTTP client of the admin endpoint.
+struct Remote {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Remote {
+    fn new(cli: &Cli) -> Result<Remote, Failure> {
+        let token = match (&cli.token_file, &cli.token) {
+            (Some(file), _) => AdminToken::from_file(file)?.expose().to_string(),
+            (None, Some(token)) => token.clone(),
+            (None, None) => {
+                return Err(fail(
+                    4,
+                    "no admin token: give --token-file FILE (or ARBOR_ADMIN_TOKEN_FILE)",
+                ));
+            }
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(900)))
+            .build()
+            .new_agent();
+        Ok(Remote {
+            base: format!("http://{}", cli.admin),
+            token,
+            agent,
+        })
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+        self.get_query(path, &[])
+    }
+
+    fn get_query<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T, Failure> {
+        let mut request = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token));
+        for (key, value) in query {
+            request = request.query(*key, value);
+        }
+        self.json(request.call())
+    }
+
+    fn get_bytes(&self, path: &str) -> Result<Vec<u8>, Failure> {
+        let response = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call();
+        let mut response = self.checked(response)?;
+        response
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .map_err(|e| fail(1, format!("reading the answer: {e}")))
+    }
+
+    fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        body: &[u8],
+    ) -> Result<T, Failure> {
+        let mut request = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("Content-Type", "application/octet-stream");
+        for (key, value) in query {
+            request = request.query(*key, value);
+        }
+        self.json(request.send(body))
+    }
+
+    fn checked(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        let mut response = response.map_err(|e| {
+            fail(
+                5,
+                format!("cannot reach the admin endpoint at {}: {e}", self.base),
+            )
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let error: ApiError = response.body_mut().read_json().unwrap_or(ApiError {
+            kind: "failed".into(),
+            error: format!("HTTP {status}"),
+        });
+        Err(fail(code_of(&error.kind), error.error))
+    }
+
+    fn json<T: DeserializeOwned>(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, Failure> {
+        self.checked(response)?
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_json()
+            .map_err(|e| fail(1, format!("unexpected answer: {e}")))
+    }
+}
+
+fn read(file: &Path) -> Result<Vec<u8>, Failure> {
+    std::fs::read(file).map_err(|e| fail(2, format!("{}: {e}", file.display())))
+}
+
+/// JSON or tables; progress on stderr for people only.
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn show<T: Serialize>(&self, value: &T, human: impl FnOnce(&T)) -> Result<u8, Failure> {
+        if self.json {
+            let text =
+                serde_json::to_string_pretty(value).map_err(|e| fail(1, format!("JSON: {e}")))?;
+            println!("{text}");
+        } else {
+            human(value);
+        }
+        Ok(0)
+    }
+
+    fn spinner(&self, message: &str) -> ProgressBar {
+        if self.json {
+            return ProgressBar::hidden();
+        }
+        // Drawn only when stderr is a terminal.
+        let progress = ProgressBar::new_spinner().with_message(message.to_string());
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} [{elapsed}]") {
+            progress.set_style(style);
+        }
+        progress.enable_steady_tick(Duration::from_millis(100));
+        progress
+    }
+}
+
+/// Columns padded to their widest cell.
+fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_uppercase()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+fn opt<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+fn ago(ms: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let secs = now.saturating_sub(ms) / 1000;
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86_400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+fn short(hash: &str) -> String {
+    hash.chars().take(12).collect()
+}
+
+fn show_status(s: &Status) {
+    println!("arbor {} ({})", s.version, s.mode);
+    println!("data dir     {}", opt(s.data_dir.as_ref()));
+    if let Some(reason) = &s.stopped {
+        println!("STOPPED      {reason}");
+    }
+    let agents: Vec<String> = s.agents.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    println!(
+        "agents       {}",
+        if agents.is_empty() {
+            "none".into()
+        } else {
+            agents.join(", ")
+        }
+    );
+    println!(
+        "wal          LSN {}..{} ({} durable), {} segments",
+        s.wal.first_lsn, s.wal.last_lsn, s.wal.durable_lsn, s.wal.segments
+    );
+    println!(
+        "vault        {} modules, {} bytes on disk",
+        s.modules, s.vault_bytes
+    );
+    for (agent, stage) in &s.evaluations {
+        println!("evaluating   {agent}: {stage}");
+    }
+}
+
+fn show_agents(rows: &Vec<AgentRow>) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|a| {
+            vec![
+                a.name.clone(),
+                a.supervisor.clone(),
+                a.state.clone(),
+                a.module.clone(),
+                opt(a.seq),
+                opt(a.restarts),
+                opt(a.queued),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "agent",
+            "supervisor",
+            "state",
+            "module",
+            "seq",
+            "restarts",
+            "queued",
+        ],
+        &rows,
+    );
+}
+
+fn show_checkpoints(rows: &[CheckpointRow]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|c| {
+            vec![
+                c.agent.clone(),
+                c.lsn.to_string(),
+                c.seq.to_string(),
+                short(&c.module),
+                c.bytes.to_string(),
+                c.compressed_bytes.to_string(),
+                ago(c.created_at_ms),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "agent", "lsn", "seq", "module", "bytes", "stored", "created",
+        ],
+        &rows,
+    );
+}
+
+fn show_verify(report: &WalVerify) {
+    let rows: Vec<Vec<String>> = report
+        .segments
+        .iter()
+        .map(|s| {
+            vec![
+                s.file.clone(),
+                s.first_lsn.to_string(),
+                s.records.to_string(),
+                s.bytes.to_string(),
+            ]
+        })
+        .collect();
+    table(&["segment", "first lsn", "records", "bytes"], &rows);
+    println!(
+        "\n{} records, LSN {}..{}: {}",
+        report.records,
+        opt(report.first_lsn),
+        opt(report.last_lsn),
+        if report.clean { "clean" } else { "DAMAGED" }
+    );
+    for problem in &report.problems {
+        println!("  problem: {problem}");
+    }
+}
+
+fn show_records(rows: &Vec<WalRecord>) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.lsn.to_string(),
+                r.agent.clone(),
+                r.entry.clone(),
+                opt(r.seq),
+                r.detail.clone(),
+            ]
+        })
+        .collect();
+    table(&["lsn", "agent", "entry", "seq", "detail"], &rows);
+}
+
+fn show_modules(rows: &Vec<ModuleRow>) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|m| {
+            vec![
+                m.hash.clone(),
+                m.name.clone(),
+                m.bytes.to_string(),
+                ago(m.added_at_ms),
+                m.origin.clone(),
+            ]
+        })
+        .collect();
+    table(&["hash", "name", "bytes", "added", "origin"], &rows);
+}
+
+fn evaluation_line(s: &Evaluation) -> String {
+    format!(
+        "{}: {:?}; {} samples, {} mismatches, {} gaps",
+        s.agent,
+        s.stage,
+        s.shadow.samples,
+        s.shadow.mismatch_count(),
+        s.shadow.gaps
+    )
+}
+
+fn show_evaluation(s: &Evaluation) {
+    println!("agent        {}", s.agent);
+    println!("candidate    {}", s.candidate);
+    println!("current      {}", s.current);
+    println!("stage        {:?}", s.stage);
+    if let Some(gate) = &s.gate {
+        println!(
+            "gate         {} records read, {} inputs compared, {} mismatches{}",
+            gate.records_read,
+            gate.tally.samples,
+            gate.tally.mismatch_count(),
+            gate.stopped_early
+                .as_ref()
+                .map_or_else(String::new, |why| format!(" (stopped early: {why})"))
+        );
+    }
+    println!(
+        "shadow       {} samples, {} mismatches, {} A/A mismatches, {} gaps",
+        s.shadow.samples,
+        s.shadow.mismatch_count(),
+        s.shadow.aa_mismatches,
+        s.shadow.gaps
+    );
+    for divergence in s.shadow.divergences.iter().take(5) {
+        println!(
+            "  diverged at input {} ({}: {}): expected {}, got {}",
+            divergence.seq, divergence.kind, divergence.what, divergence.expected, divergence.got
+        );
+    }
+    if let Some(decision) = &s.decision {
+        println!("verdict      {:?}", decision.verdict);
+        for reason in &decision.reasons {
+            println!("  {reason}");
+        }
+    }
+    if let Some(p) = &s.promotion {
+        println!(
+            "promotion    paused {:.3} ms",
+            p.pause.as_secs_f64() * 1000.0
+        );
+    }
+    if let Some(r) = &s.rollback {
+        println!(
+            "rollback     {} ({} inputs replayed, paused {:.3} ms)",
+            r.reason,
+            r.replayed,
+            r.pause.as_secs_f64() * 1000.0
+        );
+    }
+}
+
+fn show_history(rows: &Vec<LineageRow>) {
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.seq.to_string(),
+                ago(r.at_ms),
+                r.event.clone(),
+                short(&r.module),
+                r.summary.clone(),
+            ]
+        })
+        .collect();
+    table(&["#", "when", "event", "module", "summary"], &table_rows);
+}
