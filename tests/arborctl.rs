@@ -1,0 +1,456 @@
+//! `arborctl`, the real binary, against a running host (its admin endpoint, token required)
+//! and offline on the host's data directory once it stopped.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arbor::admin::{AdminConfig, AdminToken};
+use arbor::shadow::{Approval, ArbiterConfig, Policy, ShadowLimits};
+use arbor::{Runtime, Spawn};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+const TOKEN: &str = "arborctl-test-token-0123456789";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum KvMsg {
+    Get { key: String },
+    Put { key: String, value: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum KvReply {
+    Value { value: Option<String> },
+    Stored { replaced: bool },
+}
+
+struct Ctl {
+    admin: String,
+    token_file: PathBuf,
+    data_dir: PathBuf,
+}
+
+/// One run of the binary: exit code, stdout, stderr.
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
+    }
+
+    fn ok(self) -> Ran {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl Ctl {
+    /// Runs `arborctl` with `args` (off the async workers: the host runs in this process).
+    async fn run(&self, args: &[&str]) -> Ran {
+        let mut command = assert_cmd::Command::cargo_bin("arborctl").unwrap();
+        command
+            .env_remove("ARBOR_ADMIN_TOKEN")
+            .env_remove("ARBOR_ADMIN_TOKEN_FILE")
+            .args(args)
+            .timeout(Duration::from_secs(120));
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        Ran {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Against the running host, with the token.
+    async fn online(&self, args: &[&str]) -> Ran {
+        let token_file = self.token_file.to_str().unwrap();
+        let mut all = vec!["--admin", &self.admin, "--token-file", token_file];
+        all.extend_from_slice(args);
+        self.run(&all).await
+    }
+
+    /// On the data directory.
+    async fn offline(&self, args: &[&str]) -> Ran {
+        let dir = self.data_dir.to_str().unwrap();
+        let mut all = vec!["--data-dir", dir];
+        all.extend_from_slice(args);
+        self.run(&all).await
+    }
+}
+
+fn private_token_file(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("admin.token");
+    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+async fn host(data_dir: &Path, token_file: &Path) -> Runtime {
+    Runtime::builder()
+        .data_dir(data_dir)
+        .admin(AdminConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            AdminToken::from_file(token_file).unwrap(),
+        ))
+        .evolution(ArbiterConfig {
+            approval: Approval::Suggest,
+            policy: Policy {
+                min_samples: 60,
+                min_per_kind: 10,
+                latency_tolerance: 2.0,
+                ..Policy::default()
+            },
+            limits: ShadowLimits {
+                deadline: Duration::from_secs(60),
+                ..ShadowLimits::default()
+            },
+            watch: Duration::from_secs(120),
+        })
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn put(runtime: &Runtime, key: &str, value: &str) {
+    let _: KvReply = runtime
+        .call(
+            "kv",
+            &KvMsg::Put {
+                key: key.into(),
+                value: value.into(),
+            },
+        )
+        .await
+        .unwrap();
+}
+
+async fn get(runtime: &Runtime, key: &str) -> Option<String> {
+    match runtime
+        .call("kv", &KvMsg::Get { key: key.into() })
+        .await
+        .unwrap()
+    {
+        KvReply::Value { value } => value,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Gets and puts on `kv` until stopped, so shadows see traffic of both kinds.
+fn load(runtime: &Runtime) -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (runtime, flag) = (runtime.clone(), Arc::clone(&stop));
+    let task = tokio::spawn(async move {
+        let mut i = 0u64;
+        while !flag.load(Ordering::Acquire) {
+            let key = format!("load-{}", i % 50);
+            if i % 2 == 0 {
+                put(&runtime, &key, &i.to_string()).await;
+            } else {
+                get(&runtime, &key).await;
+            }
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    (stop, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arborctl_operates_a_running_host_and_a_stopped_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let token_file = private_token_file(tmp.path());
+    let runtime = host(&data_dir, &token_file).await;
+    runtime
+        .spawn(Spawn::wasm_bytes("kv", arbor_modules::KV))
+        .await
+        .unwrap();
+    runtime
+        .spawn(Spawn::wasm_bytes("counter", arbor_modules::COUNTER))
+        .await
+        .unwrap();
+    let ctl = Ctl {
+        admin: runtime.admin_addr().unwrap().to_string(),
+        token_file: token_file.clone(),
+        data_dir: data_dir.clone(),
+    };
+
+    // Without the token, or with a wrong one: refused, nothing revealed.
+    let anonymous = ctl.run(&["--admin", &ctl.admin, "--json", "agents"]).await;
+    assert_eq!(anonymous.code, 4, "{}", anonymous.stderr);
+    let wrong = ctl
+        .run(&[
+            "--admin",
+            &ctl.admin,
+            "--token",
+            "not-the-token-at-all-0000",
+            "agents",
+        ])
+        .await;
+    assert_eq!(wrong.code, 4);
+    assert!(!wrong.stdout.contains("kv") && !wrong.stderr.contains("kv"));
+    assert!(wrong.stderr.contains("unauthorized"), "{}", wrong.stderr);
+
+    // Status and agents.
+    let status = ctl.online(&["--json", "status"]).await.ok().json();
+    assert_eq!(status["mode"], "online");
+    assert_eq!(status["agents"]["running"], 2);
+    let agents = ctl.online(&["--json", "agents"]).await.ok().json();
+    let kv = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "kv")
+        .unwrap();
+    assert_eq!(kv["state"], "running");
+    assert!(kv["module"].as_str().unwrap().starts_with("wasm:"));
+    let table = ctl.online(&["agents"]).await.ok();
+    assert!(table.stdout.starts_with("AGENT"), "{}", table.stdout);
+    assert!(table.stdout.contains("counter"));
+
+    // A checkpoint holding a=1, then a=2 after it.
+    put(&runtime, "a", "1").await;
+    let saved = runtime.lookup("kv").unwrap().checkpoint().await.unwrap();
+    put(&runtime, "a", "2").await;
+    let list = ctl
+        .online(&["--json", "checkpoint", "list", "kv"])
+        .await
+        .ok()
+        .json();
+    assert!(
+        list.as_array().unwrap().iter().any(|c| c["lsn"] == saved),
+        "{list}"
+    );
+    let lsn = saved.to_string();
+    let shown = ctl
+        .online(&["--json", "checkpoint", "show", "kv", &lsn])
+        .await
+        .ok()
+        .json();
+    assert_eq!(shown["checkpoint"]["lsn"], saved);
+    assert!(shown["state"].to_string().contains('a'), "{shown}");
+    let export = tmp.path().join("kv.ckpt");
+    ctl.online(&[
+        "checkpoint",
+        "export",
+        "kv",
+        &lsn,
+        "--out",
+        export.to_str().unwrap(),
+    ])
+    .await
+    .ok();
+    assert!(std::fs::metadata(&export).unwrap().len() > 0);
+    assert_eq!(
+        ctl.online(&["checkpoint", "show", "kv", "999999999"])
+            .await
+            .code,
+        3
+    );
+    assert_eq!(ctl.online(&["checkpoint", "list", "nobody"]).await.code, 3);
+
+    // Restore while running: discard drops a=2; replay from the file brings it back.
+    let restored = ctl
+        .online(&[
+            "--json",
+            "checkpoint",
+            "restore",
+            "kv",
+            "--lsn",
+            &lsn,
+            "--after",
+            "discard",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(restored["replayed"], 0);
+    assert_eq!(get(&runtime, "a").await.as_deref(), Some("1"));
+    let replayed = ctl
+        .online(&[
+            "--json",
+            "checkpoint",
+            "restore",
+            "kv",
+            "--file",
+            export.to_str().unwrap(),
+            "--after",
+            "replay",
+        ])
+        .await
+        .ok()
+        .json();
+    assert!(replayed["replayed"].as_u64().unwrap() >= 1, "{replayed}");
+    assert_eq!(get(&runtime, "a").await.as_deref(), Some("2"));
+
+    // The WAL.
+    let verify = ctl.online(&["--json", "wal", "verify"]).await.ok().json();
+    assert_eq!(verify["clean"], true);
+    assert!(verify["records"].as_u64().unwrap() > 0);
+    let records = ctl
+        .online(&[
+            "--json", "wal", "inspect", "--agent", "kv", "--limit", "1000",
+        ])
+        .await
+        .ok()
+        .json();
+    let entries: Vec<&str> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["entry"].as_str().unwrap())
+        .collect();
+    assert!(
+        entries.contains(&"input") && entries.contains(&"rebase"),
+        "{entries:?}"
+    );
+
+    // Modules.
+    let v2 = tmp.path().join("kv-v2.wasm");
+    std::fs::write(&v2, arbor_modules::KV_V2).unwrap();
+    let added = ctl
+        .online(&["--json", "module", "add", "kv-v2", v2.to_str().unwrap()])
+        .await
+        .ok()
+        .json();
+    let v2_hash = added[0]["hash"].as_str().unwrap().to_string();
+    let modules = ctl.online(&["--json", "module", "list"]).await.ok().json();
+    assert!(modules.to_string().contains(&v2_hash));
+    let junk = tmp.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm").unwrap();
+    assert_eq!(
+        ctl.online(&["module", "add", "junk", junk.to_str().unwrap()])
+            .await
+            .code,
+        2
+    );
+
+    // Evolution: kv-v2 admitted, gated, shadowed under load, approved, promoted, rolled back.
+    let (stop, traffic) = load(&runtime);
+    let started = ctl
+        .online(&["--json", "evolve", "start", "kv", "--module", &v2_hash])
+        .await
+        .ok()
+        .json();
+    assert_eq!(started["candidate"], v2_hash.as_str());
+    let settled = ctl
+        .online(&["--json", "evolve", "status", "kv", "--wait"])
+        .await;
+    // Approved and waiting for a person: not promoted, so --wait does not say failure.
+    assert_eq!(
+        settled.json()["stage"],
+        "awaiting_approval",
+        "{}",
+        settled.stdout
+    );
+    let promoted = ctl
+        .online(&["--json", "evolve", "promote", "kv"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(promoted["stage"], "watching");
+    let rolled = ctl
+        .online(&["--json", "evolve", "rollback", "kv", "--reason", "drill"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(rolled["stage"], serde_json::json!({"done": "rolled_back"}));
+    stop.store(true, Ordering::Release);
+    traffic.await.unwrap();
+    let history = ctl
+        .online(&["--json", "evolve", "history", "kv"])
+        .await
+        .ok()
+        .json();
+    let events: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for event in ["admitted", "verdict", "promoted", "rolled_back"] {
+        assert!(events.contains(&event), "{event} missing from {events:?}");
+    }
+    let verdict = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "verdict")
+        .unwrap();
+    assert!(verdict["evidence"]["shadow"]["samples"].as_u64().unwrap() >= 60);
+    assert_eq!(ctl.online(&["evolve", "promote", "kv"]).await.code, 6);
+    assert_eq!(ctl.online(&["evolve", "status", "nobody"]).await.code, 3);
+
+    // Offline while the host holds the directory: refused politely.
+    let busy = ctl.offline(&["status"]).await;
+    assert_eq!(busy.code, 5, "{}", busy.stderr);
+    assert!(
+        busy.stderr.contains("running host holds"),
+        "{}",
+        busy.stderr
+    );
+
+    // Stop the host; offline inspection and restore work on the directory.
+    let before: BTreeMap<&str, Option<String>> = BTreeMap::from([("a", get(&runtime, "a").await)]);
+    runtime.shutdown().await.unwrap();
+    drop(runtime);
+    let mut status = ctl.offline(&["--json", "status"]).await;
+    for _ in 0..100 {
+        if status.code != 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = ctl.offline(&["--json", "status"]).await;
+    }
+    let status = status.ok().json();
+    assert_eq!(status["mode"], "offline");
+    assert_eq!(status["agents"]["registered"], 2);
+    let offline_agents = ctl.offline(&["--json", "agents"]).await.ok().json();
+    assert_eq!(offline_agents.as_array().unwrap().len(), 2);
+    ctl.offline(&["wal", "verify"]).await.ok();
+    ctl.offline(&["checkpoint", "list", "kv"]).await.ok();
+    assert_eq!(
+        ctl.offline(&["evolve", "start", "kv", "--module", &v2_hash])
+            .await
+            .code,
+        5
+    );
+    ctl.offline(&["evolve", "history", "kv"]).await.ok();
+    let offline_restore = ctl
+        .offline(&[
+            "--json",
+            "checkpoint",
+            "restore",
+            "kv",
+            "--file",
+            export.to_str().unwrap(),
+            "--after",
+            "discard",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(offline_restore["replayed"], 0);
+
+    // The next host starts from the restored state.
+    let runtime = host(&data_dir, &token_file).await;
+    assert_eq!(before["a"].as_deref(), Some("2"));
+    assert_eq!(get(&runtime, "a").await.as_deref(), Some("1"));
+    runtime.shutdown().await.unwrap();
+}
