@@ -159,7 +159,7 @@ fn load(runtime: &Runtime) -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
         let mut i = 0u64;
         while !flag.load(Ordering::Acquire) {
             let key = format!("load-{}", i % 50);
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 put(&runtime, &key, &i.to_string()).await;
             } else {
                 get(&runtime, &key).await;
@@ -453,4 +453,30 @@ async fn arborctl_operates_a_running_host_and_a_stopped_one() {
     assert_eq!(before["a"].as_deref(), Some("2"));
     assert_eq!(get(&runtime, "a").await.as_deref(), Some("1"));
     runtime.shutdown().await.unwrap();
+    drop(runtime);
+
+    // A flipped bit in the WAL: offline verify reports it (opening the log would refuse it).
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(data_dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy() != "LOCK")
+        .collect();
+    segments.sort();
+    let segment = segments.first().unwrap();
+    let mut bytes = std::fs::read(segment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(segment, bytes).unwrap();
+    let mut damaged = ctl.offline(&["--json", "wal", "verify"]).await;
+    for _ in 0..100 {
+        if damaged.code != 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        damaged = ctl.offline(&["--json", "wal", "verify"]).await;
+    }
+    assert_eq!(damaged.code, 1, "{}", damaged.stderr);
+    let report = damaged.json();
+    assert_eq!(report["clean"], false);
+    assert!(!report["problems"].as_array().unwrap().is_empty());
 }

@@ -128,28 +128,7 @@ impl Operator {
     /// Operations on a stopped host's data directory: [`AdminError::Busy`] if a running host
     /// holds it (its WAL lock), [`AdminError::NotFound`] if it is not an arbor directory.
     pub fn offline(dir: &Path) -> Result<Operator, AdminError> {
-        let lock = dir.join("wal").join("LOCK");
-        if !dir.join("wal").is_dir() || !dir.join("vault").is_dir() {
-            return Err(AdminError::NotFound(format!(
-                "{} is not an arbor data directory (no wal/ and vault/ in it)",
-                dir.display()
-            )));
-        }
-        if let Ok(file) = File::open(&lock) {
-            match file.try_lock() {
-                Ok(()) => drop(file),
-                Err(TryLockError::WouldBlock) => {
-                    return Err(AdminError::Busy(format!(
-                        "a running host holds {}; ask it through its admin endpoint \
-                         (arborctl --admin ADDR ...) or stop it first",
-                        dir.display()
-                    )));
-                }
-                Err(TryLockError::Error(error)) => {
-                    return Err(AdminError::Failed(format!("{}: {error}", lock.display())));
-                }
-            }
-        }
+        check_stopped_host(dir)?;
         let system = AgentSystem::builder()
             .journal(dir)
             .build()
@@ -445,27 +424,16 @@ impl Operator {
             .wal()?
             .verify()
             .map_err(|e| AdminError::Failed(format!("WAL: {e}")))?;
-        Ok(WalVerify {
-            clean: report.is_clean(),
-            records: report.records,
-            first_lsn: report.first_lsn,
-            last_lsn: report.last_lsn,
-            segments: report
-                .segments
-                .iter()
-                .map(|s| WalSegment {
-                    file: s
-                        .path
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    first_lsn: s.first_lsn,
-                    records: s.records,
-                    bytes: s.bytes,
-                })
-                .collect(),
-            problems: report.problems.iter().map(|p| format!("{p:?}")).collect(),
-        })
+        Ok(verified(&report))
+    }
+
+    /// [`wal_verify`](Self::wal_verify) on a stopped host's directory without opening the
+    /// log, so a damaged log (which opening refuses) is reported rather than refused.
+    pub fn wal_verify_offline(dir: &Path) -> Result<WalVerify, AdminError> {
+        check_stopped_host(dir)?;
+        let report = arbor_wal::verify(dir.join("wal"), &arbor_wal::Config::default())
+            .map_err(|e| AdminError::Failed(format!("WAL: {e}")))?;
+        Ok(verified(&report))
     }
 
     /// Up to `limit` WAL records from `from` on (of `agent` only, if given), decoded.
@@ -672,6 +640,55 @@ impl Operator {
                 row
             })
             .collect())
+    }
+}
+
+/// Refuses a directory that is not arbor's, or that a running host holds (its WAL lock).
+fn check_stopped_host(dir: &Path) -> Result<(), AdminError> {
+    if !dir.join("wal").is_dir() || !dir.join("vault").is_dir() {
+        return Err(AdminError::NotFound(format!(
+            "{} is not an arbor data directory (no wal/ and vault/ in it)",
+            dir.display()
+        )));
+    }
+    let lock = dir.join("wal").join("LOCK");
+    let Ok(file) = File::open(&lock) else {
+        return Ok(());
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => Err(AdminError::Busy(format!(
+            "a running host holds {}; ask it through its admin endpoint (arborctl --admin ADDR \
+             ...) or stop it first",
+            dir.display()
+        ))),
+        Err(TryLockError::Error(error)) => {
+            Err(AdminError::Failed(format!("{}: {error}", lock.display())))
+        }
+    }
+}
+
+fn verified(report: &arbor_wal::VerifyReport) -> WalVerify {
+    WalVerify {
+        clean: report.is_clean(),
+        records: report.records,
+        first_lsn: report.first_lsn,
+        last_lsn: report.last_lsn,
+        segments: report
+            .segments
+            .iter()
+            .map(|s| WalSegment {
+                file: s
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                first_lsn: s.first_lsn,
+                records: s.records,
+                bytes: s.bytes,
+            })
+            .collect(),
+        problems: report.problems.iter().map(|p| format!("{p:?}")).collect(),
     }
 }
 

@@ -251,6 +251,15 @@ enum Backend {
 }
 
 fn run(cli: &Cli) -> Result<u8, Failure> {
+    if let (Some(dir), Command::Wal(WalCommand::Verify)) = (&cli.data_dir, &cli.command) {
+        // Offline, without opening the log: opening refuses a damaged one, verify reports it.
+        let out = Output { json: cli.json };
+        let progress = out.spinner("verifying the WAL");
+        let report = Operator::wal_verify_offline(dir)?;
+        progress.finish_and_clear();
+        out.show(&report, show_verify)?;
+        return Ok(if report.clean { 0 } else { 1 });
+    }
     let backend = match &cli.data_dir {
         Some(dir) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -277,14 +286,14 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
                 Backend::Remote(r) => r.get("/v1/agents")?,
                 Backend::Offline(op, rt) => rt.block_on(op.agents())?,
             };
-            out.show(&agents, show_agents)
+            out.show(&agents, |a| show_agents(a))
         }
         Command::Checkpoint(command) => checkpoint(&backend, &out, command),
         Command::Wal(WalCommand::Verify) => {
             let progress = out.spinner("verifying the WAL");
             let report: WalVerify = match &backend {
                 Backend::Remote(r) => r.get("/v1/wal/verify")?,
-                Backend::Offline(op, _) => op.wal_verify()?,
+                Backend::Offline(op, _) => op.wal_verify()?, // (not reached: see above)
             };
             progress.finish_and_clear();
             out.show(&report, show_verify)?;
@@ -301,14 +310,14 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
                 }
                 Backend::Offline(op, _) => op.wal_inspect(*from, *limit, agent.as_deref())?,
             };
-            out.show(&records, show_records)
+            out.show(&records, |r| show_records(r))
         }
         Command::Module(ModuleCommand::List) => {
             let modules: Vec<ModuleRow> = match &backend {
                 Backend::Remote(r) => r.get("/v1/modules")?,
                 Backend::Offline(op, _) => op.modules()?,
             };
-            out.show(&modules, show_modules)
+            out.show(&modules, |m| show_modules(m))
         }
         Command::Module(ModuleCommand::Add { name, file }) => {
             let bytes = read(file)?;
@@ -316,7 +325,7 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
                 Backend::Remote(r) => r.post("/v1/modules", &[("name", name.clone())], &bytes)?,
                 Backend::Offline(op, _) => op.module_add(name, &bytes)?,
             };
-            out.show(&vec![module], show_modules)
+            out.show(&vec![module], |m| show_modules(m))
         }
         Command::Evolve(command) => evolve(&backend, &out, command),
     }
@@ -436,7 +445,7 @@ fn evolve(backend: &Backend, out: &Output, command: &EvolveCommand) -> Result<u8
             && let Backend::Offline(op, _) = backend
         {
             let history = op.history(agent)?;
-            return out.show(&history, show_history);
+            return out.show(&history, |h| show_history(h));
         }
         return Err(fail(
             5,
@@ -487,7 +496,7 @@ fn evolve(backend: &Backend, out: &Output, command: &EvolveCommand) -> Result<u8
         EvolveCommand::Cancel { agent } => (remote.post(&path(agent, "/cancel"), &[], &[])?, false),
         EvolveCommand::History { agent } => {
             let history: Vec<LineageRow> = remote.get(&format!("/v1/agents/{agent}/lineage"))?;
-            return out.show(&history, show_history);
+            return out.show(&history, |h| show_history(h));
         }
     };
     let status = if wait {
@@ -735,7 +744,7 @@ fn show_status(s: &Status) {
     }
 }
 
-fn show_agents(rows: &Vec<AgentRow>) {
+fn show_agents(rows: &[AgentRow]) {
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|a| {
@@ -813,7 +822,7 @@ fn show_verify(report: &WalVerify) {
     }
 }
 
-fn show_records(rows: &Vec<WalRecord>) {
+fn show_records(rows: &[WalRecord]) {
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -829,7 +838,7 @@ fn show_records(rows: &Vec<WalRecord>) {
     table(&["lsn", "agent", "entry", "seq", "detail"], &rows);
 }
 
-fn show_modules(rows: &Vec<ModuleRow>) {
+fn show_modules(rows: &[ModuleRow]) {
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|m| {
@@ -907,7 +916,7 @@ fn show_evaluation(s: &Evaluation) {
     }
 }
 
-fn show_history(rows: &Vec<LineageRow>) {
+fn show_history(rows: &[LineageRow]) {
     let table_rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
