@@ -136,8 +136,34 @@ pub fn agent_labels() -> bool {
     AGENT_LABELS.load(Ordering::Relaxed)
 }
 
-/// Registers every metric's unit and description with the installed recorder.
+/// Counters whose labels take a fixed set of values, with those values: [`describe`] creates
+/// each series at zero, so the first event is an increase Prometheus can see (a series that
+/// first appears at 1 has no increase) and dashboards show 0, not "no data".
+const FIXED_SERIES: &[(&str, &str, &[&str])] = &[
+    (MESSAGES_IN, "outcome", &["applied", "refused", "crashed"]),
+    (MODULE_LOADS, "outcome", &["loaded", "refused"]),
+    (
+        VERDICTS,
+        "verdict",
+        &["approved", "rejected", "inconclusive"],
+    ),
+    (ROLLBACKS, "trigger", &["watch", "operator"]),
+    (ADMIN_REQUESTS, "outcome", &["ok", "error", "unauthorized"]),
+];
+
+/// Registers every metric's unit and description with the installed recorder, and creates the
+/// counters without labels and those whose labels take a fixed set of values at zero.
 pub fn describe() {
+    for metric in CATALOG {
+        if metric.kind == Kind::Counter && metric.labels.is_empty() {
+            metrics::counter!(metric.name).increment(0);
+        }
+    }
+    for (name, label, values) in FIXED_SERIES {
+        for value in *values {
+            metrics::counter!(*name, *label => *value).increment(0);
+        }
+    }
     for metric in CATALOG {
         match metric.kind {
             Kind::Counter => metrics::describe_counter!(metric.name, metric.unit, metric.help),
@@ -151,7 +177,17 @@ pub fn describe() {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn fixed_series_are_labelled_counters_of_the_catalog() {
+        for (name, label, _) in FIXED_SERIES {
+            let metric = CATALOG.iter().find(|m| m.name == *name).unwrap();
+            assert_eq!(metric.kind, Kind::Counter, "{name}");
+            assert_eq!(metric.labels, &[*label], "{name}");
+        }
+    }
 
     #[test]
     fn names_are_unique_prefixed_and_suffixed_by_kind() {
