@@ -84,6 +84,20 @@ impl Ctl {
         self.run(&all).await
     }
 
+    /// On the data directory of a host that was just dropped: the directory is released once
+    /// the runtime's last handles (endpoint tasks finishing their connections) are gone, within
+    /// seconds.
+    async fn offline_once_released(&self, args: &[&str]) -> Ran {
+        for _ in 0..100 {
+            let ran = self.offline(args).await;
+            if ran.code != 5 {
+                return ran;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the data directory was not released within 10 s");
+    }
+
     /// On the data directory.
     async fn offline(&self, args: &[&str]) -> Ran {
         let dir = self.data_dir.to_str().unwrap();
@@ -410,15 +424,11 @@ async fn arborctl_operates_a_running_host_and_a_stopped_one() {
     let before: BTreeMap<&str, Option<String>> = BTreeMap::from([("a", get(&runtime, "a").await)]);
     runtime.shutdown().await.unwrap();
     drop(runtime);
-    let mut status = ctl.offline(&["--json", "status"]).await;
-    for _ in 0..100 {
-        if status.code != 5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        status = ctl.offline(&["--json", "status"]).await;
-    }
-    let status = status.ok().json();
+    let status = ctl
+        .offline_once_released(&["--json", "status"])
+        .await
+        .ok()
+        .json();
     assert_eq!(status["mode"], "offline");
     assert_eq!(status["agents"]["registered"], 2);
     let offline_agents = ctl.offline(&["--json", "agents"]).await.ok().json();
@@ -467,14 +477,9 @@ async fn arborctl_operates_a_running_host_and_a_stopped_one() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x10;
     std::fs::write(segment, bytes).unwrap();
-    let mut damaged = ctl.offline(&["--json", "wal", "verify"]).await;
-    for _ in 0..100 {
-        if damaged.code != 5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        damaged = ctl.offline(&["--json", "wal", "verify"]).await;
-    }
+    let damaged = ctl
+        .offline_once_released(&["--json", "wal", "verify"])
+        .await;
     assert_eq!(damaged.code, 1, "{}", damaged.stderr);
     let report = damaged.json();
     assert_eq!(report["clean"], false);
