@@ -623,3 +623,43 @@ async fn idle_agents_do_not_pin_the_log() {
         );
     }
 }
+
+/// An agent that handles one input and then nothing: its checkpoint still comes within the
+/// policy's time (a timer armed at the first unsaved input), so the input does not wait in the
+/// WAL alone until the next one arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_agent_checkpoints_its_last_input_within_the_policy_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = self::system(
+        dir.path(),
+        CheckpointPolicy {
+            every_records: 1_000_000,
+            every: Duration::from_millis(300),
+            keep: 3,
+        },
+    );
+    let counter = system
+        .add_module("counter", arbor_modules::COUNTER)
+        .unwrap();
+    let agent = system
+        .spawn(AgentSpec::wasm("lonely", counter))
+        .await
+        .unwrap();
+    agent.call(msg(&CounterMsg::Inc { by: 7 })).await.unwrap();
+    let handled = system.wal().unwrap().last_lsn();
+    let id = arbor_vault::AgentId::new("lonely").unwrap();
+    let vault = system.vault().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let newest = vault.latest_meta(&id).unwrap().map(|m| m.lsn);
+        if newest.is_some_and(|lsn| lsn >= handled) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no checkpoint covers the input (newest: {newest:?}, input at {handled})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    system.shutdown().await.unwrap();
+}

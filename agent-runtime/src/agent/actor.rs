@@ -285,8 +285,7 @@ impl Agent {
         payload: Vec<u8>,
         reply: Option<Reply<Vec<u8>>>,
     ) -> Result<(), AgentError> {
-        let spec = Arc::clone(&self.spec);
-        let name = &spec.name;
+        let name = &self.spec.name;
         let refuse = |reply: Option<Reply<Vec<u8>>>, error: AgentError| {
             match reply {
                 Some(reply) => send(reply, Err(error)),
@@ -414,8 +413,18 @@ impl Agent {
             }
         }
         self.inputs_since_checkpoint += 1;
-        if self.inputs_since_checkpoint == 1 {
-            self.first_unsaved_input();
+        // The first input since the last checkpoint: the journal learns its age (a gauge) and
+        // a timer makes sure it is checkpointed within the policy's time even if no other
+        // input comes.
+        if self.inputs_since_checkpoint == 1
+            && let Some(journal) = &self.shared.journal
+        {
+            journal.unsaved(name);
+            arm_checkpoint_timer(
+                &mut self.checkpoint_timer,
+                &self.myself,
+                journal.policy.every,
+            );
         }
         match result {
             Ok(bytes) => {
@@ -486,25 +495,6 @@ impl Agent {
         }
     }
 
-    /// The first input since the last checkpoint was journaled: the journal learns its age
-    /// (a gauge) and a timer makes sure it is checkpointed within the policy's time even if no
-    /// other input comes.
-    fn first_unsaved_input(&mut self) {
-        let Some(journal) = &self.shared.journal else {
-            return;
-        };
-        journal.unsaved(&self.spec.name);
-        self.arm_checkpoint_timer(journal.policy.every);
-    }
-
-    fn arm_checkpoint_timer(&mut self, after: Duration) {
-        if !self.checkpoint_timer {
-            self.checkpoint_timer = true;
-            // If the actor is gone by then, the message has nowhere to go, which is fine.
-            drop(self.myself.send_after(after, || AgentMsg::CheckpointTimer));
-        }
-    }
-
     async fn checkpoint_if_due(&mut self) -> Result<(), AgentError> {
         let Some(journal) = &self.shared.journal else {
             return Ok(());
@@ -513,8 +503,11 @@ impl Agent {
             && self.last_checkpoint.elapsed() < journal.policy.every
         {
             if self.inputs_since_checkpoint > 0 {
-                let every = journal.policy.every;
-                self.arm_checkpoint_timer(every.saturating_sub(self.last_checkpoint.elapsed()));
+                let left = journal
+                    .policy
+                    .every
+                    .saturating_sub(self.last_checkpoint.elapsed());
+                arm_checkpoint_timer(&mut self.checkpoint_timer, &self.myself, left);
             }
             return Ok(());
         }
@@ -781,6 +774,15 @@ impl Agent {
             journal.unpin(&self.spec.name);
         }
         Ok(())
+    }
+}
+
+/// Sends the agent a [`AgentMsg::CheckpointTimer`] after `after`, unless one is on its way.
+fn arm_checkpoint_timer(armed: &mut bool, myself: &ActorRef<AgentMsg>, after: Duration) {
+    if !*armed {
+        *armed = true;
+        // If the actor is gone by then, the message has nowhere to go, which is fine.
+        drop(myself.send_after(after, || AgentMsg::CheckpointTimer));
     }
 }
 
