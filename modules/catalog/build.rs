@@ -90,8 +90,35 @@ fn rustc() -> OsString {
     env::var_os("RUSTC").unwrap_or_else(|| "rustc".into())
 }
 
-/// Fails with the fix if the standard library for wasm32-unknown-unknown is not installed.
+/// Makes sure the standard library for wasm32-unknown-unknown is installed: if it is not and
+/// the build runs under rustup, installs it (`rustup target add`, so that `cargo run` works on
+/// a fresh machine); otherwise fails with the fix.
 fn check_wasm_target() -> Result<(), String> {
+    let libdir = match wasm_libdir()? {
+        Ok(()) => return Ok(()),
+        Err(libdir) => libdir,
+    };
+    // rustup's proxies set RUSTUP_TOOLCHAIN to the toolchain this build runs with.
+    if let Some(toolchain) = env::var_os("RUSTUP_TOOLCHAIN") {
+        println!(
+            "cargo:warning=installing the {WASM_TARGET} target (the guest modules are built for it): rustup target add {WASM_TARGET}"
+        );
+        let added = Command::new("rustup")
+            .args(["target", "add", WASM_TARGET, "--toolchain"])
+            .arg(&toolchain)
+            .status();
+        if added.is_ok_and(|status| status.success()) && wasm_libdir()?.is_ok() {
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "the {WASM_TARGET} target is not installed (no libcore in {}); run `rustup target add {WASM_TARGET}`",
+        libdir.display()
+    ))
+}
+
+/// `Ok` if the wasm32 standard library is installed, else `Err` with where it was looked for.
+fn wasm_libdir() -> Result<Result<(), PathBuf>, String> {
     let output = Command::new(rustc())
         .args(["--print", "target-libdir", "--target", WASM_TARGET])
         .output()
@@ -102,14 +129,11 @@ fn check_wasm_target() -> Result<(), String> {
             .flatten()
             .any(|entry| entry.file_name().to_string_lossy().starts_with("libcore-"))
     });
-    if output.status.success() && has_core {
+    Ok(if output.status.success() && has_core {
         Ok(())
     } else {
-        Err(format!(
-            "the {WASM_TARGET} target is not installed (no libcore in {}); run `rustup target add {WASM_TARGET}`",
-            libdir.display()
-        ))
-    }
+        Err(libdir)
+    })
 }
 
 /// `<target dir>/wasm-guest`: OUT_DIR is `<target dir>[/<triple>]/<profile>/build/<pkg>-<hash>/out`.
