@@ -6,17 +6,53 @@
 //!   cross-thread wake-ups a caller sees).
 //! - `agent_cast`: 10,000 casts then one call (so all are handled), same three.
 //! - `agent_instantiate`: a Wasm `counter` instance from the pre-linked module.
-//! - after the criterion groups: resident memory per idle agent with 10,000 Wasm counter agents
-//!   (each a ractor actor with its instance), beside 10,000 plain ractor actors.
+//! - `agent_metrics`: the cost of recording arbor's metrics on the message path. One `call` to a
+//!   Wasm `counter` agent on a current-thread runtime (journal off, and journal on with durability
+//!   `Never`) with no recorder (`no_recorder`: the `metrics` macros find none and do nothing,
+//!   which is arbor without `RuntimeBuilder::metrics`), with a real
+//!   `metrics-exporter-prometheus` recorder built as `src/telemetry.rs` builds it (histogram
+//!   buckets for `*_seconds` and `*_bytes`, the catalog described) (`prometheus`), and with the
+//!   per-agent `agent` label on as `RuntimeBuilder::agent_metric_labels(true)` sets it
+//!   (`prometheus_agent_labels`). The `metrics` facade takes one global recorder per process
+//!   and never lets it go, so the recorder is not installed globally: each timed batch runs
+//!   inside `metrics::with_local_recorder`, which sets it for the current thread only. That is
+//!   exact for the message path because the runtime is current-thread: the caller, the agent
+//!   actor and its completion task all run on that thread. After the group the bench renders the
+//!   recorder and prints how many inputs (`arbor_messages_in_total`, which must equal the calls
+//!   made under it) and WAL records it counted. Under `Never` the WAL write runs on the caller's
+//!   task when no write round is under way and otherwise on the WAL's flusher thread, whose
+//!   counter increments the local recorder does not see (a third of them in the first run):
+//!   they cost the flusher, not the message path's thread.
+//! - `agent_throughput`: 64 agents, 32,000 casts per iteration from 4 tokio tasks on the
+//!   2-worker runtime (each task casts round-robin over all 64 agents, yielding every 64 casts),
+//!   then one call to each agent (so every cast is handled): 64 Wasm `counter` agents with the
+//!   journal off and with the journal on under `Never` (journaled to the OS cache, one WAL for
+//!   all), beside 64 plain ractor counter actors fed the same way. Throughput in messages/s.
+//! - after the criterion groups, printed (criterion gives means; these are percentiles of
+//!   individually timed calls, configurations alternating in blocks so drift hits all alike):
+//!   - `agent_latency`: p50/p99/p99.9/mean of 6,000 sequential `call`s per configuration on the
+//!     2-worker runtime (the caller on the bench's thread, the agent on a worker): ractor
+//!     native, Wasm journal off, Wasm journal `Never`;
+//!   - `agent_latency_fsync`: the same with an fdatasync per call: Wasm journal `Always`, Wasm
+//!     journal `GroupCommit { max_delay: 0 }` (one caller, so nobody shares its fdatasync),
+//!     beside a raw loop of one 128-byte `write` + `fdatasync` on a file in the same temporary
+//!     directory (the disk's own fdatasync latency); 3,000 each;
+//!   - `agent_metrics_latency`: the metrics cases above, journal off, 20,000 calls each;
+//!   - resident memory per idle agent with 10,000 Wasm counter agents (each a ractor actor with
+//!     its instance), beside 10,000 plain ractor actors.
 //!
-//! Run with `cargo bench --bench agent`; `benches/criterion-summary agent_` prints the results
-//! with the ratios.
+//! Run with `cargo bench --bench agent`; `benches/criterion-summary agent_` prints the criterion
+//! results with the ratios.
 
+use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arbor::agent::wasm::{AgentLimits, Capabilities, EngineConfig, WasmBehaviour, WasmHost};
 use arbor::agent::{AgentRef, AgentSpec, AgentSystem};
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use arbor::wal::Durability;
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 
@@ -87,6 +123,9 @@ fn resident_bytes() -> u64 {
     pages * 4096
 }
 
+/// The mailbox of `subjects`' agents: twice `agent_cast`'s batch.
+const CAST_MAILBOX: usize = 20_000;
+
 struct Subjects {
     native: ActorRef<CounterMsg>,
     ephemeral: AgentRef,
@@ -100,8 +139,11 @@ fn subjects(rt: &tokio::runtime::Runtime, host: &WasmHost) -> Subjects {
         let (native, _) = Actor::spawn(None, NativeCounter, ())
             .await
             .expect("native actor");
+        // Room for `agent_cast`'s 10,000 casts and the call after them (the default mailbox
+        // holds 10,000, so the call could find it full).
         let ephemeral_system = AgentSystem::builder()
             .wasm_host(host.clone())
+            .mailbox(CAST_MAILBOX)
             .build()
             .expect("system");
         let counter = ephemeral_system
@@ -115,6 +157,7 @@ fn subjects(rt: &tokio::runtime::Runtime, host: &WasmHost) -> Subjects {
         let journaled_system = AgentSystem::builder()
             .journal(dir.path())
             .wasm_host(host.clone())
+            .mailbox(CAST_MAILBOX)
             .wal(
                 arbor_wal::Config::default().durability(arbor_wal::Durability::GroupCommit {
                     max_delay: Duration::ZERO,
@@ -180,8 +223,9 @@ fn call_group(c: &mut Criterion, group_name: &str, rt: &tokio::runtime::Runtime,
 }
 
 fn calls(c: &mut Criterion) {
+    // Room for the throughput group's 128 agents beside the others.
     let host = WasmHost::new(EngineConfig {
-        max_instances: 100,
+        max_instances: 400,
         ..EngineConfig::default()
     })
     .expect("engine");
@@ -238,6 +282,569 @@ fn calls(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    metrics_overhead(c, &host);
+    throughput(c, &rt, &host);
+}
+
+/// A Wasm counter agent in its own journaled system (`dir/wal`, `dir/vault`) with `durability`.
+struct Journaled {
+    agent: AgentRef,
+    _system: AgentSystem,
+    _dir: tempfile::TempDir,
+}
+
+fn journaled(rt: &tokio::runtime::Runtime, host: &WasmHost, durability: Durability) -> Journaled {
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let system = AgentSystem::builder()
+            .journal(dir.path())
+            .wasm_host(host.clone())
+            .wal(arbor_wal::Config::default().durability(durability))
+            .build()
+            .expect("system");
+        let counter = system
+            .add_module("counter", arbor_modules::COUNTER)
+            .expect("module");
+        let agent = system
+            .spawn(AgentSpec::wasm("counter", counter))
+            .await
+            .expect("agent");
+        Journaled {
+            agent,
+            _system: system,
+            _dir: dir,
+        }
+    })
+}
+
+fn ephemeral_system(host: &WasmHost) -> AgentSystem {
+    AgentSystem::builder()
+        .wasm_host(host.clone())
+        .build()
+        .expect("system")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics recording overhead.
+
+/// The bucket bounds arbor's exporter gives `*_seconds` histograms (copied from
+/// `src/telemetry.rs`, which is private to the crate): 1 µs to 10 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The bucket bounds for `*_bytes` histograms, as `src/telemetry.rs`: 64 B to 256 MiB.
+const BYTES_BUCKETS: &[f64] = &[
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+    268_435_456.0,
+];
+
+/// A Prometheus recorder configured as arbor's exporter configures its own, with the catalog
+/// described (which also creates the fixed-label counters at zero).
+fn prometheus_recorder() -> PrometheusRecorder {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .expect("seconds buckets")
+        .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), BYTES_BUCKETS)
+        .expect("bytes buckets")
+        .build_recorder();
+    metrics::with_local_recorder(&recorder, arbor::metrics::describe);
+    recorder
+}
+
+/// Sums the samples of counter `name` (every label set) in a Prometheus text rendering.
+fn counter_total(rendered: &str, name: &str) -> f64 {
+    rendered
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// How a batch of calls records metrics.
+#[derive(Clone, Copy, PartialEq)]
+enum Recording {
+    None,
+    Prometheus,
+    PrometheusAgentLabels,
+}
+
+impl Recording {
+    const ALL: [(Recording, &'static str); 3] = [
+        (Recording::None, "no_recorder"),
+        (Recording::Prometheus, "prometheus"),
+        (Recording::PrometheusAgentLabels, "prometheus_agent_labels"),
+    ];
+
+    /// Runs `batch` under this recording (`recorder` is the thread-local recorder).
+    fn run<T>(self, recorder: &PrometheusRecorder, batch: impl FnOnce() -> T) -> T {
+        match self {
+            Recording::None => batch(),
+            Recording::Prometheus | Recording::PrometheusAgentLabels => {
+                arbor::metrics::set_agent_labels(self == Recording::PrometheusAgentLabels);
+                let out = metrics::with_local_recorder(recorder, batch);
+                arbor::metrics::set_agent_labels(false);
+                out
+            }
+        }
+    }
+}
+
+fn metrics_overhead(c: &mut Criterion, host: &WasmHost) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let ephemeral = ephemeral_system(host);
+    let agent = rt.block_on(async {
+        let counter = ephemeral
+            .add_module("counter", arbor_modules::COUNTER)
+            .expect("module");
+        ephemeral
+            .spawn(AgentSpec::wasm("counter", counter))
+            .await
+            .expect("agent")
+    });
+    let never = journaled(&rt, host, Durability::Never);
+    let recorder = prometheus_recorder();
+    let inc = payload(&WasmCounterMsg::Inc { by: 1 });
+    // Calls made under the recorder, to check it saw them all.
+    let mut recorded_calls = 0u64;
+    let mut journaled_calls = 0u64;
+
+    let mut group = c.benchmark_group("agent_metrics");
+    group.measurement_time(Duration::from_secs(3));
+    group.warm_up_time(Duration::from_secs(1));
+    for (journal, target) in [("journal_off", &agent), ("journal_never", &never.agent)] {
+        for (recording, label) in Recording::ALL {
+            if journal == "journal_never" && recording == Recording::PrometheusAgentLabels {
+                continue;
+            }
+            group.bench_function(format!("{journal}/{label}"), |b| {
+                b.iter_custom(|iters| {
+                    if recording != Recording::None {
+                        recorded_calls += iters;
+                        if journal == "journal_never" {
+                            journaled_calls += iters;
+                        }
+                    }
+                    recording.run(&recorder, || {
+                        rt.block_on(async {
+                            let start = Instant::now();
+                            for _ in 0..iters {
+                                target.call(inc.clone()).await.expect("call");
+                            }
+                            start.elapsed()
+                        })
+                    })
+                })
+            });
+        }
+    }
+    group.finish();
+
+    let rendered = recorder.handle().render();
+    println!(
+        "agent_metrics: the local recorder counted {} inputs (arbor_messages_in_total) of the {} \
+         calls made under it, and {} WAL records (arbor_wal_records_total) of the {} the \
+         journaled calls under it wrote (2 per call)",
+        counter_total(&rendered, arbor::metrics::MESSAGES_IN),
+        recorded_calls,
+        counter_total(&rendered, arbor::metrics::WAL_RECORDS),
+        2 * journaled_calls,
+    );
+    rt.block_on(async {
+        agent.stop().await.ok();
+        never.agent.stop().await.ok();
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throughput with many agents.
+
+const FLEET: usize = 64;
+const SENDERS: usize = 4;
+const CASTS_PER_SENDER_PER_AGENT: usize = 125;
+const FLEET_CASTS: u64 = (FLEET * SENDERS * CASTS_PER_SENDER_PER_AGENT) as u64;
+
+/// `SENDERS` tokio tasks each cast `CASTS_PER_SENDER_PER_AGENT` messages to every target,
+/// round-robin, yielding every 64 casts; returns when all have sent.
+async fn fan_out<T, F>(targets: &Arc<Vec<T>>, cast: F)
+where
+    T: Send + Sync + 'static,
+    F: Fn(&T) + Clone + Send + 'static,
+{
+    let mut senders = Vec::with_capacity(SENDERS);
+    for _ in 0..SENDERS {
+        let targets = Arc::clone(targets);
+        let cast = cast.clone();
+        senders.push(tokio::spawn(async move {
+            let mut sent = 0usize;
+            for _ in 0..CASTS_PER_SENDER_PER_AGENT {
+                for target in targets.iter() {
+                    cast(target);
+                    sent += 1;
+                    if sent.is_multiple_of(64) {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await.expect("sender task");
+    }
+}
+
+async fn wasm_fleet(system: &AgentSystem) -> Arc<Vec<AgentRef>> {
+    let counter = system
+        .add_module("counter", arbor_modules::COUNTER)
+        .expect("module");
+    let mut agents = Vec::with_capacity(FLEET);
+    for i in 0..FLEET {
+        agents.push(
+            system
+                .spawn(AgentSpec::wasm(format!("t{i}"), counter))
+                .await
+                .expect("agent"),
+        );
+    }
+    Arc::new(agents)
+}
+
+fn throughput(c: &mut Criterion, rt: &tokio::runtime::Runtime, host: &WasmHost) {
+    let ephemeral = ephemeral_system(host);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journaled_system = AgentSystem::builder()
+        .journal(dir.path())
+        .wasm_host(host.clone())
+        .wal(arbor_wal::Config::default().durability(Durability::Never))
+        .build()
+        .expect("system");
+    let (natives, journal_off, journal_never) = rt.block_on(async {
+        let mut natives = Vec::with_capacity(FLEET);
+        for _ in 0..FLEET {
+            natives.push(
+                Actor::spawn(None, NativeCounter, ())
+                    .await
+                    .expect("native actor")
+                    .0,
+            );
+        }
+        (
+            Arc::new(natives),
+            wasm_fleet(&ephemeral).await,
+            wasm_fleet(&journaled_system).await,
+        )
+    });
+    let inc: Arc<[u8]> = payload(&WasmCounterMsg::Inc { by: 1 }).into();
+    let get = payload(&WasmCounterMsg::Get);
+
+    let mut group = c.benchmark_group("agent_throughput");
+    group.throughput(Throughput::Elements(FLEET_CASTS));
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(4));
+    let id = |label: &str| BenchmarkId::new(label, format!("{FLEET}x{SENDERS}"));
+    group.bench_function(id("ractor_native"), |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                fan_out(&natives, |actor: &ActorRef<CounterMsg>| {
+                    actor.cast(CounterMsg::Inc(1)).expect("cast");
+                })
+                .await;
+                let mut total = 0;
+                for actor in natives.iter() {
+                    total += ractor::call!(actor, CounterMsg::Get).expect("call");
+                }
+                total
+            })
+        })
+    });
+    for (label, agents) in [
+        ("wasm_journal_off", &journal_off),
+        ("wasm_journal_never", &journal_never),
+    ] {
+        group.bench_function(id(label), |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let inc = Arc::clone(&inc);
+                    fan_out(agents, move |agent: &AgentRef| {
+                        agent.cast(inc.to_vec()).expect("cast");
+                    })
+                    .await;
+                    let mut replies = 0;
+                    for agent in agents.iter() {
+                        replies += agent.call(get.clone()).await.expect("call").len();
+                    }
+                    replies
+                })
+            })
+        });
+    }
+    group.finish();
+    rt.block_on(async {
+        for agent in journal_off.iter().chain(journal_never.iter()) {
+            agent.stop().await.ok();
+        }
+        for native in natives.iter() {
+            native.stop(None);
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Percentiles, printed.
+
+fn fmt_duration(d: Duration) -> String {
+    let ns = d.as_nanos() as f64;
+    if ns >= 1e6 {
+        format!("{:.3} ms", ns / 1e6)
+    } else {
+        format!("{:.2} µs", ns / 1e3)
+    }
+}
+
+/// The value at quantile `q` of `sorted` (nearest rank).
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    let rank = (sorted.len() as f64 * q).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn mean(samples: &[Duration]) -> Duration {
+    samples.iter().sum::<Duration>() / samples.len().max(1) as u32
+}
+
+/// Sorts each configuration's latencies and prints p50/p99/p99.9/mean/max, then each
+/// configuration's p50 and p99 against the first (`baseline`).
+fn print_percentiles(title: &str, labels: &[&str], latencies: &mut [Vec<Duration>]) {
+    println!("\n{title}");
+    for (label, samples) in labels.iter().zip(latencies.iter_mut()) {
+        samples.sort();
+        println!(
+            "  {label:<34} n {:>6}  p50 {:>10}  p99 {:>10}  p99.9 {:>10}  mean {:>10}  max {:>10}",
+            samples.len(),
+            fmt_duration(percentile(samples, 0.50)),
+            fmt_duration(percentile(samples, 0.99)),
+            fmt_duration(percentile(samples, 0.999)),
+            fmt_duration(mean(samples)),
+            fmt_duration(percentile(samples, 1.0)),
+        );
+    }
+    let baseline = &latencies[0];
+    for (label, samples) in labels.iter().zip(latencies.iter()).skip(1) {
+        let ratio =
+            |q: f64| percentile(samples, q).as_secs_f64() / percentile(baseline, q).as_secs_f64();
+        println!(
+            "  {label} / {}: p50 {:.2}x, p99 {:.2}x, mean {:.2}x",
+            labels[0],
+            ratio(0.50),
+            ratio(0.99),
+            mean(samples).as_secs_f64() / mean(baseline).as_secs_f64(),
+        );
+    }
+}
+
+/// One timed call per element of the returned vector.
+async fn timed_calls(agent: &AgentRef, payload: &[u8], n: usize) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        agent.call(payload.to_vec()).await.expect("call");
+        out.push(started.elapsed());
+    }
+    out
+}
+
+async fn timed_native_calls(actor: &ActorRef<CounterMsg>, n: usize) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let (tx, rx) = ractor::concurrency::oneshot();
+        actor
+            .send_message(CounterMsg::IncAndGet(1, tx.into()))
+            .expect("send");
+        rx.await.expect("reply");
+        out.push(started.elapsed());
+    }
+    out
+}
+
+/// One 128-byte `write` + `fdatasync` per element, appended to `file`.
+fn timed_raw_fdatasync(file: &mut std::fs::File, n: usize) -> Vec<Duration> {
+    let record = [0x5au8; 128];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        file.write_all(&record).expect("raw write");
+        file.sync_data().expect("raw fdatasync");
+        out.push(started.elapsed());
+    }
+    out
+}
+
+fn latency_percentiles(host: &WasmHost) {
+    let rt = runtime();
+    let inc = payload(&WasmCounterMsg::Inc { by: 1 });
+
+    // In process: the caller on this thread, the agents on the 2 workers.
+    {
+        const N: usize = 6_000;
+        const BLOCK: usize = 1_000;
+        let ephemeral = ephemeral_system(host);
+        let (native, agent) = rt.block_on(async {
+            let counter = ephemeral
+                .add_module("counter", arbor_modules::COUNTER)
+                .expect("module");
+            let agent = ephemeral
+                .spawn(AgentSpec::wasm("counter", counter))
+                .await
+                .expect("agent");
+            let native = Actor::spawn(None, NativeCounter, ())
+                .await
+                .expect("native actor")
+                .0;
+            (native, agent)
+        });
+        let never = journaled(&rt, host, Durability::Never);
+        let mut latencies = vec![Vec::with_capacity(N); 3];
+        rt.block_on(async {
+            // Warm up all three.
+            timed_native_calls(&native, 500).await;
+            timed_calls(&agent, &inc, 500).await;
+            timed_calls(&never.agent, &inc, 500).await;
+            for _ in 0..N / BLOCK {
+                latencies[0].extend(timed_native_calls(&native, BLOCK).await);
+                latencies[1].extend(timed_calls(&agent, &inc, BLOCK).await);
+                latencies[2].extend(timed_calls(&never.agent, &inc, BLOCK).await);
+            }
+        });
+        print_percentiles(
+            &format!(
+                "agent_latency: {N} sequential calls per configuration, alternating blocks of \
+                 {BLOCK}, 2-worker runtime (caller on the bench thread):"
+            ),
+            &["ractor_native", "wasm_journal_off", "wasm_journal_never"],
+            &mut latencies,
+        );
+        rt.block_on(async {
+            agent.stop().await.ok();
+            never.agent.stop().await.ok();
+        });
+        native.stop(None);
+    }
+
+    // With an fdatasync per call, beside the disk's own write + fdatasync.
+    {
+        const N: usize = 3_000;
+        const BLOCK: usize = 250;
+        let always = journaled(&rt, host, Durability::Always);
+        let group_commit = journaled(
+            &rt,
+            host,
+            Durability::GroupCommit {
+                max_delay: Duration::ZERO,
+            },
+        );
+        let raw_dir = tempfile::tempdir().expect("tempdir");
+        let mut raw = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(raw_dir.path().join("raw"))
+            .expect("open raw baseline file");
+        let mut latencies = vec![Vec::with_capacity(N); 3];
+        timed_raw_fdatasync(&mut raw, 100);
+        rt.block_on(async {
+            timed_calls(&always.agent, &inc, 100).await;
+            timed_calls(&group_commit.agent, &inc, 100).await;
+        });
+        for _ in 0..N / BLOCK {
+            latencies[0].extend(timed_raw_fdatasync(&mut raw, BLOCK));
+            rt.block_on(async {
+                latencies[1].extend(timed_calls(&always.agent, &inc, BLOCK).await);
+                latencies[2].extend(timed_calls(&group_commit.agent, &inc, BLOCK).await);
+            });
+        }
+        print_percentiles(
+            &format!(
+                "agent_latency_fsync: {N} sequential calls per configuration, alternating blocks \
+                 of {BLOCK}, 2-worker runtime; raw = one 128 B write + fdatasync appended to a \
+                 file in the same filesystem:"
+            ),
+            &[
+                "raw_write_fdatasync",
+                "wasm_journal_always",
+                "wasm_journal_group_commit",
+            ],
+            &mut latencies,
+        );
+        rt.block_on(async {
+            always.agent.stop().await.ok();
+            group_commit.agent.stop().await.ok();
+        });
+    }
+
+    // The metrics recorder on the message path (CPU cost: current-thread runtime).
+    {
+        const N: usize = 20_000;
+        const BLOCK: usize = 2_000;
+        let one_thread = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let ephemeral = ephemeral_system(host);
+        let agent = one_thread.block_on(async {
+            let counter = ephemeral
+                .add_module("counter", arbor_modules::COUNTER)
+                .expect("module");
+            ephemeral
+                .spawn(AgentSpec::wasm("counter", counter))
+                .await
+                .expect("agent")
+        });
+        let recorder = prometheus_recorder();
+        let mut latencies = vec![Vec::with_capacity(N); Recording::ALL.len()];
+        for (recording, _) in Recording::ALL {
+            recording.run(&recorder, || {
+                one_thread.block_on(timed_calls(&agent, &inc, 1_000));
+            });
+        }
+        for _ in 0..N / BLOCK {
+            for ((recording, _), latencies) in Recording::ALL.iter().zip(&mut latencies) {
+                latencies.extend(recording.run(&recorder, || {
+                    one_thread.block_on(timed_calls(&agent, &inc, BLOCK))
+                }));
+            }
+        }
+        let labels: Vec<&str> = Recording::ALL.iter().map(|(_, label)| *label).collect();
+        print_percentiles(
+            &format!(
+                "agent_metrics_latency: {N} calls per configuration, alternating blocks of \
+                 {BLOCK}, current-thread runtime, journal off:"
+            ),
+            &labels,
+            &mut latencies,
+        );
+        one_thread.block_on(async {
+            agent.stop().await.ok();
+        });
+    }
 }
 
 /// Resident memory per idle agent, 10,000 of each kind; printed, not timed.
@@ -304,6 +911,13 @@ criterion_group!(benches, calls);
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
+    let host = WasmHost::new(EngineConfig {
+        max_instances: 100,
+        ..EngineConfig::default()
+    })
+    .expect("engine");
+    latency_percentiles(&host);
+    drop(host);
     // After the timed groups, so tearing 20,000 actors down cannot disturb them.
     memory_per_idle_agent();
 }
