@@ -87,7 +87,9 @@ fn the_quick_start_commands_are_what_ci_runs() {
     );
     assert!(Path::new(ROOT).join("examples/demo.rs").is_file());
     assert!(
-        quick_start.iter().any(|line| line.starts_with("bash .ci/run")),
+        quick_start
+            .iter()
+            .any(|line| line.starts_with("bash .ci/run")),
         "the quick start runs the tests through .ci/run"
     );
     // The test command the README gives, split at `&&`, is run by CI line by line.
