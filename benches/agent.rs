@@ -661,6 +661,11 @@ fn print_percentiles(title: &str, labels: &[&str], latencies: &mut [Vec<Duration
     }
 }
 
+/// `configurations` empty vectors with room for `n` latencies each.
+fn latency_vecs(configurations: usize, n: usize) -> Vec<Vec<Duration>> {
+    (0..configurations).map(|_| Vec::with_capacity(n)).collect()
+}
+
 /// One timed call per element of the returned vector.
 async fn timed_calls(agent: &AgentRef, payload: &[u8], n: usize) -> Vec<Duration> {
     let mut out = Vec::with_capacity(n);
@@ -723,7 +728,7 @@ fn latency_percentiles(host: &WasmHost) {
             (native, agent)
         });
         let never = journaled(&rt, host, Durability::Never);
-        let mut latencies = vec![Vec::with_capacity(N); 3];
+        let mut latencies = latency_vecs(3, N);
         rt.block_on(async {
             // Warm up all three.
             timed_native_calls(&native, 500).await;
@@ -768,7 +773,7 @@ fn latency_percentiles(host: &WasmHost) {
             .append(true)
             .open(raw_dir.path().join("raw"))
             .expect("open raw baseline file");
-        let mut latencies = vec![Vec::with_capacity(N); 3];
+        let mut latencies = latency_vecs(3, N);
         timed_raw_fdatasync(&mut raw, 100);
         rt.block_on(async {
             timed_calls(&always.agent, &inc, 100).await;
@@ -819,7 +824,7 @@ fn latency_percentiles(host: &WasmHost) {
                 .expect("agent")
         });
         let recorder = prometheus_recorder();
-        let mut latencies = vec![Vec::with_capacity(N); Recording::ALL.len()];
+        let mut latencies = latency_vecs(Recording::ALL.len(), N);
         for (recording, _) in Recording::ALL {
             recording.run(&recorder, || {
                 one_thread.block_on(timed_calls(&agent, &inc, 1_000));
