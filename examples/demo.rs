@@ -41,6 +41,7 @@ use arbor::supervisor::{ChildState, Intensity, SupervisorTree};
 use arbor::vault::LineageEvent;
 use arbor::{Error, Runtime, Spawn, SupervisorOptions};
 use arbor_modules::counter::{CounterMsg, CounterReply};
+use arbor_modules::kv::{KvEntry, KvMsg, KvReply, is_unlucky};
 use arbor_testkit::SplitMix64;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -64,38 +65,6 @@ const CRASH_WRITERS: usize = 3;
 
 // ---------------------------------------------------------------------------------------------
 // The agents' protocols, host side
-
-/// The kv modules' protocol (`arbor_modules::KV`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-enum KvMsg {
-    Get { key: String },
-    Put { key: String, value: String },
-    Delete { key: String },
-    Scan { prefix: String, limit: u32 },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum KvReply {
-    Value { value: Option<String> },
-    Stored { replaced: bool },
-    Deleted { existed: bool },
-    Entries { entries: Vec<KvEntry> },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct KvEntry {
-    key: String,
-    value: String,
-}
-
-/// kv-buggy answers `Get` of a present key wrongly when its 64-bit FNV-1a hash is divisible by
-/// 100 (see `arbor_modules::KV_BUGGY`).
-fn is_unlucky(key: &str) -> bool {
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    hash.is_multiple_of(100)
-}
 
 /// The native ledger agent's protocol.
 #[derive(Debug, Serialize, Deserialize)]

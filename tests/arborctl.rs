@@ -11,22 +11,10 @@ use std::time::Duration;
 use arbor::admin::{AdminConfig, AdminToken};
 use arbor::shadow::{Approval, ArbiterConfig, Policy, ShadowLimits};
 use arbor::{Runtime, Spawn};
-use serde::{Deserialize, Serialize};
+use arbor_modules::kv::{KvMsg, KvReply};
 use serde_json::Value;
 
 const TOKEN: &str = "arborctl-test-token-0123456789";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-enum KvMsg {
-    Get { key: String },
-    Put { key: String, value: String },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum KvReply {
-    Value { value: Option<String> },
-    Stored { replaced: bool },
-}
 
 struct Ctl {
     admin: String,

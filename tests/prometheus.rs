@@ -27,8 +27,9 @@ use arbor::shadow::{
 use arbor::supervisor::Intensity;
 use arbor::{Error, Runtime, Spawn, SupervisorOptions};
 use arbor_modules::counter::{CounterMsg, CounterReply};
+use arbor_modules::kv::{KvMsg, is_unlucky};
 use arbor_testkit::{SplitMix64, watchdog};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -51,25 +52,9 @@ const VARIABLES: &[(&str, &str)] = &[("job", "arbor"), ("instance", ".*")];
 // ---------------------------------------------------------------------------------------------
 // Agents and load
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-enum KvMsg {
-    Get { key: String },
-    Put { key: String, value: String },
-    Delete { key: String },
-    Scan { prefix: String, limit: u32 },
-}
-
 #[derive(Serialize)]
 enum ToolboxMsg {
     Send { to: String, by: i64 },
-}
-
-/// kv-buggy answers `Get` of these keys wrongly (its FNV-1a hash is divisible by 100).
-fn is_unlucky(key: &str) -> bool {
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    hash.is_multiple_of(100)
 }
 
 /// A native behaviour that takes a few milliseconds per input, so casts fill its mailbox.

@@ -12,6 +12,7 @@ use std::time::Duration;
 use arbor_agent::tools::{Tool, Tools};
 use arbor_agent::wasm::Capabilities;
 use arbor_agent::{AgentRef, AgentSpec, AgentSystem, BehaviourId};
+use arbor_modules::kv::{KvMsg, KvReply, is_unlucky};
 use arbor_shadow::{
     Approval, Arbiter, ArbiterConfig, EvaluationStatus, Outcome, Policy, ShadowError, ShadowLimits,
     Stage, VerdictDetail,
@@ -20,36 +21,6 @@ use arbor_testkit::SplitMix64;
 use arbor_vault::{LineageEvent, Verdict};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-enum KvMsg {
-    Get { key: String },
-    Put { key: String, value: String },
-    Delete { key: String },
-    Scan { prefix: String, limit: u32 },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum KvReply {
-    Value { value: Option<String> },
-    Stored { replaced: bool },
-    Deleted { existed: bool },
-    Entries { entries: Vec<Entry> },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Entry {
-    key: String,
-    value: String,
-}
-
-/// kv-buggy answers `Get` of these keys wrongly (its FNV-1a hash is divisible by 100).
-fn is_unlucky(key: &str) -> bool {
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    hash.is_multiple_of(100)
-}
 
 const KEYS: u64 = 1_000;
 

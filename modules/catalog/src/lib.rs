@@ -139,6 +139,91 @@ pub mod counter {
     }
 }
 
+/// The kv modules' protocol ([`KV`], [`KV_V2`], [`KV_BUGGY`], …) as host-side types, and the
+/// rule by which kv-buggy goes wrong.
+///
+/// ```
+/// use arbor_modules::kv::{KvMsg, is_unlucky};
+/// let put = rmp_serde::to_vec_named(&KvMsg::Put { key: "a".into(), value: "1".into() }).unwrap();
+/// assert!(!put.is_empty());
+/// assert!(!is_unlucky("a"));
+/// ```
+pub mod kv {
+    use serde::{Deserialize, Serialize};
+
+    /// What a kv agent accepts.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum KvMsg {
+        /// Read a key.
+        Get {
+            /// The key.
+            key: String,
+        },
+        /// Store a value.
+        Put {
+            /// The key.
+            key: String,
+            /// The value.
+            value: String,
+        },
+        /// Remove a key.
+        Delete {
+            /// The key.
+            key: String,
+        },
+        /// The first `limit` entries whose keys start with `prefix`, in key order.
+        Scan {
+            /// The prefix.
+            prefix: String,
+            /// How many entries at most.
+            limit: u32,
+        },
+    }
+
+    /// A kv agent's answers, one kind per message kind.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum KvReply {
+        /// To `Get`: the value, or `None` when the key is absent.
+        Value {
+            /// The value.
+            value: Option<String>,
+        },
+        /// To `Put`: whether a value was replaced.
+        Stored {
+            /// Whether the key was present.
+            replaced: bool,
+        },
+        /// To `Delete`: whether the key was present.
+        Deleted {
+            /// Whether the key was present.
+            existed: bool,
+        },
+        /// To `Scan`.
+        Entries {
+            /// The entries, in key order.
+            entries: Vec<KvEntry>,
+        },
+    }
+
+    /// One entry of a `Scan`.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct KvEntry {
+        /// The key.
+        pub key: String,
+        /// Its value.
+        pub value: String,
+    }
+
+    /// Whether kv-buggy answers `Get` of `key` wrongly (`nil` although present): its 64-bit
+    /// FNV-1a hash is divisible by 100, as in `modules/guest/agents/kv-buggy`.
+    pub fn is_unlucky(key: &str) -> bool {
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        hash.is_multiple_of(100)
+    }
+}
+
 /// Hand-written WAT modules, each a complete ABI v1 module except for exactly one defect, which
 /// its leading comment states. Turn them into bytes with wasmtime's `Module::new` (it accepts
 /// text) or the `wat` crate.
