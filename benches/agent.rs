@@ -328,36 +328,19 @@ fn ephemeral_system(host: &WasmHost) -> AgentSystem {
 // ---------------------------------------------------------------------------------------------
 // Metrics recording overhead.
 
-/// The bucket bounds arbor's exporter gives `*_seconds` histograms (copied from
-/// `src/telemetry.rs`, which is private to the crate): 1 µs to 10 s.
-const SECONDS_BUCKETS: &[f64] = &[
-    1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// The bucket bounds for `*_bytes` histograms, as `src/telemetry.rs`: 64 B to 256 MiB.
-const BYTES_BUCKETS: &[f64] = &[
-    64.0,
-    256.0,
-    1024.0,
-    4096.0,
-    16384.0,
-    65536.0,
-    262_144.0,
-    1_048_576.0,
-    4_194_304.0,
-    16_777_216.0,
-    67_108_864.0,
-    268_435_456.0,
-];
-
 /// A Prometheus recorder configured as arbor's exporter configures its own, with the catalog
 /// described (which also creates the fixed-label counters at zero).
 fn prometheus_recorder() -> PrometheusRecorder {
     let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            arbor::metrics::SECONDS_BUCKETS,
+        )
         .expect("seconds buckets")
-        .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), BYTES_BUCKETS)
+        .set_buckets_for_metric(
+            Matcher::Suffix("_bytes".into()),
+            arbor::metrics::BYTES_BUCKETS,
+        )
         .expect("bytes buckets")
         .build_recorder();
     metrics::with_local_recorder(&recorder, arbor::metrics::describe);

@@ -14,28 +14,6 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::Error;
 use crate::runtime::Inner;
 
-/// Bucket bounds for durations, in seconds: 1 µs to 10 s.
-const SECONDS_BUCKETS: &[f64] = &[
-    1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// Bucket bounds for sizes, in bytes: 64 B to 256 MiB.
-const BYTES_BUCKETS: &[f64] = &[
-    64.0,
-    256.0,
-    1024.0,
-    4096.0,
-    16384.0,
-    65536.0,
-    262_144.0,
-    1_048_576.0,
-    4_194_304.0,
-    16_777_216.0,
-    67_108_864.0,
-    268_435_456.0,
-];
-
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process's Prometheus recorder: installed on first use (histograms with buckets, every
@@ -47,9 +25,15 @@ pub(crate) fn prometheus() -> Result<PrometheusHandle, Error> {
     }
     let failed = |e: metrics_exporter_prometheus::BuildError| Error::Metrics(e.to_string());
     let builder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            arbor_metrics::SECONDS_BUCKETS,
+        )
         .map_err(failed)?
-        .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), BYTES_BUCKETS)
+        .set_buckets_for_metric(
+            Matcher::Suffix("_bytes".into()),
+            arbor_metrics::BYTES_BUCKETS,
+        )
         .map_err(failed)?;
     let recorder = builder.build_recorder();
     let handle = recorder.handle();

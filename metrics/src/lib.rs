@@ -123,6 +123,28 @@ catalog! {
         "Admin API requests by outcome: ok, error (the operation failed) or unauthorized.";
 }
 
+/// The histogram bucket bounds arbor's exporter gives every `*_seconds` metric: 1 µs to 10 s.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The histogram bucket bounds arbor's exporter gives every `*_bytes` metric: 64 B to 256 MiB.
+pub const BYTES_BUCKETS: &[f64] = &[
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+    268_435_456.0,
+];
+
 static AGENT_LABELS: AtomicBool = AtomicBool::new(false);
 
 /// Adds an `agent` label to the per-agent metrics from now on (off by default: see the crate
