@@ -396,6 +396,11 @@ async fn arborctl_operates_a_running_host_and_a_stopped_one() {
         .find(|e| e["event"] == "verdict")
         .unwrap();
     assert!(verdict["evidence"]["shadow"]["samples"].as_u64().unwrap() >= 60);
+    let summary = verdict["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("Approved: ") && !summary.contains("Approved: Approved"),
+        "{summary}"
+    );
     assert_eq!(ctl.online(&["evolve", "promote", "kv"]).await.code, 6);
     assert_eq!(ctl.online(&["evolve", "status", "nobody"]).await.code, 3);
 

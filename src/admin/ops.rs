@@ -592,7 +592,13 @@ impl Operator {
                     } => {
                         row.event = "verdict".into();
                         row.module = candidate.to_string();
-                        row.summary = format!("{verdict:?}: {}", evidence.summary);
+                        // The arbiter's summaries start with the verdict already.
+                        let verdict = format!("{verdict:?}");
+                        row.summary = if evidence.summary.starts_with(&verdict) {
+                            evidence.summary.clone()
+                        } else {
+                            format!("{verdict}: {}", evidence.summary)
+                        };
                         row.evidence = VerdictDetail::decode(&evidence.detail)
                             .ok()
                             .and_then(|detail| serde_json::to_value(detail).ok());
