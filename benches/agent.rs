@@ -146,13 +146,7 @@ fn subjects(rt: &tokio::runtime::Runtime, host: &WasmHost) -> Subjects {
             .mailbox(CAST_MAILBOX)
             .build()
             .expect("system");
-        let counter = ephemeral_system
-            .add_module("counter", arbor_modules::COUNTER)
-            .expect("module");
-        let ephemeral = ephemeral_system
-            .spawn(AgentSpec::wasm("counter", counter))
-            .await
-            .expect("agent");
+        let ephemeral = counter_agent(&ephemeral_system).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let journaled_system = AgentSystem::builder()
             .journal(dir.path())
@@ -165,13 +159,7 @@ fn subjects(rt: &tokio::runtime::Runtime, host: &WasmHost) -> Subjects {
             )
             .build()
             .expect("system");
-        journaled_system
-            .add_module("counter", arbor_modules::COUNTER)
-            .expect("module");
-        let journaled = journaled_system
-            .spawn(AgentSpec::wasm("counter", counter))
-            .await
-            .expect("agent");
+        let journaled = counter_agent(&journaled_system).await;
         Subjects {
             native,
             ephemeral,
@@ -303,19 +291,24 @@ fn journaled(rt: &tokio::runtime::Runtime, host: &WasmHost, durability: Durabili
             .wal(arbor_wal::Config::default().durability(durability))
             .build()
             .expect("system");
-        let counter = system
-            .add_module("counter", arbor_modules::COUNTER)
-            .expect("module");
-        let agent = system
-            .spawn(AgentSpec::wasm("counter", counter))
-            .await
-            .expect("agent");
+        let agent = counter_agent(&system).await;
         Journaled {
             agent,
             _system: system,
             _dir: dir,
         }
     })
+}
+
+/// A Wasm `counter` agent named `counter` in `system`.
+async fn counter_agent(system: &AgentSystem) -> AgentRef {
+    let counter = system
+        .add_module("counter", arbor_modules::COUNTER)
+        .expect("module");
+    system
+        .spawn(AgentSpec::wasm("counter", counter))
+        .await
+        .expect("agent")
 }
 
 fn ephemeral_system(host: &WasmHost) -> AgentSystem {
@@ -394,15 +387,7 @@ fn metrics_overhead(c: &mut Criterion, host: &WasmHost) {
         .build()
         .expect("tokio runtime");
     let ephemeral = ephemeral_system(host);
-    let agent = rt.block_on(async {
-        let counter = ephemeral
-            .add_module("counter", arbor_modules::COUNTER)
-            .expect("module");
-        ephemeral
-            .spawn(AgentSpec::wasm("counter", counter))
-            .await
-            .expect("agent")
-    });
+    let agent = rt.block_on(async { counter_agent(&ephemeral).await });
     let never = journaled(&rt, host, Durability::Never);
     let recorder = prometheus_recorder();
     let inc = payload(&WasmCounterMsg::Inc { by: 1 });
@@ -697,13 +682,7 @@ fn latency_percentiles(host: &WasmHost) {
         const BLOCK: usize = 1_000;
         let ephemeral = ephemeral_system(host);
         let (native, agent) = rt.block_on(async {
-            let counter = ephemeral
-                .add_module("counter", arbor_modules::COUNTER)
-                .expect("module");
-            let agent = ephemeral
-                .spawn(AgentSpec::wasm("counter", counter))
-                .await
-                .expect("agent");
+            let agent = counter_agent(&ephemeral).await;
             let native = Actor::spawn(None, NativeCounter, ())
                 .await
                 .expect("native actor")
@@ -797,15 +776,7 @@ fn latency_percentiles(host: &WasmHost) {
             .build()
             .expect("tokio runtime");
         let ephemeral = ephemeral_system(host);
-        let agent = one_thread.block_on(async {
-            let counter = ephemeral
-                .add_module("counter", arbor_modules::COUNTER)
-                .expect("module");
-            ephemeral
-                .spawn(AgentSpec::wasm("counter", counter))
-                .await
-                .expect("agent")
-        });
+        let agent = one_thread.block_on(async { counter_agent(&ephemeral).await });
         let recorder = prometheus_recorder();
         let mut latencies = latency_vecs(Recording::ALL.len(), N);
         for (recording, _) in Recording::ALL {
