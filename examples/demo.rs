@@ -189,13 +189,10 @@ fn loopback(preferred: u16) -> SocketAddr {
 fn write_token(path: &Path) -> DemoResult<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let seed = format!(
-        "{}-{:?}-{:?}",
-        std::process::id(),
-        std::time::SystemTime::now(),
-        Instant::now()
-    );
-    let token = blake3::hash(seed.as_bytes()).to_hex();
+    let token: String = rand::random::<[u8; 32]>()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -754,7 +751,7 @@ async fn run_for(
         let calls = load.calls();
         bar.set_position(started.elapsed().as_millis() as u64);
         bar.set_message(format!(
-            "{calls} calls answered ({:.0}/s)",
+            "{calls} calls ({:.0}/s)",
             calls as f64 / started.elapsed().as_secs_f64()
         ));
     }

@@ -586,19 +586,13 @@ impl Operator {
                     }
                     LineageEvent::Verdict {
                         candidate,
-                        verdict,
                         evidence,
                         ..
                     } => {
                         row.event = "verdict".into();
                         row.module = candidate.to_string();
-                        // The arbiter's summaries start with the verdict already.
-                        let verdict = format!("{verdict:?}");
-                        row.summary = if evidence.summary.starts_with(&verdict) {
-                            evidence.summary.clone()
-                        } else {
-                            format!("{verdict}: {}", evidence.summary)
-                        };
+                        // The arbiter writes the verdict into its summary.
+                        row.summary = evidence.summary;
                         row.evidence = VerdictDetail::decode(&evidence.detail)
                             .ok()
                             .and_then(|detail| serde_json::to_value(detail).ok());
