@@ -51,6 +51,19 @@ pub enum SupervisorError {
         /// The supervisor.
         supervisor: String,
     },
+    /// The restart intensity's period is zero. OTP requires a positive period; a window of
+    /// zero would forget every restart at once and so never reach the limit.
+    #[error(
+        "supervisor `{supervisor}`: the restart intensity period must be positive ({max_restarts} restarts in {period:?} is no limit at all)"
+    )]
+    InvalidIntensity {
+        /// The supervisor.
+        supervisor: String,
+        /// The restarts it asked to allow.
+        max_restarts: u32,
+        /// The period it gave.
+        period: std::time::Duration,
+    },
     /// The supervisor actor could not be spawned.
     #[error("supervisor `{supervisor}` could not start: {reason}")]
     Spawn {

@@ -25,6 +25,28 @@
 //! is then not restarted; a child that failed (an error or panic in a handler) or was killed
 //! exited abnormally.
 //!
+//! ## The rules, exactly
+//!
+//! - **Shutdown timeout.** [`Shutdown::Timeout`]`(T)`: the child is asked to stop (reason
+//!   `shutdown`) and, if it has not exited `T` after that request — busy in a handler, or slow
+//!   in its `post_stop` — it is killed then (OTP's `shutdown => T`). One deadline, not one per
+//!   wait. A kill lands at the child's next await point; a child stuck in blocking code is
+//!   abandoned (logged) after a further 10 s so the supervisor itself is never stuck.
+//! - **Intensity period.** [`Intensity`]`{ max_restarts, period }`: more than `max_restarts`
+//!   restarts within any sliding window of `period` and the supervisor gives up. `max_restarts`
+//!   may be 0 (the first restart gives up). `period` must be positive: a zero period is refused
+//!   when the supervisor starts ([`SupervisorError::InvalidIntensity`]), never read as "no
+//!   limit". A restart that fails to start counts as a restart.
+//! - **Temporary children** are never restarted, whoever restarts: when a temporary child
+//!   exits (normally or not) or is stopped by its supervisor — by the strategy (a sibling's
+//!   `one_for_all` / `rest_for_one` restart) or because the supervisor itself stops or gives up
+//!   — its spec is dropped, the hook set with [`ChildSpec::on_exit`] is told, and a later
+//!   restart of the supervisor by its parent does not bring it back (OTP drops the spec).
+//! - **Group restarts.** Under `one_for_all`, if a child fails to start while the group
+//!   restarts, the children already restarted are stopped again (reverse order) and the whole
+//!   group is retried, counting against the intensity (OTP's `try_again_restart`); under
+//!   `rest_for_one` the retry starts from the failed child.
+//!
 //! ```
 //! use std::time::Duration;
 //! use arbor_supervisor::{ChildSpec, Restart, Strategy, Supervisor, SupervisorSpec};
@@ -64,8 +86,8 @@ mod tree;
 
 pub use error::SupervisorError;
 pub use spec::{
-    Backoff, ChildKind, ChildSpec, ChildStarted, Intensity, Restart, Shutdown, StartFuture,
-    Strategy, SupervisorSpec,
+    Backoff, ChildKind, ChildSpec, ChildStarted, ExitHook, Intensity, Restart, Shutdown,
+    StartFuture, Strategy, SupervisorSpec,
 };
 pub use supervisor::{ExitReason, Supervisor, SupervisorRef};
 pub use tree::{ChildInfo, ChildState, SupervisorTree};

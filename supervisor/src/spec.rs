@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use ractor::ActorCell;
 
-use crate::supervisor::SupervisorRef;
+use crate::error::SupervisorError;
+use crate::supervisor::{ExitReason, SupervisorRef};
 
 /// When a child that exited is restarted (OTP's restart types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,12 +68,32 @@ impl fmt::Display for Strategy {
 
 /// Restart intensity: at most `max_restarts` restarts within any `period`; one more and the
 /// supervisor gives up (stops its children and exits with reason `shutdown`).
+///
+/// `max_restarts` may be 0 (the first restart gives up, as in OTP). `period` must be positive:
+/// a supervisor whose period is zero is refused at start with
+/// [`SupervisorError::InvalidIntensity`] — OTP requires a positive period, and a zero window
+/// would silently mean "no limit".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Intensity {
     /// Restarts allowed within `period`.
     pub max_restarts: u32,
     /// The sliding window.
     pub period: Duration,
+}
+
+impl Intensity {
+    /// Refuses a zero period (see [`SupervisorError::InvalidIntensity`]); `supervisor` names
+    /// the supervisor in the error.
+    pub fn check(&self, supervisor: &str) -> Result<(), SupervisorError> {
+        if self.period.is_zero() {
+            return Err(SupervisorError::InvalidIntensity {
+                supervisor: supervisor.to_string(),
+                max_restarts: self.max_restarts,
+                period: self.period,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for Intensity {
@@ -131,6 +152,9 @@ pub type StartFuture = Pin<Box<dyn Future<Output = Result<Option<ChildStarted>, 
 
 type StartFn = Arc<dyn Fn(ActorCell) -> StartFuture + Send + Sync>;
 
+/// Told that a child is gone for good: see [`ChildSpec::on_exit`].
+pub type ExitHook = Arc<dyn Fn(&ExitReason) + Send + Sync>;
+
 /// How a supervisor starts, restarts and stops one child.
 #[derive(Clone)]
 pub struct ChildSpec {
@@ -143,6 +167,7 @@ pub struct ChildSpec {
     pub shutdown: Shutdown,
     /// Worker or supervisor.
     pub kind: ChildKind,
+    pub(crate) on_exit: Option<ExitHook>,
 }
 
 impl ChildSpec {
@@ -170,6 +195,7 @@ impl ChildSpec {
             restart: Restart::Permanent,
             shutdown: Shutdown::Timeout(Duration::from_secs(5)),
             kind: ChildKind::Worker,
+            on_exit: None,
         }
     }
 
@@ -203,6 +229,7 @@ impl ChildSpec {
             restart: Restart::Permanent,
             shutdown: Shutdown::Infinity,
             kind: ChildKind::Supervisor,
+            on_exit: None,
         }
     }
 
@@ -222,6 +249,7 @@ impl ChildSpec {
                 ChildKind::Supervisor => Shutdown::Infinity,
             },
             kind,
+            on_exit: None,
         }
     }
 
@@ -235,6 +263,23 @@ impl ChildSpec {
     pub fn shutdown(mut self, shutdown: Shutdown) -> ChildSpec {
         self.shutdown = shutdown;
         self
+    }
+
+    /// Calls `hook` (on the supervisor, so briefly) when the child is gone for good without
+    /// anyone asking: it exited, or the supervisor stopped it, and its restart type says this
+    /// supervisor will not start it again — a `temporary` child whenever it exits or is stopped
+    /// (by the strategy, or because the supervisor itself stops), a `transient` child after a
+    /// normal exit. Not called for [`SupervisorRef::terminate_child`] and friends, whose caller
+    /// knows.
+    pub fn on_exit(mut self, hook: impl Fn(&ExitReason) + Send + Sync + 'static) -> ChildSpec {
+        self.on_exit = Some(Arc::new(hook));
+        self
+    }
+
+    pub(crate) fn exited_for_good(&self, reason: &ExitReason) {
+        if let Some(hook) = &self.on_exit {
+            hook(reason);
+        }
     }
 }
 

@@ -168,6 +168,7 @@ impl Supervisor {
         parent: Option<ActorCell>,
     ) -> Result<SupervisorRef, SupervisorError> {
         let name = spec.name.clone();
+        spec.intensity.check(&name)?;
         let node = Arc::new(Mutex::new(Node {
             name: name.clone(),
             strategy: spec.strategy,
@@ -523,6 +524,7 @@ impl State {
         };
         if !restart {
             tracing::info!(supervisor = self.name, child = child.spec.id, %exit, "child exited");
+            child.spec.exited_for_good(&exit);
             if child.dynamic || child.spec.restart == Restart::Temporary {
                 self.children.remove(index);
             } else {
@@ -547,7 +549,14 @@ impl State {
         };
         for &other in affected.iter().rev() {
             if other != index {
-                stop_child(&mut self.children[other]).await;
+                let child = &mut self.children[other];
+                let was_running = child.running.is_some();
+                stop_child(child).await;
+                if was_running && child.spec.restart == Restart::Temporary {
+                    child
+                        .spec
+                        .exited_for_good(&ExitReason::Shutdown(String::new()));
+                }
             }
         }
         let mut ids = Vec::new();
@@ -623,7 +632,9 @@ impl State {
     }
 
     /// Starts `ids` (in this order) that are not running. A start that fails counts as a
-    /// restart and is retried (with the rest) unless that exceeds the intensity.
+    /// restart and is retried unless that exceeds the intensity: under `one_for_all` the whole
+    /// group again (the ones started meanwhile are stopped first), otherwise from the failed
+    /// child on.
     async fn restart_children(&mut self, myself: &ActorRef<SupervisorMsg>, ids: Vec<String>) {
         for (n, id) in ids.iter().enumerate() {
             let Some(index) = self.index_of(id) else {
@@ -659,7 +670,21 @@ impl State {
                         self.give_up(myself, detail).await;
                         return;
                     }
-                    self.defer(myself, ids[n..].to_vec());
+                    // OTP's try_again: one_for_all restarts the group as one, so the siblings
+                    // just started are stopped again (reverse order) and the whole group is
+                    // retried; rest_for_one and one_for_one retry from the failed child on.
+                    let retry = if self.strategy == Strategy::OneForAll {
+                        for started in ids[..n].iter().rev() {
+                            if let Some(i) = self.index_of(started) {
+                                stop_child(&mut self.children[i]).await;
+                                self.children[i].state = ChildState::Restarting;
+                            }
+                        }
+                        ids.clone()
+                    } else {
+                        ids[n..].to_vec()
+                    };
+                    self.defer(myself, retry);
                     return;
                 }
             }
@@ -677,11 +702,20 @@ impl State {
         myself.stop(Some(format!("shutdown: {detail}")));
     }
 
-    /// Stops every running child, last started first.
+    /// Stops every running child, last started first. Temporary children are gone for good
+    /// (OTP drops a temporary child's spec when it exits, whoever restarts the supervisor).
     async fn stop_all(&mut self) {
         for child in self.children.iter_mut().rev() {
+            let was_running = child.running.is_some();
             stop_child(child).await;
+            if was_running && child.spec.restart == Restart::Temporary {
+                child
+                    .spec
+                    .exited_for_good(&ExitReason::Shutdown(String::new()));
+            }
         }
+        self.children
+            .retain(|c| c.spec.restart != Restart::Temporary || c.running.is_some());
     }
 
     fn answer<T>(&self, reply: Reply<T>, result: Result<T, SupervisorError>) {
@@ -727,10 +761,13 @@ async fn stop_child(child: &mut Child) {
     match child.spec.shutdown {
         Shutdown::BrutalKill => kill(&cell, &child.spec.id).await,
         Shutdown::Timeout(timeout) => {
-            // An error is a timeout, or a stop already under way elsewhere; either way the child
-            // gets at most `timeout` more, then it is killed.
+            // OTP: killed `timeout` after the shutdown request, not later. An error is a timeout
+            // or a stop already under way elsewhere; either way the child has until the same
+            // deadline, then it is killed.
+            let deadline = tokio::time::Instant::now() + timeout;
             if cell.stop_and_wait(reason, Some(timeout)).await.is_err() && !gone(&cell) {
-                let _ = cell.wait(Some(timeout)).await;
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let _ = cell.wait(Some(left)).await;
                 if !gone(&cell) {
                     tracing::warn!(
                         child = child.spec.id,

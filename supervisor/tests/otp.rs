@@ -27,6 +27,8 @@ enum WorkerMsg {
     Crash,
     /// Stop normally.
     Exit,
+    /// Stay busy in the handler this long (ignoring a stop meanwhile).
+    Busy(Duration),
 }
 
 struct Worker;
@@ -73,6 +75,10 @@ impl Actor for Worker {
             WorkerMsg::Crash => Err("boom".into()),
             WorkerMsg::Exit => {
                 myself.stop(None);
+                Ok(())
+            }
+            WorkerMsg::Busy(time) => {
+                tokio::time::sleep(time).await;
                 Ok(())
             }
         }
@@ -663,5 +669,223 @@ async fn a_start_function_may_decline_and_a_panicking_one_is_a_failed_start() {
         Err(SupervisorError::UnknownChild { .. })
     ));
     assert_eq!(root.tree().children.len(), 2);
+    root.shutdown().await;
+}
+
+/// Issue 16.1: `Shutdown::Timeout(T)` kills the child `T` after the shutdown request (it was
+/// `2T`: one wait in `stop_and_wait`, then another before the kill), whether the child is busy
+/// in a handler or slow in its `post_stop`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_timeout_kills_one_timeout_after_the_request() {
+    const T: Duration = Duration::from_secs(1);
+    let lab = Lab::default();
+    let spec = lenient("root")
+        .child(lab.worker("busy").shutdown(Shutdown::Timeout(T)))
+        .child(
+            lab.worker_with("stubborn", true)
+                .shutdown(Shutdown::Timeout(T)),
+        );
+    let root = Supervisor::start(spec).await.unwrap();
+    lab.send("busy", WorkerMsg::Busy(Duration::from_secs(3600)));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for id in ["busy", "stubborn"] {
+        let worker = lab.workers.lock().get(id).cloned().unwrap();
+        let started = Instant::now();
+        root.terminate_child(id).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(worker.get_status(), ractor::ActorStatus::Stopped, "{id}");
+        assert!(took >= T, "{id} killed before its timeout: {took:?}");
+        // 2T before the fix; the margin is for a loaded machine.
+        assert!(
+            took < T + T / 2,
+            "{id} killed {took:?} after the request, timeout {T:?}"
+        );
+    }
+    root.shutdown().await;
+}
+
+/// Issue 16.2: an intensity period of zero is refused (it used to disable the limit: five
+/// back-to-back restarts survived intensity 1 with period 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_intensity_period_is_refused_at_start() {
+    let lab = Lab::default();
+    let spec = SupervisorSpec::new("root")
+        .intensity(1, Duration::ZERO)
+        .child(lab.worker("a"));
+    match Supervisor::start(spec).await {
+        Err(SupervisorError::InvalidIntensity {
+            supervisor,
+            max_restarts,
+            period,
+        }) => {
+            assert_eq!(
+                (supervisor.as_str(), max_restarts, period),
+                ("root", 1, Duration::ZERO)
+            );
+        }
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(root) => {
+            // What the defect allowed: restarts without limit.
+            for _ in 0..5 {
+                let before = lab.actor_id("a");
+                lab.send("a", WorkerMsg::Crash);
+                eventually("restarted", || {
+                    lab.workers.lock().get("a").map(|w| w.get_id()) != Some(before)
+                })
+                .await;
+            }
+            let exit = root.exit();
+            root.shutdown().await;
+            panic!("a zero period was accepted; 5 restarts later the root's exit is {exit:?}");
+        }
+    }
+    assert!(
+        lab.since(0).is_empty(),
+        "a child started: {:?}",
+        lab.since(0)
+    );
+    // A zero limit with a positive period is valid (OTP: the first restart gives up).
+    let root = Supervisor::start(
+        SupervisorSpec::new("strict")
+            .intensity(0, Duration::from_secs(5))
+            .child(lab.worker("b")),
+    )
+    .await
+    .unwrap();
+    lab.send("b", WorkerMsg::Crash);
+    let exit = tokio::time::timeout(Duration::from_secs(10), root.wait_exit())
+        .await
+        .unwrap();
+    assert!(matches!(exit, ExitReason::Shutdown(_)), "{exit}");
+}
+
+/// Issue 16.4: a temporary child is gone for good whenever it exits or its supervisor stops
+/// it — by a sibling's group restart, or because the supervisor itself gives up — and the
+/// exit hook says so each time (the runtime drops the agent from its registry there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_children_exit_for_good_and_say_so() {
+    let lab = Lab::default();
+    let gone: Arc<Mutex<Vec<(String, ExitReason)>>> = Arc::default();
+    let temporary = |id: &str| {
+        let (gone, child) = (Arc::clone(&gone), id.to_string());
+        lab.worker(id)
+            .restart(Restart::Temporary)
+            .on_exit(move |reason| gone.lock().push((child.clone(), reason.clone())))
+    };
+    let root = Supervisor::start(
+        SupervisorSpec::new("root")
+            .strategy(Strategy::OneForAll)
+            .intensity(1, Duration::from_secs(30))
+            .child(temporary("t1"))
+            .child(lab.worker("p"))
+            .child(temporary("t2"))
+            .child(temporary("t3")),
+    )
+    .await
+    .unwrap();
+    // Its own crash.
+    lab.send("t1", WorkerMsg::Crash);
+    eventually("t1 gone", || gone.lock().len() == 1).await;
+    // A sibling's crash restarts the group; the temporary ones are stopped, not restarted.
+    let mark = lab.mark();
+    lab.send("p", WorkerMsg::Crash);
+    eventually("t2 and t3 gone", || gone.lock().len() == 3).await;
+    eventually("p restarted", || {
+        lab.since(mark).contains(&"start p".into())
+    })
+    .await;
+    assert!(!lab.since(mark).iter().any(|e| e.starts_with("start t")));
+    let ids: Vec<String> = root.tree().children.iter().map(|c| c.id.clone()).collect();
+    assert_eq!(ids, ["p"]);
+    let gone_now = gone.lock().clone();
+    assert_eq!(gone_now[0].0, "t1");
+    assert!(matches!(gone_now[0].1, ExitReason::Failed(_)));
+    let mut stopped: Vec<&str> = gone_now[1..].iter().map(|(id, _)| id.as_str()).collect();
+    stopped.sort();
+    assert_eq!(stopped, ["t2", "t3"]);
+
+    // A supervisor that gives up stops its temporary children for good too.
+    let gone: Arc<Mutex<Vec<(String, ExitReason)>>> = Arc::default();
+    let hook = Arc::clone(&gone);
+    let root = Supervisor::start(
+        SupervisorSpec::new("root")
+            .intensity(0, Duration::from_secs(30))
+            .child(lab.worker("crashy"))
+            .child(
+                lab.worker("temp")
+                    .restart(Restart::Temporary)
+                    .on_exit(move |reason| hook.lock().push(("temp".into(), reason.clone()))),
+            ),
+    )
+    .await
+    .unwrap();
+    lab.send("crashy", WorkerMsg::Crash);
+    tokio::time::timeout(Duration::from_secs(10), root.wait_exit())
+        .await
+        .unwrap();
+    assert_eq!(
+        gone.lock().clone(),
+        [("temp".to_string(), ExitReason::Shutdown(String::new()))]
+    );
+}
+
+/// Issue 16.8: when a child fails to start during a `one_for_all` group restart, the children
+/// already restarted are stopped again and the whole group is retried (OTP); it used to retry
+/// only the failed child while the others kept running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_for_all_retries_the_whole_group_when_a_restart_fails() {
+    let lab = Lab::default();
+    let fail_next = Arc::new(AtomicU32::new(0));
+    let flaky = {
+        let (lab, fail_next) = (lab.clone(), Arc::clone(&fail_next));
+        ChildSpec::worker("b", move |supervisor| {
+            let args = WorkerArgs {
+                id: "b".into(),
+                lab: lab.clone(),
+                stubborn: false,
+            };
+            let fail = fail_next
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok();
+            let lab = lab.clone();
+            async move {
+                if fail {
+                    lab.log.lock().push("failed b".into());
+                    return Err("not yet".to_string());
+                }
+                Actor::spawn_linked(None, Worker, args, supervisor)
+                    .await
+                    .map(|(actor, _)| actor.get_cell())
+                    .map_err(|e| e.to_string())
+            }
+        })
+    };
+    let root = Supervisor::start(
+        lenient("root")
+            .strategy(Strategy::OneForAll)
+            .child(lab.worker("a"))
+            .child(flaky)
+            .child(lab.worker("c")),
+    )
+    .await
+    .unwrap();
+    fail_next.store(1, Ordering::Release);
+    let mark = lab.mark();
+    lab.send("c", WorkerMsg::Crash);
+    eventually("group restarted", || {
+        lab.since(mark).len() >= 7
+            && root
+                .tree()
+                .children
+                .iter()
+                .all(|c| c.state == ChildState::Running)
+    })
+    .await;
+    assert_eq!(
+        lab.since(mark),
+        [
+            "stop b", "stop a", "start a", "failed b", "stop a", "start a", "start b", "start c"
+        ]
+    );
     root.shutdown().await;
 }
