@@ -27,6 +27,10 @@ pub struct AgentRecord {
     pub capabilities: Vec<String>,
     /// Whether it should be running.
     pub state: AgentState,
+    /// Why it is not running, for [`AgentState::Terminated`] and [`AgentState::Quarantined`]
+    /// (written by the runtime, shown to operators).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// What runs an agent.
@@ -64,6 +68,12 @@ pub enum AgentState {
     Running,
     /// Stopped on purpose; leave it stopped.
     Stopped,
+    /// A `temporary` agent that exited: gone for good (OTP never restarts a temporary child);
+    /// its checkpoints stay until it is removed.
+    Terminated,
+    /// Its state could not be recovered (e.g. its checkpoint's restore traps or loops): the
+    /// host runs without it until an operator restores it from a checkpoint or removes it.
+    Quarantined,
 }
 
 impl Vault {
@@ -81,6 +91,7 @@ impl Vault {
     ///     limits: Limits { memory_bytes: 16 << 20, ..Limits::default() },
     ///     capabilities: vec!["log".into()],
     ///     state: AgentState::Running,
+    ///     reason: None,
     /// };
     /// vault.put_agent(&record)?;
     /// assert_eq!(vault.agent(&record.id)?, Some(record));

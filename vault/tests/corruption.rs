@@ -180,6 +180,7 @@ fn stored_values_match_the_documented_frame_layout() {
         limits: Limits::default(),
         capabilities: vec![],
         state: AgentState::Running,
+        reason: None,
     };
     vault.put_agent(&record).unwrap();
     put(&vault, &agent("kv"), 9, b"state");
@@ -232,6 +233,7 @@ fn corrupt_module_lineage_and_registry_values_are_named() {
                 limits: Limits::default(),
                 capabilities: vec![],
                 state: AgentState::Running,
+                reason: None,
             })
             .unwrap();
         hash

@@ -216,6 +216,7 @@ fn registry_round_trip_list_and_remove() {
             },
             capabilities: vec!["log".into(), "send".into()],
             state: AgentState::Running,
+            reason: None,
         },
         AgentRecord {
             id: agent("echo"),
@@ -227,6 +228,7 @@ fn registry_round_trip_list_and_remove() {
             },
             capabilities: vec![],
             state: AgentState::Stopped,
+            reason: None,
         },
     ];
     {
