@@ -16,6 +16,17 @@ pub enum Error {
     /// The agent exists but is between a crash and its restart; try again.
     #[error("agent `{0}` is restarting")]
     Restarting(String),
+    /// The agent's state could not be recovered, so the host runs without it until an
+    /// operator restores it from a checkpoint or removes it (see
+    /// [`RecoveryFailure::Quarantine`](crate::RecoveryFailure::Quarantine)); retrying does not
+    /// help.
+    #[error("agent `{agent}` is quarantined: {reason}")]
+    Quarantined {
+        /// The agent.
+        agent: String,
+        /// Why its recovery failed.
+        reason: String,
+    },
     /// No supervisor at this path in the tree.
     #[error("no supervisor `{0}` in the tree")]
     UnknownSupervisor(String),

@@ -29,4 +29,4 @@ pub use arbor_vault as vault;
 pub use arbor_wal as wal;
 
 pub use error::Error;
-pub use runtime::{Runtime, RuntimeBuilder, Spawn, SupervisorOptions};
+pub use runtime::{RecoveryFailure, Runtime, RuntimeBuilder, Spawn, SupervisorOptions};

@@ -12,17 +12,18 @@ use arbor_agent::envelope::decode_untrusted;
 use arbor_agent::tools::Tools;
 use arbor_agent::wasm::{AgentLimits, Capabilities, EngineConfig};
 use arbor_agent::{
-    AgentError, AgentRef, AgentSpec, AgentSystem, Behaviour, BehaviourId, CheckpointPolicy,
-    DEFAULT_MAILBOX,
+    AfterRestore, AgentError, AgentRef, AgentSpec, AgentSystem, Behaviour, BehaviourId,
+    CheckpointPolicy, DEFAULT_MAILBOX, RebuildReport, RestoreFrom,
 };
 use arbor_shadow::{Arbiter, ArbiterConfig};
 use arbor_supervisor::{
-    Backoff, ChildKind, ChildSpec, ChildStarted, Intensity, Restart, Shutdown, Strategy,
-    Supervisor, SupervisorRef, SupervisorSpec, SupervisorTree,
+    Backoff, ChildKind, ChildSpec, ChildStarted, ExitReason, Intensity, Restart, Shutdown,
+    Strategy, Supervisor, SupervisorRef, SupervisorSpec, SupervisorTree,
 };
-use arbor_vault::{AgentState, ModuleHash};
+use arbor_vault::{AgentId, AgentState, ModuleHash};
 use arbor_wal::Durability;
 use parking_lot::Mutex;
+use ractor::ActorCell;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -64,6 +65,26 @@ impl Default for SupervisorOptions {
             agent_shutdown: Shutdown::Timeout(Duration::from_secs(5)),
         }
     }
+}
+
+/// What the runtime does with an agent whose state cannot be recovered — its checkpoint's
+/// restore traps or runs past its deadline, its journal cannot be replayed, its module is
+/// refused — when the host boots or when its supervisor restarts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RecoveryFailure {
+    /// The host goes on without it: it is marked quarantined in the registry with the reason
+    /// (shown by `arborctl agents`, counted by `arbor_agents{state="quarantined"}` and
+    /// `arbor_agent_quarantines_total`, alerted on), its supervisor keeps it as terminated
+    /// without counting a restart, and calls get [`Error::Quarantined`]. An operator restores
+    /// it from an older checkpoint ([`Runtime::restore_agent`], `arborctl checkpoint restore`)
+    /// or removes it ([`Runtime::remove_agent`], `arborctl agent remove`). Its journal is kept
+    /// meanwhile: the WAL is not trimmed past its last checkpoint.
+    #[default]
+    Quarantine,
+    /// The start fails: its supervisor counts a failed restart and retries, and gives up past
+    /// its intensity — at boot, [`RuntimeBuilder::build`] fails naming the agent. One poisoned
+    /// agent can then stop the whole host; choose it only where that is what you want.
+    Escalate,
 }
 
 /// An agent to start: what runs it, and its name, grants, limits, init config and supervisor.
@@ -168,9 +189,17 @@ pub struct RuntimeBuilder {
     metrics: Option<SocketAddr>,
     admin: Option<AdminConfig>,
     evolution: ArbiterConfig,
+    recovery_failure: RecoveryFailure,
 }
 
 impl RuntimeBuilder {
+    /// What happens to an agent whose state cannot be recovered (default
+    /// [`RecoveryFailure::Quarantine`]: the host boots without it).
+    pub fn recovery_failure(mut self, policy: RecoveryFailure) -> Self {
+        self.recovery_failure = policy;
+        self
+    }
+
     /// Serves Prometheus metrics (the `arbor_*` catalog of `arbor-metrics`) at `/metrics` on
     /// `addr` (port 0 picks a free one: see [`Runtime::metrics_addr`]). The recorder is
     /// process-wide: later runtimes of the process share it; a host that installed its own
@@ -298,6 +327,10 @@ impl RuntimeBuilder {
             Some(_) => Some(crate::telemetry::prometheus()?),
             None => None,
         };
+        self.root.intensity.check("root")?;
+        for (path, options) in &self.supervisors {
+            options.intensity.check(&path.join("/"))?;
+        }
         for (path, _) in &self.supervisors {
             let Some((_, parent)) = path.split_last() else {
                 return Err(Error::UnknownSupervisor(String::new()));
@@ -327,6 +360,9 @@ impl RuntimeBuilder {
             root: self.root,
             supervisors: self.supervisors,
             ephemeral_agents: Mutex::new(BTreeMap::new()),
+            recovery_failure: self.recovery_failure,
+            quarantined: Mutex::new(BTreeMap::new()),
+            shutting_down: AtomicBool::new(false),
         });
         let root =
             Supervisor::start(tree.spec(&[]).map_err(|reason| Error::Stopped { reason })?).await?;
@@ -342,7 +378,6 @@ impl RuntimeBuilder {
             limits: self.limits,
             call_timeout: self.call_timeout,
             stopped: Mutex::new(None),
-            shutting_down: AtomicBool::new(false),
             spawning: tokio::sync::Mutex::new(()),
         });
         // The root giving up (its restart intensity reached) stops the runtime.
@@ -352,7 +387,7 @@ impl RuntimeBuilder {
             let Some(watcher) = Weak::upgrade(&watcher) else {
                 return;
             };
-            if !watcher.shutting_down.load(Ordering::Acquire) {
+            if !watcher.is_shut_down() {
                 let reason = root_exited(exit);
                 tracing::error!(reason, "runtime stopped");
                 watcher.stopped.lock().get_or_insert(reason);
@@ -450,14 +485,18 @@ pub(crate) struct Inner {
     call_timeout: Duration,
     /// Why the runtime stopped, once it has.
     stopped: Mutex<Option<String>>,
-    shutting_down: AtomicBool,
     /// One spawn at a time: two spawns of one name must not both write its registry record.
     spawning: tokio::sync::Mutex<()>,
 }
 
 impl Inner {
     pub(crate) fn is_shut_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
+        self.tree.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// The names of the quarantined agents.
+    pub(crate) fn quarantined(&self) -> std::collections::BTreeSet<String> {
+        self.tree.quarantined.lock().keys().cloned().collect()
     }
 }
 
@@ -466,7 +505,8 @@ impl Drop for Inner {
     /// final checkpoints in the background). `shutdown` is the way to wait for it.
     fn drop(&mut self) {
         let _ = self.stop.send(true);
-        if !self.shutting_down.load(Ordering::Acquire) {
+        // A stop like `shutdown`'s: temporary agents stay registered for the next runtime.
+        if !self.tree.shutting_down.swap(true, Ordering::AcqRel) {
             self.root.cell().stop(Some("shutdown".into()));
         }
     }
@@ -490,6 +530,7 @@ impl Runtime {
             metrics: None,
             admin: None,
             evolution: ArbiterConfig::default(),
+            recovery_failure: RecoveryFailure::default(),
         }
     }
 
@@ -564,6 +605,99 @@ impl Runtime {
             let _ = supervisor.delete_child(name).await;
         }
         Ok(())
+    }
+
+    /// Brings back an agent that could not be recovered ([`RecoveryFailure::Quarantine`]), or
+    /// restores a running one to an earlier state: `from` (one of its stored checkpoints, or
+    /// exported state) is restored and the inputs journaled after it are replayed or dropped as
+    /// `after` says. A running agent pauses and resumes
+    /// ([`AgentSystem::restore_checkpoint`]); a quarantined one is rebuilt without running
+    /// ([`AgentSystem::rebuild_registered`]) and its supervisor starts it again. If it still
+    /// cannot be recovered it stays quarantined ([`Error::Quarantined`]).
+    pub async fn restore_agent(
+        &self,
+        name: &str,
+        from: RestoreFrom,
+        after: AfterRestore,
+    ) -> Result<RebuildReport, Error> {
+        self.check_running()?;
+        let system = &self.inner.system;
+        if let Some(agent) = system.lookup(name) {
+            return Ok(system.restore_checkpoint(&agent, from, after).await?);
+        }
+        let _one_at_a_time = self.inner.spawning.lock().await;
+        if system.registered_state(name)? != Some(AgentState::Quarantined) {
+            return Err(AgentError::UnknownAgent(name.into()).into());
+        }
+        let report = system.rebuild_registered(name, from, after).await?;
+        self.inner.tree.quarantined.lock().remove(name);
+        let (path, supervisor) = self.registered_supervisor(name)?;
+        let restarted = match supervisor.restart_child(name).await {
+            Err(arbor_supervisor::SupervisorError::UnknownChild { .. }) => {
+                let options = self.inner.tree.options(&path).unwrap_or_default();
+                let child = self.inner.tree.agent_child(name, None, options);
+                supervisor.start_child(child).await
+            }
+            other => other,
+        };
+        if restarted?.is_none() {
+            // Its start declined: recovery failed again and quarantined it anew.
+            let reason = self.inner.tree.quarantined.lock().get(name).cloned();
+            return Err(Error::Quarantined {
+                agent: name.into(),
+                reason: reason.unwrap_or_default(),
+            });
+        }
+        Ok(report)
+    }
+
+    /// Forgets an agent that is not running (quarantined, terminated or stopped): its
+    /// supervisor drops it, and its registry record and checkpoints are deleted, so the name is
+    /// free again. Refused while it runs ([`AgentError::Running`]: stop it first).
+    pub async fn remove_agent(&self, name: &str) -> Result<(), Error> {
+        self.check_running()?;
+        let _one_at_a_time = self.inner.spawning.lock().await;
+        if self.inner.system.lookup(name).is_some() {
+            return Err(AgentError::Running(name.into()).into());
+        }
+        if let Ok((_, supervisor)) = self.registered_supervisor(name) {
+            match supervisor.delete_child(name).await {
+                Ok(()) | Err(arbor_supervisor::SupervisorError::UnknownChild { .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        self.inner.tree.ephemeral_agents.lock().remove(name);
+        let removed = self.inner.system.remove_registered(name)?;
+        let quarantined = self.inner.tree.quarantined.lock().remove(name).is_some();
+        if removed || quarantined {
+            Ok(())
+        } else {
+            Err(AgentError::UnknownAgent(name.into()).into())
+        }
+    }
+
+    /// The supervisor the registry places `name` under (the root if that one is not declared).
+    fn registered_supervisor(&self, name: &str) -> Result<(Vec<String>, SupervisorRef), Error> {
+        let record = AgentId::new(name)
+            .ok()
+            .and_then(|id| self.inner.system.vault()?.agent(&id).ok().flatten())
+            .ok_or_else(|| AgentError::UnknownAgent(name.into()))?;
+        let path = if self.inner.tree.options(&record.supervisor).is_some() {
+            record.supervisor
+        } else {
+            Vec::new()
+        };
+        let supervisor = self
+            .inner
+            .root
+            .find(&path)
+            .ok_or_else(|| Error::UnknownSupervisor(path.join("/")))?;
+        Ok((path, supervisor))
+    }
+
+    /// The agents that could not be recovered, with why ([`RecoveryFailure::Quarantine`]).
+    pub fn quarantined(&self) -> BTreeMap<String, String> {
+        self.inner.tree.quarantined.lock().clone()
     }
 
     /// Sends `message` (MessagePack, named fields) to `agent` and waits for its reply, at most
@@ -666,7 +800,7 @@ impl Runtime {
     /// recovers them. The directory itself is released when the last clone of the runtime is
     /// dropped.
     pub async fn shutdown(&self) -> Result<(), Error> {
-        self.inner.shutting_down.store(true, Ordering::Release);
+        self.inner.tree.shutting_down.store(true, Ordering::Release);
         let _ = self.inner.stop.send(true);
         self.inner.root.shutdown().await;
         let result = self.inner.system.shutdown().await;
@@ -689,6 +823,12 @@ impl Runtime {
         self.check_running()?;
         if let Some(agent) = self.inner.system.lookup(name) {
             return Ok(agent);
+        }
+        if let Some(reason) = self.inner.tree.quarantined.lock().get(name) {
+            return Err(Error::Quarantined {
+                agent: name.into(),
+                reason: reason.clone(),
+            });
         }
         let in_tree = self.tree().walk().iter().any(|(_, child)| {
             child.id == name
@@ -734,6 +874,12 @@ struct Tree {
     /// Without a journal there is no registry: the agents spawned and not stopped, so that a
     /// restarted supervisor starts them again (from their init config).
     ephemeral_agents: Mutex<BTreeMap<String, AgentSpec>>,
+    recovery_failure: RecoveryFailure,
+    /// Quarantined agents and why (the registry has them too; this serves the gauge and calls
+    /// without reading the vault).
+    quarantined: Mutex<BTreeMap<String, String>>,
+    /// The runtime is shutting down (or dropped): agents stopping now stay registered.
+    shutting_down: AtomicBool,
 }
 
 impl Tree {
@@ -775,7 +921,12 @@ impl Tree {
         }
         if let Some(vault) = self.system.vault() {
             let records = vault.agents().map_err(|e| format!("vault: {e}"))?;
-            for record in records.iter().filter(|r| r.state == AgentState::Running) {
+            // Quarantined agents are children too (their start declines), so the tree shows
+            // them and a restore restarts them in place.
+            let listed = |r: &&arbor_vault::AgentRecord| {
+                matches!(r.state, AgentState::Running | AgentState::Quarantined)
+            };
+            for record in records.iter().filter(listed) {
                 let declared = self.options(&record.supervisor).is_some();
                 if record.supervisor == path || (path.is_empty() && !declared) {
                     if !declared {
@@ -799,35 +950,119 @@ impl Tree {
     }
 
     /// An agent as a supervisor child: every start recovers it if the registry has it running
-    /// (checkpoint + WAL replay), declines if the registry has it stopped on purpose (OTP's
-    /// `ignore`: not an error, not restarted), and spawns it from `spec` otherwise (its first
-    /// start, or any start in an ephemeral runtime).
+    /// (checkpoint + WAL replay), declines if the registry has it stopped on purpose,
+    /// terminated or quarantined (OTP's `ignore`: not an error, not restarted), and spawns it
+    /// from `spec` otherwise (its first start, or any start in an ephemeral runtime). When it is
+    /// gone for good (a temporary agent that exited) the registry says so.
     fn agent_child(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         spec: Option<AgentSpec>,
         options: SupervisorOptions,
     ) -> ChildSpec {
-        let system = self.system.clone();
+        let tree = Arc::downgrade(self);
         let name = name.to_string();
-        ChildSpec::from_fn(name.clone(), ChildKind::Worker, move |supervisor| {
-            let (system, name, spec) = (system.clone(), name.clone(), spec.clone());
-            Box::pin(async move {
-                let agent = match (system.registered_state(&name), spec) {
-                    (Ok(Some(AgentState::Running)), _) => system
-                        .recover_linked(&name, supervisor)
-                        .await
-                        .map(|(agent, _)| agent),
-                    (Ok(Some(AgentState::Stopped)), _) => return Ok(None),
-                    (Ok(None), Some(spec)) => system.spawn_linked(spec, supervisor).await,
-                    (Ok(None), None) => Err(AgentError::UnknownAgent(name)),
-                    (Err(error), _) => Err(error),
+        let exited = {
+            let (tree, name) = (tree.clone(), name.clone());
+            let restart = options.agent_restart;
+            move |exit: &ExitReason| {
+                if let Some(tree) = tree.upgrade() {
+                    tree.agent_exited(&name, restart, exit);
                 }
-                .map_err(|e| e.to_string())?;
-                Ok(Some(ChildStarted::from(agent.cell())))
+            }
+        };
+        ChildSpec::from_fn(name.clone(), ChildKind::Worker, move |supervisor| {
+            let (tree, name, spec) = (tree.clone(), name.clone(), spec.clone());
+            Box::pin(async move {
+                match tree.upgrade() {
+                    Some(tree) => tree.start_agent(&name, spec, supervisor).await,
+                    None => Err("the runtime is gone".into()),
+                }
             })
         })
         .restart(options.agent_restart)
         .shutdown(options.agent_shutdown)
+        .on_exit(exited)
+    }
+
+    async fn start_agent(
+        &self,
+        name: &str,
+        spec: Option<AgentSpec>,
+        supervisor: ActorCell,
+    ) -> Result<Option<ChildStarted>, String> {
+        let system = &self.system;
+        let agent = match (system.registered_state(name), spec) {
+            (Ok(Some(AgentState::Running)), _) => {
+                match system.recover_linked(name, supervisor).await {
+                    Ok((agent, _)) => Ok(agent),
+                    Err(error)
+                        if self.recovery_failure == RecoveryFailure::Quarantine
+                            && matches!(
+                                error,
+                                AgentError::Recovery { .. } | AgentError::Start { .. }
+                            ) =>
+                    {
+                        self.quarantine(name, &error)?;
+                        return Ok(None);
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            (Ok(Some(AgentState::Quarantined)), _) => {
+                self.note_quarantined(name);
+                return Ok(None);
+            }
+            (Ok(Some(AgentState::Stopped | AgentState::Terminated)), _) => return Ok(None),
+            (Ok(None), Some(spec)) => system.spawn_linked(spec, supervisor).await,
+            (Ok(None), None) => Err(AgentError::UnknownAgent(name.into())),
+            (Err(error), _) => Err(error),
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(Some(ChildStarted::from(agent.cell())))
+    }
+
+    /// `name` could not be recovered: the host goes on without it (see
+    /// [`RecoveryFailure::Quarantine`]).
+    fn quarantine(&self, name: &str, error: &AgentError) -> Result<(), String> {
+        let reason = error.to_string();
+        tracing::error!(agent = name, %reason, "agent quarantined: its state cannot be recovered");
+        self.system
+            .mark_registered(name, AgentState::Quarantined, Some(reason.clone()))
+            .map_err(|e| format!("cannot quarantine `{name}` ({reason}): {e}"))?;
+        metrics::counter!(arbor_metrics::AGENT_QUARANTINES).increment(1);
+        self.quarantined.lock().insert(name.into(), reason);
+        Ok(())
+    }
+
+    /// A quarantined agent of an earlier run: remember why, for calls and the gauge.
+    fn note_quarantined(&self, name: &str) {
+        let reason = AgentId::new(name)
+            .ok()
+            .and_then(|id| self.system.vault()?.agent(&id).ok().flatten())
+            .and_then(|record| record.reason)
+            .unwrap_or_default();
+        self.quarantined.lock().insert(name.into(), reason);
+    }
+
+    /// A child's exit hook: the agent is gone for good unless the runtime is shutting down
+    /// (agents stopping with it stay registered and come back with the next runtime).
+    fn agent_exited(&self, name: &str, restart: Restart, exit: &ExitReason) {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        self.ephemeral_agents.lock().remove(name);
+        if restart != Restart::Temporary {
+            return;
+        }
+        if let Ok(Some(AgentState::Running)) = self.system.registered_state(name) {
+            let reason = format!("temporary, exited ({exit}): never restarted");
+            if let Err(error) =
+                self.system
+                    .mark_registered(name, AgentState::Terminated, Some(reason))
+            {
+                tracing::error!(agent = name, %error, "a temporary agent exited but its registry record still says running");
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! `/metrics` served on the address the host chose, and the gauges only a reading can give,
 //! sampled every second.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{OnceLock, Weak};
 use std::time::Duration;
@@ -98,7 +99,7 @@ pub(crate) fn sample_every_second(runtime: Weak<Inner>, upkeep: Option<Prometheu
                 return;
             }
             inner.system.sample_metrics();
-            sample_tree(&inner.root.tree());
+            sample_tree(&inner.root.tree(), &inner.quarantined());
             ticks += 1;
             if let Some(handle) = &upkeep
                 && ticks.is_multiple_of(5)
@@ -109,10 +110,10 @@ pub(crate) fn sample_every_second(runtime: Weak<Inner>, upkeep: Option<Prometheu
     });
 }
 
-fn sample_tree(tree: &SupervisorTree) {
+fn sample_tree(tree: &SupervisorTree, quarantined: &BTreeSet<String>) {
     let (mut running, mut restarting, mut terminated) = (0u64, 0u64, 0u64);
     for (_, child) in tree.walk() {
-        if child.supervisor.is_some() {
+        if child.supervisor.is_some() || quarantined.contains(&child.id) {
             continue;
         }
         match child.state {
@@ -121,6 +122,7 @@ fn sample_tree(tree: &SupervisorTree) {
             ChildState::Terminated { .. } => terminated += 1,
         }
     }
+    metrics::gauge!(arbor_metrics::AGENTS, "state" => "quarantined").set(quarantined.len() as f64);
     metrics::gauge!(arbor_metrics::AGENTS, "state" => "running").set(running as f64);
     metrics::gauge!(arbor_metrics::AGENTS, "state" => "restarting").set(restarting as f64);
     metrics::gauge!(arbor_metrics::AGENTS, "state" => "terminated").set(terminated as f64);

@@ -13,6 +13,9 @@ use arbor::shadow::{Approval, ArbiterConfig, Policy, ShadowLimits};
 use arbor::{Runtime, Spawn};
 use arbor_modules::kv::{KvMsg, KvReply};
 use serde_json::Value;
+use support::Unlucky;
+
+mod support;
 
 const TOKEN: &str = "arborctl-test-token-0123456789";
 
@@ -477,4 +480,88 @@ async fn arborctl_operates_a_running_host_and_a_stopped_one() {
     let report = damaged.json();
     assert_eq!(report["clean"], false);
     assert!(!report["problems"].as_array().unwrap().is_empty());
+}
+
+/// Quarantined agents through `arborctl`: listed with the reason, one restored from an older
+/// checkpoint (discarding what came after), one removed; a running agent cannot be removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantined_agents_are_listed_restored_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let token_file = private_token_file(dir.path());
+    let runtime = Runtime::builder()
+        .data_dir(&data_dir)
+        .native("unlucky", || Box::new(Unlucky(0)))
+        .admin(AdminConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            AdminToken::from_file(&token_file).unwrap(),
+        ))
+        .build()
+        .await
+        .unwrap();
+    let ctl = Ctl {
+        admin: runtime.admin_addr().unwrap().to_string(),
+        token_file,
+        data_dir,
+    };
+    let mut at_five = BTreeMap::new();
+    for name in ["unlucky", "doomed"] {
+        runtime.spawn(Spawn::native(name, "unlucky")).await.unwrap();
+        runtime.call::<_, u64>(name, &5u64).await.unwrap();
+        at_five.insert(
+            name,
+            runtime.lookup(name).unwrap().checkpoint().await.unwrap(),
+        );
+        runtime.call::<_, u64>(name, &8u64).await.unwrap();
+        runtime.lookup(name).unwrap().checkpoint().await.unwrap();
+        // Crashes; its restart cannot restore 13, so it is quarantined.
+        let _ = runtime.call::<_, u64>(name, &0u64).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while runtime.quarantined().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "not quarantined");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let agents = ctl.online(&["--json", "agents"]).await.ok().json();
+    for name in ["unlucky", "doomed"] {
+        let row = agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["name"] == name)
+            .unwrap();
+        assert_eq!(row["state"], "quarantined", "{row}");
+        assert!(!row["reason"].as_str().unwrap().is_empty(), "{row}");
+    }
+    let table = ctl.online(&["agents"]).await.ok();
+    assert!(table.stdout.contains("quarantined"), "{}", table.stdout);
+
+    let lsn = at_five["unlucky"].to_string();
+    ctl.online(&[
+        "checkpoint",
+        "restore",
+        "unlucky",
+        "--lsn",
+        &lsn,
+        "--after",
+        "discard",
+    ])
+    .await
+    .ok();
+    assert_eq!(runtime.call::<_, u64>("unlucky", &1u64).await.unwrap(), 6);
+
+    ctl.online(&["agent", "remove", "doomed"]).await.ok();
+    let agents = ctl.online(&["--json", "agents"]).await.ok().json();
+    let names: Vec<&str> = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["unlucky"]);
+    assert_eq!(ctl.online(&["agent", "remove", "doomed"]).await.code, 3);
+    // A running agent is not removed: stop it first.
+    assert_eq!(ctl.online(&["agent", "remove", "unlucky"]).await.code, 6);
+    assert_eq!(ctl.offline(&["agent", "remove", "unlucky"]).await.code, 5);
+    runtime.shutdown().await.unwrap();
 }

@@ -70,7 +70,9 @@ catalog! {
     MAILBOX_FULL = "arbor_mailbox_full_total", Counter, [], Count,
         "Inputs refused because the agent's mailbox was full.";
     AGENTS = "arbor_agents", Gauge, ["state"], Count,
-        "Agents in the supervision tree by state: running, restarting, terminated (sampled every second).";
+        "Agents in the supervision tree by state: running, restarting, terminated, quarantined (their state could not be recovered; sampled every second).";
+    AGENT_QUARANTINES = "arbor_agent_quarantines_total", Counter, [], Count,
+        "Agents quarantined because their state could not be recovered (restore trapped or ran past its deadline, journal replay failed, module refused); the host runs without them.";
     // Failures.
     TRAPS = "arbor_traps_total", Counter, [], Count,
         "Inputs that crashed an agent's behaviour (traps, deadline, fuel, memory cap).";

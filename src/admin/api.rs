@@ -51,7 +51,8 @@ pub struct AgentRow {
     pub name: String,
     /// The supervisors above it, from the root (`root/pool`); empty offline when unknown.
     pub supervisor: String,
-    /// `running`, `restarting`, `terminated` (online) or `registered` / `stopped` (offline).
+    /// `running`, `restarting`, `terminated`, `quarantined` (online) or `registered` /
+    /// `stopped` / `terminated` / `quarantined` (offline).
     pub state: String,
     /// What runs it (`wasm:<hash>` or `native:<name>`).
     pub module: String,
@@ -61,6 +62,17 @@ pub struct AgentRow {
     pub restarts: Option<u64>,
     /// Inputs waiting in its mailbox, when it runs.
     pub queued: Option<usize>,
+    /// Why it is not running, when the registry says (`quarantined`: its state could not be
+    /// recovered; `terminated`: a temporary agent that exited).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// An agent removed by `arborctl agent remove`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    /// The agent.
+    pub agent: String,
 }
 
 /// One stored checkpoint.

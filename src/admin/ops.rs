@@ -17,8 +17,8 @@ use arbor_vault::{
 use arbor_wal::Wal;
 
 use super::api::{
-    AgentRow, CheckpointRow, CheckpointShow, Evaluation, LineageRow, ModuleRow, RestoreDone,
-    RestoreSource, Status, WalRecord, WalSegment, WalStatus, WalVerify,
+    AgentRow, CheckpointRow, CheckpointShow, Evaluation, LineageRow, ModuleRow, Removed,
+    RestoreDone, RestoreSource, Status, WalRecord, WalSegment, WalStatus, WalVerify,
 };
 use crate::Runtime;
 use crate::runtime::WeakRuntime;
@@ -67,7 +67,21 @@ impl From<AgentError> for AdminError {
         match error {
             AgentError::UnknownAgent(_) => AdminError::NotFound(error.to_string()),
             AgentError::Stopped(_) => AdminError::Conflict(error.to_string()),
-            AgentError::SwapRefused { .. } => AdminError::Conflict(error.to_string()),
+            AgentError::SwapRefused { .. } | AgentError::Running(_) => {
+                AdminError::Conflict(error.to_string())
+            }
+            _ => AdminError::Failed(error.to_string()),
+        }
+    }
+}
+
+impl From<crate::Error> for AdminError {
+    fn from(error: crate::Error) -> Self {
+        match error {
+            crate::Error::Agent(error) => error.into(),
+            crate::Error::Quarantined { .. } | crate::Error::Restarting(_) => {
+                AdminError::Conflict(error.to_string())
+            }
             _ => AdminError::Failed(error.to_string()),
         }
     }
@@ -243,10 +257,12 @@ impl Operator {
     pub async fn agents(&self) -> Result<Vec<AgentRow>, AdminError> {
         let mut rows = Vec::new();
         if let Some(runtime) = self.runtime()? {
+            let quarantined = runtime.quarantined();
             for (path, child) in runtime.tree().walk() {
                 if child.supervisor.is_some() {
                     continue;
                 }
+                let reason = quarantined.get(&child.id).cloned();
                 let running = match runtime.lookup(&child.id) {
                     Some(agent) => agent.running().await.ok().map(|r| (r, agent.queued())),
                     None => None,
@@ -254,7 +270,11 @@ impl Operator {
                 rows.push(AgentRow {
                     name: child.id.clone(),
                     supervisor: path.join("/"),
-                    state: state_name(&child.state).into(),
+                    state: match reason {
+                        Some(_) => "quarantined".into(),
+                        None => state_name(&child.state).into(),
+                    },
+                    reason,
                     module: match &running {
                         Some(((behaviour, _), _)) => behaviour.to_string(),
                         None => self.registered_module(&child.id),
@@ -281,6 +301,7 @@ impl Operator {
                 seq: None,
                 restarts: None,
                 queued: None,
+                reason: record.reason,
             });
         }
         Ok(rows)
@@ -381,6 +402,17 @@ impl Operator {
             }
         };
         let (running, offline) = match self.runtime()? {
+            Some(runtime) if runtime.quarantined().contains_key(agent) => {
+                let report = runtime.restore_agent(agent, from, after).await?;
+                return Ok(RestoreDone {
+                    agent: agent.into(),
+                    from_lsn,
+                    after,
+                    replayed: report.replayed,
+                    checkpoint_lsn: report.checkpoint_lsn,
+                    pause_us: u64::try_from(report.pause.as_micros()).unwrap_or(u64::MAX),
+                });
+            }
             Some(runtime) => (
                 runtime.lookup(agent).ok_or_else(|| {
                     AdminError::Conflict(format!("agent `{agent}` is not running"))
@@ -415,6 +447,18 @@ impl Operator {
             replayed: report.replayed,
             checkpoint_lsn: report.checkpoint_lsn,
             pause_us: u64::try_from(report.pause.as_micros()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Forgets an agent that is not running (quarantined, terminated or stopped): its
+    /// registry record and checkpoints are deleted and its supervisor drops it. Online only.
+    pub async fn agent_remove(&self, agent: &str) -> Result<Removed, AdminError> {
+        let runtime = self.runtime()?.ok_or_else(|| {
+            AdminError::Busy("removing an agent needs a running host (its supervisor)".into())
+        })?;
+        runtime.remove_agent(agent).await?;
+        Ok(Removed {
+            agent: agent.into(),
         })
     }
 
@@ -729,6 +773,8 @@ fn registry_state(state: AgentState) -> &'static str {
     match state {
         AgentState::Running => "registered",
         AgentState::Stopped => "stopped",
+        AgentState::Terminated => "terminated",
+        AgentState::Quarantined => "quarantined",
     }
 }
 

@@ -44,6 +44,7 @@ pub(crate) async fn serve(
             get(checkpoint_export),
         )
         .route("/v1/agents/{agent}/restore", post(restore))
+        .route("/v1/agents/{agent}/remove", post(agent_remove))
         .route(
             "/v1/agents/{agent}/evolution",
             get(evolve_status).post(evolve_start),
@@ -193,6 +194,13 @@ async fn restore(
         }
     };
     Ok(Json(done))
+}
+
+async fn agent_remove(
+    State(s): State<Arc<Served>>,
+    Path(agent): Path<String>,
+) -> Answer<super::api::Removed> {
+    Ok(Json(s.operator.agent_remove(&agent).await?))
 }
 
 #[derive(Deserialize)]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arbor::admin::api::{
-    AgentRow, ApiError, CheckpointRow, CheckpointShow, Evaluation, LineageRow, ModuleRow,
+    AgentRow, ApiError, CheckpointRow, CheckpointShow, Evaluation, LineageRow, ModuleRow, Removed,
     RestoreDone, RestoreSource, Status, WalRecord, WalVerify,
 };
 use arbor::admin::{AdminError, AdminToken, Operator};
@@ -58,8 +58,12 @@ struct Cli {
 enum Command {
     /// The host at a glance: agents by state, WAL, vault, evaluations.
     Status,
-    /// Every agent: supervisor, state, module, last input, restarts.
+    /// Every agent: supervisor, state, module, last input, restarts (and why a quarantined
+    /// or terminated one is not running).
     Agents,
+    /// One agent (needs a running host).
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// Stored checkpoints.
     #[command(subcommand)]
     Checkpoint(CheckpointCommand),
@@ -72,6 +76,13 @@ enum Command {
     /// Evolution: candidates, shadows, verdicts, promotion and rollback (needs a running host).
     #[command(subcommand)]
     Evolve(EvolveCommand),
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Forgets an agent that is not running — quarantined, terminated or stopped: its
+    /// registry record and checkpoints are deleted, so the name is free again.
+    Remove { agent: String },
 }
 
 #[derive(Subcommand)]
@@ -89,7 +100,8 @@ enum CheckpointCommand {
         out: PathBuf,
     },
     /// Restores an agent from a stored checkpoint or an export file: the agent pauses, its
-    /// state is restored, the inputs after it are replayed or discarded, and it resumes.
+    /// state is restored, the inputs after it are replayed or discarded, and it resumes. A
+    /// quarantined agent (its state could not be recovered) is rebuilt this way and started.
     Restore {
         agent: String,
         /// A stored checkpoint's LSN.
@@ -287,6 +299,16 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
                 Backend::Offline(op, rt) => rt.block_on(op.agents())?,
             };
             out.show(&agents, |a| show_agents(a))
+        }
+        Command::Agent(AgentCommand::Remove { agent }) => {
+            let Backend::Remote(remote) = &backend else {
+                return Err(fail(
+                    5,
+                    "`agent remove` needs a running host (its supervisor drops the agent): use --admin ADDR, not --data-dir",
+                ));
+            };
+            let removed: Removed = remote.post(&format!("/v1/agents/{agent}/remove"), &[], &[])?;
+            out.show(&removed, |r| println!("removed {}", r.agent))
         }
         Command::Checkpoint(command) => checkpoint(&backend, &out, command),
         Command::Wal(WalCommand::Verify) => {
@@ -756,6 +778,7 @@ fn show_agents(rows: &[AgentRow]) {
                 opt(a.seq),
                 opt(a.restarts),
                 opt(a.queued),
+                a.reason.clone().unwrap_or_default(),
             ]
         })
         .collect();
@@ -768,6 +791,7 @@ fn show_agents(rows: &[AgentRow]) {
             "seq",
             "restarts",
             "queued",
+            "reason",
         ],
         &rows,
     );

@@ -694,35 +694,23 @@ impl Agent {
         let state = previous
             .snapshot()
             .map_err(|e| refused(format!("{id} cannot snapshot the rebuilt state: {e}")))?;
-        let lsn = journal.wal.last_lsn();
-        store_checkpoint(journal, &self.id, &id, self.seq, &state, lsn).await?;
-        // From here the rollback has happened once the checkpoint is on disk: recovery starts
-        // from it. So it must be on disk before the Rebase record can be (which would otherwise
-        // name a checkpoint a crash lost), and any failure from here on must not leave this
-        // instance running: the agent crashes and its supervisor recovers it from the journal.
-        let (name, seq) = (self.spec.name.clone(), self.seq);
-        let fail = |what: &str, error: String| AgentError::Crashed {
-            agent: name.clone(),
-            seq,
-            from: "(rollback)".into(),
-            reason: crate::BehaviourError::Contract(format!("rollback {what}: {error}")),
-        };
-        journal
-            .vault
-            .sync()
-            .map_err(|e| fail("checkpoint sync", e.to_string()))?;
-        let entry = Entry::Rebase {
-            agent: self.spec.name.clone(),
-            seq: self.seq,
-            behaviour: id.clone(),
-            checkpoint_lsn: lsn,
-        };
-        let appended =
-            append(journal, &entry.encode()).map_err(|e| fail("journal", e.to_string()))?;
-        appended
-            .wait()
+        // Once the checkpoint is on disk the rollback has happened (recovery starts from it):
+        // a failure after that must not leave this instance running, so the agent crashes and
+        // its supervisor recovers it from the journal.
+        let lsn = match super::recovery::commit_rebase(journal, &self.id, &id, self.seq, &state)
             .await
-            .map_err(|e| fail("journal", e.to_string()))?;
+        {
+            Ok(lsn) => lsn,
+            Err(super::recovery::RebaseFailed::Checkpoint(error)) => return Err(error),
+            Err(super::recovery::RebaseFailed::Afterwards(what, error)) => {
+                return Err(AgentError::Crashed {
+                    agent: self.spec.name.clone(),
+                    seq: self.seq,
+                    from: "(rollback)".into(),
+                    reason: crate::BehaviourError::Contract(format!("rollback {what}: {error}")),
+                });
+            }
+        };
         let from = std::mem::replace(&mut self.behaviour_id, id.clone());
         self.behaviour = previous;
         self.checkpoint_lsn = Some(lsn);

@@ -99,6 +99,9 @@ pub enum AgentError {
         /// Its mailbox capacity.
         capacity: usize,
     },
+    /// The operation needs the agent not to be running (removing it, rebuilding it offline).
+    #[error("agent `{0}` is running; stop it first")]
+    Running(String),
     /// The agent stopped (or crashed) before answering.
     #[error("agent `{0}` stopped before answering")]
     Stopped(String),

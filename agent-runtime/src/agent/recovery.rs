@@ -268,3 +268,80 @@ pub(crate) fn rebuild(
     }
     Ok(replayed)
 }
+
+/// Why [`commit_rebase`] failed: before its checkpoint was stored nothing changed; after it,
+/// recovery already starts from the rebuilt state, so whoever runs the old state must stop.
+pub(crate) enum RebaseFailed {
+    /// Storing the checkpoint failed; nothing changed.
+    Checkpoint(AgentError),
+    /// The checkpoint is stored but syncing it or journaling the rebase failed (`what`, why).
+    Afterwards(&'static str, String),
+}
+
+/// Makes a rebuilt state `agent`'s own: stores it as a checkpoint at the WAL's end (every
+/// record of the agent is before it), syncs the vault, then journals [`Entry::Rebase`] onto it
+/// and waits until that is durable. The checkpoint goes first, so the rebase record never names
+/// a checkpoint a crash lost. Returns the checkpoint's LSN.
+pub(crate) async fn commit_rebase(
+    journal: &Journal,
+    agent: &AgentId,
+    behaviour: &BehaviourId,
+    seq: u64,
+    state: &[u8],
+) -> Result<Lsn, RebaseFailed> {
+    let lsn = journal.wal.last_lsn();
+    super::actor::store_checkpoint(journal, agent, behaviour, seq, state, lsn)
+        .await
+        .map_err(RebaseFailed::Checkpoint)?;
+    journal
+        .vault
+        .sync()
+        .map_err(|e| RebaseFailed::Afterwards("checkpoint sync", e.to_string()))?;
+    let entry = Entry::Rebase {
+        agent: agent.as_str().to_string(),
+        seq,
+        behaviour: behaviour.clone(),
+        checkpoint_lsn: lsn,
+    };
+    let appended = journal
+        .wal
+        .append(&entry.encode())
+        .map_err(|e| RebaseFailed::Afterwards("journal", e.to_string()))?;
+    appended
+        .wait()
+        .await
+        .map_err(|e| RebaseFailed::Afterwards("journal", e.to_string()))?;
+    Ok(lsn)
+}
+
+/// The number of `agent`'s last journaled input, read without running its behaviour: the
+/// newest checkpoint's, or a later one in the WAL (inputs with or without an outcome, swaps and
+/// rebases all count, as in [`recover`]).
+pub(crate) fn last_seq(journal: &Journal, agent: &AgentId) -> Result<u64, AgentError> {
+    let newest = journal
+        .vault
+        .latest_meta(agent)
+        .map_err(|e| AgentError::Vault(e.to_string()))?;
+    let (mut seq, from) = newest.map_or((0, 0), |meta| (meta.seq, meta.lsn + 1));
+    let records = journal
+        .wal
+        .read_from(from.max(journal.wal.first_lsn()))
+        .map_err(|e| AgentError::Journal(e.to_string()))?;
+    for record in records {
+        let record = record.map_err(|e| AgentError::Journal(e.to_string()))?;
+        let entry = Entry::decode(&record.payload).map_err(|e| {
+            AgentError::Journal(format!(
+                "WAL record {} is not a journal entry: {e}",
+                record.lsn
+            ))
+        })?;
+        if entry.agent() != agent.as_str() {
+            continue;
+        }
+        seq = seq.max(match entry {
+            Entry::Input(envelope) => envelope.seq,
+            Entry::Outcome { seq, .. } | Entry::Swap { seq, .. } | Entry::Rebase { seq, .. } => seq,
+        });
+    }
+    Ok(seq)
+}

@@ -117,6 +117,7 @@ impl AgentSpec {
             },
             capabilities,
             state,
+            reason: None,
         }
     }
 
@@ -640,6 +641,133 @@ impl AgentSystem {
         }
         let agent = self.start(spec, behaviour, report.seq, supervisor).await?;
         Ok((agent, report))
+    }
+
+    /// Sets `name`'s registry state (and the reason shown to operators) and syncs the vault:
+    /// e.g. [`AgentState::Quarantined`] after its recovery failed, [`AgentState::Terminated`]
+    /// after a temporary agent exited. Does nothing without a journal or without a record.
+    pub fn mark_registered(
+        &self,
+        name: &str,
+        state: AgentState,
+        reason: Option<String>,
+    ) -> Result<(), AgentError> {
+        let Some(journal) = &self.shared.journal else {
+            return Ok(());
+        };
+        let id = agent_id(name)?;
+        let vault_error = |e: arbor_vault::Error| AgentError::Vault(e.to_string());
+        let Some(mut record) = journal.vault.agent(&id).map_err(vault_error)? else {
+            return Ok(());
+        };
+        record.state = state;
+        record.reason = reason;
+        journal.vault.put_agent(&record).map_err(vault_error)?;
+        journal.vault.sync().map_err(vault_error)
+    }
+
+    /// Rebuilds the state of `name`, which is registered but not running (e.g. quarantined
+    /// because its newest checkpoint cannot be restored), without starting it: `from` (an
+    /// older checkpoint, or exported state) is restored into a fresh instance of the behaviour
+    /// that wrote it, the inputs journaled after it are replayed or dropped as `after` says,
+    /// and the result is stored as the agent's newest checkpoint with a rebase record, so the
+    /// next [`recover`](Self::recover) starts from it. The registry then says running. If any
+    /// step before the checkpoint fails nothing changes.
+    pub async fn rebuild_registered(
+        &self,
+        name: &str,
+        from: RestoreFrom,
+        after: AfterRestore,
+    ) -> Result<RebuildReport, AgentError> {
+        let started = std::time::Instant::now();
+        let id = agent_id(name)?;
+        if self.shared.is_running(name) {
+            return Err(AgentError::Running(name.into()));
+        }
+        let refused = |reason: String| AgentError::Recovery {
+            agent: name.into(),
+            reason,
+        };
+        let vault_error = |e: arbor_vault::Error| AgentError::Vault(e.to_string());
+        let journal = self
+            .shared
+            .journal
+            .as_ref()
+            .ok_or_else(|| refused("the system does not journal".into()))?;
+        let record = journal
+            .vault
+            .agent(&id)
+            .map_err(vault_error)?
+            .ok_or_else(|| AgentError::UnknownAgent(name.into()))?;
+        let mut spec = AgentSpec::from_record(&record);
+        let to = match &from {
+            RestoreFrom::Checkpoint(lsn) => {
+                let meta = journal
+                    .vault
+                    .checkpoint_meta(&id, *lsn)
+                    .map_err(vault_error)?
+                    .ok_or_else(|| refused(format!("no checkpoint at {lsn}")))?;
+                self.shared.behaviour_for(&meta.module, &spec.behaviour)
+            }
+            RestoreFrom::State { .. } => spec.behaviour.clone(),
+        };
+        let mut behaviour = self
+            .shared
+            .instantiate(&to, &spec.limits, &spec.capabilities)
+            .map_err(&refused)?;
+        let replayed = recovery::rebuild(journal, &id, &from, after, &to, behaviour.as_mut())
+            .map_err(&refused)?;
+        let state = behaviour
+            .snapshot()
+            .map_err(|e| refused(format!("{to} cannot snapshot the rebuilt state: {e}")))?;
+        let seq = recovery::last_seq(journal, &id)?;
+        journal.pin_from_vault(&id)?;
+        let lsn = recovery::commit_rebase(journal, &id, &to, seq, &state)
+            .await
+            .map_err(|failed| match failed {
+                recovery::RebaseFailed::Checkpoint(error) => error,
+                recovery::RebaseFailed::Afterwards(what, error) => {
+                    refused(format!("{what} after the checkpoint: {error}"))
+                }
+            })?;
+        let from_behaviour = std::mem::replace(&mut spec.behaviour, to.clone());
+        journal
+            .vault
+            .put_agent(&spec.record(id, AgentState::Running))
+            .and_then(|()| journal.vault.sync())
+            .map_err(vault_error)?;
+        Ok(RebuildReport {
+            pause: started.elapsed(),
+            from: from_behaviour,
+            to,
+            replayed,
+            checkpoint_lsn: lsn,
+            seq,
+        })
+    }
+
+    /// Forgets `name`, which must not be running: its registry record and every checkpoint go
+    /// (its journal records are released with the WAL's segments), so the name is free again.
+    /// Returns whether there was anything to remove.
+    pub fn remove_registered(&self, name: &str) -> Result<bool, AgentError> {
+        let id = agent_id(name)?;
+        if self.shared.is_running(name) {
+            return Err(AgentError::Running(name.into()));
+        }
+        let Some(journal) = &self.shared.journal else {
+            return Ok(false);
+        };
+        let vault_error = |e: arbor_vault::Error| AgentError::Vault(e.to_string());
+        let mut removed = journal.vault.remove_agent(&id).map_err(vault_error)?;
+        for meta in journal.vault.list_checkpoints(&id).map_err(vault_error)? {
+            removed |= journal
+                .vault
+                .delete_checkpoint(&id, meta.lsn)
+                .map_err(vault_error)?;
+        }
+        journal.vault.sync().map_err(vault_error)?;
+        journal.unpin(name);
+        Ok(removed)
     }
 
     /// Recovers every agent the registry says is running; returns them with their reports.
