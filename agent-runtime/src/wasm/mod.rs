@@ -19,6 +19,14 @@
 //! - **Copy-on-write memory images**: a module's initial memory is mapped from one shared image,
 //!   so an idle instance costs only the pages it has written.
 //! - **`InstancePre`**: imports are resolved once per module, at load.
+//! - **Modules are released when unused**: a compiled module holds a file descriptor (its
+//!   memory image) and memory mappings, so a host that kept every module it ever loaded would
+//!   exhaust them. The cache shares a module while any [`LoadedModule`] clone or
+//!   [`WasmBehaviour`] of it exists, keeps the [`EngineConfig::idle_modules`] most recently
+//!   released ones (default 32) so that restarting an agent does not recompile, and drops the
+//!   rest; loading a dropped module again compiles it again. An
+//!   [`AgentSystem`](crate::AgentSystem) keeps the bytes of the modules added to it (in its
+//!   vault, or in memory without a journal) for that.
 //! - **Fuel** on every call, reported by [`Behaviour::last_cost`](crate::Behaviour::last_cost)
 //!   (deterministic for a given instance state and input) and optionally limited.
 //! - **Epoch interruption** for per-call wall-clock deadlines, cheaper than fuel for that job:
