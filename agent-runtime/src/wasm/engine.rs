@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arbor_vault::ModuleHash;
 use parking_lot::Mutex;
@@ -373,14 +373,26 @@ fn engine_config(config: &EngineConfig) -> Config {
 
 fn spawn_ticker(engine: &Engine, tick: Duration) -> Result<(), LoadError> {
     let weak = engine.weak();
+    let tick_nanos = tick.as_nanos().max(1);
     std::thread::Builder::new()
         .name("arbor-epoch".into())
         .spawn(move || {
+            let started = Instant::now();
+            let mut ticks: u64 = 0;
             // Holds only a weak reference so the engine (and this thread) can go away.
             while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
+                // As many ticks as real time says have passed: a late wakeup (a loaded machine)
+                // catches up instead of stretching every deadline by its lateness.
+                let due =
+                    u64::try_from(started.elapsed().as_nanos() / tick_nanos).unwrap_or(u64::MAX);
+                while ticks < due {
+                    engine.increment_epoch();
+                    ticks += 1;
+                }
                 drop(engine);
-                std::thread::sleep(tick);
+                let next = u64::try_from(tick_nanos.saturating_mul(u128::from(ticks) + 1))
+                    .map_or(Duration::MAX, Duration::from_nanos);
+                std::thread::sleep(next.saturating_sub(started.elapsed()));
             }
         })
         .map(|_| ())

@@ -30,7 +30,10 @@
 //! - **Fuel** on every call, reported by [`Behaviour::last_cost`](crate::Behaviour::last_cost)
 //!   (deterministic for a given instance state and input) and optionally limited.
 //! - **Epoch interruption** for per-call wall-clock deadlines, cheaper than fuel for that job:
-//!   the ticker only bumps a counter.
+//!   the ticker only bumps a counter. The ticker advances the epoch by the ticks real time says
+//!   have passed (a late wakeup catches up), and when a store's epoch deadline comes the call's
+//!   own clock decides whether to stop it or let it run the time left, so deadlines hold on a
+//!   loaded machine (the bound is on [`AgentLimits::deadline`]).
 //! - NaN canonicalisation and deterministic relaxed SIMD, because replay compares snapshots.
 //!
 //! A module with imports handles each message on a pooled worker thread (its store moves there
