@@ -236,6 +236,12 @@ impl Cache {
             self.entries.remove(&oldest.hash);
             evicted.push(oldest);
         }
+        debug_assert!(self.idle.len() <= self.idle_max);
+        debug_assert!(self.idle.iter().all(|idle| {
+            self.entries
+                .get(&idle.hash)
+                .is_some_and(|entry| entry.users.strong_count() == 0)
+        }));
         evicted
     }
 
