@@ -72,9 +72,14 @@ pub enum BehaviourError {
     /// The behaviour trapped (a panic in agent code, an out-of-bounds access, …).
     #[error("trap: {0}")]
     Trap(String),
-    /// The behaviour ran past its per-message deadline (epoch interruption) and was stopped.
-    #[error("deadline exceeded after {0:?}")]
-    DeadlineExceeded(std::time::Duration),
+    /// The behaviour ran past its per-call deadline and was stopped.
+    #[error("deadline of {limit:?} exceeded: stopped after {elapsed:.3?}")]
+    DeadlineExceeded {
+        /// The deadline ([`AgentLimits::deadline`](crate::wasm::AgentLimits::deadline)).
+        limit: std::time::Duration,
+        /// How long the call had run when it was stopped (at least `limit`).
+        elapsed: std::time::Duration,
+    },
     /// The behaviour used up its fuel for this input.
     #[error("out of fuel")]
     OutOfFuel,

@@ -104,6 +104,8 @@ catalog! {
     // Modules and evolution.
     MODULE_LOADS = "arbor_module_loads_total", Counter, ["outcome"], Count,
         "Wasm modules offered to the runtime, by outcome: loaded (checked, compiled, stored) or refused.";
+    WASM_MODULES_LOADED = "arbor_wasm_modules_loaded", Gauge, [], Count,
+        "Compiled Wasm modules held in memory: in use by an agent, shadow or evaluation, or idle in the bounded list of recently released ones (sampled every second). Each costs a file descriptor and mappings; it should not grow with the modules ever loaded.";
     SHADOWS_ACTIVE = "arbor_shadows_active", Gauge, [], Count,
         "Shadow instances (candidates, A/A controls, reverse shadows) alive in replay gates, live evaluations and watches.";
     SHADOW_COMPARISONS = "arbor_shadow_comparisons_total", Counter, [], Count,

@@ -164,6 +164,10 @@ impl AgentSpec {
 pub(crate) struct Shared {
     pub(crate) wasm: WasmHost,
     pub(crate) journal: Option<Journal>,
+    /// The bytes of every module added to a system without a journal (one with a journal
+    /// keeps them in its vault), so that a module the Wasm host has released (nothing used it)
+    /// can be compiled again. Bytes cost memory only, no file descriptor or mapping.
+    modules: RwLock<HashMap<ModuleHash, Arc<[u8]>>>,
     pub(crate) tools: Tools,
     natives: BTreeMap<String, NativeFactory>,
     mailbox: usize,
@@ -226,14 +230,10 @@ impl Shared {
             BehaviourId::Wasm(hash) => {
                 let module = match self.wasm.cached(hash) {
                     Some(module) => module,
+                    // Never loaded here, or released by the host since: compiled again.
                     None => {
                         let bytes = self
-                            .journal
-                            .as_ref()
-                            .map(|j| j.vault.module_bytes(hash))
-                            .transpose()
-                            .map_err(|e| format!("vault: {e}"))?
-                            .flatten()
+                            .module_bytes(hash)?
                             .ok_or_else(|| format!("no module {}", hash.short()))?;
                         self.wasm.load(&bytes).map_err(|e| e.to_string())?
                     }
@@ -253,6 +253,21 @@ impl Shared {
                 .map(|factory| factory())
                 .ok_or_else(|| format!("no native behaviour `{name}`")),
         }
+    }
+
+    /// The bytes of an added module: kept in memory without a journal, else from the vault.
+    fn module_bytes(&self, hash: &ModuleHash) -> Result<Option<Arc<[u8]>>, String> {
+        if let Some(bytes) = self.modules.read().get(hash) {
+            return Ok(Some(Arc::clone(bytes)));
+        }
+        let Some(journal) = &self.journal else {
+            return Ok(None);
+        };
+        journal
+            .vault
+            .module_bytes(hash)
+            .map(|bytes| bytes.map(Arc::from))
+            .map_err(|e| format!("vault: {e}"))
     }
 
     /// Which behaviour wrote a checkpoint with this module hash: the registered one, a native
@@ -415,6 +430,7 @@ impl AgentSystemBuilder {
             shared: Arc::new(Shared {
                 wasm,
                 journal,
+                modules: RwLock::new(HashMap::new()),
                 tools: self.tools,
                 natives: self.natives,
                 mailbox: self.mailbox.unwrap_or(DEFAULT_MAILBOX),
@@ -445,9 +461,13 @@ impl AgentSystem {
         self.shared.journal.as_ref().map(|j| &j.vault)
     }
 
-    /// Checks and compiles a Wasm module (ABI v1) and stores it in the vault (when journaling);
-    /// returns its content hash, which names it in [`AgentSpec::wasm`] and
-    /// [`swap_module`](AgentSystem::swap_module).
+    /// Checks and compiles a Wasm module (ABI v1) and stores it in the vault (when journaling;
+    /// without a journal the system keeps the bytes in memory); returns its content hash, which
+    /// names it in [`AgentSpec::wasm`] and [`swap_module`](AgentSystem::swap_module).
+    ///
+    /// The compiled module stays in the Wasm host while anything uses it and a while after (see
+    /// [`EngineConfig::idle_modules`]); an agent started on it later compiles it again from the
+    /// stored bytes if the host has released it.
     pub fn add_module(&self, name: &str, bytes: &[u8]) -> Result<ModuleHash, AgentError> {
         let loaded = self.shared.wasm.load(bytes);
         let outcome = if loaded.is_ok() { "loaded" } else { "refused" };
@@ -476,7 +496,15 @@ impl AgentSystem {
                     }
                 })
                 .map_err(|e| AgentError::Vault(e.to_string()))?;
+        } else {
+            self.shared
+                .modules
+                .write()
+                .entry(module.hash())
+                .or_insert_with(|| Arc::from(bytes));
         }
+        metrics::gauge!(arbor_metrics::WASM_MODULES_LOADED)
+            .set(self.shared.wasm.cached_modules() as f64);
         Ok(module.hash())
     }
 
@@ -880,8 +908,8 @@ impl AgentSystem {
         agent.rebuild(behaviour, to, from, after).await
     }
 
-    /// Sets the gauges only a reading can give: mailbox depths, the age of the oldest
-    /// unsaved input and the WAL's segments (see `arbor-metrics`). A [`Runtime`] calls this
+    /// Sets the gauges only a reading can give: mailbox depths, the compiled Wasm modules held,
+    /// the age of the oldest unsaved input and the WAL's segments (see `arbor-metrics`). A [`Runtime`] calls this
     /// every second; a host that builds an `AgentSystem` itself calls it as often as it wants
     /// fresh gauges.
     ///
@@ -895,6 +923,8 @@ impl AgentSystem {
         }
         metrics::gauge!(arbor_metrics::MAILBOX_DEPTH).set(total as f64);
         metrics::gauge!(arbor_metrics::MAILBOX_DEPTH_MAX).set(deepest as f64);
+        metrics::gauge!(arbor_metrics::WASM_MODULES_LOADED)
+            .set(self.shared.wasm.cached_modules() as f64);
         if let Some(journal) = &self.shared.journal {
             let age = journal.oldest_unsaved().unwrap_or_default();
             metrics::gauge!(arbor_metrics::CHECKPOINT_AGE_SECONDS).set(age.as_secs_f64());

@@ -1,9 +1,22 @@
 //! The shared engine: one wasmtime [`Engine`] for every agent, its epoch ticker, the linker with
 //! the `arbor` imports, and the cache of checked, precompiled modules.
+//!
+//! The cache, and why it holds what it holds: a compiled module with a data segment keeps a
+//! memfd (its copy-on-write memory image) and a few memory mappings until it is dropped, so a
+//! host that kept every module it ever loaded would run out of file descriptors or mappings
+//! after some tens of thousands of them (the evolution arbiter loads a module per candidate).
+//! So the cache refers to modules in use only weakly, and holds strongly just a bounded list of
+//! recently released ones:
+//!
+//! | a module is … | held by | found by hash |
+//! |---|---|---|
+//! | in use (a [`LoadedModule`] clone exists: an agent, a shadow, an evaluation, a caller) | its users | yes, the same compiled module |
+//! | idle, among the last [`EngineConfig::idle_modules`] released | the idle list | yes, without compiling |
+//! | idle, released before those | nobody: dropped | no: [`WasmHost::load`] compiles it again |
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use arbor_vault::ModuleHash;
 use parking_lot::Mutex;
@@ -30,6 +43,13 @@ pub struct EngineConfig {
     pub max_table_elements: usize,
     /// How often the epoch advances; per-message deadlines are counted in these ticks.
     pub epoch_tick: Duration,
+    /// How many idle compiled modules (ones no [`LoadedModule`] refers to any more: their
+    /// agents, shadows and evaluations have stopped) stay in memory, the most recently released
+    /// first, so that restarting an agent does not compile its module again. A module in use is
+    /// always kept and shared, whatever this bound; an idle module beyond it is dropped with its
+    /// compiled code, memory image (a file descriptor) and mappings, and is compiled again if
+    /// it is loaded again. 0 drops every module as soon as nothing uses it.
+    pub idle_modules: usize,
 }
 
 impl Default for EngineConfig {
@@ -39,18 +59,40 @@ impl Default for EngineConfig {
             max_memory_bytes: 64 << 20,
             max_table_elements: 10_000,
             epoch_tick: Duration::from_millis(1),
+            idle_modules: 32,
         }
     }
 }
 
 /// A module that passed the ABI v1 load checks and is compiled and pre-linked, ready to
-/// instantiate many times. Cheap to clone (shared).
+/// instantiate many times. Cheap to clone (shared). While any clone (or an instance made from
+/// it) exists the module stays compiled and [`WasmHost::cached`] finds it; after the last is
+/// dropped it is idle (see [`EngineConfig::idle_modules`]).
 #[derive(Clone)]
 pub struct LoadedModule {
-    inner: Arc<LoadedInner>,
+    users: Arc<Users>,
 }
 
-struct LoadedInner {
+/// What every clone of one [`LoadedModule`] shares. Dropping the last clone hands the module
+/// to the host's idle list.
+struct Users {
+    compiled: Arc<Compiled>,
+    cache: Weak<Mutex<Cache>>,
+}
+
+impl Drop for Users {
+    fn drop(&mut self) {
+        // The host may be gone; then the module simply goes with this.
+        if let Some(cache) = self.cache.upgrade() {
+            let evicted = cache.lock().release(Arc::clone(&self.compiled));
+            // Dropped outside the lock: dropping a module unmaps its code and image.
+            drop(evicted);
+        }
+    }
+}
+
+/// The compiled, pre-linked module.
+struct Compiled {
     hash: ModuleHash,
     pre: InstancePre<StoreState>,
     imports: Vec<Import>,
@@ -59,29 +101,155 @@ struct LoadedInner {
 impl LoadedModule {
     /// The BLAKE3 hash of the module's bytes.
     pub fn hash(&self) -> ModuleHash {
-        self.inner.hash
+        self.users.compiled.hash
     }
 
     /// The `arbor` imports the module declares (each must be granted to instantiate it).
     pub fn imports(&self) -> Vec<&'static str> {
-        self.inner.imports.iter().map(|i| i.name()).collect()
+        self.users
+            .compiled
+            .imports
+            .iter()
+            .map(|i| i.name())
+            .collect()
     }
 
     pub(crate) fn pre(&self) -> &InstancePre<StoreState> {
-        &self.inner.pre
+        &self.users.compiled.pre
     }
 
     pub(crate) fn import_list(&self) -> &[Import] {
-        &self.inner.imports
+        &self.users.compiled.imports
     }
 }
 
 impl std::fmt::Debug for LoadedModule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedModule")
-            .field("hash", &self.inner.hash.short())
+            .field("hash", &self.hash().short())
             .field("imports", &self.imports())
             .finish()
+    }
+}
+
+/// The module cache: every module held in memory, by hash, and the idle ones in release order.
+///
+/// Invariants: a module is alive while it has users or is in `idle`, and its entry goes when
+/// it leaves `idle` unused (an entry found dead otherwise is swept); a module in `idle` has no
+/// users; `idle` holds at most `idle_max` modules. Nothing here holds a [`Users`], so no
+/// `Users` is ever dropped with the lock held (its drop takes the lock).
+struct Cache {
+    entries: HashMap<ModuleHash, Entry>,
+    /// Idle modules, the least recently released at the front.
+    idle: VecDeque<Arc<Compiled>>,
+    idle_max: usize,
+    /// `entries` is swept of dead entries when it reaches this size.
+    sweep_at: usize,
+}
+
+struct Entry {
+    users: Weak<Users>,
+    compiled: Weak<Compiled>,
+}
+
+impl Cache {
+    fn new(idle_max: usize) -> Cache {
+        Cache {
+            entries: HashMap::new(),
+            idle: VecDeque::new(),
+            idle_max,
+            sweep_at: 64,
+        }
+    }
+
+    /// The module with this hash, if it is in use or idle; an idle one is in use again.
+    fn find(&mut self, hash: &ModuleHash, cache: &Arc<Mutex<Cache>>) -> Option<LoadedModule> {
+        let entry = self.entries.get_mut(hash)?;
+        if let Some(users) = entry.users.upgrade() {
+            return Some(LoadedModule { users });
+        }
+        let Some(compiled) = entry.compiled.upgrade() else {
+            self.entries.remove(hash);
+            return None;
+        };
+        // Idle, or its last user is being dropped right now (then `release` sees the new
+        // users and keeps nothing).
+        self.idle.retain(|idle| !Arc::ptr_eq(idle, &compiled));
+        let users = Arc::new(Users {
+            compiled,
+            cache: Arc::downgrade(cache),
+        });
+        entry.users = Arc::downgrade(&users);
+        Some(LoadedModule { users })
+    }
+
+    /// Registers a freshly compiled module, unless another thread registered the same bytes
+    /// first: then that one is returned and `compiled` given back to be dropped (outside the
+    /// lock).
+    fn insert(
+        &mut self,
+        compiled: Compiled,
+        cache: &Arc<Mutex<Cache>>,
+    ) -> (LoadedModule, Option<Compiled>) {
+        if let Some(found) = self.find(&compiled.hash, cache) {
+            return (found, Some(compiled));
+        }
+        if self.entries.len() >= self.sweep_at {
+            self.entries
+                .retain(|_, entry| entry.compiled.strong_count() > 0);
+            self.sweep_at = (self.entries.len() * 2).max(64);
+        }
+        let compiled = Arc::new(compiled);
+        let users = Arc::new(Users {
+            compiled: Arc::clone(&compiled),
+            cache: Arc::downgrade(cache),
+        });
+        self.entries.insert(
+            compiled.hash,
+            Entry {
+                users: Arc::downgrade(&users),
+                compiled: Arc::downgrade(&compiled),
+            },
+        );
+        (LoadedModule { users }, None)
+    }
+
+    /// The last user of `compiled` is gone: it becomes the most recently released idle
+    /// module. Returns what no longer fits, to be dropped outside the lock.
+    fn release(&mut self, compiled: Arc<Compiled>) -> Vec<Arc<Compiled>> {
+        let registered = self.entries.get(&compiled.hash).is_some_and(|entry| {
+            entry.users.strong_count() == 0
+                && Weak::ptr_eq(&entry.compiled, &Arc::downgrade(&compiled))
+        });
+        if !registered {
+            // `find` gave it new users meanwhile (or the entry is another compile of the
+            // same bytes): nothing to keep.
+            return vec![compiled];
+        }
+        self.idle.push_back(compiled);
+        let mut evicted = Vec::new();
+        while self.idle.len() > self.idle_max {
+            let Some(oldest) = self.idle.pop_front() else {
+                break;
+            };
+            // Idle means no users: with the idle list's reference gone it is dropped.
+            self.entries.remove(&oldest.hash);
+            evicted.push(oldest);
+        }
+        debug_assert!(self.idle.len() <= self.idle_max);
+        debug_assert!(self.idle.iter().all(|idle| {
+            self.entries
+                .get(&idle.hash)
+                .is_some_and(|entry| entry.users.strong_count() == 0)
+        }));
+        evicted
+    }
+
+    /// How many modules are held in memory.
+    fn held(&mut self) -> usize {
+        self.entries
+            .retain(|_, entry| entry.compiled.strong_count() > 0);
+        self.entries.len()
     }
 }
 
@@ -105,7 +273,7 @@ struct HostInner {
     engine: Engine,
     linker: Linker<StoreState>,
     config: EngineConfig,
-    cache: Mutex<HashMap<ModuleHash, LoadedModule>>,
+    cache: Arc<Mutex<Cache>>,
 }
 
 impl std::fmt::Debug for WasmHost {
@@ -128,8 +296,8 @@ impl WasmHost {
             inner: Arc::new(HostInner {
                 engine,
                 linker,
+                cache: Arc::new(Mutex::new(Cache::new(config.idle_modules))),
                 config,
-                cache: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -145,11 +313,12 @@ impl WasmHost {
 
     /// Checks `bytes` against ABI v1 (exports, their types, imports only from `arbor` with known
     /// names and types), compiles and pre-links it. Cached by content hash: loading the same
-    /// bytes again returns the cached module without compiling.
+    /// bytes again while the module is in use or idle (see [`EngineConfig::idle_modules`])
+    /// returns it without compiling.
     pub fn load(&self, bytes: &[u8]) -> Result<LoadedModule, LoadError> {
         let hash = ModuleHash::of(bytes);
-        if let Some(found) = self.inner.cache.lock().get(&hash) {
-            return Ok(found.clone());
+        if let Some(found) = self.cached(&hash) {
+            return Ok(found);
         }
         // Compiled outside the lock: a slow compile must not block loads of other modules.
         let module = Module::from_binary(&self.inner.engine, bytes)
@@ -160,26 +329,25 @@ impl WasmHost {
             .linker
             .instantiate_pre(&module)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        let loaded = LoadedModule {
-            inner: Arc::new(LoadedInner { hash, pre, imports }),
-        };
-        Ok(self
-            .inner
-            .cache
-            .lock()
-            .entry(hash)
-            .or_insert(loaded)
-            .clone())
+        let compiled = Compiled { hash, pre, imports };
+        let cache = &self.inner.cache;
+        let (loaded, duplicate) = cache.lock().insert(compiled, cache);
+        drop(duplicate);
+        Ok(loaded)
     }
 
-    /// The loaded module with this content hash, if [`load`](WasmHost::load) has seen it.
+    /// The module with this content hash, if it is in memory: in use, or idle and not yet
+    /// dropped (see [`EngineConfig::idle_modules`]). A module that is not has to be
+    /// [`load`](WasmHost::load)ed from its bytes again.
     pub fn cached(&self, hash: &ModuleHash) -> Option<LoadedModule> {
-        self.inner.cache.lock().get(hash).cloned()
+        let cache = &self.inner.cache;
+        cache.lock().find(hash, cache)
     }
 
-    /// How many distinct modules are cached.
+    /// How many distinct compiled modules are held in memory: in use, or idle and kept (at
+    /// most [`EngineConfig::idle_modules`] of those).
     pub fn cached_modules(&self) -> usize {
-        self.inner.cache.lock().len()
+        self.inner.cache.lock().held()
     }
 }
 
@@ -211,14 +379,26 @@ fn engine_config(config: &EngineConfig) -> Config {
 
 fn spawn_ticker(engine: &Engine, tick: Duration) -> Result<(), LoadError> {
     let weak = engine.weak();
+    let tick_nanos = tick.as_nanos().max(1);
     std::thread::Builder::new()
         .name("arbor-epoch".into())
         .spawn(move || {
+            let started = Instant::now();
+            let mut ticks: u64 = 0;
             // Holds only a weak reference so the engine (and this thread) can go away.
             while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
+                // As many ticks as real time says have passed: a late wakeup (a loaded machine)
+                // catches up instead of stretching every deadline by its lateness.
+                let due =
+                    u64::try_from(started.elapsed().as_nanos() / tick_nanos).unwrap_or(u64::MAX);
+                while ticks < due {
+                    engine.increment_epoch();
+                    ticks += 1;
+                }
                 drop(engine);
-                std::thread::sleep(tick);
+                let next = u64::try_from(tick_nanos.saturating_mul(u128::from(ticks) + 1))
+                    .map_or(Duration::MAX, Duration::from_nanos);
+                std::thread::sleep(next.saturating_sub(started.elapsed()));
             }
         })
         .map(|_| ())

@@ -8,8 +8,9 @@
 
 use std::collections::BTreeSet;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use wasmtime::{Caller, Extern, Linker, ResourceLimiter};
+use wasmtime::{Caller, Extern, Linker, ResourceLimiter, UpdateDeadline};
 
 use super::abi::{self, Import};
 use crate::behaviour::{BehaviourError, Host, HostError};
@@ -23,6 +24,10 @@ pub(crate) struct StoreState {
     pub(crate) fault: Option<BehaviourError>,
     /// The tools `call_tool` may name.
     pub(crate) tools: BTreeSet<String>,
+    /// When the current guest operation started (set when it is armed).
+    pub(crate) call_started: Instant,
+    /// How long one guest operation may run.
+    pub(crate) deadline: Duration,
 }
 
 impl StoreState {
@@ -37,8 +42,31 @@ impl StoreState {
             link: None,
             fault: None,
             tools: BTreeSet::new(),
+            call_started: Instant::now(),
+            deadline: Duration::ZERO,
         }
     }
+
+    /// Called when the store's epoch deadline is reached. The epoch only approximates real
+    /// time (it is counted from when the ticker started, not from when this call did), so the
+    /// call's own clock decides: stopped if its deadline has really passed, else given the
+    /// ticks that are left.
+    pub(crate) fn on_epoch_deadline(&self, tick: Duration) -> UpdateDeadline {
+        let elapsed = self.call_started.elapsed();
+        match self.deadline.checked_sub(elapsed) {
+            Some(left) if !left.is_zero() => UpdateDeadline::Continue(ticks(left, tick)),
+            _ => UpdateDeadline::Interrupt,
+        }
+    }
+}
+
+/// How many epoch ticks cover `span` (at least one).
+pub(crate) fn ticks(span: Duration, tick: Duration) -> u64 {
+    let ticks = span.as_nanos().div_ceil(tick.as_nanos().max(1));
+    // Far beyond any real deadline, and far from wasmtime's epoch arithmetic overflowing.
+    u64::try_from(ticks)
+        .unwrap_or(u64::MAX / 2)
+        .clamp(1, u64::MAX / 2)
 }
 
 /// The memory cap, recording whether it denied a grow so a following trap can be named

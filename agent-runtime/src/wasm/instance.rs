@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::{Memory, Store, Trap, TypedFunc};
 
@@ -19,8 +19,18 @@ pub struct AgentLimits {
     /// The most linear memory the agent may have; a `memory.grow` past it fails. Capped by the
     /// engine's [`EngineConfig::max_memory_bytes`](super::EngineConfig::max_memory_bytes).
     pub memory_bytes: u64,
-    /// Wall-clock time one call into the agent may take (epoch interruption, so at the engine's
-    /// tick granularity).
+    /// Wall-clock time one call into the agent (handling one message, a snapshot, a restore)
+    /// may take. The call is stopped with [`BehaviourError::DeadlineExceeded`], which gives the
+    /// time it actually ran, no earlier than this and within the larger of +10 % and +20 ms,
+    /// also with every core busy (`tests/wasm_deadline.rs` checks it with more spinning threads
+    /// than cores). Counted against real time when the epoch (ticking every
+    /// [`EngineConfig::epoch_tick`], 1 ms by default) says it may be over, so a coarser tick
+    /// adds up to one tick to the bound. The bound needs the guest's thread and the epoch
+    /// ticker to be scheduled within a few milliseconds of becoming runnable: on a machine
+    /// oversubscribed several times over, the stop comes as late as the scheduler lets them
+    /// run. A guest waiting inside a host import is stopped when the import returns.
+    ///
+    /// [`EngineConfig::epoch_tick`]: super::EngineConfig::epoch_tick
     pub deadline: Duration,
     /// Fuel one call may use; `None` meters without limiting.
     pub fuel: Option<u64>,
@@ -119,6 +129,7 @@ pub struct WasmBehaviour {
     exports: Exports,
     module: LoadedModule,
     limits: AgentLimits,
+    /// The deadline in epoch ticks, the first check of the call's real clock.
     deadline_ticks: u64,
     has_imports: bool,
     last_cost: Cost,
@@ -159,11 +170,8 @@ impl WasmBehaviour {
                 name: format!("{}.{}", abi::IMPORT_MODULE, import.name()),
             });
         }
-        let tick = host.config().epoch_tick.as_nanos().max(1);
-        // One extra tick: the first may come at once.
-        let deadline_ticks = u64::try_from(limits.deadline.as_nanos().div_ceil(tick))
-            .unwrap_or(u64::MAX / 2)
-            .saturating_add(1);
+        let tick = host.config().epoch_tick;
+        let deadline_ticks = imports::ticks(limits.deadline, tick);
         let cap = limits.memory_bytes.min(host.config().max_memory_bytes);
         let state = StoreState {
             limiter: CapLimiter {
@@ -174,10 +182,12 @@ impl WasmBehaviour {
             link: None,
             fault: None,
             tools: capabilities.tools,
+            call_started: Instant::now(),
+            deadline: limits.deadline,
         };
         let mut store = Store::new(host.engine(), state);
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_trap();
+        store.epoch_deadline_callback(move |store| Ok(store.data().on_epoch_deadline(tick)));
         store.set_epoch_deadline(deadline_ticks);
         store
             .set_fuel(limits.fuel.unwrap_or(u64::MAX))
@@ -321,6 +331,7 @@ impl WasmBehaviour {
         let data = self.store.data_mut();
         data.fault = None;
         data.limiter.denied = false;
+        data.call_started = Instant::now();
         self.store.set_epoch_deadline(self.deadline_ticks);
         self.store
             .set_fuel(self.limits.fuel.unwrap_or(u64::MAX))
@@ -430,7 +441,10 @@ impl WasmBehaviour {
         }
         match error.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => BehaviourError::OutOfFuel,
-            Some(Trap::Interrupt) => BehaviourError::DeadlineExceeded(self.limits.deadline),
+            Some(Trap::Interrupt) => BehaviourError::DeadlineExceeded {
+                limit: self.limits.deadline,
+                elapsed: self.store.data().call_started.elapsed(),
+            },
             // A trap right after a denied grow is the SDK allocator giving up at the cap.
             _ if self.store.data().limiter.denied => BehaviourError::MemoryCap {
                 cap_bytes: self.cap_bytes(),

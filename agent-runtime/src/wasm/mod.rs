@@ -19,10 +19,21 @@
 //! - **Copy-on-write memory images**: a module's initial memory is mapped from one shared image,
 //!   so an idle instance costs only the pages it has written.
 //! - **`InstancePre`**: imports are resolved once per module, at load.
+//! - **Modules are released when unused**: a compiled module holds a file descriptor (its
+//!   memory image) and memory mappings, so a host that kept every module it ever loaded would
+//!   exhaust them. The cache shares a module while any [`LoadedModule`] clone or
+//!   [`WasmBehaviour`] of it exists, keeps the [`EngineConfig::idle_modules`] most recently
+//!   released ones (default 32) so that restarting an agent does not recompile, and drops the
+//!   rest; loading a dropped module again compiles it again. An
+//!   [`AgentSystem`](crate::AgentSystem) keeps the bytes of the modules added to it (in its
+//!   vault, or in memory without a journal) for that.
 //! - **Fuel** on every call, reported by [`Behaviour::last_cost`](crate::Behaviour::last_cost)
 //!   (deterministic for a given instance state and input) and optionally limited.
 //! - **Epoch interruption** for per-call wall-clock deadlines, cheaper than fuel for that job:
-//!   the ticker only bumps a counter.
+//!   the ticker only bumps a counter. The ticker advances the epoch by the ticks real time says
+//!   have passed (a late wakeup catches up), and when a store's epoch deadline comes the call's
+//!   own clock decides whether to stop it or let it run the time left, so deadlines hold on a
+//!   loaded machine (the bound is on [`AgentLimits::deadline`]).
 //! - NaN canonicalisation and deterministic relaxed SIMD, because replay compares snapshots.
 //!
 //! A module with imports handles each message on a pooled worker thread (its store moves there
