@@ -103,6 +103,18 @@ pub fn module(name: &str) -> Option<&'static [u8]> {
         .map(|(_, bytes)| *bytes)
 }
 
+/// 64-bit FNV-1a of `key`'s UTF-8 bytes: the hash the guest agents use to pick the inputs they
+/// get wrong (`kv_store::fnv1a` in `modules/guest`), so host tests can predict them.
+///
+/// ```
+/// assert_eq!(arbor_modules::fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+/// ```
+pub fn fnv1a(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// The `counter` agent's protocol as host-side types (the guest's own are in
 /// `modules/guest/agents/counter`; MessagePack with named fields makes them interchangeable).
 ///
@@ -215,12 +227,10 @@ pub mod kv {
     }
 
     /// Whether kv-buggy answers `Get` of `key` wrongly (`nil` although present): its 64-bit
-    /// FNV-1a hash is divisible by 100, as in `modules/guest/agents/kv-buggy`.
+    /// FNV-1a hash ([`crate::fnv1a`]) is divisible by 100, as in
+    /// `modules/guest/agents/kv-buggy`.
     pub fn is_unlucky(key: &str) -> bool {
-        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-        hash.is_multiple_of(100)
+        crate::fnv1a(key).is_multiple_of(100)
     }
 }
 
@@ -256,4 +266,15 @@ pub mod fixtures {
         ("ungranted_import", UNGRANTED_IMPORT),
         ("bad_signature", BAD_SIGNATURE),
     ];
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fnv1a_matches_the_published_vectors() {
+        // From the FNV reference test suite; the guests' `kv_store::fnv1a` checks the same three.
+        assert_eq!(super::fnv1a(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(super::fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(super::fnv1a("foobar"), 0x8594_4171_f739_67e8);
+    }
 }
