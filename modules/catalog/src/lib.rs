@@ -11,6 +11,10 @@
 //! assert_eq!(&kv[..4], b"\0asm");
 //! assert_eq!(arbor_modules::module("kv-v2"), Some(arbor_modules::KV_V2));
 //! assert!(arbor_modules::fixtures::TRAP.contains("unreachable"));
+//!
+//! // One of the deliberately defective kv candidates, for testing the evolution arbiter.
+//! use arbor_modules::{Hostile, kv_hostile};
+//! assert_ne!(kv_hostile(Hostile::RarePrefix), kv_hostile(Hostile::Kv));
 //! ```
 //!
 //! Every module speaks ABI version 1 (`modules/ABI.md`): it exports `memory`, `arbor_abi_version`,
@@ -29,12 +33,20 @@
 //! | [`KV_SLOW`] | kv's answers at ~900k extra fuel per message | none |
 //! | [`KV_PLACEBO`] | kv's behaviour, different bytes | none |
 //! | [`KV_BADMIGRATE`] | kv's behaviour; cannot restore kv's state | none |
+//! | [`KV_HOSTILE`] | kv as built; [`kv_hostile`] patches in one of ten [`Hostile`] defects | none |
 //! | [`TOOLBOX`] | calls every import | `log`, `send`, `now`, `random`, `call_tool` |
+//!
+//! [`fnv1a`] is the hash by which the test variants pick the inputs they get wrong
+//! ([`kv::is_unlucky`], several [`Hostile`] variants), so tests can predict them.
 //!
 //! Building needs the `wasm32-unknown-unknown` target (`rustup target add
 //! wasm32-unknown-unknown`); the build script says so if it is missing.
 
 #![deny(missing_docs)]
+
+mod hostile;
+
+pub use hostile::{Hostile, kv_hostile};
 
 macro_rules! guest_module {
     ($file:literal) => {
@@ -75,6 +87,11 @@ pub const KV_PLACEBO: &[u8] = guest_module!("kv_placebo.wasm");
 /// kv's state fails with error code -2 (missing `schema`). Restores its own state fine.
 pub const KV_BADMIGRATE: &[u8] = guest_module!("kv_badmigrate.wasm");
 
+/// `kv-hostile` as built: a test fixture of deliberately defective kv candidates whose defect is
+/// a byte in its data, 0 (kv's behaviour, a placebo) here. Use [`kv_hostile`] for the module of
+/// each [`Hostile`] variant; this constant is `kv_hostile(Hostile::Kv)`.
+pub const KV_HOSTILE: &[u8] = guest_module!("kv_hostile.wasm");
+
 /// `toolbox`: `"Now"`, `"Random"`, `{"Echo": {"text"}}` (tool `echo`, which must return its
 /// arguments), `{"Send": {"to", "by": i64}}` (sends counter's `{"Inc": {"by"}}` to `to`),
 /// `{"Log": {"level": 0..=4, "text"}}`, and `{"All": {"to", "by", "text"}}` (all five imports,
@@ -83,7 +100,8 @@ pub const KV_BADMIGRATE: &[u8] = guest_module!("kv_badmigrate.wasm");
 /// different import answers shows in the snapshot.
 pub const TOOLBOX: &[u8] = guest_module!("toolbox.wasm");
 
-/// Every example module by its agent's name.
+/// Every example module by its agent's name (kv-hostile as built; its variants come from
+/// [`kv_hostile`]).
 pub const MODULES: &[(&str, &[u8])] = &[
     ("counter", COUNTER),
     ("kv", KV),
@@ -92,6 +110,7 @@ pub const MODULES: &[(&str, &[u8])] = &[
     ("kv-slow", KV_SLOW),
     ("kv-placebo", KV_PLACEBO),
     ("kv-badmigrate", KV_BADMIGRATE),
+    ("kv-hostile", KV_HOSTILE),
     ("toolbox", TOOLBOX),
 ];
 
