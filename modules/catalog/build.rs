@@ -1,5 +1,8 @@
 //! Builds the guest workspace (`modules/guest`) for wasm32-unknown-unknown and copies every
-//! agent's `.wasm` into `OUT_DIR`, where `src/lib.rs` includes them.
+//! agent's `.wasm` into `OUT_DIR`, where `src/lib.rs` includes them. It also finds kv-hostile's
+//! variant marker in its module and writes where it is to `OUT_DIR/kv_hostile_marker.rs`, so
+//! `arbor_modules::kv_hostile` can patch the byte without searching; a module in which the
+//! marker does not occur exactly once fails the build.
 //!
 //! The nested cargo gets its own target directory, `<target dir>/wasm-guest` beside the outer
 //! build's profile directories, so it never waits on the outer cargo's lock and stays warm across
@@ -14,6 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+/// kv-hostile's variant marker as built (`modules/guest/agents/kv-hostile/src/variant.rs`): its
+/// last byte is the variant, 0 in the built module.
+const HOSTILE_MARKER: &[u8; 32] = b"arbor-kv-hostile-variant-marker\0";
 
 fn main() -> ExitCode {
     match build() {
@@ -78,7 +85,40 @@ fn build() -> Result<(), String> {
             })?;
         }
     }
-    Ok(())
+    locate_hostile_marker(&out_dir)
+}
+
+/// Writes `kv_hostile_marker.rs`: the marker and the offset of its variant byte in
+/// `kv_hostile.wasm`, where it must occur exactly once.
+fn locate_hostile_marker(out_dir: &Path) -> Result<(), String> {
+    let module = out_dir.join("kv_hostile.wasm");
+    let bytes = fs::read(&module).map_err(|err| format!("reading {}: {err}", module.display()))?;
+    let found: Vec<usize> = bytes
+        .windows(HOSTILE_MARKER.len())
+        .enumerate()
+        .filter(|(_, window)| window == HOSTILE_MARKER)
+        .map(|(start, _)| start)
+        .collect();
+    let [start] = found[..] else {
+        return Err(format!(
+            "{}: kv-hostile's variant marker {:?} occurs {} times, not exactly once; \
+             see modules/guest/agents/kv-hostile/src/variant.rs",
+            module.display(),
+            String::from_utf8_lossy(HOSTILE_MARKER),
+            found.len()
+        ));
+    };
+    let offset = start + HOSTILE_MARKER.len() - 1;
+    let source = format!(
+        "/// kv-hostile's variant marker as built: its last byte is the variant, 0 here.\n\
+         const KV_HOSTILE_MARKER: [u8; {}] = {:?};\n\
+         /// Where the marker's variant byte is in `KV_HOSTILE` (found by build.rs).\n\
+         const KV_HOSTILE_VARIANT_OFFSET: usize = {offset};\n",
+        HOSTILE_MARKER.len(),
+        HOSTILE_MARKER
+    );
+    let generated = out_dir.join("kv_hostile_marker.rs");
+    fs::write(&generated, source).map_err(|err| format!("writing {}: {err}", generated.display()))
 }
 
 fn var(name: &str) -> Result<String, String> {

@@ -11,6 +11,10 @@
 //! assert_eq!(&kv[..4], b"\0asm");
 //! assert_eq!(arbor_modules::module("kv-v2"), Some(arbor_modules::KV_V2));
 //! assert!(arbor_modules::fixtures::TRAP.contains("unreachable"));
+//!
+//! // One of the deliberately defective kv candidates, for testing the evolution arbiter.
+//! use arbor_modules::{Hostile, kv_hostile};
+//! assert_ne!(kv_hostile(Hostile::RarePrefix), kv_hostile(Hostile::Kv));
 //! ```
 //!
 //! Every module speaks ABI version 1 (`modules/ABI.md`): it exports `memory`, `arbor_abi_version`,
@@ -29,12 +33,20 @@
 //! | [`KV_SLOW`] | kv's answers at ~900k extra fuel per message | none |
 //! | [`KV_PLACEBO`] | kv's behaviour, different bytes | none |
 //! | [`KV_BADMIGRATE`] | kv's behaviour; cannot restore kv's state | none |
+//! | [`KV_HOSTILE`] | kv as built; [`kv_hostile`] patches in one of ten [`Hostile`] defects | none |
 //! | [`TOOLBOX`] | calls every import | `log`, `send`, `now`, `random`, `call_tool` |
+//!
+//! [`fnv1a`] is the hash by which the test variants pick the inputs they get wrong
+//! ([`kv::is_unlucky`], several [`Hostile`] variants), so tests can predict them.
 //!
 //! Building needs the `wasm32-unknown-unknown` target (`rustup target add
 //! wasm32-unknown-unknown`); the build script says so if it is missing.
 
 #![deny(missing_docs)]
+
+mod hostile;
+
+pub use hostile::{Hostile, kv_hostile};
 
 macro_rules! guest_module {
     ($file:literal) => {
@@ -75,6 +87,11 @@ pub const KV_PLACEBO: &[u8] = guest_module!("kv_placebo.wasm");
 /// kv's state fails with error code -2 (missing `schema`). Restores its own state fine.
 pub const KV_BADMIGRATE: &[u8] = guest_module!("kv_badmigrate.wasm");
 
+/// `kv-hostile` as built: a test fixture of deliberately defective kv candidates whose defect is
+/// a byte in its data, 0 (kv's behaviour, a placebo) here. Use [`kv_hostile`] for the module of
+/// each [`Hostile`] variant; this constant is `kv_hostile(Hostile::Kv)`.
+pub const KV_HOSTILE: &[u8] = guest_module!("kv_hostile.wasm");
+
 /// `toolbox`: `"Now"`, `"Random"`, `{"Echo": {"text"}}` (tool `echo`, which must return its
 /// arguments), `{"Send": {"to", "by": i64}}` (sends counter's `{"Inc": {"by"}}` to `to`),
 /// `{"Log": {"level": 0..=4, "text"}}`, and `{"All": {"to", "by", "text"}}` (all five imports,
@@ -83,7 +100,8 @@ pub const KV_BADMIGRATE: &[u8] = guest_module!("kv_badmigrate.wasm");
 /// different import answers shows in the snapshot.
 pub const TOOLBOX: &[u8] = guest_module!("toolbox.wasm");
 
-/// Every example module by its agent's name.
+/// Every example module by its agent's name (kv-hostile as built; its variants come from
+/// [`kv_hostile`]).
 pub const MODULES: &[(&str, &[u8])] = &[
     ("counter", COUNTER),
     ("kv", KV),
@@ -92,6 +110,7 @@ pub const MODULES: &[(&str, &[u8])] = &[
     ("kv-slow", KV_SLOW),
     ("kv-placebo", KV_PLACEBO),
     ("kv-badmigrate", KV_BADMIGRATE),
+    ("kv-hostile", KV_HOSTILE),
     ("toolbox", TOOLBOX),
 ];
 
@@ -101,6 +120,18 @@ pub fn module(name: &str) -> Option<&'static [u8]> {
         .iter()
         .find(|(candidate, _)| *candidate == name)
         .map(|(_, bytes)| *bytes)
+}
+
+/// 64-bit FNV-1a of `key`'s UTF-8 bytes: the hash the guest agents use to pick the inputs they
+/// get wrong (`kv_store::fnv1a` in `modules/guest`), so host tests can predict them.
+///
+/// ```
+/// assert_eq!(arbor_modules::fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+/// ```
+pub fn fnv1a(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// The `counter` agent's protocol as host-side types (the guest's own are in
@@ -215,12 +246,10 @@ pub mod kv {
     }
 
     /// Whether kv-buggy answers `Get` of `key` wrongly (`nil` although present): its 64-bit
-    /// FNV-1a hash is divisible by 100, as in `modules/guest/agents/kv-buggy`.
+    /// FNV-1a hash ([`crate::fnv1a`]) is divisible by 100, as in
+    /// `modules/guest/agents/kv-buggy`.
     pub fn is_unlucky(key: &str) -> bool {
-        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-        hash.is_multiple_of(100)
+        crate::fnv1a(key).is_multiple_of(100)
     }
 }
 
@@ -256,4 +285,15 @@ pub mod fixtures {
         ("ungranted_import", UNGRANTED_IMPORT),
         ("bad_signature", BAD_SIGNATURE),
     ];
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fnv1a_matches_the_published_vectors() {
+        // From the FNV reference test suite; the guests' `kv_store::fnv1a` checks the same three.
+        assert_eq!(super::fnv1a(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(super::fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(super::fnv1a("foobar"), 0x8594_4171_f739_67e8);
+    }
 }

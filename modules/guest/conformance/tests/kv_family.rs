@@ -2,6 +2,8 @@
 //! same, who differs and where, and whose state each can restore.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use arbor_guest::Agent;
 use arbor_guest::abi::ERR_RESTORE_REJECTED;
 use arbor_guest::testing::Harness;
@@ -12,22 +14,7 @@ use kv_placebo::KvPlacebo;
 use kv_slow::KvSlow;
 use kv_store::{KvMsg, KvReply};
 use kv_v2::KvV2;
-
-/// xorshift64*: deterministic, so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use support::Rng;
 
 /// Keys from a space of 400 under a few prefixes, so gets hit and miss, scans match some.
 fn key(rng: &mut Rng) -> String {

@@ -3,6 +3,7 @@
 //! Everything else, including the state layout, is kv's. The arbiter must catch it.
 
 use arbor_guest::{Agent, Ctx};
+pub use kv_store::fnv1a;
 use kv_store::{KvMsg, KvReply, Store};
 use serde::{Deserialize, Serialize};
 
@@ -10,13 +11,6 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct KvBuggy(pub Store);
-
-/// 64-bit FNV-1a of `key`'s UTF-8 bytes.
-pub fn fnv1a(key: &str) -> u64 {
-    key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
 
 /// Whether `Get` of `key` hits the bug.
 pub fn is_unlucky(key: &str) -> bool {

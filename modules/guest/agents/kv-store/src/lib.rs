@@ -1,5 +1,6 @@
-//! The kv protocol and the v1 store behind `kv`, `kv-buggy`, `kv-slow`, `kv-placebo` and
-//! `kv-badmigrate`. `kv-v2` shares only the protocol.
+//! The kv protocol and the v1 store behind `kv`, `kv-buggy`, `kv-slow`, `kv-placebo`,
+//! `kv-badmigrate` and `kv-hostile`. `kv-v2` shares only the protocol. Also the 64-bit FNV-1a
+//! hash by which the test variants pick the keys they get wrong ([`fnv1a`]).
 //!
 //! | message (MessagePack, named)                              | reply                                  |
 //! |-----------------------------------------------------------|----------------------------------------|
@@ -13,6 +14,23 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+/// FNV-1a's 64-bit offset basis: the hash of no bytes, where [`fnv1a_extend`] starts.
+pub const FNV1A_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// 64-bit FNV-1a of `key`'s UTF-8 bytes. The host's `arbor_modules::fnv1a` is the same function,
+/// so host tests can predict which inputs a test variant gets wrong.
+pub fn fnv1a(key: &str) -> u64 {
+    fnv1a_extend(FNV1A_OFFSET, key.as_bytes())
+}
+
+/// Continues a 64-bit FNV-1a `hash` over `bytes`: hashing `a` then `b` gives the hash of their
+/// concatenation, without building it.
+pub fn fnv1a_extend(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
 
 /// What every kv version accepts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +102,12 @@ pub struct Store {
     entries: BTreeMap<String, String>,
 }
 
+impl From<BTreeMap<String, String>> for Store {
+    fn from(entries: BTreeMap<String, String>) -> Store {
+        Store { entries }
+    }
+}
+
 impl Store {
     /// The store's entries.
     pub fn entries(&self) -> &BTreeMap<String, String> {
@@ -129,5 +153,24 @@ impl Store {
                 KvReply::Entries { entries }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_matches_the_published_vectors() {
+        // From the FNV reference test suite; `arbor_modules` checks the same three.
+        assert_eq!(fnv1a(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a("foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn fnv1a_extend_continues_over_a_concatenation() {
+        assert_eq!(fnv1a_extend(fnv1a("foo"), b"bar"), fnv1a("foobar"));
+        assert_eq!(fnv1a_extend(fnv1a("foobar"), b""), fnv1a("foobar"));
     }
 }
