@@ -103,6 +103,7 @@ fn manual_checkpoints() -> CheckpointPolicy {
         every_records: u64::MAX,
         every: Duration::from_secs(24 * 3600),
         keep: 3,
+        ..CheckpointPolicy::default()
     }
 }
 

@@ -79,6 +79,7 @@ async fn journaled_runtime(dir: &std::path::Path) -> Runtime {
             every_records: u64::MAX,
             every: Duration::from_secs(24 * 3600),
             keep: 2,
+            ..CheckpointPolicy::default()
         })
         .root(tolerant())
         // Room for the 10,000 queued casts of the replay case.

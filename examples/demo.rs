@@ -144,6 +144,7 @@ async fn start_runtime(dir: &Path, endpoints: Option<&Endpoints>) -> Result<Runt
             every_records: 2_000,
             every: Duration::from_secs(2),
             keep: 3,
+            ..CheckpointPolicy::default()
         })
         .evolution(ArbiterConfig {
             approval: Approval::Suggest,
@@ -159,6 +160,9 @@ async fn start_runtime(dir: &Path, endpoints: Option<&Endpoints>) -> Result<Runt
                 ..ShadowLimits::default()
             },
             watch: Duration::from_secs(3),
+            watch_samples: 500,
+            watch_max: Duration::from_secs(60),
+            ..ArbiterConfig::default()
         })
         .root(lenient())
         .supervisor("stores", lenient())

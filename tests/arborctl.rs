@@ -116,7 +116,10 @@ async fn host(data_dir: &Path, token_file: &Path) -> Runtime {
         .evolution(ArbiterConfig {
             approval: Approval::Suggest,
             policy: Policy {
+                // < 5 % at 95 % (59 clean samples), and at least 60.
+                target_failure_rate: 0.05,
                 min_samples: 60,
+                min_live_samples: 20,
                 min_per_kind: 10,
                 latency_tolerance: 2.0,
                 ..Policy::default()
@@ -126,6 +129,8 @@ async fn host(data_dir: &Path, token_file: &Path) -> Runtime {
                 ..ShadowLimits::default()
             },
             watch: Duration::from_secs(120),
+            watch_samples: 20,
+            ..ArbiterConfig::default()
         })
         .build()
         .await

@@ -209,6 +209,7 @@ async fn a_wasm_agent_that_keeps_trapping_keeps_serving_with_exactly_its_acknowl
             every_records: 97,
             every: Duration::from_secs(3600),
             keep: 2,
+            ..CheckpointPolicy::default()
         })
         .root(lenient(10_000))
         .build()

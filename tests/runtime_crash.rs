@@ -36,6 +36,7 @@ async fn runtime(dir: &str) -> Runtime {
             every_records: 41,
             every: Duration::from_secs(3600),
             keep: 2,
+            ..CheckpointPolicy::default()
         })
         .root(lenient.clone())
         .supervisor("pool", lenient)

@@ -25,7 +25,8 @@ pub mod wasm;
 pub use agent::{
     AfterRestore, AgentError, AgentRef, AgentSpec, AgentSystem, AgentSystemBuilder,
     CheckpointPolicy, DEFAULT_MAILBOX, Mirror, MirrorTap, Mirrored, MirroredStatus, NativeFactory,
-    RebuildReport, RecoveryReport, ReplayHost, RestoreFrom, SwapReport, Tapped,
+    RebuildReport, RecoveryReport, ReplayHost, RestoreFrom, StateCheck, SwapReport, Tapped,
+    Verdict, Verification,
 };
 pub use behaviour::{Behaviour, BehaviourError, Cost, Host, HostError};
 pub use envelope::{BehaviourId, Envelope, Kind};

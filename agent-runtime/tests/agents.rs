@@ -38,6 +38,7 @@ fn rarely() -> CheckpointPolicy {
         every_records: 1_000_000,
         every: Duration::from_secs(3600),
         keep: 3,
+        ..CheckpointPolicy::default()
     }
 }
 
@@ -570,6 +571,9 @@ async fn idle_agents_do_not_pin_the_log() {
             every_records: 100,
             every: Duration::from_secs(3600),
             keep: 2,
+            // History for the replay gate, within four segments of the log.
+            history: 5_000,
+            history_max_bytes: 128 << 10,
         })
         .build()
         .unwrap();
@@ -636,6 +640,7 @@ async fn an_idle_agent_checkpoints_its_last_input_within_the_policy_time() {
             every_records: 1_000_000,
             every: Duration::from_millis(300),
             keep: 3,
+            ..CheckpointPolicy::default()
         },
     );
     let counter = system

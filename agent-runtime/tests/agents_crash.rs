@@ -36,6 +36,7 @@ fn system(dir: &std::path::Path) -> AgentSystem {
             every_records: 37,
             every: Duration::from_secs(3600),
             keep: 3,
+            ..CheckpointPolicy::default()
         })
         .tools(Tools::new().with("echo", Echo))
         .native("tally", || Box::new(Tally::default()))

@@ -15,7 +15,8 @@ use tokio::sync::{oneshot, watch};
 use crate::ShadowError;
 use crate::compare::IgnoreRule;
 use crate::gate::{self, GateReport};
-use crate::live::{Live, LiveEnd, Progress};
+use crate::live::{Live, LiveEnd, Progress, WatchRule};
+use crate::migration::MigrationRule;
 use crate::policy::{Decision, Policy, ShadowLimits, Tally, decide};
 use crate::shadow::Factory;
 
@@ -32,8 +33,10 @@ pub enum Approval {
     Auto,
 }
 
-/// How the arbiter works.
+/// How the arbiter works. Deserialising fills fields a stored configuration lacks with their
+/// defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ArbiterConfig {
     /// Suggest or auto.
     pub approval: Approval,
@@ -41,8 +44,21 @@ pub struct ArbiterConfig {
     pub policy: Policy,
     /// Budgets and limits of shadows.
     pub limits: ShadowLimits,
-    /// How long the previous module runs as a reverse shadow after a promotion.
+    /// The watch after a promotion lasts at least this long (the previous module runs as a
+    /// reverse shadow)…
     pub watch: Duration,
+    /// … and until it has compared at least this many inputs (default 3,000: the promoted
+    /// module shows in production the bound the evaluation proved, and an instance old enough
+    /// to show a bug that needs thousands of inputs).
+    pub watch_samples: u64,
+    /// A watch that has not its samples after this long ends, keeping the promotion and saying
+    /// so in the lineage (`watch-incomplete`): the journal it holds cannot grow for ever.
+    pub watch_max: Duration,
+    /// Hold each of production's replies (and sends) during the watch until the reverse shadow
+    /// agrees, and answer with the previous module's reply when it does not (then roll back):
+    /// no wrong reply leaves, at the cost of the shadow's time on every reply and production
+    /// waiting when the shadow falls behind.
+    pub verified_watch: bool,
 }
 
 impl Default for ArbiterConfig {
@@ -52,8 +68,21 @@ impl Default for ArbiterConfig {
             policy: Policy::default(),
             limits: ShadowLimits::default(),
             watch: Duration::from_secs(60),
+            watch_samples: 3_000,
+            watch_max: Duration::from_secs(3_600),
+            verified_watch: false,
         }
     }
+}
+
+/// What an evaluation compares and how, beyond the arbiter's configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EvaluationOptions {
+    /// Parts of replies that may differ by design (GitHub Scientist's ignore rules).
+    pub ignore: Vec<IgnoreRule>,
+    /// How the candidate's migration of production's state is judged.
+    pub migration: MigrationRule,
 }
 
 /// Where an evaluation is.
@@ -175,7 +204,7 @@ impl VerdictDetail {
 struct Evaluation {
     status: watch::Sender<EvaluationStatus>,
     progress: Mutex<Arc<Progress>>,
-    ignore: Vec<IgnoreRule>,
+    options: EvaluationOptions,
 }
 
 impl Evaluation {
@@ -370,11 +399,30 @@ impl Arbiter {
         candidate: ModuleHash,
         ignore: Vec<IgnoreRule>,
     ) -> Result<(), ShadowError> {
+        self.evaluate_with(
+            agent,
+            candidate,
+            EvaluationOptions {
+                ignore,
+                ..EvaluationOptions::default()
+            },
+        )
+    }
+
+    /// [`evaluate`](Self::evaluate) with every option. Refused at once
+    /// ([`ShadowError::Refused`]) when shadows cannot run under the agent's exact limits.
+    pub fn evaluate_with(
+        &self,
+        agent: &str,
+        candidate: ModuleHash,
+        options: EvaluationOptions,
+    ) -> Result<(), ShadowError> {
         let system = &self.inner.system;
         let running = system
             .lookup(agent)
             .ok_or_else(|| ShadowError::UnknownAgent(agent.into()))?;
         let current = self.current_module(agent)?;
+        let factory = self.factory(&running, &options.migration)?;
         let mut evaluations = self.inner.evaluations.lock();
         let busy = evaluations
             .values()
@@ -402,14 +450,14 @@ impl Arbiter {
             watch: Tally::default(),
             rollback: None,
         };
+        let ignore = options.ignore.clone();
         let evaluation = Arc::new(Evaluation {
             status: watch::Sender::new(status),
             progress: Mutex::new(Arc::new(Progress::default())),
-            ignore: ignore.clone(),
+            options,
         });
         evaluations.insert(agent.into(), Arc::clone(&evaluation));
         drop(evaluations);
-        let factory = self.factory(&running);
         let arbiter = self.clone();
         let agent = agent.to_string();
         tokio::spawn(async move {
@@ -457,13 +505,16 @@ impl Arbiter {
             .await
             .map_err(|e| ShadowError::Shadow(format!("the gate panicked: {e}")))??
         };
+        let (gate, resume) = gate;
         evaluation.update(|s| s.gate = Some(gate.clone()));
         if !gate.passed {
             let decision = Decision {
                 verdict: Verdict::Rejected,
                 reasons: gate.reasons.iter().map(|r| format!("gate: {r}")).collect(),
                 fuel: gate.fuel,
+                fuel_by_kind: BTreeMap::new(),
                 latency: None,
+                bound: None,
             };
             self.verdict(evaluation, agent, candidate, decision)?;
             evaluation.update(|s| s.stage = Stage::Done(Outcome::Rejected));
@@ -481,7 +532,7 @@ impl Arbiter {
         let control = current.clone();
         let (mirroring, mirrored) = oneshot::channel();
         let shadows = tokio::task::spawn_blocking(move || {
-            let end = live.evaluate(&control, &BehaviourId::Wasm(candidate), mirroring);
+            let end = live.evaluate(&control, &BehaviourId::Wasm(candidate), resume, mirroring);
             (end, live)
         });
         // Shadowing from the moment production's inputs reach the shadows (an error drops the
@@ -504,7 +555,10 @@ impl Arbiter {
                 decision.verdict = Verdict::Rejected;
                 decision.reasons.insert(0, reason);
             }
-            LiveEnd::Complete | LiveEnd::TimeUp | LiveEnd::Regression(_) => {}
+            LiveEnd::Complete
+            | LiveEnd::TimeUp
+            | LiveEnd::Regression(_)
+            | LiveEnd::Incomplete(_) => {}
         }
         let verdict = decision.verdict;
         self.verdict(evaluation, agent, candidate, decision)?;
@@ -544,6 +598,12 @@ impl Arbiter {
             field("gate_passed", gate.passed.to_string());
         }
         field("samples", tally.samples.to_string());
+        field("live_samples", tally.live_samples.to_string());
+        field("candidate_age", tally.candidate_age.to_string());
+        if let Some(bound) = &decision.bound {
+            field("failure_rate_bound", format!("{:.6}", bound.upper));
+            field("bound_confidence", format!("{}", bound.confidence));
+        }
         field("mismatches", tally.mismatch_count().to_string());
         field("candidate_errors", tally.error_count().to_string());
         field("aa_mismatches", tally.aa_mismatches.to_string());
@@ -556,9 +616,12 @@ impl Arbiter {
         }
         let summary = if decision.reasons.is_empty() {
             format!(
-                "{:?}: {} samples, 0 mismatches, fuel {}",
+                "{:?}: {}, fuel {}",
                 decision.verdict,
-                tally.samples,
+                decision
+                    .bound
+                    .as_ref()
+                    .map_or_else(|| format!("{} samples", tally.samples), |b| b.to_string()),
                 decision
                     .fuel
                     .map_or("n/a".into(), |f| format!("{:+.1}%", f.shift * 100.0))
@@ -622,9 +685,9 @@ impl Arbiter {
             .lookup(agent)
             .ok_or_else(|| ShadowError::UnknownAgent(agent.into()))?;
         let live = self.live(
-            self.factory(&running),
+            self.factory(&running, &evaluation.options.migration)?,
             agent,
-            evaluation.ignore.clone(),
+            evaluation.options.ignore.clone(),
             Arc::new(Progress::default()),
         );
         self.promote_evaluated(evaluation, live, status.current.clone(), status.candidate)
@@ -651,10 +714,19 @@ impl Arbiter {
         live.progress = Arc::clone(&progress);
         *evaluation.progress.lock() = Arc::clone(&progress);
         let (ready, tapped) = oneshot::channel();
-        let window = self.inner.config.watch;
+        let (regressed, regression) = oneshot::channel();
+        let config = &self.inner.config;
+        let rule = WatchRule {
+            window: config.watch,
+            samples: config.watch_samples,
+            max: config.watch_max.max(config.watch),
+            verified: config.verified_watch,
+        };
+        let migration = live.factory.migration.clone();
         let (previous, next) = (current.clone(), promoted.clone());
-        let watcher =
-            tokio::task::spawn_blocking(move || live.watch(&previous, &next, window, ready));
+        let mut watcher = tokio::task::spawn_blocking(move || {
+            live.watch(&previous, &next, rule, ready, regressed)
+        });
         let tapped = tapped
             .await
             .map_err(|_| ShadowError::Shadow("the watch did not start".into()))?;
@@ -668,7 +740,15 @@ impl Arbiter {
         let running = system
             .lookup(&agent)
             .ok_or_else(|| ShadowError::UnknownAgent(agent.clone()))?;
-        let report = match system.promote_module(&running, promoted.clone()).await {
+        // The swap itself checks the migration of the state it carries over, the latest
+        // production has (issue 17.1: the state evaluated earlier is only a sample of it).
+        let check: arbor_agent::StateCheck = Box::new(move |state, migrated| {
+            crate::migration::check(&migration, state, migrated).map_err(|loss| loss.to_string())
+        });
+        let report = match system
+            .promote_module_checked(&running, promoted.clone(), check)
+            .await
+        {
             Ok(report) => report,
             Err(error) => {
                 progress.cancel.store(true, Ordering::Release);
@@ -705,9 +785,26 @@ impl Arbiter {
         let arbiter = self.clone();
         let evaluation = Arc::clone(evaluation);
         tokio::spawn(async move {
-            let end = watcher
-                .await
-                .unwrap_or_else(|e| LiveEnd::Failed(format!("the watch panicked: {e}")));
+            // A verified watch reports a regression and goes on answering until the rollback
+            // is done; a plain one ends with it.
+            let end = tokio::select! {
+                end = &mut watcher => end,
+                Ok(reason) = regression => {
+                    if evaluation.transition(|s| *s == Stage::Watching, Stage::RollingBack)
+                        && let Err(error) = arbiter
+                            .roll_back(&evaluation, &agent, candidate, reason, "watch")
+                            .await
+                    {
+                        tracing::warn!(agent, %error, "the verified watch's rollback failed");
+                    }
+                    progress.cancel.store(true, Ordering::Release);
+                    let _ = (&mut watcher).await;
+                    let tally = progress.tally.lock().clone();
+                    evaluation.update(|s| s.watch = tally);
+                    return;
+                }
+            };
+            let end = end.unwrap_or_else(|e| LiveEnd::Failed(format!("the watch panicked: {e}")));
             let tally = progress.tally.lock().clone();
             evaluation.update(|s| s.watch = tally);
             if let Err(error) = arbiter.end_watch(&evaluation, &agent, candidate, end).await {
@@ -740,6 +837,12 @@ impl Arbiter {
             LiveEnd::TimeUp | LiveEnd::Complete => {
                 ("watch-passed", "no regression in the window".to_string())
             }
+            LiveEnd::Incomplete(reason) => (
+                "watch-incomplete",
+                format!(
+                    "the watch ended without the samples its rule asks for, promotion kept: {reason}"
+                ),
+            ),
             LiveEnd::Failed(reason) => (
                 "watch-ended",
                 format!("watch ended early, promotion kept: {reason}"),
@@ -924,14 +1027,20 @@ impl Arbiter {
         vault.lineage_for(&agent_id(agent)?).map_err(vault_error)
     }
 
-    /// Shadow instances for `running`: its grants, the shadow budgets.
-    fn factory(&self, running: &arbor_agent::AgentRef) -> Factory {
+    /// Shadow instances for `running`: its grants and its exact limits, or why they cannot
+    /// run under them.
+    fn factory(
+        &self,
+        running: &arbor_agent::AgentRef,
+        migration: &MigrationRule,
+    ) -> Result<Factory, ShadowError> {
         let spec = running.spec();
         Factory::new(
             self.inner.system.clone(),
             &spec.limits,
             spec.capabilities.clone(),
             &self.inner.config.limits,
+            migration.clone(),
         )
     }
 

@@ -34,7 +34,7 @@ impl IgnoreRule {
         }
     }
 
-    fn remove_from(&self, value: &mut Value) {
+    pub(crate) fn remove_from(&self, value: &mut Value) {
         remove(value, &self.path);
     }
 }
@@ -117,6 +117,110 @@ pub fn message_kind(payload: &[u8]) -> String {
             .as_str()
             .map_or_else(|| "other".into(), str::to_string),
         _ => "other".into(),
+    }
+}
+
+/// Leaf fields an input class looks at (the first ones, depth first).
+const CLASS_FIELDS: usize = 4;
+
+/// The input class of a message: its kind and a coarse shape of its first few leaf fields, so
+/// rare groups of inputs show up in the coverage counts — e.g. `Get{key=zz}` for
+/// `{"Get": {"key": "zz-17"}}` beside `Get{key=user}` for `"user:42"`. A string contributes its
+/// leading letters (at most 4, lowercased; `#` for a leading digit, `_` for anything else, `""`
+/// when empty), an integer its sign and number of decimal digits, a boolean its value, binary
+/// data its length's power of two, an array its length's power of two; nil is `nil`; nested
+/// maps are walked with dotted field paths (a nested unit variant is a string, so its leading
+/// letters show). Messages that are not one enum variant class as their kind (`other`).
+///
+/// ```
+/// use arbor_shadow::compare::input_class;
+/// #[derive(serde::Serialize)]
+/// enum Kv { Get { key: String }, Scan { prefix: String, limit: u32 } }
+/// let get = |key: &str| rmp_serde::to_vec_named(&Kv::Get { key: key.into() }).unwrap();
+/// assert_eq!(input_class(&get("zz-17")), "Get{key=zz}");
+/// assert_eq!(input_class(&get("user:42")), "Get{key=user}");
+/// assert_eq!(input_class(&get("42")), "Get{key=#}");
+/// let scan = rmp_serde::to_vec_named(&Kv::Scan { prefix: "k".into(), limit: 100 }).unwrap();
+/// assert_eq!(input_class(&scan), "Scan{prefix=k,limit=+3}");
+/// ```
+pub fn input_class(payload: &[u8]) -> String {
+    let Some(value) = decode(payload) else {
+        return "other".into();
+    };
+    let (kind, body) = match &value {
+        Value::String(name) => return name.as_str().unwrap_or("other").to_string(),
+        Value::Map(entries) if entries.len() == 1 => match entries[0].0.as_str() {
+            Some(kind) => (kind, &entries[0].1),
+            None => return "other".into(),
+        },
+        _ => return "other".into(),
+    };
+    let mut features = Vec::new();
+    leaf_features(body, "", &mut features);
+    format!("{kind}{{{}}}", features.join(","))
+}
+
+fn leaf_features(value: &Value, name: &str, out: &mut Vec<String>) {
+    if out.len() >= CLASS_FIELDS {
+        return;
+    }
+    let named = |feature: String| {
+        if name.is_empty() {
+            feature
+        } else {
+            format!("{name}={feature}")
+        }
+    };
+    match value {
+        Value::Map(entries) => {
+            for (key, child) in entries {
+                let key = key.as_str().unwrap_or("?");
+                let path = if name.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{name}.{key}")
+                };
+                leaf_features(child, &path, out);
+            }
+        }
+        Value::Array(items) => {
+            out.push(named(format!(
+                "[{}]",
+                items.len().checked_ilog2().unwrap_or(0)
+            )));
+        }
+        Value::String(text) => {
+            let text = text.as_str().unwrap_or("");
+            let letters: String = text
+                .chars()
+                .take_while(|c| c.is_alphabetic())
+                .take(4)
+                .flat_map(char::to_lowercase)
+                .collect();
+            let feature = match text.chars().next() {
+                None => "\"\"".to_string(),
+                Some(_) if !letters.is_empty() => letters,
+                Some(c) if c.is_ascii_digit() => "#".to_string(),
+                Some(_) => "_".to_string(),
+            };
+            out.push(named(feature));
+        }
+        Value::Integer(n) => {
+            let (sign, digits) = match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) if i < 0 => ('-', i.unsigned_abs().to_string().len()),
+                (_, Some(u)) => ('+', u.to_string().len()),
+                _ => ('?', 0),
+            };
+            out.push(named(format!("{sign}{digits}")));
+        }
+        Value::Boolean(b) => out.push(named(b.to_string())),
+        Value::Nil => out.push(named("nil".into())),
+        Value::Binary(bytes) => out.push(named(format!(
+            "b{}",
+            bytes.len().checked_ilog2().unwrap_or(0)
+        ))),
+        Value::F32(_) | Value::F64(_) => out.push(named("f".into())),
+        Value::Ext(..) => out.push(named("ext".into())),
     }
 }
 

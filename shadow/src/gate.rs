@@ -1,13 +1,17 @@
-//! The replay gate: before any live traffic, the agent's recorded inputs from the WAL, from a
-//! checkpoint onward, run through the candidate and through the current module, offline, with
+//! The replay gate: before any live traffic, the agent's recorded inputs from the WAL, from the
+//! oldest checkpoint of the current module the log still covers onward (the journal keeps at
+//! least [`CheckpointPolicy::history`](arbor_agent::CheckpointPolicy::history) inputs of each
+//! agent for this), run through the candidate and through the current module, offline, with
 //! the journaled `now` / `random` / tool answers. A candidate that traps, answers differently,
-//! diverges in state, cannot migrate the checkpoint's state or costs more fuel beyond the
-//! tolerance fails the gate and never gets a shadow.
+//! diverges in state, loses data migrating the checkpoint's state or costs more fuel beyond the
+//! tolerance (per message kind) fails the gate and never gets a shadow; the gate stops at the
+//! failure that decides it. A candidate that passes goes on to the shadows with the same two
+//! instances, and the gate's comparisons count towards the verdict's bound.
 
 use std::time::{Duration, Instant};
 
 use arbor_agent::agent::Journaled;
-use arbor_agent::envelope::Status;
+use arbor_agent::envelope::{Answer, Envelope, Status};
 use arbor_agent::{AgentSystem, BehaviourId};
 use arbor_vault::AgentId;
 use arbor_wal::Lsn;
@@ -15,9 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::ShadowError;
 use crate::compare::IgnoreRule;
-use crate::policy::{Divergence, Policy, ShadowLimits, Tally};
+use crate::policy::{Divergence, Policy, ShadowLimits, Tally, already_failed, judge_cost};
 use crate::shadow::{Ended, Factory, Pair};
-use crate::stats::{PairedComparison, compare_paired};
+use crate::stats::PairedComparison;
 
 /// What the replay gate found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,7 +47,19 @@ pub struct GateReport {
     pub inputs_per_second: f64,
 }
 
-/// Runs the gate for `agent` (running `current`) and `candidate`.
+/// Where the gate left its pair of instances, so the live shadows can go on with them (the
+/// candidate's instance keeps aging) by catching up from the journal.
+pub(crate) struct Resume {
+    /// The control and the candidate, having handled the journal up to `lsn`.
+    pub(crate) pair: Pair,
+    /// The last journal position they handled.
+    pub(crate) lsn: Lsn,
+    /// The agent's last input they handled.
+    pub(crate) seq: u64,
+}
+
+/// Runs the gate for `agent` (running `current`) and `candidate`; with the report, the pair to
+/// resume from when the gate passed over the whole history.
 pub(crate) fn run(
     factory: &Factory,
     agent: &str,
@@ -52,7 +68,7 @@ pub(crate) fn run(
     ignore: Vec<IgnoreRule>,
     policy: &Policy,
     limits: &ShadowLimits,
-) -> Result<GateReport, ShadowError> {
+) -> Result<(GateReport, Option<Resume>), ShadowError> {
     let started = Instant::now();
     let system: &AgentSystem = &factory.system;
     let mut report = GateReport {
@@ -68,7 +84,7 @@ pub(crate) fn run(
     };
     let (Some(wal), Some(vault)) = (system.wal(), system.vault()) else {
         report.stopped_early = Some("the system does not journal: nothing to replay".into());
-        return Ok(report);
+        return Ok((report, None));
     };
     let id = AgentId::new(agent).map_err(|e| ShadowError::UnknownAgent(format!("{agent}: {e}")))?;
     let vault_error = |e: arbor_vault::Error| ShadowError::Vault(e.to_string());
@@ -83,7 +99,7 @@ pub(crate) fn run(
         .find_map(|m| vault.get_checkpoint(&id, m.lsn).ok().flatten());
     let Some(checkpoint) = start else {
         report.stopped_early = Some("no checkpoint of the current module to start from".into());
-        return Ok(report);
+        return Ok((report, None));
     };
     report.checkpoint_lsn = Some(checkpoint.meta.lsn);
     let mut pair = match Pair::seeded(
@@ -101,9 +117,10 @@ pub(crate) fn run(
                 checkpoint.meta.lsn
             ));
             report.took = started.elapsed();
-            return Ok(report);
+            return Ok((report, None));
         }
     };
+    let (mut last_lsn, mut last_seq) = (checkpoint.meta.lsn, checkpoint.meta.seq);
     let history = arbor_agent::agent::history(wal, agent, checkpoint.meta.lsn + 1)
         .map_err(ShadowError::Journal)?;
     for step in history {
@@ -126,30 +143,19 @@ pub(crate) fn run(
                 break;
             }
         };
-        // Crashed inputs left no trace in production's state.
-        if matches!(status, Status::Crashed(_)) {
-            continue;
+        (last_lsn, last_seq) = (lsn, input.seq);
+        if let Err(reason) = replay(&mut pair, &input, status, answers, policy) {
+            report.stopped_early = Some(reason);
+            break;
         }
-        let seq = input.seq;
-        let control = pair
-            .step(seq, &input.payload, answers, policy)
-            .map_err(ShadowError::Shadow)?;
-        let recorded = match status {
-            Status::Applied => matches!(control.ended, Ended::Replied(_)),
-            _ => matches!(control.ended, Ended::Refused(_)),
-        };
-        if !recorded || control.divergence.is_some() {
-            // The current module does not reproduce its own history: the comparison would be
-            // meaningless from here.
-            pair.tally.aa_diverged(Divergence {
-                seq,
-                kind: crate::compare::message_kind(&input.payload),
-                what: "replay".into(),
-                input: crate::compare::render(&input.payload, 200),
-                expected: format!("{status:?}"),
-                got: format!("{:?}", control.divergence),
-            });
-            report.stopped_early = Some(format!("the current module does not replay input {seq}"));
+        // Issue 17.6: once the failures exceed what the rule allows, more inputs cannot change
+        // the verdict.
+        if already_failed(&pair.tally, policy) {
+            report.stopped_early = Some(format!(
+                "stopped after {} failures in {} inputs: the verdict can no longer change",
+                pair.tally.failure_count(),
+                pair.tally.samples
+            ));
             break;
         }
     }
@@ -157,7 +163,7 @@ pub(crate) fn run(
         let seq = u64::MAX;
         pair.check_state(seq).map_err(ShadowError::Shadow)?;
     }
-    let tally = pair.tally;
+    let tally = pair.tally.clone();
     if tally.mismatch_count() > 0 {
         report.reasons.push(format!(
             "{} of {} replayed inputs mismatched ({} replies/sends, {} states)",
@@ -180,24 +186,55 @@ pub(crate) fn run(
             .reasons
             .push("the current module does not reproduce its own journal".into());
     }
-    report.fuel = compare_paired(
-        &tally.fuel,
-        policy.fuel_tolerance,
-        policy.alpha,
-        policy.max_rank_pairs,
+    let (fuel, _, cost) = judge_cost(&tally, policy);
+    report.fuel = fuel;
+    report.reasons.extend(
+        cost.into_iter()
+            .map(|reason| format!("{reason} over the journal")),
     );
-    if let Some(fuel) = report.fuel.filter(|f| f.worse) {
-        report.reasons.push(format!(
-            "fuel {:+.1}% over the journal (95% CI {:+.1}%..{:+.1}%), worse than the {:.0}% tolerance",
-            fuel.shift * 100.0,
-            fuel.ci_low * 100.0,
-            fuel.ci_high * 100.0,
-            policy.fuel_tolerance * 100.0
-        ));
-    }
     report.passed = report.reasons.is_empty();
     report.took = started.elapsed();
     report.inputs_per_second = tally.samples as f64 / report.took.as_secs_f64().max(1e-9);
     report.tally = tally;
-    Ok(report)
+    let resume = (report.passed && report.stopped_early.is_none()).then_some(Resume {
+        pair,
+        lsn: last_lsn,
+        seq: last_seq,
+    });
+    Ok((report, resume))
+}
+
+/// Replays one journaled input through `pair`: the control must reproduce what the journal
+/// says production did (else the comparison is meaningless from here: `Err`), the candidate is
+/// compared with the control. Inputs production crashed on left no trace in its state: seen,
+/// not compared.
+pub(crate) fn replay(
+    pair: &mut Pair,
+    input: &Envelope,
+    status: Status,
+    answers: Vec<Answer>,
+    policy: &Policy,
+) -> Result<(), String> {
+    if matches!(status, Status::Crashed(_)) {
+        pair.tally.count_skipped(&input.payload);
+        return Ok(());
+    }
+    let seq = input.seq;
+    let control = pair.step(seq, &input.payload, answers, policy, false)?;
+    let recorded = match status {
+        Status::Applied => matches!(control.ended, Ended::Replied(_)),
+        _ => matches!(control.ended, Ended::Refused(_)),
+    };
+    if !recorded || control.divergence.is_some() {
+        pair.tally.aa_diverged(Divergence {
+            seq,
+            kind: crate::compare::message_kind(&input.payload),
+            what: "replay".into(),
+            input: crate::compare::render(&input.payload, 200),
+            expected: format!("{status:?}"),
+            got: format!("{:?}", control.divergence),
+        });
+        return Err(format!("the current module does not replay input {seq}"));
+    }
+    Ok(())
 }

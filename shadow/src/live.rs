@@ -1,37 +1,53 @@
 //! Live shadowing: production's inputs, mirrored after production handled them, run through the
 //! shadows on a thread of their own.
 //!
-//! - **Evaluation**: a candidate shadow and a control shadow (the current module), both seeded
-//!   from production's snapshot taken in the same mailbox turn as the mirror was installed. Each
-//!   mirrored input runs through both; the control must do exactly what production did (A/A),
-//!   the candidate what the control did.
+//! - **Evaluation**: a candidate shadow and a control shadow (the current module). When the
+//!   replay gate passed over the whole journal, its two instances go on: they catch up from the
+//!   journal to the state production had when the mirror was installed (checked: the control
+//!   must then hold exactly production's snapshot), so the candidate's instance keeps aging
+//!   through history and live traffic alike. Otherwise both are seeded from production's
+//!   snapshot taken in the same mailbox turn as the mirror was installed. Each mirrored input
+//!   runs through both; the control must do exactly what production did (A/A), the candidate
+//!   what the control did.
 //! - **Watch**: after a promotion, the previous module runs as a reverse shadow; production
 //!   (now the candidate) must keep doing what the previous module does on the inputs after the
-//!   promotion. A difference or a production crash is a regression.
+//!   promotion. A difference or a production crash is a regression. The watch lasts at least
+//!   its window *and* its sample count ([`WatchRule`]). In a *verified* watch production's
+//!   replies are held until the reverse shadow agrees, and replaced by its answer when it does
+//!   not.
 //!
 //! The mirror is bounded: when the shadows fall behind, production drops the record and counts
-//! a gap instead of waiting. A gap (or a production restart, which ends the mirror) re-seeds the
-//! evaluation's shadows from a fresh production snapshot; a watch cannot re-seed (production's
-//! state is in the new module's layout) and ends without a verdict.
+//! a gap instead of waiting (a verified watch's production waits instead). The inputs a gap
+//! skipped are read back from the journal (with their recorded answers) and handled by the
+//! shadows all the same, so nothing is skipped and no instance restarts; only without a
+//! journal does a gap re-seed the evaluation's shadows from a fresh production snapshot (and
+//! end a watch, which says so).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use arbor_agent::{AgentRef, BehaviourId, Mirror, MirrorTap, Mirrored, Tapped};
+use arbor_agent::agent::Journaled;
+use arbor_agent::envelope::{Answer, Envelope, Status};
+use arbor_agent::{
+    AgentRef, BehaviourId, Mirror, MirrorTap, Mirrored, MirroredStatus, Tapped, Verdict,
+    Verification,
+};
+use arbor_wal::Lsn;
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::compare::IgnoreRule;
+use crate::gate::Resume;
 use crate::policy::{Policy, ShadowLimits, Tally, already_failed, enough};
-use crate::shadow::{Ended, Factory, Pair, Shadow, Side, difference};
+use crate::shadow::{Ended, Factory, Pair, Run, Shadow, Side, difference};
 
 /// How often a waiting shadow thread looks at its deadline and cancellation flag.
 const TICK: Duration = Duration::from_millis(20);
 
 /// How often it looks for a restarted production agent to mirror (inputs handled before the
-/// new mirror is in are not compared).
+/// new mirror is in are caught up from the journal, or not compared without one).
 const RETAP: Duration = Duration::from_millis(1);
 
 /// What the shadow thread shares with the arbiter while it runs.
@@ -49,14 +65,29 @@ const PUBLISH_EVERY: u64 = 64;
 pub(crate) enum LiveEnd {
     /// Enough samples, or failures enough to reject.
     Complete,
-    /// The deadline (evaluation) or the window (watch) passed.
+    /// The deadline (evaluation) passed.
     TimeUp,
     /// Watch: production regressed.
     Regression(String),
+    /// Watch: its longest time passed before it had the samples its rule asks for.
+    Incomplete(String),
     /// The run could not go on (the agent is gone, the candidate cannot take the state, …).
     Failed(String),
     /// Cancelled by the arbiter.
     Cancelled,
+}
+
+/// How long a watch lasts (see the [`policy`](crate::policy) module docs).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WatchRule {
+    /// At least this long.
+    pub(crate) window: Duration,
+    /// And at least this many compared inputs.
+    pub(crate) samples: u64,
+    /// But no longer than this (then it ends incomplete, saying so).
+    pub(crate) max: Duration,
+    /// Production's answers wait for the reverse shadow's agreement.
+    pub(crate) verified: bool,
 }
 
 pub(crate) struct Live {
@@ -69,6 +100,9 @@ pub(crate) struct Live {
     pub(crate) handle: Handle,
 }
 
+/// A mirrored input and, for a verified tap, the duty to give its verdict.
+type Next = (Arc<Mirrored>, Option<Verification>);
+
 impl Live {
     fn publish(&self, tally: &Tally) {
         *self.progress.tally.lock() = tally.clone();
@@ -79,7 +113,11 @@ impl Live {
     }
 
     /// Waits for the running agent and mirrors it; `None` at the deadline or on cancel.
-    fn tap(&self, deadline: Instant) -> Result<(AgentRef, Tapped, Mirror), LiveEnd> {
+    fn tap(
+        &self,
+        deadline: Instant,
+        verified: bool,
+    ) -> Result<(AgentRef, Tapped, Mirror), LiveEnd> {
         loop {
             if self.cancelled() {
                 return Err(LiveEnd::Cancelled);
@@ -88,7 +126,11 @@ impl Live {
                 return Err(LiveEnd::TimeUp);
             }
             if let Some(agent) = self.factory.system.lookup(&self.agent) {
-                let (tap, mirror) = MirrorTap::bounded(self.limits.queue);
+                let (tap, mirror) = if verified {
+                    MirrorTap::verified(self.limits.queue)
+                } else {
+                    MirrorTap::bounded(self.limits.queue)
+                };
                 if let Ok(tapped) = self.handle.block_on(agent.tap(Some(tap))) {
                     return Ok((agent, tapped, mirror));
                 }
@@ -98,11 +140,7 @@ impl Live {
     }
 
     /// The next mirrored input; `Ok(None)` when the mirror ended (production restarted).
-    fn next(
-        &self,
-        mirror: &mut Mirror,
-        deadline: Instant,
-    ) -> Result<Option<Arc<Mirrored>>, LiveEnd> {
+    fn next(&self, mirror: &mut Mirror, deadline: Instant) -> Result<Option<Next>, LiveEnd> {
         loop {
             if self.cancelled() {
                 return Err(LiveEnd::Cancelled);
@@ -114,7 +152,7 @@ impl Live {
             let wait = TICK.min(deadline - now);
             let next = self
                 .handle
-                .block_on(async { tokio::time::timeout(wait, mirror.recv()).await });
+                .block_on(async { tokio::time::timeout(wait, mirror.recv_verified()).await });
             match next {
                 Ok(record) => return Ok(record),
                 Err(_elapsed) => continue,
@@ -122,19 +160,66 @@ impl Live {
         }
     }
 
-    /// The evaluation of `candidate` against `control` (the module production runs).
-    /// `mirroring` hears once the mirror is in and the shadows are seeded.
+    /// Reads `agent`'s journaled inputs after `lsn` up to input `until` (included) and hands
+    /// each to `step` with its status, answers and LSN; returns the last LSN and input
+    /// handled. `Err` when the journal no longer holds them, or the agent changed modules
+    /// between (nothing to catch up from then).
+    fn catch_up(
+        &self,
+        lsn: Lsn,
+        until: u64,
+        mut step: impl FnMut(Envelope, Status, Vec<Answer>) -> Result<(), String>,
+    ) -> Result<(Lsn, u64), String> {
+        let wal = self
+            .factory
+            .system
+            .wal()
+            .ok_or("the system does not journal")?;
+        let mut at = (lsn, 0);
+        for next in arbor_agent::agent::history(wal, &self.agent, lsn + 1)? {
+            let (lsn, journaled) = next?;
+            match journaled {
+                Journaled::Handled {
+                    input,
+                    status,
+                    answers,
+                } => {
+                    if input.seq > until {
+                        break;
+                    }
+                    at = (lsn, input.seq);
+                    step(input, status, answers)?;
+                    if at.1 == until {
+                        break;
+                    }
+                }
+                Journaled::Changed(change) => {
+                    return Err(format!("the agent changed modules ({change:?})"));
+                }
+            }
+        }
+        Ok(at)
+    }
+
+    /// The evaluation of `candidate` against `control` (the module production runs), going on
+    /// from the gate's instances when it left them (`resume`). `mirroring` hears once the
+    /// mirror is in and the shadows are seeded.
     pub(crate) fn evaluate(
         &self,
         control: &BehaviourId,
         candidate: &BehaviourId,
+        resume: Option<Resume>,
         mirroring: oneshot::Sender<()>,
     ) -> LiveEnd {
         let deadline = Instant::now() + self.limits.deadline;
-        let mut pair: Option<Pair> = None;
         let mut mirroring = Some(mirroring);
+        // The pair and the journal position (LSN, input) its instances have handled.
+        let (mut pair, mut at) = match resume {
+            Some(resume) => (Some(resume.pair), Some((resume.lsn, resume.seq))),
+            None => (None, None),
+        };
         loop {
-            let (_agent, tapped, mut mirror) = match self.tap(deadline) {
+            let (_agent, tapped, mut mirror) = match self.tap(deadline, false) {
                 Ok(tapped) => tapped,
                 Err(end) => return end,
             };
@@ -144,8 +229,15 @@ impl Live {
                     tapped.behaviour
                 ));
             }
-            let seeded = match pair.as_mut() {
-                None => Pair::seeded(
+            let brought = match (pair.as_mut(), at) {
+                (Some(pair), Some((lsn, seq))) => {
+                    self.bring_to(pair, lsn, seq, &tapped).map(|()| true)
+                }
+                _ => Ok(false),
+            };
+            let seeded = match (brought, pair.as_mut()) {
+                (Ok(true), _) => Ok(()),
+                (_, None) => Pair::seeded(
                     self.factory.clone(),
                     control,
                     candidate,
@@ -153,7 +245,7 @@ impl Live {
                     self.ignore.clone(),
                 )
                 .map(|p| pair = Some(p)),
-                Some(pair) => {
+                (_, Some(pair)) => {
                     pair.tally.resyncs += 1;
                     // What the shadows hold is still comparable (both saw the same inputs);
                     // compare it before it is replaced. A dead control has nothing to give.
@@ -170,29 +262,46 @@ impl Live {
             if let Some(mirroring) = mirroring.take() {
                 let _ = mirroring.send(());
             }
+            at = None;
             let mut expected = tapped.seq + 1;
-            // Mirror this tap until it ends or skips an input; then tap again.
+            // Mirror this tap until it ends or production crashes; then tap again.
             loop {
                 let record = match self.next(&mut mirror, deadline) {
-                    Ok(Some(record)) => record,
+                    Ok(Some((record, _))) => record,
                     Ok(None) => break,
                     Err(end) => {
                         self.publish(&pair.tally);
                         return end;
                     }
                 };
-                if record.seq != expected {
-                    let gap = record.seq.saturating_sub(expected);
-                    metrics::counter!(arbor_metrics::SHADOW_GAPS).increment(gap);
-                    pair.tally.gaps += gap;
-                    break;
+                if record.seq < expected {
+                    continue;
                 }
-                expected += 1;
+                if record.seq > expected {
+                    let missed = record.seq - expected;
+                    metrics::counter!(arbor_metrics::SHADOW_GAPS).increment(missed);
+                    pair.tally.gaps += missed;
+                    let caught = at
+                        .ok_or_else(|| "no journal position".to_string())
+                        .and_then(|(lsn, _)| {
+                            self.catch_up(lsn, record.seq - 1, |input, status, answers| {
+                                pair.tally.caught_up += 1;
+                                crate::gate::replay(pair, &input, status, answers, &self.policy)
+                            })
+                        });
+                    if caught.is_err() {
+                        // Without the journal the shadows cannot know the missed inputs.
+                        break;
+                    }
+                }
+                expected = record.seq + 1;
+                at = record.lsn.map(|lsn| (lsn, record.seq));
                 let control_run = match pair.step(
                     record.seq,
                     &record.payload,
                     record.answers.clone(),
                     &self.policy,
+                    true,
                 ) {
                     Ok(run) => run,
                     Err(reason) => return LiveEnd::Failed(reason),
@@ -234,6 +343,7 @@ impl Live {
                 }
                 if crashed {
                     // Production restarts (or the control died): re-seed from its next state.
+                    at = None;
                     break;
                 }
             }
@@ -241,18 +351,50 @@ impl Live {
         }
     }
 
+    /// Brings `pair` (at journal position `lsn`, input `seq`) to production's tapped state by
+    /// replaying the journal between; `Err` if it cannot (then it is re-seeded). The control
+    /// must end with exactly production's snapshot: its instances are production's code on
+    /// production's inputs and answers.
+    fn bring_to(&self, pair: &mut Pair, lsn: Lsn, seq: u64, tapped: &Tapped) -> Result<(), String> {
+        if tapped.seq < seq || tapped.seq - seq > self.limits.gate_max_records {
+            return Err(format!(
+                "production is at input {}, the shadows at {seq}",
+                tapped.seq
+            ));
+        }
+        if tapped.seq > seq {
+            self.catch_up(lsn, tapped.seq, |input, status, answers| {
+                pair.tally.caught_up += 1;
+                crate::gate::replay(pair, &input, status, answers, &self.policy)
+            })?;
+        }
+        let control = pair.control.snapshot()?;
+        if control != tapped.state {
+            return Err(format!(
+                "after catching up to input {}, the control's state is not production's",
+                tapped.seq
+            ));
+        }
+        Ok(())
+    }
+
     /// The watch after a promotion to `promoted`: `previous` runs as a reverse shadow from the
     /// state production had before the promotion. `ready` gets the tap's result once the
-    /// mirror is installed (the promotion must wait for it, so no input falls between).
+    /// mirror is installed (the promotion must wait for it, so no input falls between). A
+    /// verified watch does not end at a regression: it tells `regressed` and goes on giving
+    /// verdicts (the reverse shadow's answers) until the arbiter, having rolled back, cancels
+    /// it.
     pub(crate) fn watch(
         &self,
         previous: &BehaviourId,
         promoted: &BehaviourId,
-        window: Duration,
+        rule: WatchRule,
         ready: oneshot::Sender<Result<u64, String>>,
+        regressed: oneshot::Sender<String>,
     ) -> LiveEnd {
-        let deadline = Instant::now() + window;
-        let (_agent, tapped, mut mirror) = match self.tap(Instant::now() + self.limits.deadline) {
+        let started = Instant::now();
+        let tapped = self.tap(Instant::now() + self.limits.deadline, rule.verified);
+        let (_agent, tapped, mut mirror) = match tapped {
             Ok(tapped) => tapped,
             Err(end) => {
                 let _ = ready.send(Err(format!("{end:?}")));
@@ -272,75 +414,222 @@ impl Live {
             }
         };
         let _ = ready.send(Ok(tapped.seq));
-        let mut tally = Tally::default();
+        let mut watch = Watching {
+            live: self,
+            promoted,
+            shadow: &mut shadow,
+            tally: Tally::default(),
+            regressed: Some(regressed),
+            verified: rule.verified,
+        };
         let mut expected = tapped.seq + 1;
+        let mut at: Option<Lsn> = None;
         loop {
-            let record = match self.next(&mut mirror, deadline) {
-                Ok(Some(record)) => record,
+            let enough = watch.tally.samples >= rule.samples;
+            let deadline = started + if enough { rule.window } else { rule.max };
+            let (record, verification) = match self.next(&mut mirror, deadline) {
+                Ok(Some(next)) => next,
                 Ok(None) => {
-                    self.publish(&tally);
-                    return LiveEnd::Failed("production restarted during the watch".into());
+                    // Production restarted: mirror it again, and catch up with what it
+                    // handled before the new mirror was in.
+                    match self.tap(Instant::now() + self.limits.deadline, rule.verified) {
+                        Ok((_, tapped, next)) => {
+                            mirror = next;
+                            if let Err(end) = watch.catch_up_to(at, expected, tapped.seq + 1) {
+                                return end;
+                            }
+                            expected = tapped.seq + 1;
+                            continue;
+                        }
+                        Err(end) => return watch.end(end),
+                    }
                 }
-                Err(end) => {
-                    self.publish(&tally);
-                    return end;
+                Err(LiveEnd::TimeUp) if enough => return watch.end(LiveEnd::Complete),
+                Err(LiveEnd::TimeUp) => {
+                    let reason = format!(
+                        "{} of the {} samples the watch needs in {:?}",
+                        watch.tally.samples, rule.samples, rule.max
+                    );
+                    return watch.end(LiveEnd::Incomplete(reason));
                 }
+                Err(end) => return watch.end(end),
             };
-            if record.seq != expected {
-                let gap = record.seq.saturating_sub(expected);
-                metrics::counter!(arbor_metrics::SHADOW_GAPS).increment(gap);
-                tally.gaps += gap;
-                self.publish(&tally);
-                return LiveEnd::Failed(format!(
-                    "the reverse shadow missed {} inputs (mirror queue full)",
-                    record.seq.saturating_sub(expected)
-                ));
-            }
-            expected += 1;
-            let run = shadow.run(&record.payload, record.answers.clone());
-            if &record.behaviour != promoted {
-                // Still the previous module in production: nothing to compare yet.
+            if record.seq < expected {
+                if let Some(verification) = verification {
+                    verification.verdict(Verdict::Agree);
+                }
                 continue;
             }
-            tally.samples += 1;
-            metrics::counter!(arbor_metrics::SHADOW_COMPARISONS).increment(1);
-            tally.count_kind(crate::compare::message_kind(&record.payload));
-            if let (Some(a), Some(b)) = (run.fuel, record.fuel) {
-                tally.pair_fuel(a as f64, b as f64);
+            if record.seq > expected {
+                let missed = record.seq - expected;
+                metrics::counter!(arbor_metrics::SHADOW_GAPS).increment(missed);
+                watch.tally.gaps += missed;
+                if let Err(end) = watch.catch_up_to(at, expected, record.seq) {
+                    return end;
+                }
             }
-            let production = Ended::from(&record.status);
-            let got = Side {
-                ended: &production,
-                sends: &record.sends,
-                tools: None,
-                asked_otherwise: None,
-            };
-            if let Some(divergence) = difference(
-                record.seq,
-                &record.payload,
-                Side::of(&run),
-                got,
-                &self.ignore,
-            ) {
-                let reason = format!(
-                    "{promoted} {} on input {} (`{}`): expected {}, got {}",
-                    divergence.what,
-                    divergence.seq,
-                    divergence.kind,
-                    divergence.expected,
-                    divergence.got
-                );
-                tally.diverged(divergence);
-                self.publish(&tally);
-                return LiveEnd::Regression(reason);
+            expected = record.seq + 1;
+            at = record.lsn;
+            if let Err(end) = watch.compare(&record, verification) {
+                return end;
             }
-            if matches!(run.ended, Ended::Crashed(_)) {
-                self.publish(&tally);
-                return LiveEnd::Failed("the reverse shadow crashed".into());
-            }
-            if tally.samples.is_multiple_of(PUBLISH_EVERY) {
-                self.publish(&tally);
+            if watch.tally.samples.is_multiple_of(PUBLISH_EVERY) {
+                self.publish(&watch.tally);
             }
         }
+    }
+}
+
+/// A watch under way: the reverse shadow and what it found.
+struct Watching<'a> {
+    live: &'a Live,
+    promoted: &'a BehaviourId,
+    shadow: &'a mut Shadow,
+    tally: Tally,
+    /// Told of the first regression (a verified watch goes on after it).
+    regressed: Option<oneshot::Sender<String>>,
+    verified: bool,
+}
+
+impl Watching<'_> {
+    fn end(&self, end: LiveEnd) -> LiveEnd {
+        self.live.publish(&self.tally);
+        end
+    }
+
+    /// Handles the inputs from `expected` to before `until` from the journal (after `at`):
+    /// their replies were not mirrored, so only how each ended is compared.
+    fn catch_up_to(&mut self, at: Option<Lsn>, expected: u64, until: u64) -> Result<(), LiveEnd> {
+        if until <= expected {
+            return Ok(());
+        }
+        let Some(lsn) = at else {
+            return Err(self.end(LiveEnd::Incomplete(format!(
+                "the reverse shadow missed inputs {expected}..{until} and has no journal \
+                 position to read them back from"
+            ))));
+        };
+        let mut regression = None;
+        let caught = self
+            .live
+            .catch_up(lsn, until - 1, |input, status, answers| {
+                if input.seq < expected {
+                    return Ok(());
+                }
+                self.tally.caught_up += 1;
+                let run = self.shadow.run(&input.payload, answers);
+                let agrees = matches!(
+                    (&status, &run.ended),
+                    (Status::Applied, Ended::Replied(_))
+                        | (Status::Refused(_), Ended::Refused(_))
+                        | (Status::Crashed(_), Ended::Crashed(_))
+                );
+                if !agrees && regression.is_none() {
+                    regression = Some(format!(
+                        "{} on input {} (read back from the journal): the previous module {}, \
+                         production {status:?}",
+                        self.promoted,
+                        input.seq,
+                        match &run.ended {
+                            Ended::Replied(_) => "replied".to_string(),
+                            Ended::Refused(why) => format!("refused ({why})"),
+                            Ended::Crashed(why) => format!("crashed ({why})"),
+                        }
+                    ));
+                }
+                Ok(())
+            });
+        if let Err(reason) = caught {
+            return Err(self.end(LiveEnd::Incomplete(format!(
+                "the reverse shadow missed inputs {expected}..{until} and could not read them \
+                 back: {reason}"
+            ))));
+        }
+        match regression {
+            Some(reason) => self.regress(reason),
+            None => Ok(()),
+        }
+    }
+
+    /// Compares production's handling of `record` with the reverse shadow's.
+    fn compare(
+        &mut self,
+        record: &Mirrored,
+        verification: Option<Verification>,
+    ) -> Result<(), LiveEnd> {
+        let run = self.shadow.run(&record.payload, record.answers.clone());
+        if &record.behaviour != self.promoted {
+            // Still (or again, after a rollback) the previous module in production.
+            if let Some(verification) = verification {
+                verification.verdict(Verdict::Agree);
+            }
+            return Ok(());
+        }
+        let tally = &mut self.tally;
+        metrics::counter!(arbor_metrics::SHADOW_COMPARISONS).increment(1);
+        let kind = tally.count_input(&record.payload, true);
+        if let (Some(a), Some(b)) = (run.fuel, record.fuel) {
+            tally.pair_fuel(&kind, a as f64, b as f64);
+        }
+        let production = Ended::from(&record.status);
+        let got = Side {
+            ended: &production,
+            sends: &record.sends,
+            tools: None,
+            asked_otherwise: None,
+        };
+        let divergence = difference(
+            record.seq,
+            &record.payload,
+            Side::of(&run),
+            got,
+            &self.live.ignore,
+        );
+        let Some(divergence) = divergence else {
+            if let Some(verification) = verification {
+                verification.verdict(Verdict::Agree);
+            }
+            if matches!(run.ended, Ended::Crashed(_)) {
+                return Err(self.end(LiveEnd::Failed("the reverse shadow crashed".into())));
+            }
+            return Ok(());
+        };
+        if let Some(verification) = verification {
+            // The caller gets what the previous module answers, not the regression.
+            verification.verdict(Verdict::Replace(status_of(&run), run.sends.clone()));
+        }
+        let reason = format!(
+            "{} {} on input {} (`{}`): expected {}, got {}",
+            self.promoted,
+            divergence.what,
+            divergence.seq,
+            divergence.kind,
+            divergence.expected,
+            divergence.got
+        );
+        self.tally.diverged(divergence);
+        self.regress(reason)
+    }
+
+    /// A regression: a plain watch ends with it; a verified one tells the arbiter and goes on
+    /// answering with the reverse shadow until the rollback is done.
+    fn regress(&mut self, reason: String) -> Result<(), LiveEnd> {
+        if !self.verified {
+            return Err(self.end(LiveEnd::Regression(reason)));
+        }
+        if let Some(regressed) = self.regressed.take() {
+            self.live.publish(&self.tally);
+            let _ = regressed.send(reason);
+        }
+        Ok(())
+    }
+}
+
+/// How the reverse shadow's run ended, as a verified tap's replacement.
+fn status_of(run: &Run) -> MirroredStatus {
+    match &run.ended {
+        Ended::Replied(reply) => MirroredStatus::Applied(reply.clone()),
+        Ended::Refused(why) => MirroredStatus::Refused(why.clone()),
+        Ended::Crashed(why) => MirroredStatus::Crashed(why.clone()),
     }
 }

@@ -15,32 +15,62 @@ use arbor_agent::{
     AgentSystem, Behaviour, BehaviourError, BehaviourId, MirroredStatus, ReplayHost,
 };
 
+use crate::ShadowError;
 use crate::compare::{IgnoreRule, message_kind, render, replies_match};
+use crate::migration::MigrationRule;
 use crate::policy::{Divergence, Policy, Tally};
 
-/// Makes shadow instances: the agent's grants, the shadow budgets.
+/// Makes shadow instances: the agent's grants and exactly its limits.
 #[derive(Clone)]
 pub(crate) struct Factory {
     pub(crate) system: AgentSystem,
     pub(crate) limits: AgentLimits,
     pub(crate) capabilities: Capabilities,
+    /// How migrations of production's state into the candidate are judged.
+    pub(crate) migration: MigrationRule,
 }
 
 impl Factory {
+    /// Shadows of an agent with these limits and grants. They run under exactly production's
+    /// limits — memory cap, deadline, message and reply sizes — since a module that can tell a
+    /// shadow from production (how far its memory grows, say) could behave only while watched;
+    /// an agent whose memory cap is above the shadows' budget is refused rather than shadowed
+    /// under a smaller one. Fuel is the exception: production's limit if it has one, else the
+    /// budget's, metered only — running out is a trap, which rejects, never something a module
+    /// can observe and go on.
     pub(crate) fn new(
         system: AgentSystem,
         agent: &AgentLimits,
         capabilities: Capabilities,
         budget: &crate::ShadowLimits,
-    ) -> Factory {
+        migration: MigrationRule,
+    ) -> Result<Factory, ShadowError> {
+        if agent.memory_bytes > budget.memory_bytes {
+            return Err(ShadowError::Refused(format!(
+                "the agent's memory cap ({} bytes) is above the shadows' budget ({} bytes): \
+                 shadows run under exactly production's limits, so raise \
+                 ShadowLimits::memory_bytes or evaluate elsewhere",
+                agent.memory_bytes, budget.memory_bytes
+            )));
+        }
         let mut limits = agent.clone();
-        limits.memory_bytes = limits.memory_bytes.min(budget.memory_bytes);
-        limits.fuel = Some(limits.fuel.map_or(budget.fuel, |f| f.min(budget.fuel)));
-        Factory {
+        limits.fuel = Some(limits.fuel.unwrap_or(budget.fuel));
+        Ok(Factory {
             system,
             limits,
             capabilities,
-        }
+            migration,
+        })
+    }
+
+    /// A candidate instance holding production's `state` migrated (its restore), checked
+    /// against `state` with the host's decoder ([`migration`](crate::migration)).
+    pub(crate) fn migrated(&self, id: &BehaviourId, state: &[u8]) -> Result<Shadow, String> {
+        let mut shadow = self.seeded(id, state)?;
+        let migrated = shadow.snapshot()?;
+        crate::migration::check(&self.migration, state, &migrated)
+            .map_err(|loss| format!("{id}: {loss}"))?;
+        Ok(shadow)
     }
 
     /// An instance of `id` holding `state` (restore: for a different module, a migration).
@@ -55,6 +85,7 @@ impl Factory {
         Ok(Shadow {
             behaviour,
             id: id.clone(),
+            age: 0,
             _active: Active::new(),
         })
     }
@@ -64,6 +95,8 @@ impl Factory {
 pub(crate) struct Shadow {
     behaviour: Box<dyn Behaviour>,
     pub(crate) id: BehaviourId,
+    /// Inputs this instance has handled since it was made.
+    pub(crate) age: u64,
     _active: Active,
 }
 
@@ -126,6 +159,7 @@ pub(crate) struct Run {
 impl Shadow {
     /// Handles `payload` with production's recorded `answers`.
     pub(crate) fn run(&mut self, payload: &[u8], answers: Vec<Answer>) -> Run {
+        self.age += 1;
         let mut host = ReplayHost::new(answers);
         let started = Instant::now();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -233,7 +267,8 @@ pub(crate) struct Pair {
 }
 
 impl Pair {
-    /// Both shadows seeded with `state` (the current module's layout).
+    /// Both shadows seeded with `state` (the current module's layout; the candidate's
+    /// migration of it checked).
     pub(crate) fn seeded(
         factory: Factory,
         control: &BehaviourId,
@@ -242,7 +277,7 @@ impl Pair {
         ignore: Vec<IgnoreRule>,
     ) -> Result<Pair, String> {
         let control = factory.seeded(control, state)?;
-        let candidate = factory.seeded(candidate, state)?;
+        let candidate = factory.migrated(candidate, state)?;
         Ok(Pair {
             factory,
             control,
@@ -256,19 +291,21 @@ impl Pair {
     /// Re-seeds both shadows (after a gap or a production restart).
     pub(crate) fn reseed(&mut self, state: &[u8]) -> Result<(), String> {
         self.control = self.factory.seeded(&self.control.id, state)?;
-        self.candidate = self.factory.seeded(&self.candidate.id, state)?;
+        self.candidate = self.factory.migrated(&self.candidate.id, state)?;
         self.since_state_check = 0;
         Ok(())
     }
 
     /// Runs one input through both shadows (order alternating, so neither always runs on a
-    /// warmer cache), compares them, and returns the control's run for A/A checks.
+    /// warmer cache), compares them, and returns the control's run for A/A checks. `live` says
+    /// the input was mirrored from production rather than replayed from the journal.
     pub(crate) fn step(
         &mut self,
         seq: u64,
         payload: &[u8],
         answers: Vec<Answer>,
         policy: &Policy,
+        live: bool,
     ) -> Result<Run, String> {
         let (control, candidate) = if seq.is_multiple_of(2) {
             let control = self.control.run(payload, answers.clone());
@@ -278,11 +315,11 @@ impl Pair {
             (self.control.run(payload, answers), candidate)
         };
         let tally = &mut self.tally;
-        tally.samples += 1;
         metrics::counter!(arbor_metrics::SHADOW_COMPARISONS).increment(1);
-        tally.count_kind(message_kind(payload));
+        let kind = tally.count_input(payload, live);
+        tally.candidate_age = self.candidate.age;
         if let (Some(a), Some(b)) = (control.fuel, candidate.fuel) {
-            tally.pair_fuel(a as f64, b as f64);
+            tally.pair_fuel(&kind, a as f64, b as f64);
         }
         tally.pair_latency(
             control.took.as_nanos() as f64,
@@ -305,7 +342,7 @@ impl Pair {
         }
         self.since_state_check += 1;
         if candidate_dead {
-            self.reseed_candidate()?;
+            self.reseed_candidate(seq)?;
         } else if self.since_state_check >= policy.state_every.max(1) {
             self.check_state(seq)?;
         }
@@ -323,19 +360,12 @@ impl Pair {
         self.tally.state_checks += 1;
         let migrated = self
             .factory
-            .seeded(&self.candidate.id, &control)
+            .migrated(&self.candidate.id, &control)
             .and_then(|mut migrated| migrated.snapshot().map(|state| (migrated, state)));
         let (migrated, expected) = match migrated {
             Ok(migrated) => migrated,
             Err(reason) => {
-                self.tally.diverged(Divergence {
-                    seq,
-                    kind: "state".into(),
-                    what: "state".into(),
-                    input: format!("state after input {seq}"),
-                    expected: render(&control, 200),
-                    got: format!("the candidate cannot take the control's state: {reason}"),
-                });
+                self.tally.diverged(cannot_take(seq, &control, &reason));
                 return Ok(());
             }
         };
@@ -357,9 +387,26 @@ impl Pair {
         Ok(())
     }
 
-    fn reseed_candidate(&mut self) -> Result<(), String> {
+    /// A crashed candidate is replaced by a fresh one holding the control's state; one that
+    /// cannot take it counts as a state divergence (and the dead one stays, failing on).
+    fn reseed_candidate(&mut self, seq: u64) -> Result<(), String> {
         let control = self.control.snapshot()?;
-        self.candidate = self.factory.seeded(&self.candidate.id, &control)?;
+        match self.factory.migrated(&self.candidate.id, &control) {
+            Ok(candidate) => self.candidate = candidate,
+            Err(reason) => self.tally.diverged(cannot_take(seq, &control, &reason)),
+        }
         Ok(())
+    }
+}
+
+/// The state divergence of a candidate that cannot take (or keep) the control's state.
+fn cannot_take(seq: u64, control: &[u8], reason: &str) -> Divergence {
+    Divergence {
+        seq,
+        kind: "state".into(),
+        what: "state".into(),
+        input: format!("state after input {seq}"),
+        expected: render(control, 200),
+        got: format!("the candidate cannot take the control's state: {reason}"),
     }
 }

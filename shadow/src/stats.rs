@@ -81,10 +81,17 @@ pub fn compare_paired(
     for (i, &a) in rel.iter().enumerate() {
         walsh.extend(rel[i..].iter().map(|&b| f64::midpoint(a, b)));
     }
-    walsh.sort_by(f64::total_cmp);
-    let shift = median_of_sorted(&walsh)?.exp_m1();
+    // Three order statistics are needed (the median and the interval's ends): selection, not
+    // a full sort of the n(n+1)/2 averages.
+    let mut nth = |k: usize| *walsh.select_nth_unstable_by(k, f64::total_cmp).1;
+    let total = n * (n + 1) / 2;
+    let median = if total % 2 == 1 {
+        nth(total / 2)
+    } else {
+        f64::midpoint(nth(total / 2 - 1), nth(total / 2))
+    };
+    let shift = median.exp_m1();
 
-    let total = walsh.len();
     let z_crit = if alpha <= 0.0 {
         f64::INFINITY
     } else if alpha >= 1.0 {
@@ -102,8 +109,8 @@ pub fn compare_paired(
     } else {
         0
     };
-    let ci_low = walsh[c].exp_m1();
-    let ci_high = walsh[total - 1 - c].exp_m1();
+    let ci_low = nth(c).exp_m1();
+    let ci_high = nth(total - 1 - c).exp_m1();
 
     let p_worse = signed_rank_p_upper(&rel, tolerance.ln_1p(), &normal);
     Some(PairedComparison {
@@ -137,6 +144,186 @@ pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
     sorted
         .get(rank.saturating_sub(1).min(sorted.len() - 1))
         .copied()
+}
+
+/// The one-sided `confidence` upper bound on a failure rate after `failures` in `samples`
+/// (Clopper-Pearson: exact, from the beta distribution; with no failure it is
+/// `1 - (1 - confidence)^(1/samples)`, about `3/samples` at 95 %, the rule of three). 1.0 with
+/// no samples; `confidence` is clamped to [0, 1).
+///
+/// ```
+/// use arbor_shadow::stats::failure_rate_bound;
+/// let bound = failure_rate_bound(0, 2_995, 0.95);
+/// assert!(bound < 0.001 && bound > 0.000_99);
+/// assert!(failure_rate_bound(1, 2_995, 0.95) > 0.001);
+/// ```
+pub fn failure_rate_bound(failures: u64, samples: u64, confidence: f64) -> f64 {
+    if samples == 0 || failures >= samples {
+        return 1.0;
+    }
+    let confidence = if confidence.is_nan() {
+        0.0
+    } else {
+        confidence.clamp(0.0, 1.0 - 1e-12)
+    };
+    if failures == 0 {
+        return 1.0 - (1.0 - confidence).powf(1.0 / samples as f64);
+    }
+    match statrs::distribution::Beta::new(failures as f64 + 1.0, (samples - failures) as f64) {
+        Ok(beta) => beta.inverse_cdf(confidence),
+        Err(_) => 1.0,
+    }
+}
+
+/// The fewest samples that, all clean, bound the failure rate below `target` at `confidence`:
+/// the smallest n with `(1 - target)^n <= 1 - confidence` (2,995 for 0.1 % at 95 %).
+/// `u64::MAX` when no number can (a target of 0 or below).
+///
+/// ```
+/// use arbor_shadow::stats::samples_for_bound;
+/// assert_eq!(samples_for_bound(0.001, 0.95), 2_995);
+/// assert_eq!(samples_for_bound(0.01, 0.95), 299);
+/// ```
+pub fn samples_for_bound(target: f64, confidence: f64) -> u64 {
+    if target.is_nan() || target <= 0.0 {
+        return u64::MAX;
+    }
+    if target >= 1.0 {
+        return 1;
+    }
+    let confidence = if confidence.is_nan() {
+        0.0
+    } else {
+        confidence.clamp(0.0, 1.0 - 1e-12)
+    };
+    let n = ((1.0 - confidence).ln() / (1.0 - target).ln()).ceil();
+    if n.is_finite() && n >= 1.0 {
+        // The float may land a hair above an integer: take the smallest n that really works.
+        let n = n as u64;
+        if n > 1 && (1.0 - target).powf((n - 1) as f64) <= 1.0 - confidence {
+            n - 1
+        } else {
+            n
+        }
+    } else {
+        1
+    }
+}
+
+/// A ratio between the candidate's and the control's measurements as a relative difference
+/// (0.3 = the candidate is 30 % higher), with a bootstrap confidence interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Ratio {
+    /// The estimate on all pairs.
+    pub estimate: f64,
+    /// The lower bound of the interval.
+    pub low: f64,
+    /// The upper bound.
+    pub high: f64,
+}
+
+/// What a paired statistic summarises: the mean (total cost) or a quantile (the tail).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Summary {
+    /// Sum of the candidate's values over sum of the control's.
+    Mean,
+    /// The candidate's `q`-quantile over the control's.
+    Quantile(f64),
+}
+
+/// Resamples of the paired bootstrap.
+const BOOTSTRAP_RESAMPLES: usize = 200;
+
+/// Pairs a bootstrap uses at most (evenly spaced), bounding its cost.
+const BOOTSTRAP_PAIRS: usize = 1_024;
+
+/// The paired bootstrap (percentile) interval, at level `1 - 2 * alpha`, of the candidate's
+/// `summary` relative to the control's, over (control, candidate) `pairs` (unusable pairs
+/// skipped as in [`compare_paired`]). Deterministic: the resamples come from a fixed seed, so a
+/// verdict reproduces. `None` with fewer than 2 usable pairs or a control summary of 0.
+///
+/// Why this beside the rank test: the signed-rank test judges the typical (median) input, so a
+/// candidate ten times costlier on one input in ten — mean +90 % — passes it. The mean and a
+/// high quantile catch that.
+pub fn paired_ratio(pairs: &[(f64, f64)], summary: Summary, alpha: f64) -> Option<Ratio> {
+    let usable: Vec<(f64, f64)> = pairs
+        .iter()
+        .copied()
+        .filter(|(control, candidate)| {
+            control.is_finite() && candidate.is_finite() && *control >= 0.0 && *candidate >= 0.0
+        })
+        .collect();
+    if usable.len() < 2 {
+        return None;
+    }
+    let ratio = |sample: &mut dyn Iterator<Item = (f64, f64)>| -> Option<f64> {
+        match summary {
+            Summary::Mean => {
+                let (control, candidate) = sample.fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d));
+                (control > 0.0).then(|| candidate / control - 1.0)
+            }
+            Summary::Quantile(q) => {
+                let (mut controls, mut candidates): (Vec<f64>, Vec<f64>) = sample.unzip();
+                let control = select_quantile(&mut controls, q)?;
+                let candidate = select_quantile(&mut candidates, q)?;
+                (control > 0.0).then(|| candidate / control - 1.0)
+            }
+        }
+    };
+    let estimate = ratio(&mut usable.iter().copied())?;
+    let usable: Vec<(f64, f64)> = if usable.len() > BOOTSTRAP_PAIRS {
+        (0..BOOTSTRAP_PAIRS)
+            .map(|i| usable[i * usable.len() / BOOTSTRAP_PAIRS])
+            .collect()
+    } else {
+        usable
+    };
+    let mut rng = 0x9e37_79b9_7f4a_7c15_u64 ^ usable.len() as u64;
+    let mut next = || {
+        // SplitMix64: a fixed, well-mixed sequence.
+        rng = rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let n = usable.len() as u64;
+    let mut resampled: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
+        .filter_map(|_| {
+            let mut sample = (0..n).map(|_| usable[(next() % n) as usize]);
+            ratio(&mut sample)
+        })
+        .collect();
+    if resampled.is_empty() {
+        return None;
+    }
+    resampled.sort_by(f64::total_cmp);
+    let alpha = if alpha.is_nan() {
+        0.0
+    } else {
+        alpha.clamp(0.0, 0.5)
+    };
+    let at = |p: f64| {
+        let index = (p * (resampled.len() - 1) as f64).round() as usize;
+        resampled[index.min(resampled.len() - 1)]
+    };
+    Some(Ratio {
+        estimate,
+        low: at(alpha),
+        high: at(1.0 - alpha),
+    })
+}
+
+/// [`quantile`] in place, without sorting (selection: linear time).
+fn select_quantile(values: &mut [f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 1.0) };
+    let rank = (q * values.len() as f64).ceil() as usize;
+    let index = rank.saturating_sub(1).min(values.len() - 1);
+    let (_, nth, _) = values.select_nth_unstable_by(index, f64::total_cmp);
+    Some(*nth)
 }
 
 /// Median of an already sorted slice; `None` if empty.
@@ -343,6 +530,56 @@ mod tests {
         assert_eq!(c.n, 200);
         assert!(c.worse);
         assert_eq!(compare_paired(&big, 0.1, 0.05, 200), Some(c));
+    }
+
+    #[test]
+    fn failure_bounds_follow_clopper_pearson() {
+        assert_eq!(failure_rate_bound(0, 0, 0.95), 1.0);
+        // Rule of three: about 3/n with no failure.
+        let b = failure_rate_bound(0, 300, 0.95);
+        assert!((b - 0.009_936).abs() < 1e-5, "{b}");
+        // One failure in 4,744: the 95 % bound is just under 0.1 % (tables: n = 4,744).
+        assert!(failure_rate_bound(1, 4_744, 0.95) < 0.001);
+        assert!(failure_rate_bound(1, 4_700, 0.95) > 0.001);
+        assert!(failure_rate_bound(3, 10, 0.95) > 0.3);
+        assert_eq!(failure_rate_bound(5, 5, 0.95), 1.0);
+        assert_eq!(samples_for_bound(0.001, 0.95), 2_995);
+        assert_eq!(samples_for_bound(0.0001, 0.95), 29_956);
+        assert_eq!(samples_for_bound(0.0, 0.95), u64::MAX);
+        for (target, confidence) in [(0.001, 0.95), (0.01, 0.99), (0.05, 0.9)] {
+            let n = samples_for_bound(target, confidence);
+            assert!(failure_rate_bound(0, n, confidence) <= target);
+            assert!(failure_rate_bound(0, n - 1, confidence) > target);
+        }
+    }
+
+    #[test]
+    fn mean_and_tail_ratios_see_what_the_median_does_not() {
+        // One input in ten costs ten times more: the median is unchanged, the mean +90 %.
+        let pairs: Vec<(f64, f64)> = (0..500)
+            .map(|i| (100.0, if i % 10 == 0 { 1_000.0 } else { 100.0 }))
+            .collect();
+        let median = compare_paired(&pairs, 0.05, 0.01, 2_000).unwrap();
+        assert!(!median.worse, "{median:?}");
+        let mean = paired_ratio(&pairs, Summary::Mean, 0.01).unwrap();
+        assert!((mean.estimate - 0.9).abs() < 1e-9, "{mean:?}");
+        assert!(mean.low > 0.5 && mean.high < 1.3, "{mean:?}");
+        let tail = paired_ratio(&pairs, Summary::Quantile(0.95), 0.01).unwrap();
+        assert!((tail.estimate - 9.0).abs() < 1e-9, "{tail:?}");
+        // Identical pairs: exactly 0, interval included.
+        let same: Vec<(f64, f64)> = (1..=50).map(|i| (i as f64, i as f64)).collect();
+        let mean = paired_ratio(&same, Summary::Mean, 0.01).unwrap();
+        assert_eq!((mean.estimate, mean.low, mean.high), (0.0, 0.0, 0.0));
+        assert_eq!(paired_ratio(&[(1.0, 1.0)], Summary::Mean, 0.01), None);
+        assert_eq!(
+            paired_ratio(&[(0.0, 1.0), (0.0, 2.0)], Summary::Mean, 0.01),
+            None
+        );
+        // Deterministic.
+        assert_eq!(
+            paired_ratio(&pairs, Summary::Mean, 0.01),
+            paired_ratio(&pairs, Summary::Mean, 0.01)
+        );
     }
 
     #[test]

@@ -179,7 +179,9 @@ fn config(approval: Approval) -> ArbiterConfig {
     ArbiterConfig {
         approval,
         policy: Policy {
-            min_samples: 300,
+            // The bound these tests prove: < 1 % at 95 %, 299 clean samples (the default,
+            // 0.1 %, takes 2,995; `tests/evolution_bound.rs` runs at the default).
+            target_failure_rate: 0.01,
             min_per_kind: 30,
             // These tests judge answers, state and fuel; the tests run in parallel on two
             // cores, where latency says more about the neighbours than about the module.
@@ -191,6 +193,9 @@ fn config(approval: Approval) -> ArbiterConfig {
             ..ShadowLimits::default()
         },
         watch: Duration::from_millis(500),
+        watch_samples: 100,
+        watch_max: Duration::from_secs(60),
+        ..ArbiterConfig::default()
     }
 }
 
@@ -606,6 +611,7 @@ async fn shadows_never_call_a_tool_or_send() {
         .unwrap();
     let mut config = config(Approval::Suggest);
     config.policy.min_samples = 100;
+    config.policy.target_failure_rate = 0.05;
     let arbiter = Arbiter::new(system.clone(), config).unwrap();
     // Re-evaluating the current module: candidate and control both call every import.
     let candidate = arbiter
@@ -656,6 +662,7 @@ async fn a_full_mirror_records_gaps_instead_of_slowing_production() {
     let mut config = config(Approval::Suggest);
     config.limits.queue = 1;
     config.policy.min_samples = 100;
+    config.policy.target_failure_rate = 0.05;
     config.policy.min_per_kind = 5;
     let arbiter = Arbiter::new(system.clone(), config).unwrap();
     // kv-slow's shadow is ~50x slower than production: the one-slot mirror must overflow.
@@ -669,19 +676,20 @@ async fn a_full_mirror_records_gaps_instead_of_slowing_production() {
     let sent = traffic.sent.load(Ordering::Relaxed);
     traffic.stop().await;
     // Whether the one-slot mirror overflowed depends on how busy the machine is (the test
-    // below makes it overflow for sure); when it did, the shadows re-seeded.
-    assert_eq!(
-        status.shadow.gaps > 0,
-        status.shadow.resyncs > 0,
+    // below makes it overflow for sure); when it did, the shadows read the missed inputs back
+    // from the journal (issue 17.4/17.7: no re-seed, so the candidate's instance keeps aging).
+    assert!(
+        status.shadow.caught_up >= status.shadow.gaps,
         "{:#?}",
         status.shadow
     );
+    assert_eq!(status.shadow.resyncs, 0, "{:#?}", status.shadow);
     assert!(
         sent > status.shadow.samples,
         "{sent} {}",
         status.shadow.samples
     );
-    // Re-seeding after each gap keeps the comparison exact.
+    // Catching up after each gap keeps the comparison exact.
     assert_eq!(status.shadow.mismatch_count(), 0, "{:#?}", status.shadow);
     assert_eq!(status.shadow.aa_mismatches, 0);
 }

@@ -49,6 +49,7 @@ fn open(dir: &str) -> AgentSystem {
             every_records: 1_000_000,
             every: Duration::from_secs(3600),
             keep: 2,
+            ..CheckpointPolicy::default()
         })
         .build()
         .unwrap()

@@ -514,10 +514,24 @@ impl Vault {
     /// [`Vault::put_checkpoint`] that succeeded. A corrupt checkpoint newer than the oldest kept
     /// one is left in place (for inspection; [`Vault::latest_valid`] skips it).
     pub fn retain(&self, agent: &AgentId, keep_last: usize) -> Result<Vec<u64>> {
+        self.retain_keeping(agent, keep_last, None)
+    }
+
+    /// [`Vault::retain`] that also keeps the checkpoint at `also` (e.g. the one the runtime
+    /// keeps history from, for the evolution arbiter's replay gate), however old.
+    pub fn retain_keeping(
+        &self,
+        agent: &AgentId,
+        keep_last: usize,
+        also: Option<u64>,
+    ) -> Result<Vec<u64>> {
         let keep = keep_last.max(2);
         let mut kept = 0;
         let mut doomed = Vec::new();
         for (lsn, meta) in self.metas_at_or_before(agent, u64::MAX) {
+            if Some(lsn) == also {
+                continue;
+            }
             match meta {
                 Ok(_) if kept < keep => kept += 1,
                 Ok(_) => doomed.push(lsn),

@@ -190,6 +190,11 @@ impl Config {
         self
     }
 
+    /// The size at which segments rotate.
+    pub fn segment_size(&self) -> u64 {
+        self.segment_bytes
+    }
+
     /// The durability policy.
     pub fn durability_policy(&self) -> Durability {
         self.durability

@@ -8,13 +8,14 @@ use arbor_vault::{AgentId, NewCheckpoint};
 use arbor_wal::{Appended, Lsn};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::agent_ref::{AfterRestore, Mailbox, RebuildReport, RestoreFrom, SwapReport};
+use super::agent_ref::{AfterRestore, Mailbox, RebuildReport, RestoreFrom, StateCheck, SwapReport};
 use super::error::AgentError;
 use super::host::LiveHost;
+use super::host::PendingSend;
 use super::journal::Journal;
-use super::mirror::{MirrorTap, Mirrored, MirroredStatus, Tapped};
+use super::mirror::{MirrorTap, Mirrored, MirroredStatus, Tapped, Verdict};
 use super::system::{AgentSpec, Shared};
 use crate::behaviour::Behaviour;
 use crate::envelope::{BehaviourId, Entry, Envelope, Kind, Status, check_msgpack};
@@ -38,6 +39,7 @@ pub(crate) enum AgentMsg {
         behaviour: Box<dyn Behaviour>,
         id: BehaviourId,
         keep_checkpoint: bool,
+        check: Option<StateCheck>,
         reply: Reply<SwapReport>,
     },
     /// Rebuild the state in `behaviour` (a fresh instance of `id`): `from`, then (with
@@ -172,8 +174,9 @@ impl Actor for AgentActor {
                 behaviour,
                 id,
                 keep_checkpoint,
+                check,
                 reply,
-            } => agent.swap(behaviour, id, keep_checkpoint, reply),
+            } => agent.swap(behaviour, id, keep_checkpoint, check, reply),
             AgentMsg::Rebuild {
                 behaviour,
                 id,
@@ -391,7 +394,8 @@ impl Agent {
                 };
             }
         };
-        if let (Some(tap), Some((answers, sends, fuel, sender))) = (&self.mirror, mirrored) {
+        let mut verdict = None;
+        if let (Some(tap), Some((answers, sends, fuel, sender))) = (self.mirror.clone(), mirrored) {
             let record = Mirrored {
                 seq: envelope.seq,
                 kind: envelope.kind,
@@ -407,8 +411,15 @@ impl Agent {
                 fuel,
                 took,
                 behaviour: self.behaviour_id.clone(),
+                lsn: appended.as_ref().map(Appended::lsn),
             };
-            if !tap.offer(record) {
+            let open = if tap.is_verified() {
+                verdict = tap.send_verified(record).await;
+                verdict.is_some()
+            } else {
+                tap.offer(record)
+            };
+            if !open {
                 self.mirror = None;
             }
         }
@@ -426,37 +437,50 @@ impl Agent {
                 journal.policy.every,
             );
         }
-        match result {
-            Ok(bytes) => {
-                let shared = Arc::clone(&self.shared);
-                let agent = name.clone();
-                self.completer.after_durable(
-                    appended,
-                    Box::new(move |durable| {
-                        if durable.is_ok() {
-                            shared.deliver(&agent, sends);
-                        }
-                        if let Some(reply) = reply {
-                            send(reply, durable.map(|()| bytes));
-                        }
-                    }),
-                );
-                self.checkpoint_if_due().await
-            }
+        let seq = envelope.seq;
+        let (answer, crash) = match result {
+            Ok(bytes) => (Ok(bytes), None),
             Err(error) if !error.is_crash() => {
                 let refused = AgentError::Refused {
                     agent: name.clone(),
-                    seq: envelope.seq,
+                    seq,
                     reason: error.to_string(),
                 };
-                self.reply_after_durable(appended, reply, refused);
-                Ok(())
+                (Err(refused), None)
             }
             Err(error) => {
-                let crash = self.crash(envelope.seq, from, error);
-                self.reply_after_durable(appended, reply, crash.clone());
-                Err(crash)
+                let crash = self.crash(seq, from, error);
+                (Err(crash.clone()), Some(crash))
             }
+        };
+        let shared = Arc::clone(&self.shared);
+        let agent = name.clone();
+        self.completer.after_durable(
+            appended,
+            verdict,
+            Box::new(move |durable, verdict| {
+                // A verified watch's observer may replace what production answered.
+                let (answer, sends) = match verdict {
+                    Some(Verdict::Replace(status, replaced)) => {
+                        let sends = replaced
+                            .into_iter()
+                            .map(|(to, payload)| PendingSend { to, payload })
+                            .collect();
+                        (answer_of(&agent, seq, status), sends)
+                    }
+                    _ => (answer, sends),
+                };
+                if durable.is_ok() {
+                    shared.deliver(&agent, sends);
+                }
+                if let Some(reply) = reply {
+                    send(reply, durable.and(answer));
+                }
+            }),
+        );
+        match crash {
+            Some(crash) => Err(crash),
+            None => self.checkpoint_if_due().await,
         }
     }
 
@@ -478,20 +502,6 @@ impl Agent {
                 agent: self.spec.name.clone(),
                 reason: format!("{during}: {reason}"),
             }
-        }
-    }
-
-    fn reply_after_durable(
-        &self,
-        appended: Option<Appended>,
-        reply: Option<Reply<Vec<u8>>>,
-        error: AgentError,
-    ) {
-        if let Some(reply) = reply {
-            self.completer.after_durable(
-                appended,
-                Box::new(move |durable| send(reply, durable.and(Err(error)))),
-            );
         }
     }
 
@@ -536,12 +546,20 @@ impl Agent {
             .snapshot()
             .map_err(|e| self.crashed_outside_input("snapshot", e))?;
         store_checkpoint(journal, &self.id, &self.behaviour_id, self.seq, &state, lsn).await?;
-        // A held checkpoint (a promotion's, until its watch ends) must outlive the count.
+        // A held checkpoint (a promotion's, until its watch ends) must outlive the count, and
+        // so must the one the agent's kept history starts from.
         if !journal.is_held(&self.spec.name) {
+            let vault_error = |e: arbor_vault::Error| AgentError::Vault(e.to_string());
+            let metas = journal
+                .vault
+                .list_checkpoints(&self.id)
+                .map_err(vault_error)?;
+            let history = journal.history_from(&metas, self.seq);
             journal
                 .vault
-                .retain(&self.id, journal.policy.keep.max(2))
-                .map_err(|e| AgentError::Vault(e.to_string()))?;
+                .retain_keeping(&self.id, journal.policy.keep.max(2), history)
+                .map_err(vault_error)?;
+            journal.keep_history_from(&self.spec.name, history);
         }
         self.checkpoint_lsn = Some(lsn);
         self.inputs_since_checkpoint = 0;
@@ -559,6 +577,7 @@ impl Agent {
         mut next: Box<dyn Behaviour>,
         id: BehaviourId,
         keep_checkpoint: bool,
+        check: Option<StateCheck>,
         reply: Reply<SwapReport>,
     ) -> Result<(), AgentError> {
         let paused = Instant::now();
@@ -580,6 +599,16 @@ impl Agent {
                 Err(refused(format!("{id} refused the state: {error}"))),
             );
             return Ok(());
+        }
+        if let Some(check) = check {
+            let checked = next
+                .snapshot()
+                .map_err(|e| format!("{id} cannot snapshot the migrated state: {e}"))
+                .and_then(|migrated| check(&state, &migrated));
+            if let Err(reason) = checked {
+                send(reply, Err(refused(reason)));
+                return Ok(());
+            }
         }
         // Everything of this agent before the swap record; the promotion checkpoint claims it.
         let before_swap = self.shared.journal.as_ref().map(|j| j.wal.last_lsn());
@@ -626,7 +655,8 @@ impl Agent {
         let Some(lsn) = keep else {
             self.completer.after_durable(
                 appended,
-                Box::new(move |durable| send(reply, durable.map(|()| report))),
+                None,
+                Box::new(move |durable, _| send(reply, durable.map(|()| report))),
             );
             return Ok(());
         };
@@ -641,7 +671,8 @@ impl Agent {
         let seq = self.seq;
         self.completer.after_durable(
             appended,
-            Box::new(move |durable| {
+            None,
+            Box::new(move |durable, _| {
                 if let Err(error) = durable {
                     if let Some(journal) = &shared.journal {
                         journal.unhold(agent.as_str());
@@ -842,24 +873,48 @@ pub(crate) async fn store_checkpoint(
     Ok(lsn)
 }
 
-type Deliver = Box<dyn FnOnce(Result<(), AgentError>) + Send>;
+type Deliver = Box<dyn FnOnce(Result<(), AgentError>, Option<Verdict>) + Send>;
+
+/// How an observer's replacement reads to the caller.
+fn answer_of(agent: &str, seq: u64, status: MirroredStatus) -> Result<Vec<u8>, AgentError> {
+    let refused = |reason: String| AgentError::Refused {
+        agent: agent.to_string(),
+        seq,
+        reason,
+    };
+    match status {
+        MirroredStatus::Applied(reply) => Ok(reply),
+        MirroredStatus::Refused(reason) => Err(refused(reason)),
+        MirroredStatus::Crashed(reason) => Err(refused(format!(
+            "the verified watch's reference module crashed on it: {reason}"
+        ))),
+    }
+}
 
 /// Runs deliveries (replies, sends) once their journal records are durable, in the order they
 /// were queued, while the actor goes on with the next inputs. A delivery whose record is
 /// already durable, with nothing queued before it, runs at once on the actor.
+/// A delivery waiting: its journal records, the verdict it waits for (a verified tap's), and
+/// what to do then.
+type Queued = (
+    Option<Appended>,
+    Option<oneshot::Receiver<Verdict>>,
+    Deliver,
+);
+
 struct Completer {
-    queue: mpsc::UnboundedSender<(Option<Appended>, Deliver)>,
+    queue: mpsc::UnboundedSender<Queued>,
     queued: Arc<AtomicUsize>,
 }
 
 impl Completer {
     fn spawn() -> Completer {
-        let (queue, mut rx) = mpsc::unbounded_channel::<(Option<Appended>, Deliver)>();
+        let (queue, mut rx) = mpsc::unbounded_channel::<Queued>();
         let queued = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&queued);
         // Ends when the actor's state is dropped, after the deliveries already queued.
         tokio::spawn(async move {
-            while let Some((appended, deliver)) = rx.recv().await {
+            while let Some((appended, verdict, deliver)) = rx.recv().await {
                 let durable = match &appended {
                     Some(appended) => appended
                         .wait()
@@ -867,23 +922,38 @@ impl Completer {
                         .map_err(|e| AgentError::Journal(e.to_string())),
                     None => Ok(()),
                 };
-                deliver(durable);
+                // An observer that went away without a verdict agrees.
+                let verdict = match verdict {
+                    Some(verdict) => verdict.await.ok(),
+                    None => None,
+                };
+                deliver(durable, verdict);
                 counter.fetch_sub(1, Ordering::AcqRel);
             }
         });
         Completer { queue, queued }
     }
 
-    fn after_durable(&self, appended: Option<Appended>, deliver: Deliver) {
+    fn after_durable(
+        &self,
+        appended: Option<Appended>,
+        verdict: Option<oneshot::Receiver<Verdict>>,
+        deliver: Deliver,
+    ) {
         let durable = appended.as_ref().is_none_or(Appended::is_durable);
-        if durable && self.queued.load(Ordering::Acquire) == 0 {
-            deliver(Ok(()));
+        if durable && verdict.is_none() && self.queued.load(Ordering::Acquire) == 0 {
+            deliver(Ok(()), None);
             return;
         }
         self.queued.fetch_add(1, Ordering::AcqRel);
-        if let Err(mpsc::error::SendError((_, deliver))) = self.queue.send((appended, deliver)) {
+        if let Err(mpsc::error::SendError((_, _, deliver))) =
+            self.queue.send((appended, verdict, deliver))
+        {
             self.queued.fetch_sub(1, Ordering::AcqRel);
-            deliver(Err(AgentError::Journal("the delivery task stopped".into())));
+            deliver(
+                Err(AgentError::Journal("the delivery task stopped".into())),
+                None,
+            );
         }
     }
 }

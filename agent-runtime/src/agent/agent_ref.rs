@@ -36,6 +36,13 @@ pub struct SwapReport {
     pub checkpoint_lsn: Option<Lsn>,
 }
 
+/// Judges a swap's state migration before it happens: given the state before the swap and the
+/// new behaviour's snapshot after restoring it, an `Err` (why) refuses the swap, and the old
+/// behaviour keeps running (see [`AgentSystem::promote_module_checked`]).
+///
+/// [`AgentSystem::promote_module_checked`]: super::AgentSystem::promote_module_checked
+pub type StateCheck = Box<dyn FnOnce(&[u8], &[u8]) -> Result<(), String> + Send>;
+
 /// What a rollback or a checkpoint restore did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RebuildReport {
@@ -274,11 +281,13 @@ impl AgentRef {
         behaviour: Box<dyn Behaviour>,
         id: BehaviourId,
         keep_checkpoint: bool,
+        check: Option<StateCheck>,
     ) -> Result<SwapReport, AgentError> {
         self.ask(|reply| AgentMsg::Swap {
             behaviour,
             id,
             keep_checkpoint,
+            check,
             reply,
         })
         .await

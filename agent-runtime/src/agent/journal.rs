@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use arbor_vault::{AgentId, Vault};
+use arbor_vault::{AgentId, CheckpointMeta, Vault};
 use arbor_wal::{Lsn, Wal};
 use parking_lot::Mutex;
 
@@ -31,6 +31,15 @@ pub struct CheckpointPolicy {
     pub every: Duration,
     /// Checkpoints kept per agent (at least 2: the release rule needs the older one).
     pub keep: usize,
+    /// Inputs of each agent the journal keeps behind its newest checkpoint, with a checkpoint
+    /// to replay them from, for the evolution arbiter's replay gate (a candidate is compared on
+    /// this much recorded history before it meets live traffic). 0 keeps only what recovery
+    /// needs.
+    pub history: u64,
+    /// The most log kept for history, all agents together (rounded up to whole segments): older
+    /// segments go once recovery does not need them, so agents that go idle do not hold the
+    /// log for ever.
+    pub history_max_bytes: u64,
 }
 
 impl Default for CheckpointPolicy {
@@ -39,6 +48,8 @@ impl Default for CheckpointPolicy {
             every_records: 10_000,
             every: Duration::from_secs(60),
             keep: 3,
+            history: 5_000,
+            history_max_bytes: 256 << 20,
         }
     }
 }
@@ -48,11 +59,14 @@ impl Default for CheckpointPolicy {
 struct Pin {
     newest: Lsn,
     older: Option<Lsn>,
+    /// The checkpoint its kept history starts from ([`CheckpointPolicy::history`]).
+    history: Option<Lsn>,
     /// A checkpoint request is on its way; do not ask again until it is done.
     asked: bool,
 }
 
 impl Pin {
+    /// Where recovery may need the log from (the older of the two newest checkpoints).
     fn lsn(&self) -> Lsn {
         self.older.unwrap_or(self.newest)
     }
@@ -107,25 +121,55 @@ impl Journal {
             .map_err(|e| AgentError::Vault(e.to_string()))?;
         let mut lsns: Vec<Lsn> = metas.iter().map(|m| m.lsn).collect();
         lsns.sort_unstable();
+        let history = metas
+            .iter()
+            .max_by_key(|m| m.lsn)
+            .and_then(|newest| self.history_from(&metas, newest.seq));
         let pin = match lsns.as_slice() {
             [] => Pin {
                 newest: 0,
                 older: None,
+                history,
                 asked: false,
             },
             [.., older, newest] => Pin {
                 newest: *newest,
                 older: Some(*older),
+                history,
                 asked: false,
             },
             [only] => Pin {
                 newest: *only,
                 older: None,
+                history,
                 asked: false,
             },
         };
         self.pins.lock().insert(agent.as_str().into(), pin);
         Ok(())
+    }
+
+    /// The checkpoint an agent at input `seq` keeps its history from: the newest with at
+    /// least [`CheckpointPolicy::history`] of its inputs after it, or its oldest while it has
+    /// fewer.
+    pub(crate) fn history_from(&self, metas: &[CheckpointMeta], seq: u64) -> Option<Lsn> {
+        if self.policy.history == 0 {
+            return None;
+        }
+        let enough = seq.saturating_sub(self.policy.history);
+        metas
+            .iter()
+            .filter(|m| m.seq <= enough)
+            .max_by_key(|m| m.lsn)
+            .or_else(|| metas.iter().min_by_key(|m| m.lsn))
+            .map(|m| m.lsn)
+    }
+
+    /// Where `agent` keeps its history from now (see [`Journal::history_from`]).
+    pub(crate) fn keep_history_from(&self, agent: &str, lsn: Option<Lsn>) {
+        if let Some(pin) = self.pins.lock().get_mut(agent) {
+            pin.history = lsn;
+        }
     }
 
     /// Notes that `agent` journaled an input its last checkpoint does not hold (the first one
@@ -149,6 +193,7 @@ impl Journal {
         let pin = pins.entry(agent.into()).or_insert(Pin {
             newest: lsn,
             older: None,
+            history: None,
             asked: false,
         });
         // A promotion stores its checkpoint late, possibly after newer ones.
@@ -180,11 +225,24 @@ impl Journal {
             return Ok(Vec::new());
         };
         let held = self.holds.lock().values().min().copied();
-        let pinned = self.pins.lock().values().map(Pin::lsn).min();
-        let lowest = match (pinned, held) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let (pinned, history) = {
+            let pins = self.pins.lock();
+            let pinned = pins.values().map(Pin::lsn).min();
+            let history = pins.values().filter_map(|pin| pin.history).min();
+            (pinned, history)
         };
+        // History is kept within its budget of the newest segments only.
+        let budget = self
+            .policy
+            .history_max_bytes
+            .div_ceil(self.wal.config().segment_size().max(1))
+            .max(1);
+        let floor = usize::try_from(budget)
+            .ok()
+            .and_then(|budget| firsts.len().checked_sub(budget))
+            .map_or(0, |oldest_kept| firsts[oldest_kept]);
+        let history = history.map(|lsn| lsn.max(floor));
+        let lowest = [pinned, held, history].into_iter().flatten().min();
         // No agents: nothing in the log is needed.
         let release_before = lowest.map_or(self.wal.last_lsn(), |lsn| lsn.saturating_add(1));
         let mut next_boundary = second;

@@ -34,11 +34,11 @@ mod mirror;
 mod recovery;
 mod system;
 
-pub use agent_ref::{AfterRestore, AgentRef, RebuildReport, RestoreFrom, SwapReport};
+pub use agent_ref::{AfterRestore, AgentRef, RebuildReport, RestoreFrom, StateCheck, SwapReport};
 pub use error::AgentError;
 pub use history::{History, Journaled, history};
 pub use host::ReplayHost;
 pub use journal::CheckpointPolicy;
-pub use mirror::{Mirror, MirrorTap, Mirrored, MirroredStatus, Tapped};
+pub use mirror::{Mirror, MirrorTap, Mirrored, MirroredStatus, Tapped, Verdict, Verification};
 pub use recovery::RecoveryReport;
 pub use system::{AgentSpec, AgentSystem, AgentSystemBuilder, DEFAULT_MAILBOX, NativeFactory};

@@ -13,7 +13,9 @@ use parking_lot::RwLock;
 use ractor::Actor;
 
 use super::actor::{AgentActor, AgentMsg, Start};
-use super::agent_ref::{AfterRestore, AgentRef, Mailbox, RebuildReport, RestoreFrom, SwapReport};
+use super::agent_ref::{
+    AfterRestore, AgentRef, Mailbox, RebuildReport, RestoreFrom, StateCheck, SwapReport,
+};
 use super::error::AgentError;
 use super::host::PendingSend;
 use super::journal::{CheckpointPolicy, Journal};
@@ -827,7 +829,7 @@ impl AgentSystem {
         to: BehaviourId,
     ) -> Result<SwapReport, AgentError> {
         let behaviour = self.instance_for_swap(agent, &to)?;
-        agent.swap(behaviour, to, false).await
+        agent.swap(behaviour, to, false, None).await
     }
 
     /// [`swap_module`](Self::swap_module) for a promotion: the state before the swap is also
@@ -841,7 +843,22 @@ impl AgentSystem {
         to: BehaviourId,
     ) -> Result<SwapReport, AgentError> {
         let behaviour = self.instance_for_swap(agent, &to)?;
-        agent.swap(behaviour, to, true).await
+        agent.swap(behaviour, to, true, None).await
+    }
+
+    /// [`promote_module`](Self::promote_module) that first judges the migration, inside the
+    /// swap's pause: `check` gets the state before and `to`'s snapshot after restoring it, and
+    /// an `Err` refuses the swap ([`AgentError::SwapRefused`]) — the old behaviour keeps
+    /// running. The evolution arbiter checks here that no data production's state holds is
+    /// lost. The pause grows by one snapshot of the new behaviour and the check.
+    pub async fn promote_module_checked(
+        &self,
+        agent: &AgentRef,
+        to: BehaviourId,
+        check: StateCheck,
+    ) -> Result<SwapReport, AgentError> {
+        let behaviour = self.instance_for_swap(agent, &to)?;
+        agent.swap(behaviour, to, true, Some(check)).await
     }
 
     /// Undoes a promotion: restores `checkpoint_lsn` (the promotion's) into a fresh instance of
