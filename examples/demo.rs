@@ -1208,7 +1208,7 @@ async fn demo() -> DemoResult<()> {
         candidates.insert(agent, candidate);
     }
     let progress = MultiProgress::new();
-    let min_samples = arbiter.config().policy.min_samples;
+    let min_samples = arbiter.config().policy.required_samples();
     let bars: Vec<(&str, ProgressBar)> = plans
         .iter()
         .map(|(agent, name, _)| {

@@ -260,7 +260,8 @@ struct Inner {
 ///
 /// let config = ArbiterConfig {
 ///     approval: Approval::Auto,
-///     policy: Policy { min_samples: 20, min_per_kind: 5, ..Policy::default() },
+///     // < 5 % at 95 %: 59 clean samples, 20 of them live.
+///     policy: Policy { target_failure_rate: 0.05, min_per_kind: 5, min_live_samples: 20, ..Policy::default() },
 ///     watch: std::time::Duration::from_millis(200),
 ///     ..ArbiterConfig::default()
 /// };
@@ -277,6 +278,7 @@ struct Inner {
 /// }
 /// let status = arbiter.wait("kv", |s| matches!(s.stage, Stage::Watching | Stage::Done(_))).await?;
 /// assert!(status.promotion.is_some(), "{status:?}");
+/// system.shutdown().await?; // ends the watch with it
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # })?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())

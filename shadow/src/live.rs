@@ -57,6 +57,10 @@ pub(crate) struct Progress {
     pub(crate) cancel: AtomicBool,
 }
 
+/// How long a watch waits for production to come back after its mirror ended (a supervisor
+/// restart takes milliseconds; an agent stopped for good never comes back).
+const RESTART_WAIT: Duration = Duration::from_secs(10);
+
 /// Publish the tally every this many samples.
 const PUBLISH_EVERY: u64 = 64;
 
@@ -119,7 +123,7 @@ impl Live {
         verified: bool,
     ) -> Result<(AgentRef, Tapped, Mirror), LiveEnd> {
         loop {
-            if self.cancelled() {
+            if self.cancelled() || self.factory.system.is_shut_down() {
                 return Err(LiveEnd::Cancelled);
             }
             if Instant::now() >= deadline {
@@ -308,12 +312,7 @@ impl Live {
                 };
                 // A/A: the control is production's code on production's state and answers.
                 let production = Ended::from(&record.status);
-                let reference = Side {
-                    ended: &production,
-                    sends: &record.sends,
-                    tools: None,
-                    asked_otherwise: None,
-                };
+                let reference = Side::production(&production, &record.sends);
                 if let Some(divergence) = difference(
                     record.seq,
                     &record.payload,
@@ -432,7 +431,7 @@ impl Live {
                 Ok(None) => {
                     // Production restarted: mirror it again, and catch up with what it
                     // handled before the new mirror was in.
-                    match self.tap(Instant::now() + self.limits.deadline, rule.verified) {
+                    match self.tap(Instant::now() + RESTART_WAIT, rule.verified) {
                         Ok((_, tapped, next)) => {
                             mirror = next;
                             if let Err(end) = watch.catch_up_to(at, expected, tapped.seq + 1) {
@@ -440,6 +439,12 @@ impl Live {
                             }
                             expected = tapped.seq + 1;
                             continue;
+                        }
+                        Err(LiveEnd::TimeUp) => {
+                            return watch.end(LiveEnd::Incomplete(format!(
+                                "production did not come back within {RESTART_WAIT:?} of its \
+                                 mirror ending"
+                            )));
                         }
                         Err(end) => return watch.end(end),
                     }
@@ -572,12 +577,7 @@ impl Watching<'_> {
             tally.pair_fuel(&kind, a as f64, b as f64);
         }
         let production = Ended::from(&record.status);
-        let got = Side {
-            ended: &production,
-            sends: &record.sends,
-            tools: None,
-            asked_otherwise: None,
-        };
+        let got = Side::production(&production, &record.sends);
         let divergence = difference(
             record.seq,
             &record.payload,

@@ -201,6 +201,17 @@ pub(crate) struct Side<'a> {
 }
 
 impl<'a> Side<'a> {
+    /// Production's side of a mirrored input (`ended` is its status): its tool arguments are
+    /// not reported, and it asked the host what it asked.
+    pub(crate) fn production(ended: &'a Ended, sends: &'a Effects) -> Side<'a> {
+        Side {
+            ended,
+            sends,
+            tools: None,
+            asked_otherwise: None,
+        }
+    }
+
     pub(crate) fn of(run: &'a Run) -> Side<'a> {
         Side {
             ended: &run.ended,

@@ -99,8 +99,54 @@ async fn puts_until(
     }
 }
 
+/// Reads every `zz` key (all present, so a right reply is a value) until the evaluation is
+/// over; returns how it ended and how many replies were wrong.
+async fn reads_of_the_bug_until_done(
+    system: &AgentSystem,
+    arbiter: &Arbiter,
+) -> (EvaluationStatus, u64) {
+    let mut wrong = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = arbiter
+            .status("kv")
+            .filter(|s| matches!(s.stage, Stage::Done(_)))
+        {
+            return (status, wrong);
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        let Some(agent) = system.lookup("kv") else {
+            tokio::task::yield_now().await;
+            continue;
+        };
+        for i in 0..50 {
+            let get = KvMsg::Get {
+                key: format!("zz-{i}"),
+            };
+            match agent.call_msg::<_, KvReply>(&get).await {
+                Ok(KvReply::Value { value: Some(_) }) | Err(_) => {}
+                Ok(_) => wrong += 1,
+            }
+        }
+    }
+}
+
 fn watching(status: &EvaluationStatus) -> bool {
     matches!(status.stage, Stage::Watching | Stage::Done(_))
+}
+
+/// The lineage's steps once the watch's end is in it (it is written just after the stage is
+/// published).
+async fn steps_after_watch(arbiter: &Arbiter) -> Vec<String> {
+    let mut found = steps(arbiter);
+    for _ in 0..100 {
+        if found.iter().any(|s| s.starts_with("watch-")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        found = steps(arbiter);
+    }
+    found
 }
 
 fn steps(arbiter: &Arbiter) -> Vec<String> {
@@ -138,7 +184,7 @@ async fn a_watch_that_falls_behind_catches_up_from_the_journal() {
         "{:#?}",
         status.watch
     );
-    let steps = steps(&arbiter);
+    let steps = steps_after_watch(&arbiter).await;
     assert!(steps.contains(&"watch-passed".to_string()), "{steps:?}");
     assert!(!steps.iter().any(|s| s == "watch-ended"), "{steps:?}");
 }
@@ -164,24 +210,7 @@ async fn a_regression_after_the_watch_fell_behind_is_rolled_back() {
     .await;
     assert_eq!(status.stage, Stage::Watching, "{status:#?}");
     // Then the bug's inputs.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = arbiter
-            .status("kv")
-            .filter(|s| matches!(s.stage, Stage::Done(_)))
-        {
-            break status;
-        }
-        assert!(tokio::time::Instant::now() < deadline);
-        if let Some(agent) = system.lookup("kv") {
-            for i in 0..50 {
-                let get = KvMsg::Get {
-                    key: format!("zz-{i}"),
-                };
-                let _ = agent.call_msg::<_, KvReply>(&get).await;
-            }
-        }
-    };
+    let (status, _) = reads_of_the_bug_until_done(&system, &arbiter).await;
     assert_eq!(
         status.stage,
         Stage::Done(Outcome::RolledBack),
@@ -212,30 +241,7 @@ async fn a_verified_watch_releases_no_wrong_reply() {
         arbiter.evaluate("kv", buggy, Vec::new()).unwrap();
         let status = puts_until(&system, &arbiter, watching).await;
         assert_eq!(status.stage, Stage::Watching, "{status:#?}");
-        // Every zz key is present: a right reply is its value.
-        let mut wrong = 0;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = arbiter
-                .status("kv")
-                .filter(|s| matches!(s.stage, Stage::Done(_)))
-            {
-                break status;
-            }
-            assert!(tokio::time::Instant::now() < deadline);
-            let Some(agent) = system.lookup("kv") else {
-                continue;
-            };
-            for i in 0..50 {
-                let get = KvMsg::Get {
-                    key: format!("zz-{i}"),
-                };
-                match agent.call_msg::<_, KvReply>(&get).await {
-                    Ok(KvReply::Value { value: Some(_) }) | Err(_) => {}
-                    Ok(_) => wrong += 1,
-                }
-            }
-        };
+        let (status, wrong) = reads_of_the_bug_until_done(&system, &arbiter).await;
         assert_eq!(
             status.stage,
             Stage::Done(Outcome::RolledBack),
@@ -280,7 +286,7 @@ async fn a_watch_lasts_its_samples_and_says_when_it_could_not() {
             .unwrap()
         };
         assert_eq!(status.stage, Stage::Done(Outcome::Promoted), "{status:#?}");
-        let steps = steps(&arbiter);
+        let steps = steps_after_watch(&arbiter).await;
         if traffic_after {
             assert!(status.watch.samples >= 300, "{:#?}", status.watch);
             assert!(steps.contains(&"watch-passed".to_string()), "{steps:?}");

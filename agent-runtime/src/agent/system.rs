@@ -174,6 +174,8 @@ pub(crate) struct Shared {
     natives: BTreeMap<String, NativeFactory>,
     mailbox: usize,
     directory: RwLock<HashMap<String, AgentRef>>,
+    /// [`AgentSystem::shutdown`] ran: observers waiting for an agent to come back stop waiting.
+    shut_down: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -437,6 +439,7 @@ impl AgentSystemBuilder {
                 natives: self.natives,
                 mailbox: self.mailbox.unwrap_or(DEFAULT_MAILBOX),
                 directory: RwLock::new(HashMap::new()),
+                shut_down: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -446,6 +449,14 @@ impl AgentSystem {
     /// A builder.
     pub fn builder() -> AgentSystemBuilder {
         AgentSystemBuilder::default()
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has been called (agents may still be recovered
+    /// or spawned after it, but nothing waits for the stopped ones to come back by themselves).
+    pub fn is_shut_down(&self) -> bool {
+        self.shared
+            .shut_down
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The shared Wasm host.
@@ -990,6 +1001,9 @@ impl AgentSystem {
     /// Stops every running agent after a final checkpoint (they stay registered as running, so
     /// [`recover_all`](Self::recover_all) brings them back), then syncs the WAL and the vault.
     pub async fn shutdown(&self) -> Result<(), AgentError> {
+        self.shared
+            .shut_down
+            .store(true, std::sync::atomic::Ordering::Release);
         let agents: Vec<AgentRef> = self
             .shared
             .directory
