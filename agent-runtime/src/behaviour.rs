@@ -1,18 +1,23 @@
 //! What an agent does: the [`Behaviour`] contract, shared by Wasm modules and native Rust
-//! behaviours, and the [`Host`] a behaviour reaches the world through.
+//! behaviours, and [`HostCalls`], what a [`Host`](crate::Host) answers.
 //!
 //! The agent actor owns one behaviour. For each input it calls [`Behaviour::handle`] with a
-//! [`Host`]; everything the behaviour learns from outside itself (the time, random numbers, tool
-//! results, whether a send was accepted) comes through that host, which records it while live and
-//! plays the recording back during replay. A behaviour that respects this is deterministic: the
+//! [`Host`](crate::Host); everything the behaviour learns from outside itself (the time, random
+//! numbers, tool results, whether a send was accepted) comes through that host, which records it
+//! while live and plays the recording back during replay. A behaviour that respects this is deterministic: the
 //! same state and the same input with the same host answers give the same reply and the same
 //! next state, which is what recovery and the evolution arbiter rely on.
 
+use std::any::Any;
 use std::fmt;
 
-/// The outside world as one behaviour sees it while handling one input. The agent actor provides
-/// it; during replay its answers come from the journal and its effects are not performed again.
-pub trait Host {
+use crate::host::Host;
+
+/// The outside world as one behaviour sees it while handling one input: what a
+/// [`Host`](crate::Host) answers. The agent actor's records every answer; during replay the
+/// answers come from the journal and effects are not performed again. Implement it for a
+/// custom host ([`Host::custom`](crate::Host::custom)).
+pub trait HostCalls: Any + Send {
     /// Wall-clock time, nanoseconds since the Unix epoch.
     fn now(&mut self) -> Result<u64, HostError>;
     /// 64 random bits.
@@ -126,7 +131,7 @@ pub struct Cost {
 /// bytes that `restore` (of this or a newer version) accepts.
 pub trait Behaviour: Send + 'static {
     /// Handles one input (MessagePack) and returns the reply (MessagePack).
-    fn handle(&mut self, input: &[u8], host: &mut dyn Host) -> Result<Vec<u8>, BehaviourError>;
+    fn handle(&mut self, input: &[u8], host: &mut Host) -> Result<Vec<u8>, BehaviourError>;
 
     /// Creates the agent's initial state from `config` (MessagePack, or empty). A refused config
     /// is [`BehaviourError::BadInput`]. The default accepts only an empty config.

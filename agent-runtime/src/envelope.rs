@@ -1,11 +1,17 @@
 //! What travels to an agent and what the journal keeps of it.
 //!
-//! Every input is an [`Envelope`]; the agent journals it as [`Entry::Input`] before handling
-//! it, then journals the [`Entry::Outcome`]: whether it was applied, refused or crashed the
-//! behaviour, and the answers the host gave while it ran (`now`, `random`, tool results, whether
-//! each send was accepted). Replay feeds those answers back, so it needs no clock, no randomness
-//! and no tool. A swap of the agent's behaviour is [`Entry::Swap`]. All entries are MessagePack
+//! Every input is an [`Envelope`]. Once the agent has handled it, it journals it as
+//! [`Entry::Input`] followed by its [`Entry::Outcome`] — whether it was applied, refused or
+//! crashed the behaviour, and the answers the host gave while it ran (`now`, `random`, tool
+//! results, whether each send was accepted) — both in one append, so an input costs one
+//! durability wait. Nothing is answered or sent before both are durable. Replay feeds the
+//! answers back, so it needs no clock, no randomness and no tool. A swap of the agent's
+//! behaviour is [`Entry::Swap`], a rebuilt state [`Entry::Rebase`]. All entries are MessagePack
 //! with named fields, so records stay readable as the format grows.
+//!
+//! Format versions: data directories written before the records were appended together (the
+//! input appended before handling, its outcome after) hold the same records in the same order
+//! and read the same; an input whose outcome never came is read as unacknowledged either way.
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
@@ -97,10 +103,45 @@ impl Entry {
         rmp_serde::to_vec_named(self).unwrap_or_default()
     }
 
+    /// [`Entry::Input`] of a borrowed envelope, encoded as [`Entry::encode`] would.
+    pub(crate) fn encode_input(envelope: &Envelope) -> Vec<u8> {
+        rmp_serde::to_vec_named(&EntryRef::Input(envelope)).unwrap_or_default()
+    }
+
+    /// [`Entry::Outcome`] from borrowed parts, encoded as [`Entry::encode`] would.
+    pub(crate) fn encode_outcome(
+        agent: &str,
+        seq: u64,
+        status: &Status,
+        answers: &[Answer],
+    ) -> Vec<u8> {
+        rmp_serde::to_vec_named(&EntryRef::Outcome {
+            agent,
+            seq,
+            status,
+            answers,
+        })
+        .unwrap_or_default()
+    }
+
     /// Decodes a record written by [`Entry::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Entry, rmp_serde::decode::Error> {
         rmp_serde::from_slice(bytes)
     }
+}
+
+/// The borrowed form of the input and outcome entries: encodes identically (a test checks)
+/// without cloning what the agent still needs.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum EntryRef<'a> {
+    Input(&'a Envelope),
+    Outcome {
+        agent: &'a str,
+        seq: u64,
+        status: &'a Status,
+        answers: &'a [Answer],
+    },
 }
 
 /// How handling an input ended.
@@ -198,6 +239,24 @@ impl BehaviourId {
     }
 }
 
+impl From<&BehaviourId> for arbor_vault::Behaviour {
+    fn from(id: &BehaviourId) -> Self {
+        match id {
+            BehaviourId::Wasm(hash) => arbor_vault::Behaviour::Wasm(*hash),
+            BehaviourId::Native(name) => arbor_vault::Behaviour::Native(name.clone()),
+        }
+    }
+}
+
+impl From<&arbor_vault::Behaviour> for BehaviourId {
+    fn from(registered: &arbor_vault::Behaviour) -> Self {
+        match registered {
+            arbor_vault::Behaviour::Wasm(hash) => BehaviourId::Wasm(*hash),
+            arbor_vault::Behaviour::Native(name) => BehaviourId::Native(name.clone()),
+        }
+    }
+}
+
 impl std::fmt::Display for BehaviourId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -222,18 +281,31 @@ pub fn decode_untrusted<T: serde::de::DeserializeOwned>(
     T::deserialize(&mut deserializer)
 }
 
+/// Why bytes are not one well-formed MessagePack value.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum MsgpackError {
+    /// They do not decode (truncated, a reserved byte, nested deeper than [`MAX_NESTING`]).
+    #[error(transparent)]
+    Decode(std::sync::Arc<rmp_serde::decode::Error>),
+    /// One value, then more bytes.
+    #[error("{0} bytes after the MessagePack value")]
+    Trailing(usize),
+}
+
 /// Checks that `bytes` is exactly one well-formed MessagePack value nested at most
 /// [`MAX_NESTING`] deep, without building it.
-pub fn check_msgpack(bytes: &[u8]) -> Result<(), String> {
+pub fn check_msgpack(bytes: &[u8]) -> Result<(), MsgpackError> {
     let mut rest = bytes;
     // Reading from `&mut &[u8]` advances the slice past what the value used.
     let mut deserializer = rmp_serde::Deserializer::new(&mut rest);
     deserializer.set_max_depth(MAX_NESTING);
-    IgnoredAny::deserialize(&mut deserializer).map_err(|e| e.to_string())?;
+    IgnoredAny::deserialize(&mut deserializer)
+        .map_err(|e| MsgpackError::Decode(std::sync::Arc::new(e)))?;
     drop(deserializer);
     let rest = rest.len();
     if rest != 0 {
-        return Err(format!("{rest} bytes after the MessagePack value"));
+        return Err(MsgpackError::Trailing(rest));
     }
     Ok(())
 }
@@ -293,5 +365,41 @@ mod tests {
         let mut deep = vec![0x91; MAX_NESTING - 1];
         deep.push(0xc0);
         check_msgpack(&deep).unwrap();
+    }
+
+    #[test]
+    fn borrowed_entries_encode_as_owned_ones() {
+        let envelope = Envelope {
+            to: "a".into(),
+            from: Some("b".into()),
+            seq: 7,
+            kind: Kind::Cast,
+            payload: vec![0x91, 0x01],
+        };
+        assert_eq!(
+            Entry::encode_input(&envelope),
+            Entry::Input(envelope.clone()).encode()
+        );
+        let answers = vec![
+            Answer::Now(Ok(1)),
+            Answer::Tool(Ok(vec![0xc0])),
+            Answer::Send(Err(HostError::NoSuchAgent("x".into()))),
+        ];
+        for status in [
+            Status::Applied,
+            Status::Refused("no".into()),
+            Status::Crashed("trap".into()),
+        ] {
+            let owned = Entry::Outcome {
+                agent: "a".into(),
+                seq: 7,
+                status: status.clone(),
+                answers: answers.clone(),
+            };
+            assert_eq!(
+                Entry::encode_outcome("a", 7, &status, &answers),
+                owned.encode()
+            );
+        }
     }
 }

@@ -38,7 +38,47 @@ use crate::behaviour::HostError;
 /// A host function agents may call by name.
 pub trait Tool: Send + Sync + 'static {
     /// Runs the tool on MessagePack `args`; returns its MessagePack result or why it failed.
-    fn call(&self, args: &[u8]) -> Result<Vec<u8>, String>;
+    fn call(&self, args: &[u8]) -> Result<Vec<u8>, ToolError>;
+}
+
+/// Why a tool call failed. The behaviour sees it as [`HostError::ToolFailed`], with the whole
+/// chain of causes as its reason (that is what the journal records and replay gives back).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ToolError {
+    /// The arguments are not the MessagePack the tool takes.
+    #[error("bad arguments")]
+    BadArguments(#[source] rmp_serde::decode::Error),
+    /// The tool refused the request (a domain error: division by zero, a path outside the
+    /// readable directory, …).
+    #[error("{0}")]
+    Refused(String),
+    /// The tool's I/O failed.
+    #[error("{what}")]
+    Io {
+        /// What it was doing.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The result could not be encoded.
+    #[error("cannot encode the result")]
+    Encode(#[source] rmp_serde::encode::Error),
+}
+
+impl ToolError {
+    /// The error and its causes, `: `-separated (the reason the behaviour is given).
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
 }
 
 /// The tools a host offers, by name.
@@ -70,9 +110,9 @@ impl Tools {
             .by_name
             .get(name)
             .ok_or_else(|| HostError::NoSuchTool(name.into()))?;
-        tool.call(args).map_err(|reason| HostError::ToolFailed {
+        tool.call(args).map_err(|error| HostError::ToolFailed {
             tool: name.into(),
-            reason,
+            reason: error.chain(),
         })
     }
 }
@@ -88,7 +128,7 @@ impl std::fmt::Debug for Tools {
 pub struct Echo;
 
 impl Tool for Echo {
-    fn call(&self, args: &[u8]) -> Result<Vec<u8>, String> {
+    fn call(&self, args: &[u8]) -> Result<Vec<u8>, ToolError> {
         Ok(args.to_vec())
     }
 }
@@ -111,22 +151,22 @@ struct CalculatorResult {
 }
 
 impl Tool for Calculator {
-    fn call(&self, args: &[u8]) -> Result<Vec<u8>, String> {
+    fn call(&self, args: &[u8]) -> Result<Vec<u8>, ToolError> {
         let CalculatorArgs { op, a, b } =
-            crate::envelope::decode_untrusted(args).map_err(|e| format!("bad arguments: {e}"))?;
+            crate::envelope::decode_untrusted(args).map_err(ToolError::BadArguments)?;
         let value = match op.as_str() {
             "add" => a + b,
             "sub" => a - b,
             "mul" => a * b,
-            "div" if b == 0.0 => return Err("division by zero".into()),
+            "div" if b == 0.0 => return Err(ToolError::Refused("division by zero".into())),
             "div" => a / b,
             "pow" => a.powf(b),
-            other => return Err(format!("unknown op `{other}`")),
+            other => return Err(ToolError::Refused(format!("unknown op `{other}`"))),
         };
         if !value.is_finite() {
-            return Err(format!("{op}({a}, {b}) is not finite"));
+            return Err(ToolError::Refused(format!("{op}({a}, {b}) is not finite")));
         }
-        rmp_serde::to_vec_named(&CalculatorResult { value }).map_err(|e| e.to_string())
+        rmp_serde::to_vec_named(&CalculatorResult { value }).map_err(ToolError::Encode)
     }
 }
 
@@ -159,51 +199,62 @@ impl FileReader {
         })
     }
 
-    fn resolve(&self, relative: &str) -> Result<PathBuf, String> {
+    fn resolve(&self, relative: &str) -> Result<PathBuf, ToolError> {
         let path = Path::new(relative);
         if relative.is_empty()
             || !path
                 .components()
                 .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
         {
-            return Err(format!("`{relative}` is not a plain relative path"));
+            return Err(ToolError::Refused(format!(
+                "`{relative}` is not a plain relative path"
+            )));
         }
         // Canonicalising resolves symlinks, so a link pointing outside is caught here.
         let full = self
             .root
             .join(path)
             .canonicalize()
-            .map_err(|e| format!("`{relative}`: {e}"))?;
+            .map_err(|source| ToolError::Io {
+                what: format!("`{relative}`"),
+                source,
+            })?;
         if !full.starts_with(&self.root) {
-            return Err(format!("`{relative}` leads outside the readable directory"));
+            return Err(ToolError::Refused(format!(
+                "`{relative}` leads outside the readable directory"
+            )));
         }
         Ok(full)
     }
 }
 
 impl Tool for FileReader {
-    fn call(&self, args: &[u8]) -> Result<Vec<u8>, String> {
+    fn call(&self, args: &[u8]) -> Result<Vec<u8>, ToolError> {
         let FileReaderArgs { path } =
-            crate::envelope::decode_untrusted(args).map_err(|e| format!("bad arguments: {e}"))?;
+            crate::envelope::decode_untrusted(args).map_err(ToolError::BadArguments)?;
         let full = self.resolve(&path)?;
-        let file = std::fs::File::open(&full).map_err(|e| format!("`{path}`: {e}"))?;
-        let meta = file.metadata().map_err(|e| format!("`{path}`: {e}"))?;
+        let io = |source| ToolError::Io {
+            what: format!("`{path}`"),
+            source,
+        };
+        let file = std::fs::File::open(&full).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
         if !meta.is_file() {
-            return Err(format!("`{path}` is not a regular file"));
+            return Err(ToolError::Refused(format!("`{path}` is not a regular file")));
         }
         if meta.len() > self.max_bytes {
-            return Err(format!(
+            return Err(ToolError::Refused(format!(
                 "`{path}` has {} bytes, more than the limit of {}",
                 meta.len(),
                 self.max_bytes
-            ));
+            )));
         }
         let mut bytes = Vec::new();
         // `take` also bounds a file that grows while it is read.
         file.take(self.max_bytes)
             .read_to_end(&mut bytes)
-            .map_err(|e| format!("`{path}`: {e}"))?;
-        rmp_serde::to_vec_named(&FileReaderResult { bytes: &bytes }).map_err(|e| e.to_string())
+            .map_err(io)?;
+        rmp_serde::to_vec_named(&FileReaderResult { bytes: &bytes }).map_err(ToolError::Encode)
     }
 }
 
@@ -212,7 +263,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn read(reader: &FileReader, path: &str) -> Result<Vec<u8>, String> {
+    fn read(reader: &FileReader, path: &str) -> Result<Vec<u8>, ToolError> {
         #[derive(Serialize)]
         struct Args<'a> {
             path: &'a str,
@@ -270,8 +321,8 @@ mod tests {
                 .call(&rmp_serde::to_vec_named(&Args { op, a, b }).unwrap())
                 .map(|out| rmp_serde::from_slice::<Out>(&out).unwrap().value)
         };
-        assert_eq!(calc("add", 2.0, 3.0), Ok(5.0));
-        assert_eq!(calc("div", 1.0, 4.0), Ok(0.25));
+        assert_eq!(calc("add", 2.0, 3.0).unwrap(), 5.0);
+        assert_eq!(calc("div", 1.0, 4.0).unwrap(), 0.25);
         assert!(calc("div", 1.0, 0.0).is_err());
         assert!(calc("pow", 10.0, 400.0).is_err());
         assert!(calc("mod", 1.0, 1.0).is_err());

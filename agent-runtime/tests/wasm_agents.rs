@@ -5,7 +5,7 @@
 mod support;
 
 use arbor_agent::wasm::{AgentLimits, Capabilities, EngineConfig, WasmBehaviour, WasmHost};
-use arbor_agent::{Behaviour, BehaviourError, Host, HostError};
+use arbor_agent::{Behaviour, BehaviourError, Host, HostCalls, HostError};
 use serde::{Deserialize, Serialize};
 
 fn host() -> &'static WasmHost {
@@ -27,7 +27,7 @@ fn agent(bytes: &[u8]) -> WasmBehaviour {
 /// A host for agents that import nothing: any call is a test failure.
 struct NoHost;
 
-impl Host for NoHost {
+impl HostCalls for NoHost {
     fn now(&mut self) -> Result<u64, HostError> {
         panic!("now called")
     }
@@ -47,7 +47,7 @@ impl Host for NoHost {
 
 fn call<M: Serialize, R: for<'de> Deserialize<'de>>(agent: &mut WasmBehaviour, msg: &M) -> R {
     let reply = agent
-        .handle(&rmp_serde::to_vec_named(msg).unwrap(), &mut NoHost)
+        .handle(&rmp_serde::to_vec_named(msg).unwrap(), &mut Host::custom(NoHost))
         .unwrap();
     rmp_serde::from_slice(&reply).unwrap()
 }
@@ -129,7 +129,7 @@ fn malformed_input_is_bad_input_and_the_agent_lives_on() {
     let mut counter = agent(arbor_modules::COUNTER);
     call::<_, CounterReply>(&mut counter, &CounterMsg::Inc { by: 7 });
     for junk in [&b"\xc1"[..], b"\x92\x01", b"\xa3Get\x00", b"\"Nope\""] {
-        match counter.handle(junk, &mut NoHost) {
+        match counter.handle(junk, &mut Host::custom(NoHost)) {
             Err(e @ BehaviourError::BadInput(_)) => assert!(!e.is_crash()),
             other => panic!("{junk:?}: {other:?}"),
         }
@@ -155,7 +155,7 @@ fn oversized_input_is_refused_before_the_guest() {
         value: &"x".repeat(64),
     })
     .unwrap();
-    match counter.handle(&big, &mut NoHost) {
+    match counter.handle(&big, &mut Host::custom(NoHost)) {
         Err(BehaviourError::BadInput(why)) => assert!(why.contains("exceeds"), "{why}"),
         other => panic!("{other:?}"),
     }
@@ -186,11 +186,11 @@ fn oversized_reply_is_a_crash() {
     );
     let get = rmp_serde::to_vec_named(&KvMsg::Get { key: "k" }).unwrap();
     assert!(matches!(
-        kv.handle(&get, &mut NoHost),
+        kv.handle(&get, &mut Host::custom(NoHost)),
         Err(BehaviourError::ReplyTooLarge { max: 32, .. })
     ));
     // Dead after a crash.
-    assert!(kv.handle(&get, &mut NoHost).is_err());
+    assert!(kv.handle(&get, &mut Host::custom(NoHost)).is_err());
     assert!(kv.snapshot().is_err());
 }
 
@@ -296,7 +296,7 @@ fn kv_v2_migrates_kv_state_and_badmigrate_refuses_it() {
 }
 
 fn fuel_of(agent: &mut WasmBehaviour, msg: &[u8]) -> u64 {
-    agent.handle(msg, &mut NoHost).unwrap();
+    agent.handle(msg, &mut Host::custom(NoHost)).unwrap();
     agent.last_cost().fuel.unwrap()
 }
 
@@ -339,7 +339,7 @@ fn fuel_limit_stops_the_agent() {
     let mut slow = WasmBehaviour::init(host(), &module, limits, Capabilities::none(), b"").unwrap();
     let get = rmp_serde::to_vec_named(&KvMsg::Get { key: "k" }).unwrap();
     assert_eq!(
-        slow.handle(&get, &mut NoHost),
+        slow.handle(&get, &mut Host::custom(NoHost)),
         Err(BehaviourError::OutOfFuel)
     );
 }

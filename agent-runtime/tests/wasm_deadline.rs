@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arbor_agent::wasm::{AgentLimits, Capabilities, EngineConfig, WasmBehaviour, WasmHost};
-use arbor_agent::{Behaviour, BehaviourError, Host, HostError};
+use arbor_agent::{Behaviour, BehaviourError, Host, HostCalls, HostError};
 use arbor_modules::fixtures;
 
 const DEADLINE: Duration = Duration::from_millis(500);
@@ -57,7 +57,7 @@ impl Drop for Load {
 
 struct NoHost;
 
-impl Host for NoHost {
+impl HostCalls for NoHost {
     fn now(&mut self) -> Result<u64, HostError> {
         Err(HostError::NotGranted("now".into()))
     }
@@ -98,7 +98,7 @@ fn a_deadline_holds_within_its_bound_on_a_loaded_machine() {
         let mut agent =
             WasmBehaviour::init(&host, &module, limits.clone(), Capabilities::none(), b"").unwrap();
         let started = Instant::now();
-        let result = agent.handle(b"\xc0", &mut NoHost);
+        let result = agent.handle(b"\xc0", &mut Host::custom(NoHost));
         let measured = started.elapsed();
         let Err(BehaviourError::DeadlineExceeded { limit, elapsed }) = result else {
             panic!("not stopped by the deadline: {result:?}");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use arbor_agent::wasm::{
     AgentLimits, Capabilities, LoadError, LoadedModule, SpawnError, WasmBehaviour, WasmHost,
 };
-use arbor_agent::{Behaviour, BehaviourError, Host, HostError};
+use arbor_agent::{Behaviour, BehaviourError, Host, HostCalls, HostError};
 use arbor_modules::fixtures;
 
 fn host() -> &'static WasmHost {
@@ -27,7 +27,7 @@ fn spawn(wat: &str, limits: AgentLimits, caps: Capabilities) -> Result<WasmBehav
 /// Echoes tool arguments; everything else is unexpected here.
 struct EchoHost;
 
-impl Host for EchoHost {
+impl HostCalls for EchoHost {
     fn now(&mut self) -> Result<u64, HostError> {
         Err(HostError::Refused("unexpected".into()))
     }
@@ -53,7 +53,7 @@ fn infinite_loop_is_stopped_by_the_deadline() {
     };
     let mut agent = spawn(fixtures::INFINITE_LOOP, limits, Capabilities::none()).unwrap();
     let started = Instant::now();
-    let result = agent.handle(NIL, &mut EchoHost);
+    let result = agent.handle(NIL, &mut Host::custom(EchoHost));
     let took = started.elapsed();
     match result {
         Err(BehaviourError::DeadlineExceeded { limit, elapsed }) => {
@@ -69,7 +69,7 @@ fn infinite_loop_is_stopped_by_the_deadline() {
     assert!(took < Duration::from_secs(2), "stopped late: {took:?}");
     // The instance is discarded.
     assert!(matches!(
-        agent.handle(NIL, &mut EchoHost),
+        agent.handle(NIL, &mut Host::custom(EchoHost)),
         Err(BehaviourError::Contract(_))
     ));
 }
@@ -82,7 +82,7 @@ fn infinite_loop_under_a_fuel_limit_runs_out_of_fuel() {
     };
     let mut agent = spawn(fixtures::INFINITE_LOOP, limits, Capabilities::none()).unwrap();
     assert_eq!(
-        agent.handle(NIL, &mut EchoHost),
+        agent.handle(NIL, &mut Host::custom(EchoHost)),
         Err(BehaviourError::OutOfFuel)
     );
     assert!(agent.last_cost().fuel.unwrap() >= 1_000_000);
@@ -96,7 +96,7 @@ fn memory_bomb_is_stopped_at_the_cap() {
     };
     let mut agent = spawn(fixtures::MEMORY_BOMB, limits, Capabilities::none()).unwrap();
     assert_eq!(
-        agent.handle(NIL, &mut EchoHost),
+        agent.handle(NIL, &mut Host::custom(EchoHost)),
         Err(BehaviourError::MemoryCap { cap_bytes: 8 << 20 })
     );
     assert!(agent.memory_bytes() <= 8 << 20);
@@ -105,7 +105,7 @@ fn memory_bomb_is_stopped_at_the_cap() {
 #[test]
 fn trap_is_a_trap() {
     let mut agent = spawn(fixtures::TRAP, AgentLimits::default(), Capabilities::none()).unwrap();
-    match agent.handle(NIL, &mut EchoHost) {
+    match agent.handle(NIL, &mut Host::custom(EchoHost)) {
         Err(e @ BehaviourError::Trap(_)) => assert!(e.is_crash(), "{e}"),
         other => panic!("{other:?}"),
     }
@@ -156,14 +156,14 @@ fn ungranted_import_is_refused_by_name_and_works_when_granted() {
         ..Capabilities::none()
     };
     let mut agent = spawn(fixtures::UNGRANTED_IMPORT, AgentLimits::default(), caps).unwrap();
-    assert_eq!(agent.handle(b"\x2a", &mut EchoHost).unwrap(), b"\x2a");
+    assert_eq!(agent.handle(b"\x2a", &mut Host::custom(EchoHost)).unwrap(), b"\x2a");
     // Granted call_tool, but not this tool: the guest sees -1 and this fixture replies nil.
     let caps = Capabilities {
         tools: ["other".to_string()].into(),
         ..Capabilities::none()
     };
     let mut agent = spawn(fixtures::UNGRANTED_IMPORT, AgentLimits::default(), caps).unwrap();
-    assert_eq!(agent.handle(b"\x2a", &mut EchoHost).unwrap(), NIL);
+    assert_eq!(agent.handle(b"\x2a", &mut Host::custom(EchoHost)).unwrap(), NIL);
 }
 
 #[test]
@@ -227,7 +227,7 @@ fn a_cap_below_the_initial_memory_refuses_instantiation() {
 fn a_crashed_instance_stays_dead() {
     let mut agent = spawn(fixtures::TRAP, AgentLimits::default(), Capabilities::none()).unwrap();
     assert!(matches!(
-        agent.handle(NIL, &mut EchoHost),
+        agent.handle(NIL, &mut Host::custom(EchoHost)),
         Err(BehaviourError::Trap(_))
     ));
     for _ in 0..3 {

@@ -7,7 +7,7 @@ mod support;
 use arbor_agent::wasm::{
     AgentLimits, Capabilities, LoadError, SpawnError, WasmBehaviour, WasmHost,
 };
-use arbor_agent::{Behaviour, BehaviourError, Host, HostError};
+use arbor_agent::{Behaviour, BehaviourError, Host, HostCalls, HostError};
 use serde::{Deserialize, Serialize};
 
 fn host() -> &'static WasmHost {
@@ -44,7 +44,7 @@ impl Recording {
     }
 }
 
-impl Host for Recording {
+impl HostCalls for Recording {
     fn now(&mut self) -> Result<u64, HostError> {
         self.calls.push(Call::Now);
         Ok(self.now)
@@ -122,11 +122,11 @@ fn toolbox(tools: &[&str]) -> WasmBehaviour {
     .unwrap()
 }
 
-fn ask(agent: &mut WasmBehaviour, host: &mut Recording, msg: &Msg) -> Reply {
-    let reply = agent
-        .handle(&rmp_serde::to_vec_named(msg).unwrap(), host)
-        .unwrap();
-    rmp_serde::from_slice(&reply).unwrap()
+fn ask(agent: &mut WasmBehaviour, rec: &mut Recording, msg: &Msg) -> Reply {
+    let mut host = Host::custom(std::mem::replace(rec, Recording::new(0, 0)));
+    let reply = agent.handle(&rmp_serde::to_vec_named(msg).unwrap(), &mut host);
+    *rec = host.into_custom().expect("the host comes back after the call");
+    rmp_serde::from_slice(&reply.unwrap()).unwrap()
 }
 
 #[test]
@@ -294,7 +294,7 @@ fn a_tool_not_granted_by_name_never_reaches_the_host() {
 #[test]
 fn a_host_failure_in_now_crashes_the_agent_not_the_host() {
     struct Broken;
-    impl Host for Broken {
+    impl HostCalls for Broken {
         fn now(&mut self) -> Result<u64, HostError> {
             Err(HostError::Refused("replay diverged".into()))
         }
@@ -310,7 +310,7 @@ fn a_host_failure_in_now_crashes_the_agent_not_the_host() {
         fn log(&mut self, _: u8, _: &str) {}
     }
     let mut agent = toolbox(&["echo"]);
-    match agent.handle(&rmp_serde::to_vec_named(&Msg::Now).unwrap(), &mut Broken) {
+    match agent.handle(&rmp_serde::to_vec_named(&Msg::Now).unwrap(), &mut Host::custom(Broken)) {
         Err(e @ BehaviourError::Trap(_)) => {
             assert!(e.to_string().contains("replay diverged"), "{e}")
         }
@@ -345,7 +345,7 @@ fn toolbox_needs_every_capability() {
 #[test]
 fn a_panicking_host_does_not_hang_the_call() {
     struct Panicking;
-    impl Host for Panicking {
+    impl HostCalls for Panicking {
         fn now(&mut self) -> Result<u64, HostError> {
             panic!("host bug")
         }
@@ -365,7 +365,7 @@ fn a_panicking_host_does_not_hang_the_call() {
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            agent.handle(&msg, &mut Panicking)
+            agent.handle(&msg, &mut Host::custom(Panicking))
         }));
         // The host's panic is the host's to see; the point is that it arrives.
         let _ = done_tx.send((outcome.is_err(), agent));

@@ -8,7 +8,7 @@
 use std::sync::Once;
 
 use arbor_agent::wasm::{AgentLimits, Capabilities, EngineConfig, WasmBehaviour, WasmHost};
-use arbor_agent::{AgentSpec, AgentSystem, Behaviour, Host, HostError};
+use arbor_agent::{AgentSpec, AgentSystem, Behaviour, Host, HostCalls, HostError};
 
 /// The soft open-file limit the tests run under.
 const FD_LIMIT: u64 = 256;
@@ -68,7 +68,7 @@ fn reply(i: u32) -> Vec<u8> {
 
 struct NoHost;
 
-impl Host for NoHost {
+impl HostCalls for NoHost {
     fn now(&mut self) -> Result<u64, HostError> {
         Err(HostError::NotGranted("now".into()))
     }
@@ -110,7 +110,7 @@ fn distinct_modules_are_released_when_no_instance_uses_them() {
             b"",
         )
         .unwrap_or_else(|e| panic!("instantiating module {i}: {e}"));
-        assert_eq!(agent.handle(NIL, &mut NoHost).unwrap(), reply(i));
+        assert_eq!(agent.handle(NIL, &mut Host::custom(NoHost)).unwrap(), reply(i));
         drop(agent);
         drop(module);
         most_held = most_held.max(host.cached_modules());
@@ -207,7 +207,7 @@ fn modules_in_use_and_the_most_recently_released_stay_loaded() {
         hashes[0],
         "in use, so shared"
     );
-    assert_eq!(agent.handle(NIL, &mut NoHost).unwrap(), reply(0));
+    assert_eq!(agent.handle(NIL, &mut Host::custom(NoHost)).unwrap(), reply(0));
 
     // Its last user gone, module 0 is the most recently released: module 6 makes room.
     drop(agent);

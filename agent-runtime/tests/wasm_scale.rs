@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use arbor_agent::wasm::{AgentLimits, Capabilities, EngineConfig, WasmBehaviour, WasmHost};
-use arbor_agent::{Behaviour, Host, HostError};
+use arbor_agent::{Behaviour, Host, HostCalls, HostError};
 
 /// Resident set size in bytes, from `/proc/self/statm` (Linux).
 fn resident_bytes() -> u64 {
@@ -17,7 +17,7 @@ fn resident_bytes() -> u64 {
 
 struct NoHost;
 
-impl Host for NoHost {
+impl HostCalls for NoHost {
     fn now(&mut self) -> Result<u64, HostError> {
         Err(HostError::NotGranted("now".into()))
     }
@@ -65,7 +65,7 @@ fn ten_thousand_counters() {
     let inc = b"\x81\xa3Inc\x81\xa2by\x01";
     let started = Instant::now();
     for agent in &mut agents {
-        agent.handle(inc, &mut NoHost).unwrap();
+        agent.handle(inc, &mut Host::custom(NoHost)).unwrap();
     }
     let handle = started.elapsed();
     let after = resident_bytes();
@@ -84,10 +84,10 @@ fn ten_thousand_counters() {
     let mut kv =
         WasmBehaviour::init(&host, &kv_module, limits.clone(), Capabilities::none(), b"").unwrap();
     let put = b"\x81\xa3Put\x82\xa3key\xa1k\xa5value\xa1v";
-    kv.handle(put, &mut NoHost).unwrap();
+    kv.handle(put, &mut Host::custom(NoHost)).unwrap();
     let put_fuel = kv.last_cost().fuel.unwrap();
     let get = b"\x81\xa3Get\x81\xa3key\xa1k";
-    kv.handle(get, &mut NoHost).unwrap();
+    kv.handle(get, &mut Host::custom(NoHost)).unwrap();
     println!(
         "kv with one key: Put {put_fuel} fuel, Get {} fuel",
         kv.last_cost().fuel.unwrap()
@@ -98,10 +98,10 @@ fn ten_thousand_counters() {
     let mut toolbox =
         WasmBehaviour::init(&host, &toolbox, limits, Capabilities::all(["echo"]), b"").unwrap();
     let random = b"\xa6Random";
-    toolbox.handle(random, &mut Answers).unwrap();
+    toolbox.handle(random, &mut Host::custom(Answers)).unwrap();
     let started = Instant::now();
     for _ in 0..1000 {
-        toolbox.handle(random, &mut Answers).unwrap();
+        toolbox.handle(random, &mut Host::custom(Answers)).unwrap();
     }
     println!(
         "toolbox Random (one import, worker thread): {:.1} µs per message",
@@ -109,7 +109,7 @@ fn ten_thousand_counters() {
     );
     let started = Instant::now();
     for _ in 0..1000 {
-        agents[0].handle(inc, &mut NoHost).unwrap();
+        agents[0].handle(inc, &mut Host::custom(NoHost)).unwrap();
     }
     println!(
         "counter Inc (no imports, calling thread): {:.1} µs per message",
@@ -119,7 +119,7 @@ fn ten_thousand_counters() {
 
 struct Answers;
 
-impl Host for Answers {
+impl HostCalls for Answers {
     fn now(&mut self) -> Result<u64, HostError> {
         Ok(1)
     }

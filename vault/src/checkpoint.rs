@@ -107,6 +107,14 @@ pub struct LatestValid {
 }
 
 impl LatestValid {
+    /// Nothing found (an agent with no checkpoint).
+    pub fn none() -> LatestValid {
+        LatestValid {
+            checkpoint: None,
+            skipped: Vec::new(),
+        }
+    }
+
     /// Whether checkpoints exist for the agent but none verified: the agent cannot be recovered
     /// from the vault, and starting it empty would silently lose state if the WAL before the
     /// skipped checkpoints has been released.

@@ -9,83 +9,12 @@ use ractor::ActorRef;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::actor::{AgentMsg, Reply};
 use super::error::AgentError;
 use super::mirror::{MirrorTap, Tapped};
-use super::system::AgentSpec;
+use super::msg::{AfterRestore, AgentMsg, RebuildReport, Reply, RestoreFrom, StateCheck, SwapReport};
+use super::spec::AgentSpec;
 use crate::behaviour::Behaviour;
 use crate::envelope::{BehaviourId, Kind};
-
-/// What a hot swap did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SwapReport {
-    /// How long the agent's mailbox was paused: snapshot with the old behaviour, restore into
-    /// the new one, journal the swap.
-    pub pause: Duration,
-    /// The behaviour before.
-    pub from: BehaviourId,
-    /// The behaviour now.
-    pub to: BehaviourId,
-    /// The size of the state carried over.
-    pub state_bytes: usize,
-    /// The number of the last input the old behaviour handled.
-    pub seq: u64,
-    /// For a promotion ([`AgentSystem::promote_module`](super::AgentSystem::promote_module)):
-    /// the checkpoint of the state before the swap, which a rollback restores; `None` for a
-    /// plain swap or if storing it failed.
-    pub checkpoint_lsn: Option<Lsn>,
-}
-
-/// Judges a swap's state migration before it happens: given the state before the swap and the
-/// new behaviour's snapshot after restoring it, an `Err` (why) refuses the swap, and the old
-/// behaviour keeps running (see [`AgentSystem::promote_module_checked`]).
-///
-/// [`AgentSystem::promote_module_checked`]: super::AgentSystem::promote_module_checked
-pub type StateCheck = Box<dyn FnOnce(&[u8], &[u8]) -> Result<(), String> + Send>;
-
-/// What a rollback or a checkpoint restore did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RebuildReport {
-    /// How long the agent's mailbox was paused (rebuild, checkpoint, journal).
-    pub pause: Duration,
-    /// The behaviour that ran before.
-    pub from: BehaviourId,
-    /// The behaviour that runs the rebuilt state.
-    pub to: BehaviourId,
-    /// Inputs replayed through `to` after the restored state.
-    pub replayed: u64,
-    /// The checkpoint holding the rebuilt state.
-    pub checkpoint_lsn: Lsn,
-    /// The agent's last input number.
-    pub seq: u64,
-}
-
-/// Where a rebuilt state starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RestoreFrom {
-    /// The agent's checkpoint stored at this LSN.
-    Checkpoint(Lsn),
-    /// This state (e.g. from an exported checkpoint file), which held the agent's inputs up
-    /// to `lsn`.
-    State {
-        /// The snapshot bytes.
-        state: Vec<u8>,
-        /// The WAL position the state covers.
-        lsn: Lsn,
-    },
-}
-
-/// What a restore does with the inputs the agent journaled after the restored state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AfterRestore {
-    /// Replays every applied input since, with its journaled answers (nothing acknowledged
-    /// is lost; the state is as if the restored one had handled them).
-    Replay,
-    /// Drops them: the agent goes on from the restored state (they stay in the WAL, behind a
-    /// rebase record, until released).
-    Discard,
-}
 
 /// A handle on a running agent; cheap to clone. Calls are answered once the input's journal
 /// records are durable under the system's WAL policy.
@@ -196,14 +125,14 @@ impl AgentRef {
         M: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let payload = rmp_serde::to_vec_named(message).map_err(|e| AgentError::Malformed {
+        let payload = rmp_serde::to_vec_named(message).map_err(|e| AgentError::Encode {
             agent: self.name().into(),
-            reason: format!("cannot serialise the message: {e}"),
+            source: Arc::new(e),
         })?;
         let reply = self.call(payload).await?;
-        crate::envelope::decode_untrusted(&reply).map_err(|e| AgentError::Malformed {
+        crate::envelope::decode_untrusted(&reply).map_err(|e| AgentError::Decode {
             agent: self.name().into(),
-            reason: format!("unexpected reply: {e}"),
+            source: Arc::new(e),
         })
     }
 

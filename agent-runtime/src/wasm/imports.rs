@@ -1,25 +1,23 @@
 //! The `arbor` imports and the per-instance store data they work with.
 //!
-//! A wasmtime import closure must be `'static`, but [`Behaviour::handle`](crate::Behaviour)
-//! lends its [`Host`] only for the call. So while a module that has imports handles a message,
-//! its store moves to a pool worker thread and each import sends a [`HostRequest`] over a
-//! channel to the calling thread, which answers it with the borrowed host. No unsafe code, no
-//! `'static` host. Modules without imports run on the calling thread.
+//! The store owns the [`Host`] while `arbor_handle` runs (moved in for the call, taken back
+//! after), and each import reaches it through `Caller::data_mut` — wasmtime's own model: no
+//! thread, channel or borrow between the guest and its host.
 
 use std::collections::BTreeSet;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use wasmtime::{Caller, Extern, Linker, ResourceLimiter, UpdateDeadline};
 
 use super::abi::{self, Import};
-use crate::behaviour::{BehaviourError, Host, HostError};
+use crate::behaviour::{BehaviourError, HostError};
+use crate::host::Host;
 
 /// What a running instance's store holds.
 pub(crate) struct StoreState {
     pub(crate) limiter: CapLimiter,
-    /// Set only while `arbor_handle` runs with a host.
-    pub(crate) link: Option<HostLink>,
+    /// The host, while `arbor_handle` runs (`None` otherwise: imports are refused then).
+    pub(crate) host: Option<Host>,
     /// Why an import stopped the guest, when it did (a trap alone would lose the reason).
     pub(crate) fault: Option<BehaviourError>,
     /// The tools `call_tool` may name.
@@ -31,22 +29,6 @@ pub(crate) struct StoreState {
 }
 
 impl StoreState {
-    /// The data of a store that only holds a place (it runs nothing).
-    pub(crate) fn placeholder() -> StoreState {
-        StoreState {
-            limiter: CapLimiter {
-                cap_bytes: 0,
-                table_elements: 0,
-                denied: false,
-            },
-            link: None,
-            fault: None,
-            tools: BTreeSet::new(),
-            call_started: Instant::now(),
-            deadline: Duration::ZERO,
-        }
-    }
-
     /// Called when the store's epoch deadline is reached. The epoch only approximates real
     /// time (it is counted from when the ticker started, not from when this call did), so the
     /// call's own clock decides: stopped if its deadline has really passed, else given the
@@ -101,43 +83,6 @@ impl ResourceLimiter for CapLimiter {
     }
 }
 
-/// One import call, carried to the thread that holds the [`Host`].
-pub(crate) enum HostRequest {
-    Log(u8, String),
-    Send(String, Vec<u8>),
-    Now,
-    Random,
-    CallTool(String, Vec<u8>),
-}
-
-/// The host's answer to a [`HostRequest`].
-pub(crate) enum HostReply {
-    Logged,
-    Value(Result<u64, HostError>),
-    Sent(Result<(), HostError>),
-    Tool(Result<Vec<u8>, HostError>),
-}
-
-/// The guest thread's end of the channel pair.
-pub(crate) struct HostLink {
-    pub(crate) requests: mpsc::Sender<HostRequest>,
-    pub(crate) replies: mpsc::Receiver<HostReply>,
-}
-
-/// Answers one request with the borrowed host (on the calling thread).
-pub(crate) fn serve(host: &mut dyn Host, request: HostRequest) -> HostReply {
-    match request {
-        HostRequest::Log(level, line) => {
-            host.log(level, &line);
-            HostReply::Logged
-        }
-        HostRequest::Send(to, message) => HostReply::Sent(host.send(&to, &message)),
-        HostRequest::Now => HostReply::Value(host.now()),
-        HostRequest::Random => HostReply::Value(host.random()),
-        HostRequest::CallTool(name, args) => HostReply::Tool(host.call_tool(&name, &args)),
-    }
-}
-
 /// Stops the guest with `error` as the reason.
 fn fault(caller: &mut Caller<'_, StoreState>, error: BehaviourError) -> wasmtime::Error {
     let message = error.to_string();
@@ -145,23 +90,17 @@ fn fault(caller: &mut Caller<'_, StoreState>, error: BehaviourError) -> wasmtime
     wasmtime::Error::msg(message)
 }
 
-fn ask(caller: &mut Caller<'_, StoreState>, request: HostRequest) -> wasmtime::Result<HostReply> {
-    let answer = caller.data().link.as_ref().map(|link| {
-        link.requests
-            .send(request)
-            .ok()
-            .and_then(|()| link.replies.recv().ok())
-    });
-    match answer {
-        Some(Some(reply)) => Ok(reply),
-        Some(None) => Err(fault(
-            caller,
-            BehaviourError::Contract("the host went away during an import".into()),
-        )),
-        None => Err(fault(
+/// The host, or the fault of an import called outside a message.
+fn host<'a>(caller: &'a mut Caller<'_, StoreState>) -> wasmtime::Result<&'a mut Host> {
+    if caller.data().host.is_none() {
+        return Err(fault(
             caller,
             BehaviourError::Contract("imports may only be called while handling a message".into()),
-        )),
+        ));
+    }
+    match caller.data_mut().host.as_mut() {
+        Some(host) => Ok(host),
+        None => Err(wasmtime::Error::msg("no host")),
     }
 }
 
@@ -200,19 +139,15 @@ fn read_text(caller: &mut Caller<'_, StoreState>, ptr: i32, len: i32) -> wasmtim
 /// A host error inside `now`/`random` has no code to return: it stops the guest.
 fn value(
     caller: &mut Caller<'_, StoreState>,
-    reply: HostReply,
+    answer: Result<u64, HostError>,
     what: &str,
 ) -> wasmtime::Result<i64> {
-    match reply {
+    match answer {
         // Bits reinterpreted: `random` is any i64; `now` fits until the year 2262.
-        HostReply::Value(Ok(v)) => Ok(v as i64),
-        HostReply::Value(Err(e)) => Err(fault(
+        Ok(v) => Ok(v as i64),
+        Err(e) => Err(fault(
             caller,
             BehaviourError::Trap(format!("host {what}: {e}")),
-        )),
-        _ => Err(fault(
-            caller,
-            BehaviourError::Contract(format!("host answered {what} wrongly")),
         )),
     }
 }
@@ -226,7 +161,8 @@ pub(crate) fn define(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         |mut caller: Caller<'_, StoreState>, level: i32, ptr: i32, len: i32| {
             let line = read_text(&mut caller, ptr, len)?;
             let level = level.clamp(0, 4) as u8;
-            ask(&mut caller, HostRequest::Log(level, line)).map(|_| ())
+            host(&mut caller)?.log(level, &line);
+            Ok(())
         },
     )?;
     linker.func_wrap(
@@ -235,13 +171,11 @@ pub(crate) fn define(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         |mut caller: Caller<'_, StoreState>, to_ptr: i32, to_len: i32, ptr: i32, len: i32| {
             let to = read_text(&mut caller, to_ptr, to_len)?;
             let message = read(&mut caller, ptr, len)?;
-            Ok(match ask(&mut caller, HostRequest::Send(to, message))? {
-                HostReply::Sent(Ok(())) => 0,
-                HostReply::Sent(Err(HostError::NoSuchAgent(_))) => abi::SEND_NO_RECIPIENT,
-                HostReply::Sent(Err(HostError::NotGranted(_) | HostError::Refused(_))) => {
-                    abi::SEND_REFUSED
-                }
-                _ => abi::SEND_OTHER,
+            Ok(match host(&mut caller)?.send(&to, &message) {
+                Ok(()) => 0,
+                Err(HostError::NoSuchAgent(_)) => abi::SEND_NO_RECIPIENT,
+                Err(HostError::NotGranted(_) | HostError::Refused(_)) => abi::SEND_REFUSED,
+                Err(_) => abi::SEND_OTHER,
             })
         },
     )?;
@@ -249,16 +183,16 @@ pub(crate) fn define(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         m,
         Import::Now.name(),
         |mut caller: Caller<'_, StoreState>| {
-            let reply = ask(&mut caller, HostRequest::Now)?;
-            value(&mut caller, reply, "now")
+            let answer = host(&mut caller)?.now();
+            value(&mut caller, answer, "now")
         },
     )?;
     linker.func_wrap(
         m,
         Import::Random.name(),
         |mut caller: Caller<'_, StoreState>| {
-            let reply = ask(&mut caller, HostRequest::Random)?;
-            value(&mut caller, reply, "random")
+            let answer = host(&mut caller)?.random();
+            value(&mut caller, answer, "random")
         },
     )?;
     linker.func_wrap(
@@ -283,13 +217,13 @@ fn call_tool(
         return Ok(abi::TOOL_NOT_GRANTED);
     }
     let args = read(caller, args_ptr, args_len)?;
-    let result = match ask(caller, HostRequest::CallTool(name, args))? {
-        HostReply::Tool(Ok(bytes)) if !bytes.is_empty() => bytes,
-        HostReply::Tool(Ok(_) | Err(HostError::ToolFailed { .. })) => return Ok(abi::TOOL_FAILED),
-        HostReply::Tool(Err(HostError::NoSuchTool(_) | HostError::NotGranted(_))) => {
+    let result = match host(caller)?.call_tool(&name, &args) {
+        Ok(bytes) if !bytes.is_empty() => bytes,
+        Ok(_) | Err(HostError::ToolFailed { .. }) => return Ok(abi::TOOL_FAILED),
+        Err(HostError::NoSuchTool(_) | HostError::NotGranted(_)) => {
             return Ok(abi::TOOL_NOT_GRANTED);
         }
-        _ => return Ok(abi::TOOL_OTHER),
+        Err(_) => return Ok(abi::TOOL_OTHER),
     };
     let Ok(len) = i32::try_from(result.len()) else {
         return Ok(abi::TOOL_NO_MEMORY);

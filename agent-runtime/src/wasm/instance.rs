@@ -1,90 +1,18 @@
 //! [`WasmBehaviour`]: one agent's instance of a loaded module, behind the [`Behaviour`] trait.
 
-use std::collections::BTreeSet;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use wasmtime::{Memory, Store, Trap, TypedFunc};
 
 use super::abi::{self, Import};
 use super::engine::{LoadedModule, WasmHost};
 use super::error::LoadError;
-use super::imports::{self, CapLimiter, HostLink, StoreState};
-use super::pool;
-use crate::behaviour::{Behaviour, BehaviourError, Cost, Host};
-
-/// Per-agent limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentLimits {
-    /// The most linear memory the agent may have; a `memory.grow` past it fails. Capped by the
-    /// engine's [`EngineConfig::max_memory_bytes`](super::EngineConfig::max_memory_bytes).
-    pub memory_bytes: u64,
-    /// Wall-clock time one call into the agent (handling one message, a snapshot, a restore)
-    /// may take. The call is stopped with [`BehaviourError::DeadlineExceeded`], which gives the
-    /// time it actually ran, no earlier than this and within the larger of +10 % and +20 ms,
-    /// also with every core busy (`tests/wasm_deadline.rs` checks it with more spinning threads
-    /// than cores). Counted against real time when the epoch (ticking every
-    /// [`EngineConfig::epoch_tick`], 1 ms by default) says it may be over, so a coarser tick
-    /// adds up to one tick to the bound. The bound needs the guest's thread and the epoch
-    /// ticker to be scheduled within a few milliseconds of becoming runnable: on a machine
-    /// oversubscribed several times over, the stop comes as late as the scheduler lets them
-    /// run. A guest waiting inside a host import is stopped when the import returns.
-    ///
-    /// [`EngineConfig::epoch_tick`]: super::EngineConfig::epoch_tick
-    pub deadline: Duration,
-    /// Fuel one call may use; `None` meters without limiting.
-    pub fuel: Option<u64>,
-    /// The largest message `handle` accepts; larger ones are refused before entering the guest.
-    pub max_message_bytes: usize,
-    /// The largest reply `handle` may produce.
-    pub max_reply_bytes: usize,
-}
-
-impl Default for AgentLimits {
-    fn default() -> Self {
-        AgentLimits {
-            memory_bytes: 16 << 20,
-            deadline: Duration::from_secs(1),
-            fuel: None,
-            max_message_bytes: 1 << 20,
-            max_reply_bytes: 1 << 20,
-        }
-    }
-}
-
-/// Which `arbor` imports an agent is granted. A module importing one that is not granted is
-/// refused at instantiation.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Capabilities {
-    /// `log`.
-    pub log: bool,
-    /// `send`.
-    pub send: bool,
-    /// `now`.
-    pub now: bool,
-    /// `random`.
-    pub random: bool,
-    /// The tools `call_tool` may name; `call_tool` is granted when this is not empty.
-    pub tools: BTreeSet<String>,
-}
+use super::imports::{self, CapLimiter, StoreState};
+use crate::behaviour::{Behaviour, BehaviourError, Cost};
+use crate::host::Host;
+pub use crate::limits::{AgentLimits, Capabilities};
 
 impl Capabilities {
-    /// No imports at all.
-    pub fn none() -> Capabilities {
-        Capabilities::default()
-    }
-
-    /// Every import and the given tools.
-    pub fn all<I: IntoIterator<Item = S>, S: Into<String>>(tools: I) -> Capabilities {
-        Capabilities {
-            log: true,
-            send: true,
-            now: true,
-            random: true,
-            tools: tools.into_iter().map(Into::into).collect(),
-        }
-    }
-
     fn grants(&self, import: Import) -> bool {
         match import {
             Import::Log => self.log,
@@ -131,11 +59,11 @@ pub struct WasmBehaviour {
     limits: AgentLimits,
     /// The deadline in epoch ticks, the first check of the call's real clock.
     deadline_ticks: u64,
-    has_imports: bool,
     last_cost: Cost,
     /// Set by the first crash; the instance is then never entered again.
     dead: Option<BehaviourError>,
-    /// `store` is a placeholder: the real one never came back from a worker.
+    /// A call into the guest never returned (its host panicked and unwound through it): the
+    /// store's state is unknown, so the instance is gone.
     lost: bool,
 }
 
@@ -179,7 +107,7 @@ impl WasmBehaviour {
                 table_elements: host.config().max_table_elements,
                 denied: false,
             },
-            link: None,
+            host: None,
             fault: None,
             tools: capabilities.tools,
             call_started: Instant::now(),
@@ -234,7 +162,6 @@ impl WasmBehaviour {
         Ok(WasmBehaviour {
             store,
             exports,
-            has_imports: !module.import_list().is_empty(),
             module: module.clone(),
             limits,
             deadline_ticks,
@@ -298,7 +225,7 @@ impl WasmBehaviour {
         &self.limits
     }
 
-    /// The agent's linear memory size in bytes (0 if the instance was lost).
+    /// The agent's linear memory size in bytes (0 once the instance is lost).
     pub fn memory_bytes(&self) -> usize {
         if self.lost {
             return 0;
@@ -454,79 +381,29 @@ impl WasmBehaviour {
         }
     }
 
-    /// `arbor_handle` on the input buffer, with the host reachable through `link`.
-    fn call_handle(
-        &mut self,
-        ptr: i32,
-        len: i32,
-        link: Option<HostLink>,
-    ) -> Result<i64, BehaviourError> {
-        self.store.data_mut().link = link;
-        let result = self.exports.handle.call(&mut self.store, (ptr, len));
-        // Dropping the link ends the calling thread's request loop.
-        self.store.data_mut().link = None;
-        result.map_err(|e| self.crash(e))
-    }
-
-    /// `arbor_handle` on a pool worker, which gets the store for the call, while this thread
-    /// serves the guest's imports with the borrowed host.
-    fn call_handle_on_worker(
-        &mut self,
-        ptr: i32,
-        len: i32,
-        host: &mut dyn Host,
-    ) -> Result<i64, BehaviourError> {
-        let (requests, request_rx) = mpsc::channel();
-        let (reply_tx, replies) = mpsc::channel();
-        let (done_tx, done_rx) = mpsc::channel();
-        let link = HostLink { requests, replies };
-        // An empty store holds the place; should the store not come back (the host panicked
-        // below, or the worker died), the instance is gone and stays marked dead.
-        let placeholder = Store::new(self.store.engine(), StoreState::placeholder());
-        let mut store = std::mem::replace(&mut self.store, placeholder);
+    /// `arbor_handle` on the input buffer. The host moves into the store's data for the call
+    /// (the imports reach it through `Caller::data_mut`) and comes back after, whatever the
+    /// call's outcome.
+    fn call_handle(&mut self, ptr: i32, len: i32, host: &mut Host) -> Result<i64, BehaviourError> {
+        self.store.data_mut().host = Some(host.lend());
+        // Should a panic unwind through the call (a host bug: wasmtime re-raises a panic
+        // from an import once out of the guest), the instance stays marked lost.
+        self.lost = true;
         self.dead = Some(BehaviourError::Contract(
             "the instance was lost while handling a message".into(),
         ));
-        self.lost = true;
-        let handle = self.exports.handle.clone();
-        let started = pool::run(Box::new(move || {
-            store.data_mut().link = Some(link);
-            let result = handle.call(&mut store, (ptr, len));
-            // Dropping the link ends the serving loop below.
-            store.data_mut().link = None;
-            let _ = done_tx.send((store, result));
-        }));
-        if !started {
-            return Err(BehaviourError::Trap("no thread to run the guest on".into()));
+        let result = self.exports.handle.call(&mut self.store, (ptr, len));
+        self.lost = false;
+        self.dead = None;
+        if let Some(lent) = self.store.data_mut().host.take() {
+            host.restore(lent);
         }
-        for request in request_rx {
-            // The guest waits for each reply, so a failed send means it is gone.
-            if reply_tx.send(imports::serve(host, request)).is_err() {
-                break;
-            }
-        }
-        match done_rx.recv() {
-            Ok((store, result)) => {
-                self.store = store;
-                self.dead = None;
-                self.lost = false;
-                result.map_err(|e| self.crash(e))
-            }
-            Err(_) => Err(BehaviourError::Trap("the guest worker died".into())),
-        }
+        result.map_err(|e| self.crash(e))
     }
 
-    fn handle_inner(
-        &mut self,
-        input: &[u8],
-        host: &mut dyn Host,
-    ) -> Result<Vec<u8>, BehaviourError> {
+    fn handle_inner(&mut self, input: &[u8], host: &mut Host) -> Result<Vec<u8>, BehaviourError> {
         let (ptr, len) = self.put(input)?;
-        let called = if self.has_imports {
-            self.call_handle_on_worker(ptr, len, host)
-        } else {
-            self.call_handle(ptr, len, None)
-        };
+        let called = self.call_handle(ptr, len, host);
         // Measured before arbor_last_error runs, so the cost is the message's alone.
         self.last_cost = Cost {
             fuel: self.fuel_used(),
@@ -540,7 +417,7 @@ impl WasmBehaviour {
 }
 
 impl Behaviour for WasmBehaviour {
-    fn handle(&mut self, input: &[u8], host: &mut dyn Host) -> Result<Vec<u8>, BehaviourError> {
+    fn handle(&mut self, input: &[u8], host: &mut Host) -> Result<Vec<u8>, BehaviourError> {
         if input.len() > self.limits.max_message_bytes {
             return Err(BehaviourError::BadInput(format!(
                 "message of {} bytes exceeds the maximum of {}",

@@ -36,18 +36,17 @@
 //!   loaded machine (the bound is on [`AgentLimits::deadline`]).
 //! - NaN canonicalisation and deterministic relaxed SIMD, because replay compares snapshots.
 //!
-//! A module with imports handles each message on a pooled worker thread (its store moves there
-//! for the call) while the calling thread serves its import calls with the borrowed
-//! [`Host`](crate::Host): wasmtime imports must be `'static`, the host is lent only for the
-//! call, and the crate forbids unsafe code. That costs a thread hand-off and a channel round
-//! trip per import; modules without imports run directly on the calling thread.
+//! Guest calls run inline on the calling thread (the agent actor's task): the agent's
+//! [`Host`](crate::Host) is an owned value that moves into the store's data for the call and
+//! comes back after, so imports reach it through `Caller::data_mut` with no thread hand-off
+//! (wasmtime's model). A guest call is bounded by its deadline; see the agent module's docs
+//! for how long calls are kept from starving other agents.
 
 mod abi;
 mod engine;
 mod error;
 mod imports;
 mod instance;
-mod pool;
 
 pub use engine::{EngineConfig, LoadedModule, WasmHost};
 pub use error::LoadError;

@@ -73,7 +73,7 @@ impl arbor_agent::Behaviour for Tally {
     fn handle(
         &mut self,
         input: &[u8],
-        _host: &mut dyn arbor_agent::Host,
+        _host: &mut arbor_agent::Host,
     ) -> Result<Vec<u8>, arbor_agent::BehaviourError> {
         let message: CounterMsg = rmp_serde::from_slice(input)
             .map_err(|e| arbor_agent::BehaviourError::BadInput(e.to_string()))?;

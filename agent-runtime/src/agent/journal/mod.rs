@@ -1,24 +1,37 @@
-//! The runtime's one journal: the shared WAL every agent appends to, the vault its checkpoints
-//! go to, and the release rule that keeps the WAL bounded.
+//! The agents' journal: one [`JournalStore`] (the seam: the local WAL + vault, or nothing for
+//! an ephemeral system, or a replicated log) and the rules that keep it bounded.
 //!
-//! Release rule. Each agent pins the WAL at the older of its two newest checkpoints (the
+//! Release rule. Each agent pins the journal at the older of its two newest checkpoints (the
 //! vault's rule: should the newest checkpoint be damaged, recovery falls back to the older one
-//! and replays from there). Segments wholly before every agent's pin are deleted, after the
-//! vault is synced so the checkpoints behind the pins are on disk. An agent whose pin lies in
-//! the oldest segment is asked to checkpoint, so an idle agent never holds the log forever.
+//! and replays from there). Records wholly before every agent's pin are released, after the
+//! checkpoints behind the pins are durable. An agent whose pin lies before the first release
+//! point is asked to checkpoint, so an idle agent never holds the log forever.
 //!
-//! Holds. A promotion holds the WAL (and the agent's checkpoints) from its checkpoint until its
-//! watch window ends, so a rollback can replay everything since; holds are not persistent (a
-//! restart ends every watch).
+//! History rule. Each agent also keeps the records of its last
+//! [`CheckpointPolicy::history`] inputs behind a checkpoint, for the evolution arbiter's replay
+//! gate — within [`CheckpointPolicy::history_max_bytes`] of log over all agents.
+//!
+//! Holds. A promotion holds the journal (and the agent's checkpoints) from its checkpoint until
+//! its watch window ends, so a rollback can replay everything since; holds are not persistent
+//! (a restart ends every watch).
+
+mod ephemeral;
+mod local;
+mod store;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arbor_vault::{AgentId, CheckpointMeta, Vault};
+use arbor_vault::{AgentId, CheckpointMeta, NewCheckpoint, Vault};
 use arbor_wal::{Lsn, Wal};
 use parking_lot::Mutex;
 
-use super::error::AgentError;
+pub(crate) use ephemeral::Ephemeral;
+pub(crate) use local::LocalStore;
+pub use store::{Ack, JournalStore, Pending, Records};
+
+use super::error::JournalError;
 
 /// When an agent checkpoints on its own: after `every_records` inputs or when `every` has
 /// passed since its last checkpoint and it handles an input, whichever comes first. Agents that
@@ -54,7 +67,7 @@ impl Default for CheckpointPolicy {
     }
 }
 
-/// Where an agent pins the WAL.
+/// Where an agent pins the journal.
 #[derive(Debug, Clone, Copy)]
 struct Pin {
     newest: Lsn,
@@ -72,10 +85,9 @@ impl Pin {
     }
 }
 
-/// The WAL, the vault and the agents' pins.
+/// The store and the agents' pins, holds and unsaved inputs.
 pub(crate) struct Journal {
-    pub(crate) wal: Wal,
-    pub(crate) vault: Vault,
+    store: Arc<dyn JournalStore>,
     pub(crate) policy: CheckpointPolicy,
     pins: Mutex<HashMap<String, Pin>>,
     holds: Mutex<HashMap<String, Lsn>>,
@@ -84,15 +96,62 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    pub(crate) fn new(wal: Wal, vault: Vault, policy: CheckpointPolicy) -> Journal {
+    pub(crate) fn new(store: Arc<dyn JournalStore>, policy: CheckpointPolicy) -> Journal {
         Journal {
-            wal,
-            vault,
+            store,
             policy,
             pins: Mutex::new(HashMap::new()),
             holds: Mutex::new(HashMap::new()),
             unsaved: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The store underneath.
+    pub(crate) fn store(&self) -> &dyn JournalStore {
+        &*self.store
+    }
+
+    /// Whether records and checkpoints outlive the process.
+    pub(crate) fn is_durable(&self) -> bool {
+        self.store.is_durable()
+    }
+
+    /// The local WAL, if that is the store.
+    pub(crate) fn wal(&self) -> Option<&Wal> {
+        self.store.wal()
+    }
+
+    /// The local vault (registry, modules, lineage), if the system has one.
+    pub(crate) fn vault(&self) -> Option<&Vault> {
+        self.store.vault()
+    }
+
+    /// Appends `agent`'s records in order, in one durability wait.
+    pub(crate) fn append(&self, agent: &str, records: &[&[u8]]) -> Result<Ack, JournalError> {
+        self.store.append(agent, records)
+    }
+
+    /// The last position written.
+    pub(crate) fn last(&self) -> Lsn {
+        self.store.last()
+    }
+
+    /// Stores `state` as `agent`'s checkpoint at `lsn` (at or before the journal's end, after
+    /// every record of the agent the state holds), once the journal is durable up to there: a
+    /// checkpoint must never claim records a crash could still lose (their positions would be
+    /// reused, and replay would skip the new records).
+    pub(crate) async fn store_checkpoint(
+        &self,
+        checkpoint: &NewCheckpoint<'_>,
+    ) -> Result<Lsn, JournalError> {
+        let started = Instant::now();
+        self.store.sync().await?;
+        self.store.put_checkpoint(checkpoint)?;
+        self.checkpointed(checkpoint.agent.as_str(), checkpoint.lsn);
+        metrics::counter!(arbor_metrics::CHECKPOINTS).increment(1);
+        metrics::histogram!(arbor_metrics::CHECKPOINT_BYTES).record(checkpoint.state.len() as f64);
+        metrics::histogram!(arbor_metrics::CHECKPOINT_SECONDS).record(started.elapsed());
+        Ok(checkpoint.lsn)
     }
 
     /// Keeps every record after `lsn` and every checkpoint of `agent` until [`unhold`].
@@ -112,40 +171,30 @@ impl Journal {
         self.holds.lock().contains_key(agent)
     }
 
-    /// Pins the WAL for `agent` from its stored checkpoints (at start-up and recovery); an agent
-    /// without checkpoints pins everything.
-    pub(crate) fn pin_from_vault(&self, agent: &AgentId) -> Result<(), AgentError> {
-        let metas = self
-            .vault
-            .list_checkpoints(agent)
-            .map_err(|e| AgentError::Vault(e.to_string()))?;
+    /// Pins the journal for `agent` from its stored checkpoints (at start-up and recovery); an
+    /// agent without checkpoints pins everything.
+    pub(crate) fn pin_from_store(&self, agent: &AgentId) -> Result<(), JournalError> {
+        let metas = self.store.list_checkpoints(agent)?;
         let mut lsns: Vec<Lsn> = metas.iter().map(|m| m.lsn).collect();
         lsns.sort_unstable();
         let history = metas
             .iter()
             .max_by_key(|m| m.lsn)
             .and_then(|newest| self.history_from(&metas, newest.seq));
-        let pin = match lsns.as_slice() {
-            [] => Pin {
-                newest: 0,
-                older: None,
-                history,
-                asked: false,
-            },
-            [.., older, newest] => Pin {
-                newest: *newest,
-                older: Some(*older),
-                history,
-                asked: false,
-            },
-            [only] => Pin {
-                newest: *only,
-                older: None,
-                history,
-                asked: false,
-            },
+        let (newest, older) = match lsns.as_slice() {
+            [] => (0, None),
+            [.., older, newest] => (*newest, Some(*older)),
+            [only] => (*only, None),
         };
-        self.pins.lock().insert(agent.as_str().into(), pin);
+        self.pins.lock().insert(
+            agent.as_str().into(),
+            Pin {
+                newest,
+                older,
+                history,
+                asked: false,
+            },
+        );
         Ok(())
     }
 
@@ -165,11 +214,20 @@ impl Journal {
             .map(|m| m.lsn)
     }
 
-    /// Where `agent` keeps its history from now (see [`Journal::history_from`]).
-    pub(crate) fn keep_history_from(&self, agent: &str, lsn: Option<Lsn>) {
-        if let Some(pin) = self.pins.lock().get_mut(agent) {
-            pin.history = lsn;
+    /// Keeps `agent`'s newest checkpoints and the one its history starts from (which it then
+    /// pins); a held agent keeps everything.
+    pub(crate) fn retain(&self, agent: &AgentId, seq: u64) -> Result<(), JournalError> {
+        if self.is_held(agent.as_str()) {
+            return Ok(());
         }
+        let metas = self.store.list_checkpoints(agent)?;
+        let history = self.history_from(&metas, seq);
+        self.store
+            .retain_checkpoints(agent, self.policy.keep.max(2), history)?;
+        if let Some(pin) = self.pins.lock().get_mut(agent.as_str()) {
+            pin.history = history;
+        }
+        Ok(())
     }
 
     /// Notes that `agent` journaled an input its last checkpoint does not hold (the first one
@@ -211,17 +269,18 @@ impl Journal {
         }
     }
 
-    /// Forgets `agent`'s pin (it stopped after a final checkpoint: none of its records is needed).
+    /// Forgets `agent`'s pin (it stopped after a final checkpoint: none of its records is
+    /// needed).
     pub(crate) fn unpin(&self, agent: &str) {
         self.pins.lock().remove(agent);
         self.unsaved.lock().remove(agent);
     }
 
-    /// Deletes the WAL segments no agent needs and returns the agents that pin the oldest
-    /// remaining one (each is returned once until it checkpoints again).
-    pub(crate) fn release(&self) -> Result<Vec<String>, AgentError> {
-        let firsts = self.wal.segment_first_lsns();
-        let Some(&second) = firsts.get(1) else {
+    /// Releases what no agent needs and returns the agents that pin the oldest remaining
+    /// release point (each is returned once until it checkpoints again).
+    pub(crate) fn release(&self) -> Result<Vec<String>, JournalError> {
+        let points = self.store.release_points();
+        let Some(&second) = points.get(1) else {
             return Ok(Vec::new());
         };
         let held = self.holds.lock().values().min().copied();
@@ -231,36 +290,33 @@ impl Journal {
             let history = pins.values().filter_map(|pin| pin.history).min();
             (pinned, history)
         };
-        // History is kept within its budget of the newest segments only.
+        // History is kept within its budget of the newest release points only.
         let budget = self
             .policy
             .history_max_bytes
-            .div_ceil(self.wal.config().segment_size().max(1))
+            .div_ceil(self.store.release_point_bytes().max(1))
             .max(1);
         let floor = usize::try_from(budget)
             .ok()
-            .and_then(|budget| firsts.len().checked_sub(budget))
-            .map_or(0, |oldest_kept| firsts[oldest_kept]);
+            .and_then(|budget| points.len().checked_sub(budget))
+            .map_or(0, |oldest_kept| points[oldest_kept]);
         let history = history.map(|lsn| lsn.max(floor));
         let lowest = [pinned, held, history].into_iter().flatten().min();
         // No agents: nothing in the log is needed.
-        let release_before = lowest.map_or(self.wal.last_lsn(), |lsn| lsn.saturating_add(1));
+        let release_before = lowest.map_or(self.store.last(), |lsn| lsn.saturating_add(1));
         let mut next_boundary = second;
         if release_before >= second {
-            // The checkpoints behind the pins must be on disk before the records they replace go.
-            self.vault
-                .sync()
-                .map_err(|e| AgentError::Vault(e.to_string()))?;
-            self.wal
-                .truncate_before(release_before)
-                .map_err(|e| AgentError::Journal(e.to_string()))?;
-            match self.wal.segment_first_lsns().get(1) {
+            // The checkpoints behind the pins must be durable before the records they replace
+            // go.
+            self.store.sync_checkpoints()?;
+            self.store.release_before(release_before)?;
+            match self.store.release_points().get(1) {
                 Some(&lsn) => next_boundary = lsn,
                 None => return Ok(Vec::new()),
             }
         }
         // Asking an agent whose newest checkpoint is at the log's end would change nothing.
-        let last = self.wal.last_lsn();
+        let last = self.store.last();
         let mut pins = self.pins.lock();
         Ok(pins
             .iter_mut()
