@@ -175,17 +175,14 @@ fn split_path(path: &str) -> Vec<String> {
 
 /// Builds a [`Runtime`].
 pub struct RuntimeBuilder {
+    /// What the agent system takes (journal, engine, tools, natives, mailboxes) is set on its
+    /// own builder; the runtime adds the tree, the endpoints and the arbiter.
+    system: AgentSystemBuilder,
     data_dir: Option<PathBuf>,
-    wal: arbor_wal::Config,
-    checkpoints: CheckpointPolicy,
-    engine: EngineConfig,
     limits: AgentLimits,
-    mailbox: usize,
     call_timeout: Duration,
     root: SupervisorOptions,
     supervisors: Vec<(Vec<String>, SupervisorOptions)>,
-    tools: Tools,
-    natives: Vec<(String, arbor_agent::NativeFactory)>,
     metrics: Option<SocketAddr>,
     admin: Option<AdminConfig>,
     evolution: ArbiterConfig,
@@ -234,31 +231,33 @@ impl RuntimeBuilder {
     /// Keep the WAL and the vault in `dir` (created if missing). Without one the runtime is
     /// ephemeral: nothing is journaled, and a restarted agent starts from its init config.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.data_dir = Some(dir.into());
+        let dir = dir.into();
+        self.system = self.system.journal(&dir);
+        self.data_dir = Some(dir);
         self
     }
 
     /// When a call is acknowledged (default: group commit, no added delay).
     pub fn durability(mut self, durability: Durability) -> Self {
-        self.wal = self.wal.durability(durability);
+        self.system = self.system.durability(durability);
         self
     }
 
     /// The WAL's whole configuration (segment size, record limit, durability).
     pub fn wal(mut self, config: arbor_wal::Config) -> Self {
-        self.wal = config;
+        self.system = self.system.wal(config);
         self
     }
 
     /// When agents checkpoint.
     pub fn checkpoints(mut self, policy: CheckpointPolicy) -> Self {
-        self.checkpoints = policy;
+        self.system = self.system.checkpoints(policy);
         self
     }
 
     /// The Wasm engine's configuration (instance pool, memory caps).
     pub fn engine(mut self, config: EngineConfig) -> Self {
-        self.engine = config;
+        self.system = self.system.engine(config);
         self
     }
 
@@ -271,7 +270,7 @@ impl RuntimeBuilder {
     /// Each agent's mailbox holds at most `capacity` inputs (default
     /// [`DEFAULT_MAILBOX`](arbor_agent::DEFAULT_MAILBOX)).
     pub fn mailbox(mut self, capacity: usize) -> Self {
-        self.mailbox = capacity;
+        self.system = self.system.mailbox(capacity);
         self
     }
 
@@ -297,7 +296,14 @@ impl RuntimeBuilder {
 
     /// The tools agents may be granted.
     pub fn tools(mut self, tools: Tools) -> Self {
-        self.tools = tools;
+        self.system = self.system.tools(tools);
+        self
+    }
+
+    /// Where agents' behaviours run while they handle inputs (default
+    /// [`GuestCalls::Inline`](arbor_agent::GuestCalls::Inline)).
+    pub fn guest_calls(mut self, guest_calls: arbor_agent::GuestCalls) -> Self {
+        self.system = self.system.guest_calls(guest_calls);
         self
     }
 
@@ -307,7 +313,7 @@ impl RuntimeBuilder {
         name: impl Into<String>,
         factory: impl Fn() -> Box<dyn Behaviour> + Send + Sync + 'static,
     ) -> Self {
-        self.natives.push((name.into(), Arc::new(factory)));
+        self.system = self.system.native(name, factory);
         self
     }
 
@@ -340,19 +346,7 @@ impl RuntimeBuilder {
                 return Err(Error::UnknownSupervisor(parent.join("/")));
             }
         }
-        let mut system = AgentSystem::builder()
-            .wal(self.wal)
-            .checkpoints(self.checkpoints)
-            .engine(self.engine)
-            .mailbox(self.mailbox)
-            .tools(self.tools);
-        if let Some(dir) = &self.data_dir {
-            system = system.journal(dir);
-        }
-        for (name, factory) in self.natives {
-            system = system.native(name, move || factory());
-        }
-        let system = system.build()?;
+        let system = self.system.build()?;
         let arbiter = Arbiter::new(system.clone(), self.evolution)
             .map_err(|e| Error::Evolution(e.to_string()))?;
         let tree = Arc::new(Tree {
@@ -516,17 +510,12 @@ impl Runtime {
     /// A builder with defaults: ephemeral, group commit, default limits, `one_for_one` root.
     pub fn builder() -> RuntimeBuilder {
         RuntimeBuilder {
+            system: AgentSystem::builder(),
             data_dir: None,
-            wal: arbor_wal::Config::default(),
-            checkpoints: CheckpointPolicy::default(),
-            engine: EngineConfig::default(),
             limits: AgentLimits::default(),
-            mailbox: DEFAULT_MAILBOX,
             call_timeout: Duration::from_secs(5),
             root: SupervisorOptions::default(),
             supervisors: Vec::new(),
-            tools: Tools::new(),
-            natives: Vec::new(),
             metrics: None,
             admin: None,
             evolution: ArbiterConfig::default(),

@@ -30,6 +30,7 @@ pub mod behaviour;
 pub mod envelope;
 pub mod host;
 pub mod limits;
+pub mod report;
 pub mod tools;
 pub mod wasm;
 

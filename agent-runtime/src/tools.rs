@@ -70,14 +70,7 @@ pub enum ToolError {
 impl ToolError {
     /// The error and its causes, `: `-separated (the reason the behaviour is given).
     pub fn chain(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
+        crate::report::chain(self)
     }
 }
 

@@ -1,4 +1,4 @@
-//! The agent actor: journaled calls and casts, bad input, crashes and recovery, hot swap under
+//! The agent actor (the behaviour tests run both ephemeral and journaled): journaled calls and casts, bad input, crashes and recovery, hot swap under
 //! concurrent senders, native and Wasm agents exchanging messages, capability refusal, and the
 //! WAL staying bounded with idle agents.
 #![allow(clippy::unwrap_used)]
@@ -11,7 +11,7 @@ use arbor_agent::tools::{Calculator, Echo, Tools};
 use arbor_agent::wasm::{AgentLimits, Capabilities, LoadError};
 use arbor_agent::{
     AgentError, AgentSpec, AgentSystem, Behaviour, BehaviourError, BehaviourId, CheckpointPolicy,
-    Host, StartError, SwapError,
+    Host, RecoveryError, StartError, SwapError,
 };
 use serde::{Deserialize, Serialize};
 use support::{CounterMsg, KvMsg, KvReply, Tally, count, kv_entries, shared_host};
@@ -21,6 +21,21 @@ fn system(dir: &std::path::Path, policy: CheckpointPolicy) -> AgentSystem {
         .journal(dir)
         .wasm_host(shared_host(2_000).clone())
         .checkpoints(policy)
+        .tools(
+            Tools::new()
+                .with("echo", Echo)
+                .with("calculator", Calculator),
+        )
+        .native("tally", || Box::new(Tally::default()))
+        .native("relay", || Box::new(Relay))
+        .native("panicky", || Box::new(Panicky))
+        .build()
+        .unwrap()
+}
+
+fn ephemeral_system() -> AgentSystem {
+    AgentSystem::builder()
+        .wasm_host(shared_host(2_000).clone())
         .tools(
             Tools::new()
                 .with("echo", Echo)
@@ -91,24 +106,6 @@ impl Behaviour for Panicky {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panicking_native_behaviour_crashes_its_agent_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let system = system(dir.path(), rarely());
-    let agent = system
-        .spawn(AgentSpec::native("panicky", "panicky"))
-        .await
-        .unwrap();
-    let error = agent.call(msg(&"Go")).await.unwrap_err();
-    assert!(
-        matches!(&error, AgentError::Crashed { seq: 1, .. })
-            && error.to_string().contains("native code bug"),
-        "{error}"
-    );
-    assert!(agent.wait_stopped(Duration::from_secs(5)).await);
-    let (_agent, report) = system.recover("panicky").await.unwrap();
-    assert_eq!(report.refused_or_crashed, 1);
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_and_casts_are_journaled_and_survive_a_restart() {
@@ -148,126 +145,7 @@ async fn calls_and_casts_are_journaled_and_survive_a_restart() {
     assert!(matches!(again, Err(AgentError::AlreadyExists(_))));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_gets_an_error_and_the_agent_lives() {
-    let dir = tempfile::tempdir().unwrap();
-    let system = system(dir.path(), rarely());
-    let kv = system.add_module("kv", arbor_modules::KV).unwrap();
-    let limits = AgentLimits {
-        max_message_bytes: 1024,
-        ..AgentLimits::default()
-    };
-    let agent = system
-        .spawn(AgentSpec::wasm("kv-1", kv).limits(limits))
-        .await
-        .unwrap();
-    let put = |key: &str, value: &str| msg(&KvMsg::put(key, value));
-    agent.call(put("a", "1")).await.unwrap();
-    let lsn = system.wal().unwrap().last_lsn();
 
-    // Not MessagePack at all, truncated, trailing bytes, a nesting bomb: refused before the
-    // journal.
-    let bomb = vec![0x91; 1000];
-    for bad in [
-        vec![0xc1],
-        vec![0x92, 0x01],
-        vec![0x01, 0x02],
-        Vec::new(),
-        bomb,
-    ] {
-        let error = agent.call(bad).await.unwrap_err();
-        assert!(matches!(error, AgentError::Malformed { .. }), "{error}");
-    }
-    // Oversized: refused before the journal.
-    let error = agent.call(put("big", &"x".repeat(2000))).await.unwrap_err();
-    assert!(
-        matches!(error, AgentError::TooLarge { len, max: 1024, .. } if len > 2000),
-        "{error}"
-    );
-    assert_eq!(system.wal().unwrap().last_lsn(), lsn, "nothing journaled");
-
-    // Well-formed but not a kv message: journaled, refused by the behaviour.
-    let error = agent.call(msg(&"Frobnicate")).await.unwrap_err();
-    assert!(
-        matches!(error, AgentError::Refused { seq: 2, .. }),
-        "{error}"
-    );
-
-    // Still alive and unchanged.
-    let reply: KvReply = agent
-        .call_msg(&KvMsg::Get { key: "a".into() })
-        .await
-        .unwrap();
-    assert_eq!(
-        reply,
-        KvReply::Value {
-            value: Some("1".into())
-        }
-    );
-
-    // Unknown agents.
-    assert!(system.lookup("nobody").is_none());
-    assert!(matches!(
-        system.recover("nobody").await,
-        Err(AgentError::UnknownAgent(_))
-    ));
-}
-
-/// A trap, an infinite loop and a memory bomb each crash their agent with the input named; the
-/// host and the other agents go on; recovery brings the agent back without the input.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_modules_crash_their_agent_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let system = system(dir.path(), rarely());
-    let counter = system
-        .add_module("counter", arbor_modules::COUNTER)
-        .unwrap();
-    let bystander = system
-        .spawn(AgentSpec::wasm("bystander", counter))
-        .await
-        .unwrap();
-    let limits = AgentLimits {
-        deadline: Duration::from_millis(100),
-        memory_bytes: 4 << 20,
-        ..AgentLimits::default()
-    };
-    use arbor_modules::fixtures;
-    for (name, wat, expect) in [
-        ("trap", fixtures::TRAP, "trap"),
-        ("loop", fixtures::INFINITE_LOOP, "deadline"),
-        ("bomb", fixtures::MEMORY_BOMB, "memory cap"),
-    ] {
-        let module = system
-            .add_module(name, &wat::parse_str(wat).unwrap())
-            .unwrap();
-        let agent = system
-            .spawn(AgentSpec::wasm(name, module).limits(limits.clone()))
-            .await
-            .unwrap();
-        let error = agent.call(msg(&"Go")).await.unwrap_err();
-        match &error {
-            AgentError::Crashed {
-                agent, seq, from, ..
-            } => {
-                assert_eq!((agent.as_str(), *seq, from.as_str()), (name, 1, "host"));
-                assert!(error.to_string().contains(expect), "{error}");
-            }
-            other => panic!("{name}: {other}"),
-        }
-        assert!(agent.wait_stopped(Duration::from_secs(5)).await);
-        assert!(system.lookup(name).is_none());
-        assert!(matches!(
-            agent.call(msg(&"Again")).await,
-            Err(AgentError::Stopped(_))
-        ));
-        // Recovery skips the crashing input (its outcome says it crashed): no crash loop.
-        let (_agent, report) = system.recover(name).await.unwrap();
-        assert_eq!(report.refused_or_crashed, 1);
-        assert_eq!(report.replayed, 0);
-        bystander.cast(msg(&CounterMsg::Inc { by: 1 })).unwrap();
-    }
-    assert_eq!(count(&bystander).await, 3);
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_agent_recovers_its_acknowledged_state() {
@@ -408,163 +286,12 @@ struct RelayArgs<'a> {
     by: i64,
 }
 
-/// A Wasm agent sends to a native one and a native one to a Wasm one; sends are delivered after
-/// the sender's input is durable, as casts from the sender.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn native_and_wasm_agents_exchange_messages() {
-    let dir = tempfile::tempdir().unwrap();
-    let system = system(dir.path(), rarely());
-    let toolbox = system
-        .add_module("toolbox", arbor_modules::TOOLBOX)
-        .unwrap();
-    let counter = system
-        .add_module("counter", arbor_modules::COUNTER)
-        .unwrap();
-    let wasm_sender = system
-        .spawn(AgentSpec::wasm("toolbox", toolbox).capabilities(Capabilities::all(["echo"])))
-        .await
-        .unwrap();
-    let native_counter = system
-        .spawn(AgentSpec::native("tally", "tally"))
-        .await
-        .unwrap();
-    let native_sender = system
-        .spawn(
-            AgentSpec::native("relay", "relay").capabilities(Capabilities {
-                send: true,
-                ..Capabilities::none()
-            }),
-        )
-        .await
-        .unwrap();
-    let wasm_counter = system
-        .spawn(AgentSpec::wasm("counter", counter))
-        .await
-        .unwrap();
-
-    for by in 1..=20 {
-        let reply = wasm_sender
-            .call(msg(&ToolboxSend::Send {
-                to: "tally".into(),
-                by,
-            }))
-            .await
-            .unwrap();
-        assert_eq!(rmp_serde::from_slice::<String>(&reply).unwrap(), "Sent");
-        let reply = native_sender
-            .call(msg(&RelayArgs { to: "counter", by }))
-            .await
-            .unwrap();
-        assert_eq!(
-            rmp_serde::from_slice::<Result<(), String>>(&reply).unwrap(),
-            Ok(())
-        );
-    }
-    // Unknown recipients are refused at the send, and the refusal is the behaviour's answer.
-    let reply = native_sender
-        .call(msg(&RelayArgs {
-            to: "nobody",
-            by: 1,
-        }))
-        .await
-        .unwrap();
-    let refused = rmp_serde::from_slice::<Result<(), String>>(&reply).unwrap();
-    assert!(refused.unwrap_err().contains("nobody"));
-
-    let expected = (1..=20).sum::<i64>();
-    for agent in [&native_counter, &wasm_counter] {
-        let mut seen = 0;
-        for _ in 0..200 {
-            seen = count(agent).await;
-            if seen == expected {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(seen, expected, "{}", agent.name());
-    }
-}
 
 #[derive(Serialize)]
 enum ToolboxSend {
     Send { to: String, by: i64 },
 }
 
-/// Grants are enforced: a module importing an ungranted capability does not start; a tool not
-/// granted is refused; a native behaviour asking for an ungranted import is told so.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn capabilities_are_refused_unless_granted() {
-    let dir = tempfile::tempdir().unwrap();
-    let system = system(dir.path(), rarely());
-    let toolbox = system
-        .add_module("toolbox", arbor_modules::TOOLBOX)
-        .unwrap();
-    let error = system
-        .spawn(AgentSpec::wasm("toolbox", toolbox))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            &error,
-            AgentError::Start {
-                source: StartError::Load(LoadError::UngrantedImport { .. }),
-                ..
-            }
-        ),
-        "ungranted imports: {error:?}"
-    );
-    // Every import granted, but not the echo tool.
-    let agent = system
-        .spawn(AgentSpec::wasm("toolbox", toolbox).capabilities(Capabilities::all(["calculator"])))
-        .await
-        .unwrap();
-    #[derive(Serialize)]
-    enum Echo {
-        Echo { text: String },
-    }
-    #[derive(Deserialize, Debug)]
-    enum EchoReply {
-        Failed {
-            #[allow(dead_code)]
-            error: String,
-        },
-        Echoed {
-            text: String,
-        },
-    }
-    let reply: EchoReply = agent
-        .call_msg(&Echo::Echo { text: "hi".into() })
-        .await
-        .unwrap();
-    assert!(matches!(reply, EchoReply::Failed { .. }), "{reply:?}");
-    let granted = system
-        .spawn(AgentSpec::wasm("toolbox-2", toolbox).capabilities(Capabilities::all(["echo"])))
-        .await
-        .unwrap();
-    let reply: EchoReply = granted
-        .call_msg(&Echo::Echo { text: "hi".into() })
-        .await
-        .unwrap();
-    assert!(
-        matches!(reply, EchoReply::Echoed { ref text } if text == "hi"),
-        "{reply:?}"
-    );
-
-    let relay = system
-        .spawn(AgentSpec::native("relay", "relay"))
-        .await
-        .unwrap();
-    system
-        .spawn(AgentSpec::native("tally", "tally"))
-        .await
-        .unwrap();
-    let reply = relay
-        .call(msg(&RelayArgs { to: "tally", by: 1 }))
-        .await
-        .unwrap();
-    let refused = rmp_serde::from_slice::<Result<(), String>>(&reply).unwrap();
-    assert!(refused.unwrap_err().contains("not granted"));
-}
 
 /// One busy agent and twenty idle ones on a WAL of 32 KiB segments: idle agents are asked to
 /// checkpoint when they pin the oldest segment, so the log stays a few segments long.
@@ -679,4 +406,331 @@ async fn an_idle_agent_checkpoints_its_last_input_within_the_policy_time() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     system.shutdown().await.unwrap();
+}
+
+/// Runs each body twice, on an ephemeral system and on a journaled one (tokio's `rt_common`
+/// pattern): an agent behaves the same whether or not a journal is there. `journaled` guards
+/// only what exists with a journal (recovery, the WAL's positions).
+macro_rules! in_both_modes {
+    ($($(#[$meta:meta])* async fn $name:ident($system:ident, $journaled:ident) $body:block)*) => {
+        mod ephemeral {
+            use super::*;
+            $(
+                $(#[$meta])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let $system = super::ephemeral_system();
+                    #[allow(unused_variables)]
+                    let $journaled = false;
+                    $body
+                }
+            )*
+        }
+        mod journaled {
+            use super::*;
+            $(
+                $(#[$meta])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let $system = super::system(dir.path(), rarely());
+                    #[allow(unused_variables)]
+                    let $journaled = true;
+                    $body
+                }
+            )*
+        }
+    };
+}
+
+in_both_modes! {
+    async fn a_panicking_native_behaviour_crashes_its_agent_only(system, journaled) {
+        let agent = system
+            .spawn(AgentSpec::native("panicky", "panicky"))
+            .await
+            .unwrap();
+        let error = agent.call(msg(&"Go")).await.unwrap_err();
+        assert!(
+            matches!(&error, AgentError::Crashed { seq: 1, .. })
+                && error.to_string().contains("native code bug"),
+            "{error}"
+        );
+        assert!(agent.wait_stopped(Duration::from_secs(5)).await);
+        if journaled {
+            let (_agent, report) = system.recover("panicky").await.unwrap();
+            assert_eq!(report.refused_or_crashed, 1);
+        }
+    }
+    async fn bad_input_gets_an_error_and_the_agent_lives(system, journaled) {
+        let kv = system.add_module("kv", arbor_modules::KV).unwrap();
+        let limits = AgentLimits {
+            max_message_bytes: 1024,
+            ..AgentLimits::default()
+        };
+        let agent = system
+            .spawn(AgentSpec::wasm("kv-1", kv).limits(limits))
+            .await
+            .unwrap();
+        let put = |key: &str, value: &str| msg(&KvMsg::put(key, value));
+        agent.call(put("a", "1")).await.unwrap();
+        let lsn = system.wal().map(|wal| wal.last_lsn());
+
+        // Not MessagePack at all, truncated, trailing bytes, a nesting bomb: refused before the
+        // journal.
+        let bomb = vec![0x91; 1000];
+        for bad in [
+            vec![0xc1],
+            vec![0x92, 0x01],
+            vec![0x01, 0x02],
+            Vec::new(),
+            bomb,
+        ] {
+            let error = agent.call(bad).await.unwrap_err();
+            assert!(matches!(error, AgentError::Malformed { .. }), "{error}");
+        }
+        // Oversized: refused before the journal.
+        let error = agent.call(put("big", &"x".repeat(2000))).await.unwrap_err();
+        assert!(
+            matches!(error, AgentError::TooLarge { len, max: 1024, .. } if len > 2000),
+            "{error}"
+        );
+        assert_eq!(
+            system.wal().map(|wal| wal.last_lsn()),
+            lsn,
+            "nothing journaled"
+        );
+
+        // Well-formed but not a kv message: journaled, refused by the behaviour.
+        let error = agent.call(msg(&"Frobnicate")).await.unwrap_err();
+        assert!(
+            matches!(error, AgentError::Refused { seq: 2, .. }),
+            "{error}"
+        );
+
+        // Still alive and unchanged.
+        let reply: KvReply = agent
+            .call_msg(&KvMsg::Get { key: "a".into() })
+            .await
+            .unwrap();
+        assert_eq!(
+            reply,
+            KvReply::Value {
+                value: Some("1".into())
+            }
+        );
+
+        // Unknown agents.
+        assert!(system.lookup("nobody").is_none());
+        let recovered = system.recover("nobody").await;
+        if journaled {
+            assert!(matches!(recovered, Err(AgentError::UnknownAgent(_))));
+        } else {
+            assert!(matches!(
+                recovered,
+                Err(AgentError::Recovery {
+                    source: RecoveryError::NoJournal,
+                    ..
+                })
+            ));
+        }
+    }
+    /// A trap, an infinite loop and a memory bomb each crash their agent with the input named; the
+    /// host and the other agents go on; recovery brings the agent back without the input.
+    async fn hostile_modules_crash_their_agent_only(system, journaled) {
+        let counter = system
+            .add_module("counter", arbor_modules::COUNTER)
+            .unwrap();
+        let bystander = system
+            .spawn(AgentSpec::wasm("bystander", counter))
+            .await
+            .unwrap();
+        let limits = AgentLimits {
+            deadline: Duration::from_millis(100),
+            memory_bytes: 4 << 20,
+            ..AgentLimits::default()
+        };
+        use arbor_modules::fixtures;
+        for (name, wat, expect) in [
+            ("trap", fixtures::TRAP, "trap"),
+            ("loop", fixtures::INFINITE_LOOP, "deadline"),
+            ("bomb", fixtures::MEMORY_BOMB, "memory cap"),
+        ] {
+            let module = system
+                .add_module(name, &wat::parse_str(wat).unwrap())
+                .unwrap();
+            let agent = system
+                .spawn(AgentSpec::wasm(name, module).limits(limits.clone()))
+                .await
+                .unwrap();
+            let error = agent.call(msg(&"Go")).await.unwrap_err();
+            match &error {
+                AgentError::Crashed {
+                    agent, seq, from, ..
+                } => {
+                    assert_eq!((agent.as_str(), *seq, from.as_str()), (name, 1, "host"));
+                    assert!(error.to_string().contains(expect), "{error}");
+                }
+                other => panic!("{name}: {other}"),
+            }
+            assert!(agent.wait_stopped(Duration::from_secs(5)).await);
+            assert!(system.lookup(name).is_none());
+            assert!(matches!(
+                agent.call(msg(&"Again")).await,
+                Err(AgentError::Stopped(_))
+            ));
+            // Recovery skips the crashing input (its outcome says it crashed): no crash loop.
+            if journaled {
+                let (_agent, report) = system.recover(name).await.unwrap();
+                assert_eq!(report.refused_or_crashed, 1);
+                assert_eq!(report.replayed, 0);
+            }
+            bystander.cast(msg(&CounterMsg::Inc { by: 1 })).unwrap();
+        }
+        assert_eq!(count(&bystander).await, 3);
+    }
+    /// A Wasm agent sends to a native one and a native one to a Wasm one; sends are delivered after
+    /// the sender's input is durable, as casts from the sender.
+    async fn native_and_wasm_agents_exchange_messages(system, journaled) {
+        let toolbox = system
+            .add_module("toolbox", arbor_modules::TOOLBOX)
+            .unwrap();
+        let counter = system
+            .add_module("counter", arbor_modules::COUNTER)
+            .unwrap();
+        let wasm_sender = system
+            .spawn(AgentSpec::wasm("toolbox", toolbox).capabilities(Capabilities::all(["echo"])))
+            .await
+            .unwrap();
+        let native_counter = system
+            .spawn(AgentSpec::native("tally", "tally"))
+            .await
+            .unwrap();
+        let native_sender = system
+            .spawn(
+                AgentSpec::native("relay", "relay").capabilities(Capabilities {
+                    send: true,
+                    ..Capabilities::none()
+                }),
+            )
+            .await
+            .unwrap();
+        let wasm_counter = system
+            .spawn(AgentSpec::wasm("counter", counter))
+            .await
+            .unwrap();
+
+        for by in 1..=20 {
+            let reply = wasm_sender
+                .call(msg(&ToolboxSend::Send {
+                    to: "tally".into(),
+                    by,
+                }))
+                .await
+                .unwrap();
+            assert_eq!(rmp_serde::from_slice::<String>(&reply).unwrap(), "Sent");
+            let reply = native_sender
+                .call(msg(&RelayArgs { to: "counter", by }))
+                .await
+                .unwrap();
+            assert_eq!(
+                rmp_serde::from_slice::<Result<(), String>>(&reply).unwrap(),
+                Ok(())
+            );
+        }
+        // Unknown recipients are refused at the send, and the refusal is the behaviour's answer.
+        let reply = native_sender
+            .call(msg(&RelayArgs {
+                to: "nobody",
+                by: 1,
+            }))
+            .await
+            .unwrap();
+        let refused = rmp_serde::from_slice::<Result<(), String>>(&reply).unwrap();
+        assert!(refused.unwrap_err().contains("nobody"));
+
+        let expected = (1..=20).sum::<i64>();
+        for agent in [&native_counter, &wasm_counter] {
+            let mut seen = 0;
+            for _ in 0..200 {
+                seen = count(agent).await;
+                if seen == expected {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(seen, expected, "{}", agent.name());
+        }
+    }
+    /// Grants are enforced: a module importing an ungranted capability does not start; a tool not
+    /// granted is refused; a native behaviour asking for an ungranted import is told so.
+    async fn capabilities_are_refused_unless_granted(system, journaled) {
+        let toolbox = system
+            .add_module("toolbox", arbor_modules::TOOLBOX)
+            .unwrap();
+        let error = system
+            .spawn(AgentSpec::wasm("toolbox", toolbox))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                AgentError::Start {
+                    source: StartError::Load(LoadError::UngrantedImport { .. }),
+                    ..
+                }
+            ),
+            "ungranted imports: {error:?}"
+        );
+        // Every import granted, but not the echo tool.
+        let agent = system
+            .spawn(AgentSpec::wasm("toolbox", toolbox).capabilities(Capabilities::all(["calculator"])))
+            .await
+            .unwrap();
+        #[derive(Serialize)]
+        enum Echo {
+            Echo { text: String },
+        }
+        #[derive(Deserialize, Debug)]
+        enum EchoReply {
+            Failed {
+                #[allow(dead_code)]
+                error: String,
+            },
+            Echoed {
+                text: String,
+            },
+        }
+        let reply: EchoReply = agent
+            .call_msg(&Echo::Echo { text: "hi".into() })
+            .await
+            .unwrap();
+        assert!(matches!(reply, EchoReply::Failed { .. }), "{reply:?}");
+        let granted = system
+            .spawn(AgentSpec::wasm("toolbox-2", toolbox).capabilities(Capabilities::all(["echo"])))
+            .await
+            .unwrap();
+        let reply: EchoReply = granted
+            .call_msg(&Echo::Echo { text: "hi".into() })
+            .await
+            .unwrap();
+        assert!(
+            matches!(reply, EchoReply::Echoed { ref text } if text == "hi"),
+            "{reply:?}"
+        );
+
+        let relay = system
+            .spawn(AgentSpec::native("relay", "relay"))
+            .await
+            .unwrap();
+        system
+            .spawn(AgentSpec::native("tally", "tally"))
+            .await
+            .unwrap();
+        let reply = relay
+            .call(msg(&RelayArgs { to: "tally", by: 1 }))
+            .await
+            .unwrap();
+        let refused = rmp_serde::from_slice::<Result<(), String>>(&reply).unwrap();
+        assert!(refused.unwrap_err().contains("not granted"));
+    }
 }

@@ -7,7 +7,8 @@ use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
 use arbor_agent::envelope::Entry;
-use arbor_agent::{AfterRestore, AgentError, AgentSystem, RestoreFrom};
+use arbor_agent::report::chain;
+use arbor_agent::{AfterRestore, AgentError, AgentSystem, RestoreFrom, SystemError};
 use arbor_shadow::compare::render;
 use arbor_shadow::{Arbiter, ShadowError, VerdictDetail};
 use arbor_supervisor::ChildState;
@@ -62,16 +63,23 @@ impl AdminError {
     }
 }
 
+// The wire carries text; each keeps its whole cause chain (the WAL's segment and offset, the
+// vault's tree and key), not only the top layer's message.
 impl From<AgentError> for AdminError {
     fn from(error: AgentError) -> Self {
+        let text = chain(&error);
         match error {
-            AgentError::UnknownAgent(_) => AdminError::NotFound(error.to_string()),
-            AgentError::Stopped(_) => AdminError::Conflict(error.to_string()),
-            AgentError::SwapRefused { .. } | AgentError::Running(_) => {
-                AdminError::Conflict(error.to_string())
-            }
-            _ => AdminError::Failed(error.to_string()),
+            AgentError::UnknownAgent(_) => AdminError::NotFound(text),
+            AgentError::Stopped(_) => AdminError::Conflict(text),
+            AgentError::SwapRefused { .. } | AgentError::Running(_) => AdminError::Conflict(text),
+            _ => AdminError::Failed(text),
         }
+    }
+}
+
+impl From<SystemError> for AdminError {
+    fn from(error: SystemError) -> Self {
+        AdminError::Failed(chain(&error))
     }
 }
 
@@ -80,31 +88,32 @@ impl From<crate::Error> for AdminError {
         match error {
             crate::Error::Agent(error) => error.into(),
             crate::Error::Quarantined { .. } | crate::Error::Restarting(_) => {
-                AdminError::Conflict(error.to_string())
+                AdminError::Conflict(chain(&error))
             }
-            _ => AdminError::Failed(error.to_string()),
+            _ => AdminError::Failed(chain(&error)),
         }
     }
 }
 
 impl From<ShadowError> for AdminError {
     fn from(error: ShadowError) -> Self {
+        let text = chain(&error);
         match error {
             ShadowError::UnknownAgent(_) | ShadowError::NoEvaluation(_) => {
-                AdminError::NotFound(error.to_string())
+                AdminError::NotFound(text)
             }
             ShadowError::Busy(_)
             | ShadowError::TooManyEvaluations(_)
             | ShadowError::NotWatching { .. }
-            | ShadowError::NotAwaitingApproval { .. } => AdminError::Conflict(error.to_string()),
-            ShadowError::Config(_) => AdminError::BadRequest(error.to_string()),
-            _ => AdminError::Failed(error.to_string()),
+            | ShadowError::NotAwaitingApproval { .. } => AdminError::Conflict(text),
+            ShadowError::Config(_) => AdminError::BadRequest(text),
+            _ => AdminError::Failed(text),
         }
     }
 }
 
 fn vault_error(error: arbor_vault::Error) -> AdminError {
-    AdminError::Failed(format!("vault: {error}"))
+    AdminError::Failed(format!("vault: {}", chain(&error)))
 }
 
 /// A module for `evolve start`: one already stored, or new bytes.
@@ -146,11 +155,13 @@ impl Operator {
         let system = AgentSystem::builder()
             .journal(dir)
             .build()
-            .map_err(|error| match error {
-                AgentError::Journal(reason) if reason.contains("locked") => {
-                    AdminError::Busy(format!("a running host holds {}: {reason}", dir.display()))
-                }
-                other => AdminError::Failed(other.to_string()),
+            .map_err(|error| match error.wal_error() {
+                Some(arbor_wal::Error::Locked { .. }) => AdminError::Busy(format!(
+                    "a running host holds {}: {}",
+                    dir.display(),
+                    chain(&error)
+                )),
+                _ => error.into(),
             })?;
         Ok(Operator {
             system,
@@ -291,7 +302,7 @@ impl Operator {
         };
         for record in vault
             .agents()
-            .map_err(|e| AgentError::Vault(e.to_string()))?
+            .map_err(vault_error)?
         {
             rows.push(AgentRow {
                 name: record.id.as_str().into(),

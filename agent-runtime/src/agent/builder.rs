@@ -66,6 +66,12 @@ impl AgentSystemBuilder {
         self
     }
 
+    /// When a call is acknowledged (keeps the rest of the WAL's configuration).
+    pub fn durability(mut self, durability: arbor_wal::Durability) -> Self {
+        self.wal = Some(self.wal.unwrap_or_default().durability(durability));
+        self
+    }
+
     /// The vault's configuration.
     pub fn vault(mut self, config: arbor_vault::Config) -> Self {
         self.vault = Some(config);

@@ -180,10 +180,8 @@ impl AgentError {
     /// another process holds: [`arbor_wal::Error::Locked`]).
     pub fn wal_error(&self) -> Option<&arbor_wal::Error> {
         match self {
-            AgentError::Journal(error)
-            | AgentError::System(SystemError::OpenJournal { source: error, .. }) => {
-                error.wal_error()
-            }
+            AgentError::Journal(error) => error.wal_error(),
+            AgentError::System(error) => error.wal_error(),
             _ => None,
         }
     }
@@ -221,6 +219,19 @@ pub enum SystemError {
     /// The module or registry store failed.
     #[error("vault")]
     Vault(#[source] Arc<arbor_vault::Error>),
+}
+
+impl SystemError {
+    /// The WAL error underneath, if the journal failed there (e.g. a data directory another
+    /// process holds: [`arbor_wal::Error::Locked`]).
+    pub fn wal_error(&self) -> Option<&arbor_wal::Error> {
+        match self {
+            SystemError::OpenJournal { source, .. } | SystemError::Journal(source) => {
+                source.wal_error()
+            }
+            _ => None,
+        }
+    }
 }
 
 impl From<JournalError> for SystemError {
