@@ -86,7 +86,7 @@ struct Ledger {
 }
 
 impl Behaviour for Ledger {
-    fn handle(&mut self, input: &[u8], _host: &mut dyn Host) -> Result<Vec<u8>, BehaviourError> {
+    fn handle(&mut self, input: &[u8], _host: &mut Host) -> Result<Vec<u8>, BehaviourError> {
         let msg: LedgerMsg =
             rmp_serde::from_slice(input).map_err(|e| BehaviourError::BadInput(e.to_string()))?;
         let balance = match msg {

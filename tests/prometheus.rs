@@ -61,7 +61,7 @@ enum ToolboxMsg {
 struct Sleepy;
 
 impl Behaviour for Sleepy {
-    fn handle(&mut self, input: &[u8], _host: &mut dyn Host) -> Result<Vec<u8>, BehaviourError> {
+    fn handle(&mut self, input: &[u8], _host: &mut Host) -> Result<Vec<u8>, BehaviourError> {
         std::thread::sleep(Duration::from_millis(2));
         Ok(input.to_vec())
     }

@@ -62,7 +62,7 @@ async fn spawn_counters(runtime: &Runtime, under: &str, counters: &[(&str, i64)]
 struct Sleepy;
 
 impl Behaviour for Sleepy {
-    fn handle(&mut self, input: &[u8], _host: &mut dyn Host) -> Result<Vec<u8>, BehaviourError> {
+    fn handle(&mut self, input: &[u8], _host: &mut Host) -> Result<Vec<u8>, BehaviourError> {
         let millis: u64 = rmp_serde::from_slice(input).unwrap_or(0);
         std::thread::sleep(Duration::from_millis(millis));
         Ok(input.to_vec())

@@ -8,7 +8,7 @@ use arbor::agent::{Behaviour, BehaviourError, Host};
 pub struct Unlucky(pub u64);
 
 impl Behaviour for Unlucky {
-    fn handle(&mut self, input: &[u8], _host: &mut dyn Host) -> Result<Vec<u8>, BehaviourError> {
+    fn handle(&mut self, input: &[u8], _host: &mut Host) -> Result<Vec<u8>, BehaviourError> {
         let by: u64 =
             rmp_serde::from_slice(input).map_err(|e| BehaviourError::BadInput(e.to_string()))?;
         if by == 0 {
