@@ -90,9 +90,9 @@ impl From<crate::Error> for AdminError {
 impl From<ShadowError> for AdminError {
     fn from(error: ShadowError) -> Self {
         match error {
-            ShadowError::UnknownAgent(_) | ShadowError::NoEvaluation(_) => {
-                AdminError::NotFound(error.to_string())
-            }
+            ShadowError::UnknownAgent(_)
+            | ShadowError::InvalidAgent { .. }
+            | ShadowError::NoEvaluation(_) => AdminError::NotFound(error.to_string()),
             ShadowError::Busy(_)
             | ShadowError::TooManyEvaluations(_)
             | ShadowError::NotWatching { .. }
@@ -671,7 +671,7 @@ impl Operator {
                         row.event = "step".into();
                         row.module = candidate.to_string();
                         row.summary = if detail.is_empty() {
-                            step
+                            step.to_string()
                         } else {
                             format!("{step}: {detail}")
                         };
