@@ -1430,7 +1430,7 @@ async fn demo() -> DemoResult<()> {
             LineageEvent::Verdict { verdict, .. } => format!("verdict {verdict:?}"),
             LineageEvent::Promoted { .. } => "promoted".to_string(),
             LineageEvent::RolledBack { .. } => "rolled back".to_string(),
-            LineageEvent::Step { step, .. } => step.clone(),
+            LineageEvent::Step { step, .. } => step.to_string(),
             _ => "(a newer kind of event)".to_string(),
         })
         .collect();

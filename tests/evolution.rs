@@ -134,7 +134,7 @@ async fn shadows_resync_after_production_restarts_and_a_promotion_survives_a_res
         .unwrap()
         .iter()
         .filter_map(|r| match &r.event {
-            arbor::vault::LineageEvent::Step { step, .. } => Some(step.clone()),
+            arbor::vault::LineageEvent::Step { step, .. } => Some(step.to_string()),
             _ => None,
         })
         .collect();

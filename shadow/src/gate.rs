@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 use arbor_agent::agent::Journaled;
 use arbor_agent::envelope::{Answer, Envelope, Status};
 use arbor_agent::{AgentSystem, BehaviourId};
-use arbor_vault::AgentId;
 use arbor_wal::Lsn;
 use serde::{Deserialize, Serialize};
 
-use crate::ShadowError;
 use crate::compare::IgnoreRule;
+use crate::error::{ShadowError, agent_id};
 use crate::policy::{Divergence, Policy, ShadowLimits, Tally, already_failed, judge_cost};
 use crate::shadow::{Ended, Factory, Pair};
 use crate::stats::PairedComparison;
@@ -86,12 +85,11 @@ pub(crate) fn run(
         report.stopped_early = Some("the system does not journal: nothing to replay".into());
         return Ok((report, None));
     };
-    let id = AgentId::new(agent).map_err(|e| ShadowError::UnknownAgent(format!("{agent}: {e}")))?;
-    let vault_error = |e: arbor_vault::Error| ShadowError::Vault(e.to_string());
+    let id = agent_id(agent)?;
     // The oldest checkpoint written by the current module whose records are all still in the
     // log: the longest history the current module produced.
     let first = wal.first_lsn();
-    let mut metas = vault.list_checkpoints(&id).map_err(vault_error)?;
+    let mut metas = vault.list_checkpoints(&id).map_err(ShadowError::Vault)?;
     metas.sort_by_key(|m| m.lsn);
     let start = metas
         .iter()
@@ -161,7 +159,7 @@ pub(crate) fn run(
     }
     if pair.tally.samples > 0 {
         let seq = u64::MAX;
-        pair.check_state(seq).map_err(ShadowError::Shadow)?;
+        pair.check_state(seq).map_err(ShadowError::Snapshot)?;
     }
     let tally = pair.tally.clone();
     if tally.mismatch_count() > 0 {

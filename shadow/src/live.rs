@@ -22,7 +22,12 @@
 //! shadows all the same, so nothing is skipped and no instance restarts; only without a
 //! journal does a gap re-seed the evaluation's shadows from a fresh production snapshot (and
 //! end a watch, which says so).
+//!
+//! Both follow the mirror through one loop, `Live::follow`: inputs in order and once each, gaps
+//! read back, production tapped again when it restarts. What differs — seeding, what an input
+//! is compared with, when to stop — is each one's `Follower` (`Evaluating`, `Watching`).
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -57,12 +62,8 @@ pub(crate) struct Progress {
     pub(crate) cancel: AtomicBool,
 }
 
-/// How long a watch waits for production to come back after its mirror ended (a supervisor
-/// restart takes milliseconds; an agent stopped for good never comes back).
-const RESTART_WAIT: Duration = Duration::from_secs(10);
-
 /// Publish the tally every this many samples.
-const PUBLISH_EVERY: u64 = 64;
+pub(crate) const PUBLISH_EVERY: u64 = 64;
 
 /// How a live run ended.
 #[derive(Debug)]
@@ -81,19 +82,6 @@ pub(crate) enum LiveEnd {
     Cancelled,
 }
 
-/// How long a watch lasts (see the [`policy`](crate::policy) module docs).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct WatchRule {
-    /// At least this long.
-    pub(crate) window: Duration,
-    /// And at least this many compared inputs.
-    pub(crate) samples: u64,
-    /// But no longer than this (then it ends incomplete, saying so).
-    pub(crate) max: Duration,
-    /// Production's answers wait for the reverse shadow's agreement.
-    pub(crate) verified: bool,
-}
-
 pub(crate) struct Live {
     pub(crate) factory: Factory,
     pub(crate) agent: String,
@@ -108,7 +96,7 @@ pub(crate) struct Live {
 type Next = (Arc<Mirrored>, Option<Verification>);
 
 impl Live {
-    fn publish(&self, tally: &Tally) {
+    pub(crate) fn publish(&self, tally: &Tally) {
         *self.progress.tally.lock() = tally.clone();
     }
 
@@ -117,11 +105,7 @@ impl Live {
     }
 
     /// Waits for the running agent and mirrors it; `None` at the deadline or on cancel.
-    fn tap(
-        &self,
-        deadline: Instant,
-        verified: bool,
-    ) -> Result<(AgentRef, Tapped, Mirror), LiveEnd> {
+    pub(crate) fn tap(&self, deadline: Instant, verified: bool) -> Result<Tap, LiveEnd> {
         loop {
             if self.cancelled() || self.factory.system.is_shut_down() {
                 return Err(LiveEnd::Cancelled);
@@ -144,7 +128,7 @@ impl Live {
     }
 
     /// The next mirrored input; `Ok(None)` when the mirror ended (production restarted).
-    fn next(&self, mirror: &mut Mirror, deadline: Instant) -> Result<Option<Next>, LiveEnd> {
+    pub(crate) fn next(&self, mirror: &mut Mirror, deadline: Instant) -> Result<Option<Next>, LiveEnd> {
         loop {
             if self.cancelled() {
                 return Err(LiveEnd::Cancelled);
@@ -168,7 +152,7 @@ impl Live {
     /// each to `step` with its status, answers and LSN; returns the last LSN and input
     /// handled. `Err` when the journal no longer holds them, or the agent changed modules
     /// between (nothing to catch up from then).
-    fn catch_up(
+    pub(crate) fn catch_up(
         &self,
         lsn: Lsn,
         until: u64,
@@ -205,431 +189,99 @@ impl Live {
         Ok(at)
     }
 
-    /// The evaluation of `candidate` against `control` (the module production runs), going on
-    /// from the gate's instances when it left them (`resume`). `mirroring` hears once the
-    /// mirror is in and the shadows are seeded.
-    pub(crate) fn evaluate(
-        &self,
-        control: &BehaviourId,
-        candidate: &BehaviourId,
-        resume: Option<Resume>,
-        mirroring: oneshot::Sender<()>,
-    ) -> LiveEnd {
-        let deadline = Instant::now() + self.limits.deadline;
-        let mut mirroring = Some(mirroring);
-        // The pair and the journal position (LSN, input) its instances have handled.
-        let (mut pair, mut at) = match resume {
-            Some(resume) => (Some(resume.pair), Some((resume.lsn, resume.seq))),
-            None => (None, None),
-        };
+    /// Follows production's mirror for `run`, from the tap `first` (the shadows at journal
+    /// position `at`, if known), until `run` ends it: the loop the evaluation and the watch
+    /// share. It hands `run` the mirrored inputs in order, once each; inputs the mirror
+    /// dropped, for `run` to read back from the journal; and a new tap whenever the mirror
+    /// ends (production restarted) or `run` gives the tap up.
+    pub(crate) fn follow(&self, run: &mut impl Follower, first: Tap, mut at: Option<Position>) -> LiveEnd {
+        let (mut _agent, mut tapped, mut mirror) = first;
         loop {
-            let (_agent, tapped, mut mirror) = match self.tap(deadline, false) {
-                Ok(tapped) => tapped,
-                Err(end) => return end,
-            };
-            if &tapped.behaviour != control {
-                return LiveEnd::Failed(format!(
-                    "production runs {}, not {control}",
-                    tapped.behaviour
-                ));
-            }
-            let brought = match (pair.as_mut(), at) {
-                (Some(pair), Some((lsn, seq))) => {
-                    self.bring_to(pair, lsn, seq, &tapped).map(|()| true)
-                }
-                _ => Ok(false),
-            };
-            let seeded = match (brought, pair.as_mut()) {
-                (Ok(true), _) => Ok(()),
-                (_, None) => Pair::seeded(
-                    self.factory.clone(),
-                    control,
-                    candidate,
-                    &tapped.state,
-                    self.ignore.clone(),
-                )
-                .map(|p| pair = Some(p)),
-                (_, Some(pair)) => {
-                    pair.tally.resyncs += 1;
-                    // What the shadows hold is still comparable (both saw the same inputs);
-                    // compare it before it is replaced. A dead control has nothing to give.
-                    let _ = pair.check_state(tapped.seq);
-                    pair.reseed(&tapped.state)
-                }
-            };
-            if let Err(reason) = seeded {
-                return LiveEnd::Failed(format!("state migration failed: {reason}"));
-            }
-            let Some(pair) = pair.as_mut() else {
-                return LiveEnd::Failed("no shadows".into());
-            };
-            if let Some(mirroring) = mirroring.take() {
-                let _ = mirroring.send(());
-            }
-            at = None;
             let mut expected = tapped.seq + 1;
-            // Mirror this tap until it ends or production crashes; then tap again.
             loop {
-                let record = match self.next(&mut mirror, deadline) {
-                    Ok(Some((record, _))) => record,
+                let (record, verification) = match self.next(&mut mirror, run.next_until()) {
+                    Ok(Some(next)) => next,
                     Ok(None) => break,
-                    Err(end) => {
-                        self.publish(&pair.tally);
-                        return end;
-                    }
+                    Err(end) => return run.stopped(end),
                 };
                 if record.seq < expected {
+                    // Already handled (read back from the journal after a gap).
+                    if let Some(verification) = verification {
+                        verification.verdict(Verdict::Agree);
+                    }
                     continue;
                 }
                 if record.seq > expected {
-                    let missed = record.seq - expected;
-                    metrics::counter!(arbor_metrics::SHADOW_GAPS).increment(missed);
-                    pair.tally.gaps += missed;
-                    let caught = at
-                        .ok_or_else(|| "no journal position".to_string())
-                        .and_then(|(lsn, _)| {
-                            self.catch_up(lsn, record.seq - 1, |input, status, answers| {
-                                pair.tally.caught_up += 1;
-                                crate::gate::replay(pair, &input, status, answers, &self.policy)
-                            })
-                        });
-                    if caught.is_err() {
-                        // Without the journal the shadows cannot know the missed inputs.
-                        break;
+                    metrics::counter!(arbor_metrics::SHADOW_GAPS).increment(record.seq - expected);
+                    match run.missed(expected..record.seq, at) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            at = None;
+                            break;
+                        }
+                        Err(end) => return end,
                     }
                 }
                 expected = record.seq + 1;
                 at = record.lsn.map(|lsn| (lsn, record.seq));
-                let control_run = match pair.step(
-                    record.seq,
-                    &record.payload,
-                    record.answers.clone(),
-                    &self.policy,
-                    true,
-                ) {
-                    Ok(run) => run,
-                    Err(reason) => return LiveEnd::Failed(reason),
-                };
-                // A/A: the control is production's code on production's state and answers.
-                let production = Ended::from(&record.status);
-                let reference = Side::production(&production, &record.sends);
-                if let Some(divergence) = difference(
-                    record.seq,
-                    &record.payload,
-                    reference,
-                    Side::of(&control_run),
-                    &[],
-                ) {
-                    pair.tally.aa_diverged(divergence);
-                }
-                if pair.tally.samples.is_multiple_of(PUBLISH_EVERY) {
-                    self.publish(&pair.tally);
-                }
-                let crashed = matches!(production, Ended::Crashed(_))
-                    || matches!(control_run.ended, Ended::Crashed(_));
-                if already_failed(&pair.tally, &self.policy) {
-                    self.publish(&pair.tally);
-                    return LiveEnd::Complete;
-                }
-                if enough(&pair.tally, &self.policy) && !crashed {
-                    // The last word on state before deciding.
-                    let checked = pair.check_state(record.seq);
-                    self.publish(&pair.tally);
-                    return match checked {
-                        Ok(()) => LiveEnd::Complete,
-                        Err(reason) => LiveEnd::Failed(format!("final state check: {reason}")),
-                    };
-                }
-                if crashed {
-                    // Production restarts (or the control died): re-seed from its next state.
-                    at = None;
-                    break;
-                }
-            }
-            self.publish(&pair.tally);
-        }
-    }
-
-    /// Brings `pair` (at journal position `lsn`, input `seq`) to production's tapped state by
-    /// replaying the journal between; `Err` if it cannot (then it is re-seeded). The control
-    /// must end with exactly production's snapshot: its instances are production's code on
-    /// production's inputs and answers.
-    fn bring_to(&self, pair: &mut Pair, lsn: Lsn, seq: u64, tapped: &Tapped) -> Result<(), String> {
-        if tapped.seq < seq || tapped.seq - seq > self.limits.gate_max_records {
-            return Err(format!(
-                "production is at input {}, the shadows at {seq}",
-                tapped.seq
-            ));
-        }
-        if tapped.seq > seq {
-            self.catch_up(lsn, tapped.seq, |input, status, answers| {
-                pair.tally.caught_up += 1;
-                crate::gate::replay(pair, &input, status, answers, &self.policy)
-            })?;
-        }
-        let control = pair.control.snapshot()?;
-        if control != tapped.state {
-            return Err(format!(
-                "after catching up to input {}, the control's state is not production's",
-                tapped.seq
-            ));
-        }
-        Ok(())
-    }
-
-    /// The watch after a promotion to `promoted`: `previous` runs as a reverse shadow from the
-    /// state production had before the promotion. `ready` gets the tap's result once the
-    /// mirror is installed (the promotion must wait for it, so no input falls between). A
-    /// verified watch does not end at a regression: it tells `regressed` and goes on giving
-    /// verdicts (the reverse shadow's answers) until the arbiter, having rolled back, cancels
-    /// it.
-    pub(crate) fn watch(
-        &self,
-        previous: &BehaviourId,
-        promoted: &BehaviourId,
-        rule: WatchRule,
-        ready: oneshot::Sender<Result<u64, String>>,
-        regressed: oneshot::Sender<String>,
-    ) -> LiveEnd {
-        let started = Instant::now();
-        let tapped = self.tap(Instant::now() + self.limits.deadline, rule.verified);
-        let (_agent, tapped, mut mirror) = match tapped {
-            Ok(tapped) => tapped,
-            Err(end) => {
-                let _ = ready.send(Err(format!("{end:?}")));
-                return end;
-            }
-        };
-        if &tapped.behaviour != previous {
-            let reason = format!("production runs {}, not {previous}", tapped.behaviour);
-            let _ = ready.send(Err(reason.clone()));
-            return LiveEnd::Failed(reason);
-        }
-        let mut shadow: Shadow = match self.factory.seeded(previous, &tapped.state) {
-            Ok(shadow) => shadow,
-            Err(reason) => {
-                let _ = ready.send(Err(reason.clone()));
-                return LiveEnd::Failed(reason);
-            }
-        };
-        let _ = ready.send(Ok(tapped.seq));
-        let mut watch = Watching {
-            live: self,
-            promoted,
-            shadow: &mut shadow,
-            tally: Tally::default(),
-            regressed: Some(regressed),
-            verified: rule.verified,
-        };
-        let mut expected = tapped.seq + 1;
-        let mut at: Option<Lsn> = None;
-        loop {
-            let enough = watch.tally.samples >= rule.samples;
-            let deadline = started + if enough { rule.window } else { rule.max };
-            let (record, verification) = match self.next(&mut mirror, deadline) {
-                Ok(Some(next)) => next,
-                Ok(None) => {
-                    // Production restarted: mirror it again, and catch up with what it
-                    // handled before the new mirror was in.
-                    match self.tap(Instant::now() + RESTART_WAIT, rule.verified) {
-                        Ok((_, tapped, next)) => {
-                            mirror = next;
-                            if let Err(end) = watch.catch_up_to(at, expected, tapped.seq + 1) {
-                                return end;
-                            }
-                            expected = tapped.seq + 1;
-                            continue;
-                        }
-                        Err(LiveEnd::TimeUp) => {
-                            return watch.end(LiveEnd::Incomplete(format!(
-                                "production did not come back within {RESTART_WAIT:?} of its \
-                                 mirror ending"
-                            )));
-                        }
-                        Err(end) => return watch.end(end),
+                match run.input(&record, verification) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        at = None;
+                        break;
                     }
+                    Err(end) => return end,
                 }
-                Err(LiveEnd::TimeUp) if enough => return watch.end(LiveEnd::Complete),
-                Err(LiveEnd::TimeUp) => {
-                    let reason = format!(
-                        "{} of the {} samples the watch needs in {:?}",
-                        watch.tally.samples, rule.samples, rule.max
-                    );
-                    return watch.end(LiveEnd::Incomplete(reason));
-                }
-                Err(end) => return watch.end(end),
+            }
+            (_agent, tapped, mirror) = match self.tap(run.retap_until(), run.verified()) {
+                Ok(tap) => tap,
+                Err(end) => return run.untapped(end),
             };
-            if record.seq < expected {
-                if let Some(verification) = verification {
-                    verification.verdict(Verdict::Agree);
-                }
-                continue;
-            }
-            if record.seq > expected {
-                let missed = record.seq - expected;
-                metrics::counter!(arbor_metrics::SHADOW_GAPS).increment(missed);
-                watch.tally.gaps += missed;
-                if let Err(end) = watch.catch_up_to(at, expected, record.seq) {
-                    return end;
-                }
-            }
-            expected = record.seq + 1;
-            at = record.lsn;
-            if let Err(end) = watch.compare(&record, verification) {
-                return end;
-            }
-            if watch.tally.samples.is_multiple_of(PUBLISH_EVERY) {
-                self.publish(&watch.tally);
-            }
+            at = match run.retapped(&tapped, at, expected) {
+                Ok(at) => at,
+                Err(end) => return end,
+            };
         }
     }
 }
 
-/// A watch under way: the reverse shadow and what it found.
-struct Watching<'a> {
-    live: &'a Live,
-    promoted: &'a BehaviourId,
-    shadow: &'a mut Shadow,
-    tally: Tally,
-    /// Told of the first regression (a verified watch goes on after it).
-    regressed: Option<oneshot::Sender<String>>,
-    verified: bool,
-}
+/// A tap of production: the agent, its state when the mirror went in, and the mirror.
+pub(crate) type Tap = (AgentRef, Tapped, Mirror);
 
-impl Watching<'_> {
-    fn end(&self, end: LiveEnd) -> LiveEnd {
-        self.live.publish(&self.tally);
-        end
-    }
+/// Where the shadows are in the journal: the last input they handled and its LSN.
+pub(crate) type Position = (Lsn, u64);
 
-    /// Handles the inputs from `expected` to before `until` from the journal (after `at`):
-    /// their replies were not mirrored, so only how each ended is compared.
-    fn catch_up_to(&mut self, at: Option<Lsn>, expected: u64, until: u64) -> Result<(), LiveEnd> {
-        if until <= expected {
-            return Ok(());
-        }
-        let Some(lsn) = at else {
-            return Err(self.end(LiveEnd::Incomplete(format!(
-                "the reverse shadow missed inputs {expected}..{until} and has no journal \
-                 position to read them back from"
-            ))));
-        };
-        let mut regression = None;
-        let caught = self
-            .live
-            .catch_up(lsn, until - 1, |input, status, answers| {
-                if input.seq < expected {
-                    return Ok(());
-                }
-                self.tally.caught_up += 1;
-                let run = self.shadow.run(&input.payload, answers);
-                let agrees = matches!(
-                    (&status, &run.ended),
-                    (Status::Applied, Ended::Replied(_))
-                        | (Status::Refused(_), Ended::Refused(_))
-                        | (Status::Crashed(_), Ended::Crashed(_))
-                );
-                if !agrees && regression.is_none() {
-                    regression = Some(format!(
-                        "{} on input {} (read back from the journal): the previous module {}, \
-                         production {status:?}",
-                        self.promoted,
-                        input.seq,
-                        match &run.ended {
-                            Ended::Replied(_) => "replied".to_string(),
-                            Ended::Refused(why) => format!("refused ({why})"),
-                            Ended::Crashed(why) => format!("crashed ({why})"),
-                        }
-                    ));
-                }
-                Ok(())
-            });
-        if let Err(reason) = caught {
-            return Err(self.end(LiveEnd::Incomplete(format!(
-                "the reverse shadow missed inputs {expected}..{until} and could not read them \
-                 back: {reason}"
-            ))));
-        }
-        match regression {
-            Some(reason) => self.regress(reason),
-            None => Ok(()),
-        }
-    }
-
-    /// Compares production's handling of `record` with the reverse shadow's.
-    fn compare(
+/// What a live run does at each turn of [`Live::follow`], the loop the evaluation
+/// (`Evaluating`) and the watch (`Watching`) share. `Err` from any of them ends the run
+/// with that end.
+pub(crate) trait Follower {
+    /// Whether production's replies wait for this run's verdicts.
+    fn verified(&self) -> bool;
+    /// Until when to wait for the next mirrored input.
+    fn next_until(&self) -> Instant;
+    /// No input came before [`next_until`](Self::next_until), or the run was cancelled: how
+    /// it ends.
+    fn stopped(&mut self, end: LiveEnd) -> LiveEnd;
+    /// The mirror dropped inputs `missed`: read them back from the journal after `at`.
+    /// `Ok(false)`: they cannot be, so tap production again.
+    fn missed(&mut self, missed: Range<u64>, at: Option<Position>) -> Result<bool, LiveEnd>;
+    /// The next mirrored input. `Ok(false)`: tap production again (it crashed).
+    fn input(
         &mut self,
         record: &Mirrored,
         verification: Option<Verification>,
-    ) -> Result<(), LiveEnd> {
-        let run = self.shadow.run(&record.payload, record.answers.clone());
-        if &record.behaviour != self.promoted {
-            // Still (or again, after a rollback) the previous module in production.
-            if let Some(verification) = verification {
-                verification.verdict(Verdict::Agree);
-            }
-            return Ok(());
-        }
-        let tally = &mut self.tally;
-        metrics::counter!(arbor_metrics::SHADOW_COMPARISONS).increment(1);
-        let kind = tally.count_input(&record.payload, true);
-        if let (Some(a), Some(b)) = (run.fuel, record.fuel) {
-            tally.pair_fuel(&kind, a as f64, b as f64);
-        }
-        let production = Ended::from(&record.status);
-        let got = Side::production(&production, &record.sends);
-        let divergence = difference(
-            record.seq,
-            &record.payload,
-            Side::of(&run),
-            got,
-            &self.live.ignore,
-        );
-        let Some(divergence) = divergence else {
-            if let Some(verification) = verification {
-                verification.verdict(Verdict::Agree);
-            }
-            if matches!(run.ended, Ended::Crashed(_)) {
-                return Err(self.end(LiveEnd::Failed("the reverse shadow crashed".into())));
-            }
-            return Ok(());
-        };
-        if let Some(verification) = verification {
-            // The caller gets what the previous module answers, not the regression.
-            verification.verdict(Verdict::Replace(status_of(&run), run.sends.clone()));
-        }
-        let reason = format!(
-            "{} {} on input {} (`{}`): expected {}, got {}",
-            self.promoted,
-            divergence.what,
-            divergence.seq,
-            divergence.kind,
-            divergence.expected,
-            divergence.got
-        );
-        self.tally.diverged(divergence);
-        self.regress(reason)
-    }
-
-    /// A regression: a plain watch ends with it; a verified one tells the arbiter and goes on
-    /// answering with the reverse shadow until the rollback is done.
-    fn regress(&mut self, reason: String) -> Result<(), LiveEnd> {
-        if !self.verified {
-            return Err(self.end(LiveEnd::Regression(reason)));
-        }
-        if let Some(regressed) = self.regressed.take() {
-            self.live.publish(&self.tally);
-            let _ = regressed.send(reason);
-        }
-        Ok(())
-    }
+    ) -> Result<bool, LiveEnd>;
+    /// Until when to wait for production to be tapped again.
+    fn retap_until(&self) -> Instant;
+    /// Production could not be tapped again: how the run ends.
+    fn untapped(&mut self, end: LiveEnd) -> LiveEnd;
+    /// Production tapped again at `tapped`, the shadows at journal position `at` (if known)
+    /// expecting input `expected`: get them to production's state; the position to go on from.
+    fn retapped(
+        &mut self,
+        tapped: &Tapped,
+        at: Option<Position>,
+        expected: u64,
+    ) -> Result<Option<Position>, LiveEnd>;
 }
 
-/// How the reverse shadow's run ended, as a verified tap's replacement.
-fn status_of(run: &Run) -> MirroredStatus {
-    match &run.ended {
-        Ended::Replied(reply) => MirroredStatus::Applied(reply.clone()),
-        Ended::Refused(why) => MirroredStatus::Refused(why.clone()),
-        Ended::Crashed(why) => MirroredStatus::Crashed(why.clone()),
-    }
-}

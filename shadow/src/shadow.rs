@@ -15,10 +15,10 @@ use arbor_agent::{
     AgentSystem, Behaviour, BehaviourError, BehaviourId, MirroredStatus, ReplayHost,
 };
 
-use crate::ShadowError;
 use crate::compare::{IgnoreRule, message_kind, render, replies_match};
+use crate::error::ShadowError;
 use crate::migration::MigrationRule;
-use crate::policy::{Divergence, Policy, Tally};
+use crate::policy::{Divergence, Policy, ShadowLimits, Tally};
 
 /// Makes shadow instances: the agent's grants and exactly its limits.
 #[derive(Clone)]
@@ -42,7 +42,7 @@ impl Factory {
         system: AgentSystem,
         agent: &AgentLimits,
         capabilities: Capabilities,
-        budget: &crate::ShadowLimits,
+        budget: &ShadowLimits,
         migration: MigrationRule,
     ) -> Result<Factory, ShadowError> {
         if agent.memory_bytes > budget.memory_bytes {
@@ -67,7 +67,7 @@ impl Factory {
     /// against `state` with the host's decoder ([`migration`](crate::migration)).
     pub(crate) fn migrated(&self, id: &BehaviourId, state: &[u8]) -> Result<Shadow, String> {
         let mut shadow = self.seeded(id, state)?;
-        let migrated = shadow.snapshot()?;
+        let migrated = shadow.snapshot().map_err(|e| e.to_string())?;
         crate::migration::check(&self.migration, state, &migrated)
             .map_err(|loss| format!("{id}: {loss}"))?;
         Ok(shadow)
@@ -182,8 +182,8 @@ impl Shadow {
         }
     }
 
-    pub(crate) fn snapshot(&mut self) -> Result<Vec<u8>, String> {
-        self.behaviour.snapshot().map_err(|e| e.to_string())
+    pub(crate) fn snapshot(&mut self) -> Result<Vec<u8>, BehaviourError> {
+        self.behaviour.snapshot()
     }
 }
 
@@ -352,11 +352,14 @@ impl Pair {
             return Ok(control);
         }
         self.since_state_check += 1;
-        if candidate_dead {
-            self.reseed_candidate(seq)?;
+        let checked = if candidate_dead {
+            self.reseed_candidate(seq)
         } else if self.since_state_check >= policy.state_every.max(1) {
-            self.check_state(seq)?;
-        }
+            self.check_state(seq)
+        } else {
+            Ok(())
+        };
+        checked.map_err(|e| e.to_string())?;
         Ok(control)
     }
 
@@ -365,14 +368,17 @@ impl Pair {
     /// candidate re-seeded so it does not count again on every later input. A candidate that
     /// cannot take the control's state counts as a divergence too. `Err` only when the
     /// control cannot give its state (its instance is gone).
-    pub(crate) fn check_state(&mut self, seq: u64) -> Result<(), String> {
+    pub(crate) fn check_state(&mut self, seq: u64) -> Result<(), BehaviourError> {
         self.since_state_check = 0;
         let control = self.control.snapshot()?;
         self.tally.state_checks += 1;
         let migrated = self
             .factory
             .migrated(&self.candidate.id, &control)
-            .and_then(|mut migrated| migrated.snapshot().map(|state| (migrated, state)));
+            .and_then(|mut migrated| match migrated.snapshot() {
+                Ok(state) => Ok((migrated, state)),
+                Err(error) => Err(error.to_string()),
+            });
         let (migrated, expected) = match migrated {
             Ok(migrated) => migrated,
             Err(reason) => {
@@ -381,7 +387,7 @@ impl Pair {
             }
         };
         let got = self.candidate.snapshot();
-        if got.as_ref() != Ok(&expected) {
+        if !matches!(&got, Ok(state) if *state == expected) {
             self.tally.diverged(Divergence {
                 seq,
                 kind: "state".into(),
@@ -400,7 +406,7 @@ impl Pair {
 
     /// A crashed candidate is replaced by a fresh one holding the control's state; one that
     /// cannot take it counts as a state divergence (and the dead one stays, failing on).
-    fn reseed_candidate(&mut self, seq: u64) -> Result<(), String> {
+    fn reseed_candidate(&mut self, seq: u64) -> Result<(), BehaviourError> {
         let control = self.control.snapshot()?;
         match self.factory.migrated(&self.candidate.id, &control) {
             Ok(candidate) => self.candidate = candidate,

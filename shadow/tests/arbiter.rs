@@ -66,7 +66,7 @@ async fn kv_v2_is_promoted_automatically_and_keeps_every_write() {
             LineageEvent::Verdict { verdict, .. } => format!("verdict {verdict:?}"),
             LineageEvent::Promoted { .. } => "promoted".into(),
             LineageEvent::RolledBack { .. } => "rolled back".into(),
-            LineageEvent::Step { step, .. } => step.clone(),
+            LineageEvent::Step { step, .. } => step.to_string(),
             other => format!("{other:?}"),
         })
         .collect();
@@ -553,7 +553,7 @@ async fn a_person_can_roll_back_or_end_a_watch() {
         .unwrap()
         .iter()
         .filter_map(|r| match &r.event {
-            LineageEvent::Step { step, .. } => Some(step.clone()),
+            LineageEvent::Step { step, .. } => Some(step.to_string()),
             _ => None,
         })
         .collect();

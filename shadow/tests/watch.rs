@@ -13,7 +13,7 @@ use arbor_modules::{Hostile, kv_hostile};
 use arbor_shadow::{
     Approval, Arbiter, ArbiterConfig, EvaluationStatus, Outcome, Policy, ShadowLimits, Stage,
 };
-use arbor_vault::LineageEvent;
+use arbor_vault::{LineageEvent, Step};
 
 /// A quick evaluation (< 5 % at 95 %: 59 samples) so the tests get to the watch.
 fn quick(queue: usize, verified: bool) -> ArbiterConfig {
@@ -138,18 +138,20 @@ fn watching(status: &EvaluationStatus) -> bool {
 /// The lineage's steps once the watch's end is in it (it is written just after the stage is
 /// published).
 async fn steps_after_watch(arbiter: &Arbiter) -> Vec<String> {
-    let mut found = steps(arbiter);
     for _ in 0..100 {
-        if found.iter().any(|s| s.starts_with("watch-")) {
+        if typed_steps(arbiter).iter().any(Step::ends_watch) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-        found = steps(arbiter);
     }
-    found
+    steps(arbiter)
 }
 
 fn steps(arbiter: &Arbiter) -> Vec<String> {
+    typed_steps(arbiter).iter().map(Step::to_string).collect()
+}
+
+fn typed_steps(arbiter: &Arbiter) -> Vec<Step> {
     arbiter
         .history("kv")
         .unwrap()

@@ -99,9 +99,9 @@ impl From<ShadowError> for AdminError {
     fn from(error: ShadowError) -> Self {
         let text = chain(&error);
         match error {
-            ShadowError::UnknownAgent(_) | ShadowError::NoEvaluation(_) => {
-                AdminError::NotFound(text)
-            }
+            ShadowError::UnknownAgent(_)
+            | ShadowError::InvalidAgent { .. }
+            | ShadowError::NoEvaluation(_) => AdminError::NotFound(text),
             ShadowError::Busy(_)
             | ShadowError::TooManyEvaluations(_)
             | ShadowError::NotWatching { .. }
@@ -682,7 +682,7 @@ impl Operator {
                         row.event = "step".into();
                         row.module = candidate.to_string();
                         row.summary = if detail.is_empty() {
-                            step
+                            step.to_string()
                         } else {
                             format!("{step}: {detail}")
                         };

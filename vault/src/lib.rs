@@ -149,7 +149,7 @@ pub use checkpoint::{Checkpoint, CheckpointMeta, LatestValid, NewCheckpoint, Ski
 pub use config::Config;
 pub use error::{Error, Result};
 pub use ids::{AgentId, ModuleHash};
-pub use lineage::{Evidence, LineageEvent, LineageRecord, Verdict};
+pub use lineage::{Evidence, LineageEvent, LineageRecord, Step, Verdict};
 pub use module::{ModuleInfo, ModuleMeta, PutModule};
 pub use registry::{AgentRecord, AgentState, Behaviour, Limits};
 pub use vault::Vault;

@@ -8,14 +8,17 @@
 //!
 //! Extending it: new fields on an event are added with `#[serde(default)]` so older records still
 //! read; a new event kind is a new variant (older builds report a record of an unknown kind as a
-//! corrupt value, naming its sequence number). Verdict evidence is deliberately loose
-//! ([`Evidence`]: a summary, string fields, opaque MessagePack detail) until the arbiter fixes its
-//! structure.
+//! corrupt value, naming its sequence number). A [`Step`] is stored as its name (`"gate"`,
+//! `"watch-passed"`, …), the same string records have held since steps were first written, so a
+//! new step needs no format change: a build that does not know a name reads it as
+//! [`Step::Other`]. Verdict evidence is deliberately loose ([`Evidence`]: a summary, string
+//! fields, opaque MessagePack detail) until the arbiter fixes its structure.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::PoisonError;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
@@ -78,8 +81,8 @@ pub enum LineageEvent {
         agent: AgentId,
         /// The candidate (or, for a watch, the promoted module).
         candidate: ModuleHash,
-        /// The step's name (`gate`, `shadows`, `promoting`, `watch-passed`, …).
-        step: String,
+        /// Which step.
+        step: Step,
         /// What happened, for people.
         #[serde(default)]
         detail: String,
@@ -96,6 +99,126 @@ impl LineageEvent {
             | LineageEvent::RolledBack { agent, .. }
             | LineageEvent::Step { agent, .. } => agent,
         }
+    }
+}
+
+/// A step of the arbiter's work on a candidate, as [`LineageEvent::Step`] records it.
+///
+/// Stored (and shown by `Display`) as its name, the string records held before steps were
+/// typed; a name this build does not know — written by a newer build — reads as
+/// [`Step::Other`], so the lineage always reads.
+///
+/// ```
+/// use arbor_vault::Step;
+///
+/// assert_eq!(Step::WatchPassed.to_string(), "watch-passed");
+/// assert_eq!(Step::from("rolling-back"), Step::RollingBack);
+/// assert_eq!(Step::from("canary"), Step::Other("canary".into()));
+/// assert!(Step::WatchCancelled.ends_watch() && !Step::Promoting.ends_watch());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Step {
+    /// The replay gate started (`gate`).
+    Gate,
+    /// The shadows started on mirrored traffic (`shadows`).
+    Shadows,
+    /// The evaluation was cancelled before a verdict (`cancelled`).
+    Cancelled,
+    /// The swap to the candidate started (`promoting`).
+    Promoting,
+    /// The watch after a promotion ended without a regression (`watch-passed`).
+    WatchPassed,
+    /// The watch ended before it had the samples its rule asks for; the promotion is kept
+    /// (`watch-incomplete`).
+    WatchIncomplete,
+    /// The watch could not go on; the promotion is kept (`watch-ended`).
+    WatchEnded,
+    /// The watch was cancelled; the promotion is kept (`watch-cancelled`).
+    WatchCancelled,
+    /// The host stopped during the watch; found when it started again (`watch-interrupted`).
+    WatchInterrupted,
+    /// A rollback started (`rolling-back`).
+    RollingBack,
+    /// The arbiter could not go on (`failed`).
+    Failed,
+    /// A step this build does not know, by name (a newer build wrote it). Made with a known
+    /// name, it reads back as that step.
+    Other(String),
+}
+
+impl Step {
+    /// Every step this build knows by name (all but [`Step::Other`]).
+    pub const KNOWN: [Step; 11] = [
+        Step::Gate,
+        Step::Shadows,
+        Step::Cancelled,
+        Step::Promoting,
+        Step::WatchPassed,
+        Step::WatchIncomplete,
+        Step::WatchEnded,
+        Step::WatchCancelled,
+        Step::WatchInterrupted,
+        Step::RollingBack,
+        Step::Failed,
+    ];
+
+    /// Its name, as stored.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Step::Gate => "gate",
+            Step::Shadows => "shadows",
+            Step::Cancelled => "cancelled",
+            Step::Promoting => "promoting",
+            Step::WatchPassed => "watch-passed",
+            Step::WatchIncomplete => "watch-incomplete",
+            Step::WatchEnded => "watch-ended",
+            Step::WatchCancelled => "watch-cancelled",
+            Step::WatchInterrupted => "watch-interrupted",
+            Step::RollingBack => "rolling-back",
+            Step::Failed => "failed",
+            Step::Other(name) => name,
+        }
+    }
+
+    /// Whether the step ends the watch of a promotion (the promotion is then no longer open).
+    pub fn ends_watch(&self) -> bool {
+        matches!(
+            self,
+            Step::WatchPassed
+                | Step::WatchIncomplete
+                | Step::WatchEnded
+                | Step::WatchCancelled
+                | Step::WatchInterrupted
+        )
+    }
+}
+
+impl From<&str> for Step {
+    fn from(name: &str) -> Step {
+        Step::KNOWN
+            .into_iter()
+            .find(|step| step.as_str() == name)
+            .unwrap_or_else(|| Step::Other(name.to_string()))
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Step {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Step {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Step, D::Error> {
+        // Owned: a record's name may not be borrowable from the decoder's input.
+        String::deserialize(deserializer).map(|name| Step::from(name.as_str()))
     }
 }
 
@@ -257,4 +380,114 @@ fn decode_record(key: &[u8], value: &[u8]) -> Result<LineageRecord> {
         at_ms: stored.at_ms,
         event: stored.event,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn every_known_step_reads_back_from_its_name() {
+        for step in Step::KNOWN {
+            assert_eq!(Step::from(step.as_str()), step);
+            assert_eq!(step.to_string(), step.as_str());
+            let bytes = rmp_serde::to_vec_named(&step).unwrap();
+            assert_eq!(rmp_serde::from_slice::<Step>(&bytes).unwrap(), step);
+        }
+        let other = Step::Other("canary-ramp".into());
+        let bytes = rmp_serde::to_vec_named(&other).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Step>(&bytes).unwrap(), other);
+    }
+
+    /// `LineageEvent::Step` as it was while steps were strings.
+    #[derive(Serialize)]
+    #[serde(rename_all = "snake_case")]
+    enum OldEvent {
+        Step {
+            agent: AgentId,
+            candidate: ModuleHash,
+            step: String,
+            detail: String,
+        },
+    }
+
+    #[derive(Serialize)]
+    struct OldStored {
+        at_ms: u64,
+        event: OldEvent,
+    }
+
+    /// Records written while steps were strings read as typed steps; a name this build does not
+    /// know reads as `Step::Other`.
+    #[test]
+    fn records_written_with_string_steps_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::open(dir.path(), Config::default()).unwrap();
+        let agent = AgentId::new("kv").unwrap();
+        let candidate = ModuleHash::of(b"v2");
+        let names = ["gate", "watch-passed", "watch-interrupted", "canary-ramp"];
+        for (seq, name) in (1u64..).zip(names) {
+            let old = OldStored {
+                at_ms: 7,
+                event: OldEvent::Step {
+                    agent: agent.clone(),
+                    candidate,
+                    step: name.into(),
+                    detail: format!("{name} detail"),
+                },
+            };
+            let body = rmp_serde::to_vec_named(&old).unwrap();
+            let key = seq.to_be_bytes();
+            let value = codec::encode(&key, Kind::LineageEvent, &body);
+            vault.inner.lineage.insert(key, value).unwrap();
+        }
+        let steps: Vec<(Step, String)> = vault
+            .lineage()
+            .unwrap()
+            .into_iter()
+            .map(|record| match record.event {
+                LineageEvent::Step { step, detail, .. } => (step, detail),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (Step::Gate, "gate detail".to_string()),
+                (Step::WatchPassed, "watch-passed detail".to_string()),
+                (Step::WatchInterrupted, "watch-interrupted detail".to_string()),
+                (
+                    Step::Other("canary-ramp".into()),
+                    "canary-ramp detail".to_string()
+                ),
+            ]
+        );
+        // New appends write the same bytes an old build wrote.
+        let record = vault
+            .append_lineage(LineageEvent::Step {
+                agent: agent.clone(),
+                candidate,
+                step: Step::WatchPassed,
+                detail: "watch-passed detail".into(),
+            })
+            .unwrap();
+        let stored = vault.inner.lineage.get(record.seq.to_be_bytes()).unwrap().unwrap();
+        let old = OldStored {
+            at_ms: record.at_ms,
+            event: OldEvent::Step {
+                agent,
+                candidate,
+                step: "watch-passed".into(),
+                detail: "watch-passed detail".into(),
+            },
+        };
+        let old = rmp_serde::to_vec_named(&old).unwrap();
+        assert_eq!(
+            &stored[..],
+            &codec::encode(&record.seq.to_be_bytes(), Kind::LineageEvent, &old)[..]
+        );
+    }
 }

@@ -1,0 +1,139 @@
+//! What every part of the arbiter works with: the agent system, the configuration, the
+//! evaluations by agent, and the lineage it writes to.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arbor_agent::{AgentRef, AgentSystem, BehaviourId};
+use arbor_vault::{LineageEvent, ModuleHash, Step, Vault};
+use parking_lot::Mutex;
+
+use crate::compare::IgnoreRule;
+use crate::config::ArbiterConfig;
+use crate::error::{ShadowError, agent_id};
+use crate::evaluation::Evaluation;
+use crate::live::{Live, Progress};
+use crate::migration::MigrationRule;
+use crate::shadow::Factory;
+use crate::stage::Event;
+
+/// The arbiter's shared state (an [`Arbiter`](crate::Arbiter) is an `Arc` of it).
+pub(crate) struct Context {
+    pub(crate) system: AgentSystem,
+    pub(crate) config: ArbiterConfig,
+    /// Each agent's current or last evaluation.
+    pub(crate) evaluations: Mutex<BTreeMap<String, Arc<Evaluation>>>,
+}
+
+impl Context {
+    /// `agent`'s current or last evaluation.
+    pub(crate) fn evaluation(&self, agent: &str) -> Result<Arc<Evaluation>, ShadowError> {
+        self.evaluations
+            .lock()
+            .get(agent)
+            .cloned()
+            .ok_or_else(|| ShadowError::NoEvaluation(agent.into()))
+    }
+
+    /// The running agent.
+    pub(crate) fn running(&self, agent: &str) -> Result<AgentRef, ShadowError> {
+        self.system
+            .lookup(agent)
+            .ok_or_else(|| ShadowError::UnknownAgent(agent.into()))
+    }
+
+    /// The module `agent` runs: the registry's record when journaling, else its spec.
+    pub(crate) fn current_module(&self, agent: &str) -> Result<BehaviourId, ShadowError> {
+        if let Some(vault) = self.system.vault()
+            && let Some(record) = vault.agent(&agent_id(agent)?).map_err(ShadowError::Vault)?
+        {
+            return Ok(match record.behaviour {
+                arbor_vault::Behaviour::Wasm(hash) => BehaviourId::Wasm(hash),
+                arbor_vault::Behaviour::Native(name) => BehaviourId::Native(name),
+            });
+        }
+        Ok(self.running(agent)?.spec().behaviour.clone())
+    }
+
+    /// Shadow instances for `running`: its grants and its exact limits, or why they cannot
+    /// run under them.
+    pub(crate) fn factory(
+        &self,
+        running: &AgentRef,
+        migration: &MigrationRule,
+    ) -> Result<Factory, ShadowError> {
+        let spec = running.spec();
+        Factory::new(
+            self.system.clone(),
+            &spec.limits,
+            spec.capabilities.clone(),
+            &self.config.limits,
+            migration.clone(),
+        )
+    }
+
+    /// A live run (evaluation or watch) of `agent`'s shadows.
+    pub(crate) fn live(
+        &self,
+        factory: Factory,
+        agent: &str,
+        ignore: Vec<IgnoreRule>,
+        progress: Arc<Progress>,
+    ) -> Live {
+        Live {
+            factory,
+            agent: agent.into(),
+            ignore,
+            policy: self.config.policy.clone(),
+            limits: self.config.limits.clone(),
+            progress,
+            handle: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// The vault, which a system that journals has.
+    pub(crate) fn vault(&self) -> Result<&Vault, ShadowError> {
+        self.system.vault().ok_or(ShadowError::NotJournaled)
+    }
+
+    /// Appends `event` to the lineage and flushes it (nothing without a vault).
+    pub(crate) fn record(&self, event: LineageEvent) -> Result<(), ShadowError> {
+        let Some(vault) = self.system.vault() else {
+            return Ok(());
+        };
+        vault.append_lineage(event).map_err(ShadowError::Vault)?;
+        vault.flush().map(drop).map_err(ShadowError::Vault)
+    }
+
+    /// Records a step of the work on `candidate` for `agent`.
+    pub(crate) fn step(
+        &self,
+        agent: &str,
+        candidate: ModuleHash,
+        step: Step,
+        detail: &str,
+    ) -> Result<(), ShadowError> {
+        self.record(LineageEvent::Step {
+            agent: agent_id(agent)?,
+            candidate,
+            step,
+            detail: detail.into(),
+        })
+    }
+
+    /// Ends an evaluation that could not go on: its work stopped, the hold (if any) released,
+    /// the failure recorded. An evaluation already over keeps its outcome.
+    pub(crate) fn fail(
+        &self,
+        evaluation: &Evaluation,
+        agent: &str,
+        candidate: ModuleHash,
+        error: &ShadowError,
+    ) {
+        tracing::warn!(agent, %error, "evaluation failed");
+        evaluation.cancel_work();
+        self.system.release_hold(agent);
+        let _ = self.step(agent, candidate, Step::Failed, &error.to_string());
+        let _ = evaluation.apply(&Event::Failed(error.to_string()));
+    }
+}
