@@ -1,6 +1,7 @@
 //! The runtime's error type.
 
-use arbor_agent::AgentError;
+use arbor_agent::{AgentError, SystemError};
+use arbor_shadow::ShadowError;
 use arbor_supervisor::SupervisorError;
 
 /// What a [`Runtime`](crate::Runtime) operation can fail with.
@@ -10,6 +11,9 @@ pub enum Error {
     /// journal or vault failure, …
     #[error(transparent)]
     Agent(#[from] AgentError),
+    /// From the agent system as a whole (opening the journal, the engine, a module refused).
+    #[error(transparent)]
+    System(#[from] SystemError),
     /// From the supervision tree.
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
@@ -46,8 +50,8 @@ pub enum Error {
     #[error("admin endpoint: {0}")]
     Admin(String),
     /// The evolution arbiter could not start (its configuration, or its lineage).
-    #[error("evolution: {0}")]
-    Evolution(String),
+    #[error("evolution")]
+    Evolution(#[source] std::sync::Arc<ShadowError>),
     /// The runtime has stopped: shut down, or its root supervisor gave up.
     #[error("the runtime has stopped: {reason}")]
     Stopped {

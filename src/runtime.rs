@@ -12,8 +12,8 @@ use arbor_agent::envelope::decode_untrusted;
 use arbor_agent::tools::Tools;
 use arbor_agent::wasm::{AgentLimits, Capabilities, EngineConfig};
 use arbor_agent::{
-    AfterRestore, AgentError, AgentRef, AgentSpec, AgentSystem, Behaviour, BehaviourId,
-    CheckpointPolicy, DEFAULT_MAILBOX, RebuildReport, RestoreFrom,
+    AfterRestore, AgentError, AgentRef, AgentSpec, AgentSystem, AgentSystemBuilder, Behaviour,
+    BehaviourId, CheckpointPolicy, RebuildReport, RestoreFrom,
 };
 use arbor_shadow::{Arbiter, ArbiterConfig};
 use arbor_supervisor::{
@@ -348,7 +348,7 @@ impl RuntimeBuilder {
         }
         let system = self.system.build()?;
         let arbiter = Arbiter::new(system.clone(), self.evolution)
-            .map_err(|e| Error::Evolution(e.to_string()))?;
+            .map_err(|e| Error::Evolution(Arc::new(e)))?;
         let tree = Arc::new(Tree {
             system: system.clone(),
             root: self.root,

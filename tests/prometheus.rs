@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arbor::admin::{AdminConfig, AdminToken};
-use arbor::agent::tools::{Tool, Tools};
+use arbor::agent::tools::{Tool, ToolError, Tools};
 use arbor::agent::wasm::Capabilities;
 use arbor::agent::{Behaviour, BehaviourError, CheckpointPolicy, Host};
 use arbor::shadow::{
@@ -80,7 +80,7 @@ impl Behaviour for Sleepy {
 struct Echo;
 
 impl Tool for Echo {
-    fn call(&self, args: &[u8]) -> Result<Vec<u8>, String> {
+    fn call(&self, args: &[u8]) -> Result<Vec<u8>, ToolError> {
         Ok(args.to_vec())
     }
 }

@@ -233,7 +233,9 @@ impl Tool for FileReader {
         let file = std::fs::File::open(&full).map_err(io)?;
         let meta = file.metadata().map_err(io)?;
         if !meta.is_file() {
-            return Err(ToolError::Refused(format!("`{path}` is not a regular file")));
+            return Err(ToolError::Refused(format!(
+                "`{path}` is not a regular file"
+            )));
         }
         if meta.len() > self.max_bytes {
             return Err(ToolError::Refused(format!(

@@ -106,7 +106,6 @@ impl Behaviour for Panicky {
     }
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_and_casts_are_journaled_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -144,8 +143,6 @@ async fn calls_and_casts_are_journaled_and_survive_a_restart() {
     let again = system.spawn(AgentSpec::wasm("counter-1", counter)).await;
     assert!(matches!(again, Err(AgentError::AlreadyExists(_))));
 }
-
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_agent_recovers_its_acknowledged_state() {
@@ -286,12 +283,10 @@ struct RelayArgs<'a> {
     by: i64,
 }
 
-
 #[derive(Serialize)]
 enum ToolboxSend {
     Send { to: String, by: i64 },
 }
-
 
 /// One busy agent and twenty idle ones on a WAL of 32 KiB segments: idle agents are asked to
 /// checkpoint when they pin the oldest segment, so the log stays a few segments long.

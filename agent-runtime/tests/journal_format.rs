@@ -46,20 +46,19 @@ async fn a_journal_with_inputs_and_outcomes_appended_apart_recovers() {
         payload: inc(by),
     };
     for (seq, by) in [(4, 10), (5, 100)] {
-        wal.append(&Entry::Input(envelope(seq, by)).encode())
-            .unwrap();
+        let input = wal.append(&Entry::Input(envelope(seq, by)).encode());
+        input.unwrap().wait().await.unwrap();
         let outcome = Entry::Outcome {
             agent: "tally-1".into(),
             seq,
             status: Status::Applied,
             answers: Vec::new(),
         };
-        wal.append(&outcome.encode()).unwrap();
+        wal.append(&outcome.encode()).unwrap().wait().await.unwrap();
     }
     // Its crash window: an input synced whose outcome never was (never acknowledged).
-    wal.append(&Entry::Input(envelope(6, 1_000)).encode())
-        .unwrap();
-    wal.sync().unwrap();
+    let unacknowledged = wal.append(&Entry::Input(envelope(6, 1_000)).encode());
+    unacknowledged.unwrap().wait().await.unwrap();
     drop(wal);
 
     let system = self::system(dir.path());

@@ -47,7 +47,10 @@ impl HostCalls for NoHost {
 
 fn call<M: Serialize, R: for<'de> Deserialize<'de>>(agent: &mut WasmBehaviour, msg: &M) -> R {
     let reply = agent
-        .handle(&rmp_serde::to_vec_named(msg).unwrap(), &mut Host::custom(NoHost))
+        .handle(
+            &rmp_serde::to_vec_named(msg).unwrap(),
+            &mut Host::custom(NoHost),
+        )
         .unwrap();
     rmp_serde::from_slice(&reply).unwrap()
 }

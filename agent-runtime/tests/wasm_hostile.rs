@@ -156,14 +156,20 @@ fn ungranted_import_is_refused_by_name_and_works_when_granted() {
         ..Capabilities::none()
     };
     let mut agent = spawn(fixtures::UNGRANTED_IMPORT, AgentLimits::default(), caps).unwrap();
-    assert_eq!(agent.handle(b"\x2a", &mut Host::custom(EchoHost)).unwrap(), b"\x2a");
+    assert_eq!(
+        agent.handle(b"\x2a", &mut Host::custom(EchoHost)).unwrap(),
+        b"\x2a"
+    );
     // Granted call_tool, but not this tool: the guest sees -1 and this fixture replies nil.
     let caps = Capabilities {
         tools: ["other".to_string()].into(),
         ..Capabilities::none()
     };
     let mut agent = spawn(fixtures::UNGRANTED_IMPORT, AgentLimits::default(), caps).unwrap();
-    assert_eq!(agent.handle(b"\x2a", &mut Host::custom(EchoHost)).unwrap(), NIL);
+    assert_eq!(
+        agent.handle(b"\x2a", &mut Host::custom(EchoHost)).unwrap(),
+        NIL
+    );
 }
 
 #[test]

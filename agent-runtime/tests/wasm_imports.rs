@@ -125,7 +125,9 @@ fn toolbox(tools: &[&str]) -> WasmBehaviour {
 fn ask(agent: &mut WasmBehaviour, rec: &mut Recording, msg: &Msg) -> Reply {
     let mut host = Host::custom(std::mem::replace(rec, Recording::new(0, 0)));
     let reply = agent.handle(&rmp_serde::to_vec_named(msg).unwrap(), &mut host);
-    *rec = host.into_custom().expect("the host comes back after the call");
+    *rec = host
+        .into_custom()
+        .expect("the host comes back after the call");
     rmp_serde::from_slice(&reply.unwrap()).unwrap()
 }
 
@@ -310,7 +312,10 @@ fn a_host_failure_in_now_crashes_the_agent_not_the_host() {
         fn log(&mut self, _: u8, _: &str) {}
     }
     let mut agent = toolbox(&["echo"]);
-    match agent.handle(&rmp_serde::to_vec_named(&Msg::Now).unwrap(), &mut Host::custom(Broken)) {
+    match agent.handle(
+        &rmp_serde::to_vec_named(&Msg::Now).unwrap(),
+        &mut Host::custom(Broken),
+    ) {
         Err(e @ BehaviourError::Trap(_)) => {
             assert!(e.to_string().contains("replay diverged"), "{e}")
         }

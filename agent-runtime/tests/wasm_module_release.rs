@@ -110,7 +110,10 @@ fn distinct_modules_are_released_when_no_instance_uses_them() {
             b"",
         )
         .unwrap_or_else(|e| panic!("instantiating module {i}: {e}"));
-        assert_eq!(agent.handle(NIL, &mut Host::custom(NoHost)).unwrap(), reply(i));
+        assert_eq!(
+            agent.handle(NIL, &mut Host::custom(NoHost)).unwrap(),
+            reply(i)
+        );
         drop(agent);
         drop(module);
         most_held = most_held.max(host.cached_modules());
@@ -207,7 +210,10 @@ fn modules_in_use_and_the_most_recently_released_stay_loaded() {
         hashes[0],
         "in use, so shared"
     );
-    assert_eq!(agent.handle(NIL, &mut Host::custom(NoHost)).unwrap(), reply(0));
+    assert_eq!(
+        agent.handle(NIL, &mut Host::custom(NoHost)).unwrap(),
+        reply(0)
+    );
 
     // Its last user gone, module 0 is the most recently released: module 6 makes room.
     drop(agent);

@@ -41,7 +41,7 @@ pub enum ShadowError {
         agent: String,
         /// What instantiating it under the agent's grants said.
         #[source]
-        source: AgentError,
+        source: arbor_agent::StartError,
     },
     /// The agent already has an evaluation under way.
     #[error("agent `{0}` already has an evaluation under way")]
@@ -69,10 +69,9 @@ pub enum ShadowError {
         /// Where its evaluation is.
         stage: String,
     },
-    /// The journal could not be read. The agent system's history reader states why as text,
-    /// so the reason is kept as it says it.
-    #[error("journal: {0}")]
-    Journal(String),
+    /// The journal could not be read.
+    #[error("journal")]
+    Journal(#[source] arbor_agent::AgentError),
     /// The system keeps no journal and no vault, so it has no lineage to show.
     #[error("the system does not journal, so it keeps no lineage")]
     NotJournaled,

@@ -107,7 +107,6 @@ impl Live {
         }
         Ok(())
     }
-
 }
 
 /// An evaluation under way: the candidate beside the control, both on production's inputs.
@@ -231,4 +230,3 @@ fn runs(module: &BehaviourId, tapped: &Tapped) -> Result<(), LiveEnd> {
 fn migration_failed(reason: String) -> LiveEnd {
     LiveEnd::Failed(format!("state migration failed: {reason}"))
 }
-

@@ -131,11 +131,6 @@ impl Evaluation {
         self.status.send_modify(|s| s.decision = Some(decision));
     }
 
-    /// The stage it is in.
-    pub(crate) fn stage(&self) -> Stage {
-        self.status.borrow().stage.clone()
-    }
-
     /// Whether it is over.
     pub(crate) fn is_done(&self) -> bool {
         matches!(self.status.borrow().stage, Stage::Done(_))

@@ -10,7 +10,6 @@
 
 use std::time::{Duration, Instant};
 
-use arbor_agent::agent::Journaled;
 use arbor_agent::envelope::{Answer, Envelope, Status};
 use arbor_agent::{AgentSystem, BehaviourId};
 use arbor_wal::Lsn;
@@ -18,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare::IgnoreRule;
 use crate::error::{ShadowError, agent_id};
+use crate::journal::{self, Read};
 use crate::policy::{Divergence, Policy, ShadowLimits, Tally, already_failed, judge_cost};
 use crate::shadow::{Ended, Factory, Pair};
 use crate::stats::PairedComparison;
@@ -119,25 +119,21 @@ pub(crate) fn run(
         }
     };
     let (mut last_lsn, mut last_seq) = (checkpoint.meta.lsn, checkpoint.meta.seq);
-    let history = arbor_agent::agent::history(wal, agent, checkpoint.meta.lsn + 1)
-        .map_err(ShadowError::Journal)?;
-    for step in history {
-        let (lsn, step) = step.map_err(ShadowError::Journal)?;
+    for step in journal::read(system, agent, checkpoint.meta.lsn + 1)? {
+        let (lsn, step) = step?;
         if lsn - checkpoint.meta.lsn > limits.gate_max_records {
             report.stopped_early = Some(format!("read {} records", limits.gate_max_records));
             break;
         }
         report.records_read = lsn - checkpoint.meta.lsn;
         let (input, status, answers) = match step {
-            Journaled::Handled {
+            Read::Handled {
                 input,
                 status,
                 answers,
             } => (input, status, answers),
-            Journaled::Changed(change) => {
-                report.stopped_early = Some(format!(
-                    "the agent changed modules ({change:?}); history stops there"
-                ));
+            Read::Stop(reason) => {
+                report.stopped_early = Some(reason);
                 break;
             }
         };

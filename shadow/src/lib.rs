@@ -102,6 +102,7 @@ mod error;
 mod evaluating;
 mod evaluation;
 pub mod gate;
+mod journal;
 mod live;
 pub mod migration;
 mod pipeline;

@@ -32,21 +32,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use arbor_agent::agent::Journaled;
 use arbor_agent::envelope::{Answer, Envelope, Status};
-use arbor_agent::{
-    AgentRef, BehaviourId, Mirror, MirrorTap, Mirrored, MirroredStatus, Tapped, Verdict,
-    Verification,
-};
+use arbor_agent::report::chain;
+use arbor_agent::{AgentRef, Mirror, MirrorTap, Mirrored, Tapped, Verdict, Verification};
 use arbor_wal::Lsn;
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
 
 use crate::compare::IgnoreRule;
-use crate::gate::Resume;
-use crate::policy::{Policy, ShadowLimits, Tally, already_failed, enough};
-use crate::shadow::{Ended, Factory, Pair, Run, Shadow, Side, difference};
+use crate::journal::{self, Read};
+use crate::policy::{Policy, ShadowLimits, Tally};
+use crate::shadow::Factory;
 
 /// How often a waiting shadow thread looks at its deadline and cancellation flag.
 const TICK: Duration = Duration::from_millis(20);
@@ -128,7 +124,11 @@ impl Live {
     }
 
     /// The next mirrored input; `Ok(None)` when the mirror ended (production restarted).
-    pub(crate) fn next(&self, mirror: &mut Mirror, deadline: Instant) -> Result<Option<Next>, LiveEnd> {
+    pub(crate) fn next(
+        &self,
+        mirror: &mut Mirror,
+        deadline: Instant,
+    ) -> Result<Option<Next>, LiveEnd> {
         loop {
             if self.cancelled() {
                 return Err(LiveEnd::Cancelled);
@@ -158,16 +158,13 @@ impl Live {
         until: u64,
         mut step: impl FnMut(Envelope, Status, Vec<Answer>) -> Result<(), String>,
     ) -> Result<(Lsn, u64), String> {
-        let wal = self
-            .factory
-            .system
-            .wal()
-            .ok_or("the system does not journal")?;
         let mut at = (lsn, 0);
-        for next in arbor_agent::agent::history(wal, &self.agent, lsn + 1)? {
-            let (lsn, journaled) = next?;
-            match journaled {
-                Journaled::Handled {
+        let read = journal::read(&self.factory.system, &self.agent, lsn + 1)
+            .map_err(|error| chain(&error))?;
+        for next in read {
+            let (lsn, read) = next.map_err(|error| chain(&error))?;
+            match read {
+                Read::Handled {
                     input,
                     status,
                     answers,
@@ -181,9 +178,7 @@ impl Live {
                         break;
                     }
                 }
-                Journaled::Changed(change) => {
-                    return Err(format!("the agent changed modules ({change:?})"));
-                }
+                Read::Stop(reason) => return Err(reason),
             }
         }
         Ok(at)
@@ -194,7 +189,12 @@ impl Live {
     /// share. It hands `run` the mirrored inputs in order, once each; inputs the mirror
     /// dropped, for `run` to read back from the journal; and a new tap whenever the mirror
     /// ends (production restarted) or `run` gives the tap up.
-    pub(crate) fn follow(&self, run: &mut impl Follower, first: Tap, mut at: Option<Position>) -> LiveEnd {
+    pub(crate) fn follow(
+        &self,
+        run: &mut impl Follower,
+        first: Tap,
+        mut at: Option<Position>,
+    ) -> LiveEnd {
         let (mut _agent, mut tapped, mut mirror) = first;
         loop {
             let mut expected = tapped.seq + 1;
@@ -284,4 +284,3 @@ pub(crate) trait Follower {
         expected: u64,
     ) -> Result<Option<Position>, LiveEnd>;
 }
-

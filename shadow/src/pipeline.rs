@@ -49,7 +49,15 @@ pub(crate) fn start(
     let ctx = Arc::clone(ctx);
     let agent = agent.to_string();
     tokio::spawn(async move {
-        let run = run(&ctx, &evaluation, factory, &agent, current, candidate, ignore);
+        let run = run(
+            &ctx,
+            &evaluation,
+            factory,
+            &agent,
+            current,
+            candidate,
+            ignore,
+        );
         if let Err(error) = run.await {
             ctx.fail(&evaluation, &agent, candidate, &error);
         }

@@ -46,7 +46,14 @@ pub(crate) async fn promote(ctx: &Arc<Context>, agent: &str) -> Result<Promotion
             evaluation.options.ignore.clone(),
             Arc::new(Progress::default()),
         );
-        swap_and_watch(ctx, &evaluation, live, status.current.clone(), status.candidate).await
+        swap_and_watch(
+            ctx,
+            &evaluation,
+            live,
+            status.current.clone(),
+            status.candidate,
+        )
+        .await
     };
     let result = promoted.await;
     if let Err(error) = &result {
@@ -66,7 +73,12 @@ pub(crate) async fn swap_and_watch(
 ) -> Result<Promotion, ShadowError> {
     let agent = live.agent.clone();
     let promoted = BehaviourId::Wasm(candidate);
-    ctx.step(&agent, candidate, Step::Promoting, &format!("from {current}"))?;
+    ctx.step(
+        &agent,
+        candidate,
+        Step::Promoting,
+        &format!("from {current}"),
+    )?;
     let progress = Arc::new(Progress::default());
     live.progress = Arc::clone(&progress);
     evaluation.set_progress(Arc::clone(&progress));
@@ -197,10 +209,9 @@ async fn end_watch(
             return Ok(());
         }
         LiveEnd::Cancelled => (WatchEnd::Cancelled, "cancelled; promotion kept".to_string()),
-        LiveEnd::TimeUp | LiveEnd::Complete => (
-            WatchEnd::Passed,
-            "no regression in the window".to_string(),
-        ),
+        LiveEnd::TimeUp | LiveEnd::Complete => {
+            (WatchEnd::Passed, "no regression in the window".to_string())
+        }
         LiveEnd::Incomplete(reason) => (
             WatchEnd::Incomplete,
             format!(

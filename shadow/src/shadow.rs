@@ -2,7 +2,7 @@
 //! comparison of what they did.
 //!
 //! A shadow is an instance of a module outside the agent directory (nothing can send to it) and
-//! outside the journal (it writes nothing). It handles an input with a [`ReplayHost`] holding
+//! outside the journal (it writes nothing). It handles an input with a [`Host`] holding
 //! the answers production's host gave for that input: `now`, `random` and tool calls return
 //! production's recorded values, and sends are captured for comparison, never delivered. That
 //! is what keeps a shadow's effects inside it.
@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use arbor_agent::envelope::Answer;
 use arbor_agent::wasm::{AgentLimits, Capabilities};
-use arbor_agent::{
-    AgentSystem, Behaviour, BehaviourError, BehaviourId, MirroredStatus, ReplayHost,
-};
+use arbor_agent::{AgentSystem, Behaviour, BehaviourError, BehaviourId, Host, MirroredStatus};
 
 use crate::compare::{IgnoreRule, message_kind, render, replies_match};
 use crate::error::ShadowError;
@@ -160,7 +158,7 @@ impl Shadow {
     /// Handles `payload` with production's recorded `answers`.
     pub(crate) fn run(&mut self, payload: &[u8], answers: Vec<Answer>) -> Run {
         self.age += 1;
-        let mut host = ReplayHost::new(answers);
+        let mut host = Host::replay(answers);
         let started = Instant::now();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.behaviour.handle(payload, &mut host)
@@ -172,11 +170,14 @@ impl Shadow {
             Err(error) if error.is_crash() => Ended::Crashed(error.to_string()),
             Err(error) => Ended::Refused(error.to_string()),
         };
+        let replayed = host.replayed();
         Run {
             ended,
-            sends: host.sends().to_vec(),
-            tools: host.tool_calls().to_vec(),
-            divergence: host.divergence(),
+            sends: replayed.map(|r| r.sends().to_vec()).unwrap_or_default(),
+            tools: replayed
+                .map(|r| r.tool_calls().to_vec())
+                .unwrap_or_default(),
+            divergence: replayed.and_then(|r| r.divergence()),
             fuel: self.behaviour.last_cost().fuel,
             took,
         }

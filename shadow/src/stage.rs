@@ -314,14 +314,22 @@ mod tests {
             ),
             case(&[S::Awaiting], &[E::PromoteRequested], Some(S::Promoting)),
             case(&[S::Awaiting], &[E::CancelRequested], Some(S::Cancelled)),
-            case(&[S::Promoting], &[E::Promoted(promotion())], Some(S::Watching)),
+            case(
+                &[S::Promoting],
+                &[E::Promoted(promotion())],
+                Some(S::Watching),
+            ),
             case(
                 &[S::Watching],
                 &[E::Regression, E::RollbackRequested],
                 Some(S::RollingBack),
             ),
             case(&[S::Watching], &watch_ends, Some(S::Promoted)),
-            case(&[S::RollingBack], &[E::RolledBack(rollback())], Some(S::RolledBack)),
+            case(
+                &[S::RollingBack],
+                &[E::RolledBack(rollback())],
+                Some(S::RolledBack),
+            ),
             case(running, &[E::Failed(REASON.into())], Some(S::Failed)),
             case(DONE, &all, None),
             // Any other pair: refused.

@@ -54,7 +54,10 @@ impl Live {
         };
         let tapped = &first.1;
         let seeded = if &tapped.behaviour != previous {
-            Err(format!("production runs {}, not {previous}", tapped.behaviour))
+            Err(format!(
+                "production runs {}, not {previous}",
+                tapped.behaviour
+            ))
         } else {
             self.factory.seeded(previous, &tapped.state)
         };
@@ -232,7 +235,12 @@ impl Follower for Watching<'_> {
 
     fn next_until(&self) -> Instant {
         let enough = self.tally.samples >= self.rule.samples;
-        self.started + if enough { self.rule.window } else { self.rule.max }
+        self.started
+            + if enough {
+                self.rule.window
+            } else {
+                self.rule.max
+            }
     }
 
     fn stopped(&mut self, end: LiveEnd) -> LiveEnd {

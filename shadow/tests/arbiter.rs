@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use arbor_agent::tools::{Tool, Tools};
+use arbor_agent::tools::{Tool, ToolError, Tools};
 use arbor_agent::wasm::Capabilities;
 use arbor_agent::{AgentSpec, AgentSystem, BehaviourId};
 use arbor_modules::kv::{KvMsg, is_unlucky};
@@ -321,7 +321,7 @@ async fn a_regression_in_the_watch_rolls_back_without_losing_a_write() {
 struct CountingEcho(Arc<AtomicU64>);
 
 impl Tool for CountingEcho {
-    fn call(&self, args: &[u8]) -> Result<Vec<u8>, String> {
+    fn call(&self, args: &[u8]) -> Result<Vec<u8>, ToolError> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Ok(args.to_vec())
     }

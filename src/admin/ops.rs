@@ -300,10 +300,7 @@ impl Operator {
         let Some(vault) = self.system.vault() else {
             return Ok(rows);
         };
-        for record in vault
-            .agents()
-            .map_err(vault_error)?
-        {
+        for record in vault.agents().map_err(vault_error)? {
             rows.push(AgentRow {
                 name: record.id.as_str().into(),
                 supervisor: record.supervisor.join("/"),

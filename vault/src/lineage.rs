@@ -458,7 +458,10 @@ mod tests {
             [
                 (Step::Gate, "gate detail".to_string()),
                 (Step::WatchPassed, "watch-passed detail".to_string()),
-                (Step::WatchInterrupted, "watch-interrupted detail".to_string()),
+                (
+                    Step::WatchInterrupted,
+                    "watch-interrupted detail".to_string()
+                ),
                 (
                     Step::Other("canary-ramp".into()),
                     "canary-ramp detail".to_string()
@@ -474,7 +477,12 @@ mod tests {
                 detail: "watch-passed detail".into(),
             })
             .unwrap();
-        let stored = vault.inner.lineage.get(record.seq.to_be_bytes()).unwrap().unwrap();
+        let stored = vault
+            .inner
+            .lineage
+            .get(record.seq.to_be_bytes())
+            .unwrap()
+            .unwrap();
         let old = OldStored {
             at_ms: record.at_ms,
             event: OldEvent::Step {

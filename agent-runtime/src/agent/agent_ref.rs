@@ -11,7 +11,9 @@ use serde::de::DeserializeOwned;
 
 use super::error::AgentError;
 use super::mirror::{MirrorTap, Tapped};
-use super::msg::{AfterRestore, AgentMsg, RebuildReport, Reply, RestoreFrom, StateCheck, SwapReport};
+use super::msg::{
+    AfterRestore, AgentMsg, RebuildReport, Reply, RestoreFrom, StateCheck, SwapReport,
+};
 use super::spec::AgentSpec;
 use crate::behaviour::Behaviour;
 use crate::envelope::{BehaviourId, Kind};

@@ -23,11 +23,7 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    pub(crate) fn new(
-        services: Services,
-        journal: Journal,
-        mailbox: usize,
-    ) -> Context {
+    pub(crate) fn new(services: Services, journal: Journal, mailbox: usize) -> Context {
         Context {
             services,
             directory: Directory::default(),

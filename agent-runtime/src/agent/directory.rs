@@ -6,9 +6,9 @@ use parking_lot::RwLock;
 
 use super::agent_ref::AgentRef;
 use super::error::AgentError;
-use crate::host::PendingSend;
 use super::msg::AgentMsg;
 use crate::envelope::Kind;
+use crate::host::PendingSend;
 
 /// Running agents by name.
 #[derive(Default)]

@@ -136,4 +136,3 @@ pub enum AfterRestore {
     /// rebase record, until released).
     Discard,
 }
-

@@ -113,7 +113,13 @@ pub(crate) fn recover(
             (Action::SkipUnacknowledged, Step::Unacknowledged(input)) => {
                 report.unacknowledged.push(input.seq);
             }
-            (Action::Swap, Step::Swap { seq, behaviour: next }) => {
+            (
+                Action::Swap,
+                Step::Swap {
+                    seq,
+                    behaviour: next,
+                },
+            ) => {
                 let state = behaviour
                     .snapshot()
                     .map_err(|source| RecoveryError::Snapshot {
@@ -225,7 +231,12 @@ fn restore_stored(
         .store()
         .checkpoint(agent, lsn)?
         .ok_or(RecoveryError::CheckpointGone(lsn))?;
-    restore(behaviour, id, &checkpoint.state, format!("checkpoint {lsn}"))
+    restore(
+        behaviour,
+        id,
+        &checkpoint.state,
+        format!("checkpoint {lsn}"),
+    )
 }
 
 /// A rollback's or restore's rebuild: `from` (a stored checkpoint of `agent`, or given state)
@@ -327,7 +338,10 @@ pub(crate) fn last_seq(journal: &Journal, agent: &AgentId) -> Result<u64, Journa
     let store = journal.store();
     let newest = store.latest_meta(agent)?;
     let (mut seq, from) = newest.map_or((0, 0), |meta| (meta.seq, meta.lsn + 1));
-    for step in steps(store.read(agent.as_str(), from.max(store.first()))?, agent.as_str()) {
+    for step in steps(
+        store.read(agent.as_str(), from.max(store.first()))?,
+        agent.as_str(),
+    ) {
         seq = seq.max(step_seq(&step?.1));
     }
     Ok(seq)

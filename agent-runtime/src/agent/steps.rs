@@ -148,16 +148,28 @@ impl Step {
 
 /// The table as data: (step, what recovery, a rebuild and the gate do).
 pub const CASES: &[(StepKind, [Action; 3])] = &[
-    (StepKind::Applied, [Action::Apply, Action::Apply, Action::Compare]),
-    (StepKind::Refused, [Action::Skip, Action::Skip, Action::Compare]),
-    (StepKind::Crashed, [Action::Skip, Action::Skip, Action::Skip]),
+    (
+        StepKind::Applied,
+        [Action::Apply, Action::Apply, Action::Compare],
+    ),
+    (
+        StepKind::Refused,
+        [Action::Skip, Action::Skip, Action::Compare],
+    ),
+    (
+        StepKind::Crashed,
+        [Action::Skip, Action::Skip, Action::Skip],
+    ),
     (
         StepKind::Unacknowledged,
         [Action::SkipUnacknowledged, Action::Skip, Action::Skip],
     ),
     (StepKind::Orphan, [Action::Fail, Action::Fail, Action::Stop]),
     (StepKind::Swap, [Action::Swap, Action::Skip, Action::Stop]),
-    (StepKind::Rebase, [Action::Rebase, Action::Skip, Action::Stop]),
+    (
+        StepKind::Rebase,
+        [Action::Rebase, Action::Skip, Action::Stop],
+    ),
 ];
 
 /// What `purpose` does with `step` (the table in the module docs).
@@ -225,12 +237,12 @@ impl Iterator for Steps {
                 continue;
             }
             let step = match entry {
-                Entry::Input(input) => {
-                    match self.pending.replace((lsn, input)) {
-                        Some((at, unanswered)) => return Some(Ok((at, Step::Unacknowledged(unanswered)))),
-                        None => continue,
+                Entry::Input(input) => match self.pending.replace((lsn, input)) {
+                    Some((at, unanswered)) => {
+                        return Some(Ok((at, Step::Unacknowledged(unanswered))));
                     }
-                }
+                    None => continue,
+                },
                 Entry::Outcome {
                     seq,
                     status,

@@ -96,12 +96,8 @@ impl Agent {
         let journal = &self.context.journal;
         let appended = if journal.is_durable() {
             let input = Entry::encode_input(&envelope);
-            let record = Entry::encode_outcome(
-                &self.spec.name,
-                envelope.seq,
-                &outcome.status(),
-                &answers,
-            );
+            let record =
+                Entry::encode_outcome(&self.spec.name, envelope.seq, &outcome.status(), &answers);
             journal.append(&self.spec.name, &[&input, &record])
         } else {
             journal.append(&self.spec.name, &[])

@@ -115,7 +115,10 @@ impl Actor for AgentActor {
             if let Err(error) = agent.checkpoint().await {
                 tracing::warn!(agent = agent.spec.name, %error, "final checkpoint failed");
             }
-            agent.context.directory.forget(&agent.spec.name, myself.get_id());
+            agent
+                .context
+                .directory
+                .forget(&agent.spec.name, myself.get_id());
         }
         Ok(())
     }

@@ -162,9 +162,8 @@ impl Agent {
         if !journal.is_durable() {
             return Err(self.swap_refused(SwapError::NoJournal));
         }
-        let replayed =
-            recovery::rebuild(journal, &self.id, &from, after, &id, previous.as_mut())
-                .map_err(|e| self.swap_refused(SwapError::Rebuild(e)))?;
+        let replayed = recovery::rebuild(journal, &self.id, &from, after, &id, previous.as_mut())
+            .map_err(|e| self.swap_refused(SwapError::Rebuild(e)))?;
         let state = previous.snapshot().map_err(|source| {
             self.swap_refused(SwapError::Rebuild(
                 crate::agent::error::RecoveryError::Snapshot {
@@ -183,9 +182,7 @@ impl Agent {
                 return Err(self.crash(
                     self.seq,
                     "(rollback)".into(),
-                    BehaviourError::Contract(format!(
-                        "rollback after its checkpoint: {error}"
-                    )),
+                    BehaviourError::Contract(format!("rollback after its checkpoint: {error}")),
                 ));
             }
         };

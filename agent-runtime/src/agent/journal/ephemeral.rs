@@ -24,7 +24,8 @@ impl JournalStore for Ephemeral {
     }
 
     fn append(&self, _agent: &str, records: &[&[u8]]) -> Result<Ack, JournalError> {
-        let lsn = self.last.fetch_add(records.len() as u64, Ordering::Relaxed) + records.len() as u64;
+        let lsn =
+            self.last.fetch_add(records.len() as u64, Ordering::Relaxed) + records.len() as u64;
         Ok(Ack::done(lsn))
     }
 
