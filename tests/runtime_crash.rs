@@ -7,19 +7,20 @@
 //! flight. Six children, five kills.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::time::Duration;
 
 use arbor::agent::{AgentError, CheckpointPolicy};
 use arbor::supervisor::Intensity;
 use arbor::{Error, Runtime, Spawn, SupervisorOptions};
 use arbor_modules::counter::{CounterMsg, CounterReply};
-use arbor_testkit::{ChildProcess, SplitMix64, child_role, watchdog};
+use arbor_testkit::{ChildProcess, KillTest, Side, last_reports};
 
 const TEST: &str = "kill_9_of_the_host_keeps_every_agents_acknowledged_state";
 const AGENTS: [(&str, &str); 3] = [("top", ""), ("pooled", "pool"), ("crashy", "pool")];
 
-async fn runtime(dir: &str) -> Runtime {
+async fn runtime(dir: &Path) -> Runtime {
     let lenient = SupervisorOptions {
         intensity: Intensity {
             max_restarts: 1_000,
@@ -60,7 +61,7 @@ async fn get(runtime: &Runtime, agent: &str) -> i64 {
     }
 }
 
-async fn child(dir: &str) {
+async fn child(dir: &Path) {
     let runtime = runtime(dir).await;
     if runtime.agents().is_empty() {
         let counter = runtime
@@ -105,17 +106,11 @@ async fn child(dir: &str) {
 }
 
 /// The `STATE` lines the child prints before `READY`.
-fn recovered_states(child: &mut ChildProcess, round: usize) -> HashMap<String, i64> {
+fn recovered_states(child: &mut ChildProcess, round: usize) -> BTreeMap<String, i64> {
     let lines = child
         .lines_until("READY", Duration::from_secs(120))
         .unwrap_or_else(|| panic!("round {round}: the child did not start"));
-    let mut states = HashMap::new();
-    for line in lines {
-        if let ["STATE", agent, count] = line.split(' ').collect::<Vec<_>>().as_slice() {
-            states.insert(agent.to_string(), count.parse().unwrap());
-        }
-    }
-    states
+    last_reports(&lines, "STATE")
 }
 
 #[test]
@@ -125,24 +120,16 @@ fn kill_9_of_the_host_keeps_every_agents_acknowledged_state() {
         .enable_all()
         .build()
         .unwrap();
-    if child_role().is_some() {
-        let dir = std::env::var("ARBOR_TEST_DIR").unwrap();
-        tokio.block_on(child(&dir));
-        return;
-    }
-    let _watchdog = watchdog(TEST, Duration::from_secs(300));
-    let seed = SplitMix64::seed_from_env();
-    println!("seed {seed}");
-    let mut rng = SplitMix64::new(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let dir_str = dir.path().to_str().unwrap().to_string();
+    let mut test = match KillTest::start(TEST, Duration::from_secs(300)) {
+        Side::Parent(test) => test,
+        Side::Child(side) => return tokio.block_on(child(side.dir())),
+    };
     // What each agent must hold: its last acknowledged count, and whether one more input may
     // have been in flight.
     let mut expected: HashMap<String, i64> = HashMap::new();
     let (mut exact, mut in_flight) = (0, 0);
     for round in 0..6 {
-        let mut child =
-            ChildProcess::spawn(TEST, "child", &[("ARBOR_TEST_DIR", dir_str.as_str())]).unwrap();
+        let mut child = test.spawn("child", &[]);
         let states = recovered_states(&mut child, round);
         for (name, _) in AGENTS {
             let recovered = states[name];
@@ -162,13 +149,8 @@ fn kill_9_of_the_host_keeps_every_agents_acknowledged_state() {
             child.kill();
             break;
         }
-        let wait_for = 20 + rng.below(400) as usize;
-        let lines = child.kill_after_lines(wait_for, Duration::from_secs(60), "acknowledging");
-        for line in &lines {
-            if let ["ACK", agent, count] = line.split(' ').collect::<Vec<_>>().as_slice() {
-                expected.insert(agent.to_string(), count.parse().unwrap());
-            }
-        }
+        let lines = test.kill_at_random(child, 20, 400, "acknowledging");
+        expected.extend(last_reports::<i64>(&lines, "ACK"));
     }
     println!(
         "recovered exactly at the last acknowledged input {exact}, one in flight kept {in_flight}"

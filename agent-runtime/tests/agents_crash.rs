@@ -10,14 +10,16 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::time::Duration;
 
 use arbor_agent::tools::{Echo, Tools};
 use arbor_agent::wasm::Capabilities;
 use arbor_agent::{AgentRef, AgentSpec, AgentSystem, BehaviourId, CheckpointPolicy};
-use arbor_testkit::{ChildProcess, SplitMix64, child_role, watchdog};
-use serde::{Deserialize, Serialize};
+use arbor_modules::toolbox::ToolboxMsg;
+use arbor_testkit::{KillTest, Side, last_reports};
+use serde::Deserialize;
 use support::{KvMsg, Tally, kv_entries, shared_host};
 
 const TEST: &str = "kill_9_under_load_recovers_exactly_the_acknowledged_inputs";
@@ -44,16 +46,30 @@ fn system(dir: &std::path::Path) -> AgentSystem {
         .unwrap()
 }
 
-#[derive(Serialize)]
-enum ToolboxMsg {
-    All { to: String, by: i64, text: String },
-}
-
 #[derive(Deserialize)]
 struct ToolboxState {
     handled: u64,
     #[allow(dead_code)]
     digest: u64,
+}
+
+/// What the child last acknowledged for one agent, from its line `ACK <agent> <inputs>
+/// <snapshot>`: the inputs it has handled and its snapshot after them, in hex.
+struct Acked {
+    inputs: u64,
+    snapshot: String,
+}
+
+impl FromStr for Acked {
+    type Err = String;
+
+    fn from_str(line: &str) -> Result<Acked, String> {
+        let (inputs, snapshot) = line.split_once(' ').ok_or("no snapshot")?;
+        Ok(Acked {
+            inputs: inputs.parse().map_err(|err| format!("{inputs:?}: {err}"))?,
+            snapshot: snapshot.to_string(),
+        })
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -158,43 +174,29 @@ fn kill_9_under_load_recovers_exactly_the_acknowledged_inputs() {
         .enable_all()
         .build()
         .unwrap();
-    if let Some(_role) = child_role() {
-        let dir = std::env::var("ARBOR_TEST_DIR").unwrap();
-        runtime.block_on(child(std::path::Path::new(&dir)));
-        return;
-    }
-    let _watchdog = watchdog(TEST, Duration::from_secs(300));
-    let seed = SplitMix64::seed_from_env();
-    println!("seed {seed}");
-    let mut rng = SplitMix64::new(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let dir_str = dir.path().to_str().unwrap().to_string();
+    let mut test = match KillTest::start(TEST, Duration::from_secs(300)) {
+        Side::Parent(test) => test,
+        Side::Child(side) => return runtime.block_on(child(side.dir())),
+    };
     let mut exact_matches = 0;
     let mut in_flight_kept = 0;
     for round in 0..5 {
-        let mut child =
-            ChildProcess::spawn(TEST, "child", &[("ARBOR_TEST_DIR", dir_str.as_str())]).unwrap();
+        let mut child = test.spawn("child", &[]);
         child
             .lines_until("READY", Duration::from_secs(60))
             .unwrap_or_else(|| panic!("round {round}: the child did not start"));
-        let wait_for = 20 + rng.below(200) as usize;
-        let lines = child.kill_after_lines(wait_for, Duration::from_secs(60), "acknowledging");
-        let mut last: HashMap<String, (u64, String)> = HashMap::new();
-        for line in &lines {
-            let parts: Vec<&str> = line.split(' ').collect();
-            if let ["ACK", agent, n, snapshot] = parts.as_slice() {
-                last.insert(
-                    agent.to_string(),
-                    (n.parse().unwrap(), snapshot.to_string()),
-                );
-            }
-        }
+        let lines = test.kill_at_random(child, 20, 200, "acknowledging");
+        let last: BTreeMap<String, Acked> = last_reports(&lines, "ACK");
 
         runtime.block_on(async {
-            let system = system(dir.path());
+            let system = system(test.dir());
             let (toolbox, kv, _tally) = start_or_recover(&system).await;
             for (name, agent) in [("toolbox", &toolbox), ("kv", &kv)] {
-                let Some((acked, acked_snapshot)) = last.get(name) else {
+                let Some(Acked {
+                    inputs: acked,
+                    snapshot: acked_snapshot,
+                }) = last.get(name)
+                else {
                     continue;
                 };
                 let snapshot = agent.snapshot().await.unwrap();

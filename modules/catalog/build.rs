@@ -18,8 +18,9 @@ use std::process::{Command, ExitCode};
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
-/// kv-hostile's variant marker as built (`modules/guest/agents/kv-hostile/src/variant.rs`): its
-/// last byte is the variant, 0 in the built module.
+/// kv-hostile's variant marker as built (`arbor_protocols::hostile::MARKER`, which
+/// `src/hostile.rs`'s tests check this against): its last byte is the variant, 0 in the built
+/// module.
 const HOSTILE_MARKER: &[u8; 32] = b"arbor-kv-hostile-variant-marker\0";
 
 fn main() -> ExitCode {
@@ -46,6 +47,11 @@ fn build() -> Result<(), String> {
             guest_dir.join(watched).display()
         );
     }
+    // The agents' message types, a path dependency of the guest workspace.
+    println!(
+        "cargo:rerun-if-changed={}",
+        modules_dir.join("protocols").display()
+    );
     // The SDK's `abi` module docs include it.
     println!(
         "cargo:rerun-if-changed={}",

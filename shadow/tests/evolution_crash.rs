@@ -7,37 +7,20 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use arbor_agent::{AgentRef, AgentSpec, AgentSystem, BehaviourId, CheckpointPolicy};
-use arbor_testkit::{ChildProcess, SplitMix64, child_role, watchdog};
+use arbor_modules::kv::{KvMsg, KvReply};
+use arbor_testkit::{KillTest, Side, SplitMix64, last_reports};
 use arbor_vault::{AgentId, LineageEvent, ModuleHash};
-use serde::{Deserialize, Serialize};
 
 const TEST: &str = "kill_9_during_promotions_and_rollbacks_keeps_one_module_and_every_write";
-
-#[derive(Serialize)]
-enum KvMsg {
-    Put { key: String, value: String },
-    Scan { prefix: String, limit: u32 },
-}
-
-#[derive(Debug, Deserialize)]
-enum KvReply {
-    Stored {},
-    Entries { entries: Vec<Entry> },
-}
-
-#[derive(Debug, Deserialize)]
-struct Entry {
-    key: String,
-    value: String,
-}
 
 /// Checkpoints come only from promotions and rollbacks (the agent's own periodic ones would
 /// prune a promotion checkpoint once the process that held it is gone; that case is the
 /// "rollback refused" branch of the child).
-fn open(dir: &str) -> AgentSystem {
+fn open(dir: &Path) -> AgentSystem {
     AgentSystem::builder()
         .journal(dir)
         .wal(
@@ -80,7 +63,7 @@ fn last_promotion(system: &AgentSystem) -> Option<u64> {
     })
 }
 
-async fn child(dir: &str, round: u64) {
+async fn child(dir: &Path, round: u64) {
     let system = open(dir);
     let (kv, v2) = modules(&system);
     let agent = kv_agent(&system).await;
@@ -93,7 +76,7 @@ async fn child(dir: &str, round: u64) {
                     value: format!("v{i}"),
                 };
                 let _: KvReply = agent.call_msg(&put).await.unwrap();
-                println!("ack {i}");
+                println!("ACK kv {}", i + 1);
             }
         })
     };
@@ -153,7 +136,7 @@ async fn child(dir: &str, round: u64) {
 
 /// Recovers the agent and prints what it holds: `module <recovered> <registered>`, then
 /// `round <r> <writes>` per round, each write checked for its value, then `done`.
-async fn verify(dir: &str) {
+async fn verify(dir: &Path) {
     let system = open(dir);
     let (kv, v2) = modules(&system);
     let name = |id: &BehaviourId| {
@@ -201,42 +184,27 @@ fn kill_9_during_promotions_and_rollbacks_keeps_one_module_and_every_write() {
         .enable_all()
         .build()
         .unwrap();
-    if let Some(role) = child_role() {
-        let dir = std::env::var("ARBOR_TEST_DIR").unwrap();
-        let round = std::env::var("ARBOR_TEST_ROUND").unwrap().parse().unwrap();
-        match role.as_str() {
-            "verify" => tokio.block_on(verify(&dir)),
-            _ => tokio.block_on(child(&dir, round)),
+    let mut test = match KillTest::start(TEST, Duration::from_secs(300)) {
+        Side::Parent(test) => test,
+        Side::Child(side) => {
+            let round = side.var("ARBOR_TEST_ROUND");
+            match side.role() {
+                "verify" => tokio.block_on(verify(side.dir())),
+                _ => tokio.block_on(child(side.dir(), round)),
+            }
+            return;
         }
-        return;
-    }
-    let _watchdog = watchdog(TEST, Duration::from_secs(300));
-    let seed = SplitMix64::seed_from_env();
-    println!("seed {seed}");
-    let mut rng = SplitMix64::new(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let dir_str = dir.path().to_str().unwrap().to_string();
+    };
     // Per round: the writes acknowledged (and so required) and those recovered.
     let mut required: BTreeMap<u64, u64> = BTreeMap::new();
     let (mut promotions, mut rollbacks, mut on_v2) = (0, 0, 0);
     for round in 0..5u64 {
         let round_str = round.to_string();
-        let child = ChildProcess::spawn(
-            TEST,
-            "child",
-            &[
-                ("ARBOR_TEST_DIR", dir_str.as_str()),
-                ("ARBOR_TEST_ROUND", round_str.as_str()),
-            ],
-        )
-        .unwrap();
-        let wait_for = 40 + rng.below(300) as usize;
-        let lines = child.kill_after_lines(wait_for, Duration::from_secs(60), "writing");
-        let acked = lines
-            .iter()
-            .filter_map(|line| line.strip_prefix("ack "))
-            .map(|i| i.parse::<u64>().unwrap() + 1)
-            .max()
+        let child = test.spawn("child", &[("ARBOR_TEST_ROUND", round_str.as_str())]);
+        let lines = test.kill_at_random(child, 40, 300, "writing");
+        let acked = last_reports::<u64>(&lines, "ACK")
+            .get("kv")
+            .copied()
             .unwrap_or(0);
         promotions += lines.iter().filter(|l| l.starts_with("promoted")).count();
         rollbacks += lines.iter().filter(|l| l.starts_with("rolled")).count();
@@ -246,16 +214,7 @@ fn kill_9_during_promotions_and_rollbacks_keeps_one_module_and_every_write() {
 
         // Recovery runs in a child too, killed once it has reported, so that it takes no
         // final checkpoint: the next round starts from exactly what the kill left.
-        let verifier = ChildProcess::spawn(
-            TEST,
-            "verify",
-            &[
-                ("ARBOR_TEST_DIR", dir_str.as_str()),
-                ("ARBOR_TEST_ROUND", round_str.as_str()),
-            ],
-        )
-        .unwrap();
-        let mut verifier = verifier;
+        let mut verifier = test.spawn("verify", &[("ARBOR_TEST_ROUND", round_str.as_str())]);
         let report = verifier
             .lines_until("done", Duration::from_secs(60))
             .expect("the verifier reports");

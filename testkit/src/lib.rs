@@ -5,6 +5,10 @@
 //! binary as a child, with one test selected and a role in its environment; that test calls
 //! [`child_role`] first and, when it names a role, does the child's work instead of testing.
 //!
+//! [`KillTest`] wraps that for a whole kill -9 test: which side this process is on, a watchdog, a
+//! seed, a scratch directory for the children, killing a child at a random point, and reading
+//! back what it acknowledged ([`last_reports`]).
+//!
 //! ```no_run
 //! use arbor_testkit::{child_role, ChildProcess};
 //!
@@ -25,6 +29,10 @@
 //!     assert_eq!(line.as_deref(), Some("ack 1"));
 //! }
 //! ```
+
+mod crash;
+
+pub use crash::{CrashChild, KillTest, Side, last_reports};
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -36,8 +36,10 @@
 //! | [`KV_HOSTILE`] | kv as built; [`kv_hostile`] patches in one of ten [`Hostile`] defects | none |
 //! | [`TOOLBOX`] | calls every import | `log`, `send`, `now`, `random`, `call_tool` |
 //!
-//! [`fnv1a`] is the hash by which the test variants pick the inputs they get wrong
-//! ([`kv::is_unlucky`], several [`Hostile`] variants), so tests can predict them.
+//! The agents' protocols are host-side types here, the very types the guests use: [`counter`],
+//! [`kv`] and [`toolbox`] re-export `arbor-protocols` (`modules/protocols`), which both
+//! workspaces build. [`fnv1a`] is the hash by which the test variants pick the inputs they get
+//! wrong ([`kv::is_unlucky`], several [`Hostile`] variants), so tests can predict them.
 //!
 //! Building needs the `wasm32-unknown-unknown` target (`rustup target add
 //! wasm32-unknown-unknown`); the build script says so if it is missing.
@@ -55,7 +57,7 @@ macro_rules! guest_module {
 }
 
 /// `counter`: `{"Inc": {"by": i64}}` / `"Get"` / `"Reset"` → `{"count": i64}`; `"Fail"` traps
-/// (a guest panic). State `{"count": i64}`. Imports nothing.
+/// (a guest panic). State `{"count": i64}`. Imports nothing. Types: [`counter`].
 pub const COUNTER: &[u8] = guest_module!("counter.wasm");
 
 /// `kv`, the v1 store: `{"Get": {"key"}}` → `{"Value": {"value": str|nil}}`,
@@ -64,6 +66,7 @@ pub const COUNTER: &[u8] = guest_module!("counter.wasm");
 /// `{"Entries": {"entries": [{"key", "value"}]}}` (key order). Keys and values are strings.
 /// State: the bare map `{key: value}`. Written naively on purpose — `Get` is a linear walk,
 /// writes look up twice, `Scan` copies the whole map — so that [`KV_V2`] can be cheaper.
+/// Types: [`kv`].
 pub const KV: &[u8] = guest_module!("kv.wasm");
 
 /// `kv-v2`: kv's protocol and the same answer to every input, with direct lookups and a range
@@ -97,7 +100,7 @@ pub const KV_HOSTILE: &[u8] = guest_module!("kv_hostile.wasm");
 /// `{"Log": {"level": 0..=4, "text"}}`, and `{"All": {"to", "by", "text"}}` (all five imports,
 /// answered with `{"Report": {"nanos", "value", "echoed", "sent"}}`). State
 /// `{"handled": u64, "digest": u64}`, the digest folding in every import result, so replay with
-/// different import answers shows in the snapshot.
+/// different import answers shows in the snapshot. Types: [`toolbox`].
 pub const TOOLBOX: &[u8] = guest_module!("toolbox.wasm");
 
 /// Every example module by its agent's name (kv-hostile as built; its variants come from
@@ -122,136 +125,7 @@ pub fn module(name: &str) -> Option<&'static [u8]> {
         .map(|(_, bytes)| *bytes)
 }
 
-/// 64-bit FNV-1a of `key`'s UTF-8 bytes: the hash the guest agents use to pick the inputs they
-/// get wrong (`kv_store::fnv1a` in `modules/guest`), so host tests can predict them.
-///
-/// ```
-/// assert_eq!(arbor_modules::fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
-/// ```
-pub fn fnv1a(key: &str) -> u64 {
-    key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// The `counter` agent's protocol as host-side types (the guest's own are in
-/// `modules/guest/agents/counter`; MessagePack with named fields makes them interchangeable).
-///
-/// ```
-/// use arbor_modules::counter::{CounterMsg, CounterReply};
-/// let bytes = rmp_serde::to_vec_named(&CounterMsg::Inc { by: 2 }).unwrap();
-/// assert!(!bytes.is_empty());
-/// let _: Option<CounterReply> = None;
-/// ```
-pub mod counter {
-    use serde::{Deserialize, Serialize};
-
-    /// What the counter accepts.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-    pub enum CounterMsg {
-        /// Add `by`.
-        Inc {
-            /// The amount to add.
-            by: i64,
-        },
-        /// Read the count.
-        Get,
-        /// Set the count to zero.
-        Reset,
-        /// Trap (a guest panic): the agent crashes.
-        Fail,
-    }
-
-    /// Every message but `Fail` answers with the count after it.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-    pub struct CounterReply {
-        /// The count.
-        pub count: i64,
-    }
-}
-
-/// The kv modules' protocol ([`KV`], [`KV_V2`], [`KV_BUGGY`], …) as host-side types, and the
-/// rule by which kv-buggy goes wrong.
-///
-/// ```
-/// use arbor_modules::kv::{KvMsg, is_unlucky};
-/// let put = rmp_serde::to_vec_named(&KvMsg::Put { key: "a".into(), value: "1".into() }).unwrap();
-/// assert!(!put.is_empty());
-/// assert!(!is_unlucky("a"));
-/// ```
-pub mod kv {
-    use serde::{Deserialize, Serialize};
-
-    /// What a kv agent accepts.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-    pub enum KvMsg {
-        /// Read a key.
-        Get {
-            /// The key.
-            key: String,
-        },
-        /// Store a value.
-        Put {
-            /// The key.
-            key: String,
-            /// The value.
-            value: String,
-        },
-        /// Remove a key.
-        Delete {
-            /// The key.
-            key: String,
-        },
-        /// The first `limit` entries whose keys start with `prefix`, in key order.
-        Scan {
-            /// The prefix.
-            prefix: String,
-            /// How many entries at most.
-            limit: u32,
-        },
-    }
-
-    /// A kv agent's answers, one kind per message kind.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-    pub enum KvReply {
-        /// To `Get`: the value, or `None` when the key is absent.
-        Value {
-            /// The value.
-            value: Option<String>,
-        },
-        /// To `Put`: whether a value was replaced.
-        Stored {
-            /// Whether the key was present.
-            replaced: bool,
-        },
-        /// To `Delete`: whether the key was present.
-        Deleted {
-            /// Whether the key was present.
-            existed: bool,
-        },
-        /// To `Scan`.
-        Entries {
-            /// The entries, in key order.
-            entries: Vec<KvEntry>,
-        },
-    }
-
-    /// One entry of a `Scan`.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-    pub struct KvEntry {
-        /// The key.
-        pub key: String,
-        /// Its value.
-        pub value: String,
-    }
-
-    /// Whether kv-buggy answers `Get` of `key` wrongly (`nil` although present): its 64-bit
-    /// FNV-1a hash ([`crate::fnv1a`]) is divisible by 100, as in
-    /// `modules/guest/agents/kv-buggy`.
-    pub fn is_unlucky(key: &str) -> bool {
-        crate::fnv1a(key).is_multiple_of(100)
-    }
-}
+pub use arbor_protocols::{counter, fnv1a, kv, toolbox};
 
 /// Hand-written WAT modules, each a complete ABI v1 module except for exactly one defect, which
 /// its leading comment states. Turn them into bytes with wasmtime's `Module::new` (it accepts
@@ -285,15 +159,4 @@ pub mod fixtures {
         ("ungranted_import", UNGRANTED_IMPORT),
         ("bad_signature", BAD_SIGNATURE),
     ];
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn fnv1a_matches_the_published_vectors() {
-        // From the FNV reference test suite; the guests' `kv_store::fnv1a` checks the same three.
-        assert_eq!(super::fnv1a(""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(super::fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(super::fnv1a("foobar"), 0x8594_4171_f739_67e8);
-    }
 }

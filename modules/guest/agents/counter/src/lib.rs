@@ -1,44 +1,18 @@
 //! `counter`: the smallest useful agent. It calls no import, so its module imports nothing.
 //!
-//! | message (MessagePack, named)  | reply            |
-//! |-------------------------------|------------------|
-//! | `{"Inc": {"by": <i64>}}`      | `{"count": <i64>}` after adding (wrapping on overflow) |
-//! | `"Get"`                       | `{"count": <i64>}` |
-//! | `"Reset"`                     | `{"count": 0}`   |
-//! | `"Fail"`                      | none: the module traps (a guest panic), for supervision tests |
+//! Its protocol — `Inc`, `Get`, `Reset`, each answered with the count, and `Fail`, which traps
+//! — is `arbor_protocols::counter` (shared with the host; the types are re-exported here).
 //!
 //! State: `{"count": <i64>}`.
 
 use arbor_guest::{Agent, Ctx};
+pub use arbor_protocols::counter::{CounterMsg, CounterReply};
 use serde::{Deserialize, Serialize};
 
 /// The counter's state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counter {
     /// The current count.
-    pub count: i64,
-}
-
-/// What the counter accepts.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CounterMsg {
-    /// Add `by` (negative to subtract).
-    Inc {
-        /// The amount to add.
-        by: i64,
-    },
-    /// Read the count.
-    Get,
-    /// Set the count to zero.
-    Reset,
-    /// Trap (panic in the guest): the agent crashes and its supervisor restarts it.
-    Fail,
-}
-
-/// Every message answers with the count after it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CounterReply {
-    /// The count after the message.
     pub count: i64,
 }
 

@@ -3,6 +3,8 @@
 //! Everything else, including the state layout, is kv's. The arbiter must catch it.
 
 use arbor_guest::{Agent, Ctx};
+/// The bug's rule lives in `arbor-protocols`, so that the host predicts the same keys.
+pub use arbor_protocols::kv::is_unlucky;
 pub use kv_store::fnv1a;
 use kv_store::{KvMsg, KvReply, Store};
 use serde::{Deserialize, Serialize};
@@ -11,11 +13,6 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct KvBuggy(pub Store);
-
-/// Whether `Get` of `key` hits the bug.
-pub fn is_unlucky(key: &str) -> bool {
-    fnv1a(key).is_multiple_of(100)
-}
 
 impl Agent for KvBuggy {
     type Msg = KvMsg;

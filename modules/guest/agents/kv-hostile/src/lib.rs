@@ -87,7 +87,7 @@ impl Agent for KvHostile {
     type Reply = KvReply;
 
     fn init(config: &[u8]) -> Result<Self, String> {
-        Variant::marked()?;
+        variant::marked()?;
         if config.is_empty() {
             Ok(Self::default())
         } else {
@@ -100,7 +100,7 @@ impl Agent for KvHostile {
 
     fn handle(&mut self, msg: KvMsg, _ctx: &mut Ctx) -> KvReply {
         // init and restore refuse an unknown byte, so there is no agent to get here with one.
-        let variant = Variant::marked().unwrap_or(Variant::Kv);
+        let variant = variant::marked().unwrap_or(Variant::Kv);
         let mut instance = load_instance();
         let reply = handle_as(variant, &mut instance, &mut self.0, msg);
         store_instance(instance);
@@ -108,11 +108,11 @@ impl Agent for KvHostile {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, String> {
-        snapshot_as(Variant::marked()?, &self.0)
+        snapshot_as(variant::marked()?, &self.0)
     }
 
     fn restore(state: &[u8]) -> Result<Self, String> {
-        restore_as(Variant::marked()?, state).map(KvHostile)
+        restore_as(variant::marked()?, state).map(KvHostile)
     }
 }
 
