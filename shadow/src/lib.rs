@@ -112,6 +112,7 @@ mod report;
 pub mod shadow;
 mod stage;
 pub mod stats;
+mod tally;
 mod watching;
 
 pub use arbiter::Arbiter;
