@@ -6,6 +6,12 @@
 //!   cross-thread wake-ups a caller sees).
 //! - `agent_cast`: 10,000 casts then one call (so all are handled), same three.
 //! - `agent_instantiate`: a Wasm `counter` instance from the pre-linked module.
+//! - `agent_imports`: what a guest's host import costs (issue 18: the host is moved into the
+//!   store for the call, no hand-off). `handle/*`: one `WasmBehaviour::handle` on the bench's
+//!   thread, no actor: `counter` answering `Get` (no import) beside `toolbox` answering `Now`
+//!   (one `now` import) and `Echo` (one `call_tool`, the echo tool answering in the host).
+//!   `call_1thread/*`: the same inputs as `call`s to agents of an ephemeral system on a
+//!   current-thread runtime (the whole CPU path of a call).
 //! - `agent_metrics`: the cost of recording arbor's metrics on the message path. One `call` to a
 //!   Wasm `counter` agent on a current-thread runtime (journal off, and journal on with durability
 //!   `Never`) with no recorder (`no_recorder`: the `metrics` macros find none and do nothing,
@@ -48,9 +54,12 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arbor::agent::tools::{Echo, Tools};
 use arbor::agent::wasm::{AgentLimits, Capabilities, EngineConfig, WasmBehaviour, WasmHost};
-use arbor::agent::{AgentRef, AgentSpec, AgentSystem};
+use arbor::agent::{AgentRef, AgentSpec, AgentSystem, Behaviour, Host, HostCalls, HostError};
 use arbor::wal::Durability;
+// The guest counter's protocol, as the module defines it.
+use arbor_modules::counter::CounterMsg as WasmCounterMsg;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -94,13 +103,7 @@ impl Actor for NativeCounter {
     }
 }
 
-#[derive(Serialize)]
-enum WasmCounterMsg {
-    Inc { by: i64 },
-    Get,
-}
-
-fn payload(message: &WasmCounterMsg) -> Vec<u8> {
+fn payload<T: Serialize>(message: &T) -> Vec<u8> {
     rmp_serde::to_vec_named(message).expect("serialisable")
 }
 
@@ -271,8 +274,111 @@ fn calls(c: &mut Criterion) {
     });
     group.finish();
 
+    imports(c, &host, &one_thread);
     metrics_overhead(c, &host);
     throughput(c, &rt, &host);
+}
+
+/// Answers the toolbox's imports in the host, as an agent's live host would, minus the journal.
+struct BenchHost;
+
+impl HostCalls for BenchHost {
+    fn now(&mut self) -> Result<u64, HostError> {
+        Ok(1_700_000_000_000_000_000)
+    }
+    fn random(&mut self) -> Result<u64, HostError> {
+        Ok(4)
+    }
+    fn send(&mut self, _to: &str, _message: &[u8]) -> Result<(), HostError> {
+        Ok(())
+    }
+    fn call_tool(&mut self, _name: &str, args: &[u8]) -> Result<Vec<u8>, HostError> {
+        Ok(args.to_vec())
+    }
+    fn log(&mut self, _level: u8, _line: &str) {}
+}
+
+fn imports(c: &mut Criterion, host: &WasmHost, rt: &tokio::runtime::Runtime) {
+    use arbor_modules::toolbox::ToolboxMsg;
+    let get = payload(&WasmCounterMsg::Get);
+    let now = payload(&ToolboxMsg::Now);
+    let echo = payload(&ToolboxMsg::Echo { text: "hi".into() });
+    let counter = host.load(arbor_modules::COUNTER).expect("counter");
+    let toolbox = host.load(arbor_modules::TOOLBOX).expect("toolbox");
+    let instance = |module, capabilities| {
+        WasmBehaviour::instantiate(host, module, AgentLimits::default(), capabilities)
+            .expect("instance")
+    };
+    let mut group = c.benchmark_group("agent_imports");
+    let mut wasm_host = Host::custom(BenchHost);
+    for (label, mut behaviour, input) in [
+        (
+            "handle/counter_no_import",
+            instance(&counter, Capabilities::none()),
+            &get,
+        ),
+        (
+            "handle/toolbox_now",
+            instance(&toolbox, Capabilities::all(["echo"])),
+            &now,
+        ),
+        (
+            "handle/toolbox_echo_tool",
+            instance(&toolbox, Capabilities::all(["echo"])),
+            &echo,
+        ),
+    ] {
+        group.bench_function(label, |b| {
+            b.iter(|| behaviour.handle(input, &mut wasm_host).expect("handle"))
+        });
+    }
+    let system = AgentSystem::builder()
+        .wasm_host(host.clone())
+        .tools(Tools::new().with("echo", Echo))
+        .build()
+        .expect("system");
+    let (counter_agent, toolbox_agent) = rt.block_on(async {
+        let counter_hash = system
+            .add_module("counter", arbor_modules::COUNTER)
+            .expect("add");
+        let toolbox_hash = system
+            .add_module("toolbox", arbor_modules::TOOLBOX)
+            .expect("add");
+        let counter = system
+            .spawn(AgentSpec::wasm("imports-counter", counter_hash))
+            .await
+            .expect("spawn");
+        let toolbox = system
+            .spawn(
+                AgentSpec::wasm("imports-toolbox", toolbox_hash)
+                    .capabilities(Capabilities::all(["echo"])),
+            )
+            .await
+            .expect("spawn");
+        (counter, toolbox)
+    });
+    for (label, agent, input) in [
+        ("call_1thread/counter_no_import", &counter_agent, &get),
+        ("call_1thread/toolbox_now", &toolbox_agent, &now),
+        ("call_1thread/toolbox_echo_tool", &toolbox_agent, &echo),
+    ] {
+        group.bench_function(label, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        agent.call(input.clone()).await.expect("call");
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+    rt.block_on(async {
+        counter_agent.stop().await.ok();
+        toolbox_agent.stop().await.ok();
+    });
 }
 
 /// A Wasm counter agent in its own journaled system (`dir/wal`, `dir/vault`) with `durability`.

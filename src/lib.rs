@@ -1,8 +1,10 @@
 //! arbor: supervised, journaled, hot-swappable Wasm agents for Rust hosts.
 //!
 //! A host embeds a [`Runtime`]: one data directory (a WAL and a vault), one supervision tree of
-//! agents, each a Wasm module or a native behaviour, reachable by name. See `DESIGN.md` for the
-//! architecture and the [`Runtime`] docs for a complete example.
+//! agents, each a Wasm module or a native behaviour, reachable by name. See
+//! `docs/architecture.md` for the architecture (the crates and what each owns, the path of a
+//! message, the journal seam, recovery's and the arbiter's tables) and the [`Runtime`] docs for
+//! a complete example.
 //!
 //! The pieces underneath are re-exported:
 //!

@@ -17,23 +17,15 @@ use serde::{Deserialize, Serialize};
 use support::{CounterMsg, KvMsg, KvReply, Tally, count, kv_entries, shared_host};
 
 fn system(dir: &std::path::Path, policy: CheckpointPolicy) -> AgentSystem {
-    AgentSystem::builder()
-        .journal(dir)
-        .wasm_host(shared_host(2_000).clone())
-        .checkpoints(policy)
-        .tools(
-            Tools::new()
-                .with("echo", Echo)
-                .with("calculator", Calculator),
-        )
-        .native("tally", || Box::new(Tally::default()))
-        .native("relay", || Box::new(Relay))
-        .native("panicky", || Box::new(Panicky))
-        .build()
-        .unwrap()
+    builder().journal(dir).checkpoints(policy).build().unwrap()
 }
 
+/// No journal: nothing is kept.
 fn ephemeral_system() -> AgentSystem {
+    builder().build().unwrap()
+}
+
+fn builder() -> arbor_agent::AgentSystemBuilder {
     AgentSystem::builder()
         .wasm_host(shared_host(2_000).clone())
         .tools(
@@ -44,8 +36,6 @@ fn ephemeral_system() -> AgentSystem {
         .native("tally", || Box::new(Tally::default()))
         .native("relay", || Box::new(Relay))
         .native("panicky", || Box::new(Panicky))
-        .build()
-        .unwrap()
 }
 
 fn rarely() -> CheckpointPolicy {

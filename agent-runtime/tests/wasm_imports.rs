@@ -8,7 +8,9 @@ use arbor_agent::wasm::{
     AgentLimits, Capabilities, LoadError, SpawnError, WasmBehaviour, WasmHost,
 };
 use arbor_agent::{Behaviour, BehaviourError, Host, HostCalls, HostError};
-use serde::{Deserialize, Serialize};
+use arbor_modules::counter::CounterMsg;
+// The toolbox's own protocol, shared with the guest.
+use arbor_modules::toolbox::{EchoArgs, ToolboxMsg as Msg, ToolboxReply as Reply};
 
 fn host() -> &'static WasmHost {
     support::shared_host(32)
@@ -66,50 +68,6 @@ impl HostCalls for Recording {
     }
 }
 
-#[derive(Serialize)]
-enum Msg<'a> {
-    Now,
-    Random,
-    Echo { text: &'a str },
-    Send { to: &'a str, by: i64 },
-    Log { level: i32, text: &'a str },
-    All { to: &'a str, by: i64, text: &'a str },
-}
-
-#[derive(Deserialize, Debug, PartialEq)]
-enum Reply {
-    Time {
-        nanos: u64,
-    },
-    Number {
-        value: u64,
-    },
-    Echoed {
-        text: String,
-    },
-    Sent,
-    Logged,
-    Failed {
-        error: String,
-    },
-    Report {
-        nanos: u64,
-        value: u64,
-        echoed: Option<String>,
-        sent: bool,
-    },
-}
-
-#[derive(Serialize)]
-enum CounterInc {
-    Inc { by: i64 },
-}
-
-#[derive(Serialize)]
-struct EchoArgs<'a> {
-    text: &'a str,
-}
-
 fn toolbox(tools: &[&str]) -> WasmBehaviour {
     let module = host().load(arbor_modules::TOOLBOX).unwrap();
     WasmBehaviour::init(
@@ -144,7 +102,7 @@ fn each_import_reaches_the_host() {
         Reply::Number { value: rec.random }
     );
     assert_eq!(
-        ask(&mut agent, &mut rec, &Msg::Echo { text: "hi" }),
+        ask(&mut agent, &mut rec, &Msg::Echo { text: "hi".into() }),
         Reply::Echoed { text: "hi".into() }
     );
     assert_eq!(
@@ -152,7 +110,7 @@ fn each_import_reaches_the_host() {
             &mut agent,
             &mut rec,
             &Msg::Send {
-                to: "counter-1",
+                to: "counter-1".into(),
                 by: 3
             }
         ),
@@ -164,7 +122,7 @@ fn each_import_reaches_the_host() {
             &mut rec,
             &Msg::Log {
                 level: 9,
-                text: "loud"
+                text: "loud".into()
             }
         ),
         Reply::Logged
@@ -175,7 +133,7 @@ fn each_import_reaches_the_host() {
             &mut rec,
             &Msg::Log {
                 level: -3,
-                text: "quiet"
+                text: "quiet".into()
             }
         ),
         Reply::Logged
@@ -187,11 +145,11 @@ fn each_import_reaches_the_host() {
             Call::Random,
             Call::Tool(
                 "echo".into(),
-                rmp_serde::to_vec_named(&EchoArgs { text: "hi" }).unwrap()
+                rmp_serde::to_vec_named(&EchoArgs { text: "hi".into() }).unwrap()
             ),
             Call::Send(
                 "counter-1".into(),
-                rmp_serde::to_vec_named(&CounterInc::Inc { by: 3 }).unwrap()
+                rmp_serde::to_vec_named(&CounterMsg::Inc { by: 3 }).unwrap()
             ),
             Call::Log(4, "loud".into()),
             Call::Log(0, "quiet".into()),
@@ -202,9 +160,9 @@ fn each_import_reaches_the_host() {
 #[test]
 fn all_five_in_order_and_the_state_depends_on_the_answers() {
     let msg = Msg::All {
-        to: "c",
+        to: "c".into(),
         by: 1,
-        text: "x",
+        text: "x".into(),
     };
     let mut a = toolbox(&["echo"]);
     let mut rec = Recording::new(5, 6);
@@ -253,14 +211,14 @@ fn host_refusals_become_guest_error_codes() {
             &mut agent,
             &mut rec,
             &Msg::Send {
-                to: "nobody",
+                to: "nobody".into(),
                 by: 1
             }
         ),
         Reply::Failed { .. }
     ));
     assert!(matches!(
-        ask(&mut agent, &mut rec, &Msg::Echo { text: "x" }),
+        ask(&mut agent, &mut rec, &Msg::Echo { text: "x".into() }),
         Reply::Failed { .. }
     ));
     assert_eq!(
@@ -268,9 +226,9 @@ fn host_refusals_become_guest_error_codes() {
             &mut agent,
             &mut rec,
             &Msg::All {
-                to: "nobody",
+                to: "nobody".into(),
                 by: 1,
-                text: "x"
+                text: "x".into()
             }
         ),
         Reply::Report {
@@ -287,7 +245,7 @@ fn a_tool_not_granted_by_name_never_reaches_the_host() {
     let mut agent = toolbox(&["calculator"]);
     let mut rec = Recording::new(1, 2);
     assert!(matches!(
-        ask(&mut agent, &mut rec, &Msg::Echo { text: "x" }),
+        ask(&mut agent, &mut rec, &Msg::Echo { text: "x".into() }),
         Reply::Failed { .. }
     ));
     assert!(rec.calls.is_empty(), "{:?}", rec.calls);

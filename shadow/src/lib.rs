@@ -75,7 +75,9 @@
 //! | [`compare`] | reply comparison with ignore rules, message kinds and input classes |
 //! | [`migration`] | a state migration checked against production's state |
 //! | `error` | [`ShadowError`] |
-//! | [`policy`] | the decision rule ([`Policy`], [`decide`](policy::decide)) and what it counts ([`Tally`]) |
+//! | `tally` | what an evaluation counts ([`Tally`], [`Divergence`]), bounded |
+//! | [`policy`] | the decision rule ([`Policy`], [`decide`](policy::decide)) |
+//! | `journal` | the agent's journal as the gate reads it: the agent system's steps and its table's gate column |
 //! | [`shadow`] | isolated instances and the candidate/control pair |
 //! | [`gate`] | the replay gate |
 //! | `live` | following production's mirror: the loop the live evaluation and the watch share |
@@ -129,12 +131,14 @@ pub use stage::{Outcome, Stage};
 #[cfg(test)]
 mod layering {
     /// The modules in the crate docs' dependency order, with their source.
-    const ORDER: [(&str, &str); 18] = [
+    const ORDER: [(&str, &str); 20] = [
         ("stats", include_str!("stats.rs")),
         ("compare", include_str!("compare.rs")),
         ("migration", include_str!("migration.rs")),
         ("error", include_str!("error.rs")),
+        ("tally", include_str!("tally.rs")),
         ("policy", include_str!("policy.rs")),
+        ("journal", include_str!("journal.rs")),
         ("shadow", include_str!("shadow.rs")),
         ("gate", include_str!("gate.rs")),
         ("live", include_str!("live.rs")),

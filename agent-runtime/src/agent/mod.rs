@@ -75,6 +75,8 @@ mod context;
 mod directory;
 mod error;
 pub mod journal;
+#[cfg(test)]
+mod layering;
 mod mirror;
 mod msg;
 mod recovery;
