@@ -47,6 +47,9 @@
 //!   - resident memory per idle agent with 10,000 Wasm counter agents (each a ractor actor with
 //!     its instance), beside 10,000 plain ractor actors.
 //!
+//! One file per crate benched, as criterion's `[[bench]]` targets are: the groups share their
+//! set-up (the engine, runtimes, agents) and are read beside each other's baselines.
+//!
 //! Run with `cargo bench --bench agent`; `benches/criterion-summary agent_` prints the criterion
 //! results with the ratios.
 

@@ -33,6 +33,9 @@
 //!
 //! Run with `cargo bench --bench shadow`; `benches/criterion-summary shadow_` prints the
 //! criterion results.
+//!
+//! One file per crate benched, as criterion's `[[bench]]` targets are: the groups share their
+//! set-up (modules, loaded agents, the arbiter) and are read beside each other's baselines.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,5 +1,8 @@
 //! The arbor demo: `cargo run --release --example demo`.
 //!
+//! One file on purpose: it is read top to bottom as the story it tells (six chapters in order),
+//! and each chapter's checks sit beside the narration that states them.
+//!
 //! A host embeds arbor and arbor does its whole job, with real components and real crashes:
 //!
 //! 1. the host builds a `Runtime` on a data directory (WAL + vault), with its metrics endpoint,

@@ -1,6 +1,7 @@
-//! The agent actor (the behaviour tests run both ephemeral and journaled): journaled calls and casts, bad input, crashes and recovery, hot swap under
+//! The agent actor: journaled calls and casts, bad input, crashes and recovery, hot swap under
 //! concurrent senders, native and Wasm agents exchanging messages, capability refusal, and the
-//! WAL staying bounded with idle agents.
+//! WAL staying bounded with idle agents. The behaviour tests run twice, ephemeral and journaled
+//! (`in_both_modes!`).
 #![allow(clippy::unwrap_used)]
 
 mod support;

@@ -1,5 +1,8 @@
 //! The supervisor actor: starts children in order, applies its strategy when one exits,
 //! counts restarts against its intensity, stops children in reverse order.
+//!
+//! One file, like OTP's `supervisor.erl`: the actor's message handling is one state machine
+//! (start, exit, restart, shutdown) whose arms share the child list and the restart window.
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -1,6 +1,7 @@
 //! OTP supervisor semantics, scenario by scenario (the cases of OTP's own supervisor docs):
 //! strategies, restart types, intensity and escalation, shutdown order and timeouts, start
-//! failures, dynamic children, backoff.
+//! failures, dynamic children, backoff. One file so the scenarios read in the order of OTP's
+//! supervisor documentation, sharing its test children.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;

@@ -20,6 +20,14 @@ use crate::wasm::{EngineConfig, WasmHost};
 /// The default bound on each agent's mailbox.
 pub const DEFAULT_MAILBOX: usize = 10_000;
 
+// Here rather than in `system`, so that the facade does not import its builder back.
+impl AgentSystem {
+    /// A builder.
+    pub fn builder() -> AgentSystemBuilder {
+        AgentSystemBuilder::default()
+    }
+}
+
 /// Builds an [`AgentSystem`].
 #[derive(Default)]
 pub struct AgentSystemBuilder {

@@ -55,10 +55,10 @@ fn named_after(code: &str, prefix: &str) -> Vec<String> {
     };
     for (at, _) in code.match_indices(prefix) {
         // `super::super::x` also contains `super::x`: count each path once, by its full prefix.
-        if prefix == "super::" && code[..at].ends_with("super::") {
+        let rest = &code[at + prefix.len()..];
+        if prefix == "super::" && (code[..at].ends_with("super::") || rest.starts_with("super::")) {
             continue;
         }
-        let rest = &code[at + prefix.len()..];
         if let Some(group) = rest.strip_prefix('{') {
             let (mut depth, mut item) = (0usize, String::new());
             for c in group.chars() {

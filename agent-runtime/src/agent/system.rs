@@ -11,7 +11,6 @@ use ractor::Actor;
 
 use super::actor::{AgentActor, Start, store_first_checkpoint};
 use super::agent_ref::{AgentRef, Mailbox};
-use super::builder::AgentSystemBuilder;
 use super::context::Context;
 use super::error::{AgentError, StartError, SwapError, SystemError};
 use super::journal::JournalStore;
@@ -58,11 +57,6 @@ pub struct AgentSystem {
 }
 
 impl AgentSystem {
-    /// A builder.
-    pub fn builder() -> AgentSystemBuilder {
-        AgentSystemBuilder::default()
-    }
-
     pub(super) fn from_context(context: Arc<Context>) -> AgentSystem {
         AgentSystem { context }
     }
