@@ -93,7 +93,7 @@ impl Live {
             ));
         }
         if tapped.seq > seq {
-            self.catch_up(lsn, tapped.seq, |input, status, answers| {
+            self.catch_up(lsn, tapped.seq, None, |input, status, answers| {
                 pair.tally.caught_up += 1;
                 crate::gate::replay(pair, &input, status, answers, &self.policy)
             })?;
@@ -141,7 +141,7 @@ impl Follower for Evaluating<'_> {
         let policy = &self.live.policy;
         let caught = self
             .live
-            .catch_up(lsn, missed.end - 1, |input, status, answers| {
+            .catch_up(lsn, missed.end - 1, None, |input, status, answers| {
                 pair.tally.caught_up += 1;
                 crate::gate::replay(pair, &input, status, answers, policy)
             });

@@ -119,7 +119,7 @@ pub(crate) fn run(
         }
     };
     let (mut last_lsn, mut last_seq) = (checkpoint.meta.lsn, checkpoint.meta.seq);
-    for step in journal::read(system, agent, checkpoint.meta.lsn + 1)? {
+    for step in journal::read(system, agent, checkpoint.meta.lsn + 1, None)? {
         let (lsn, step) = step?;
         if lsn - checkpoint.meta.lsn > limits.gate_max_records {
             report.stopped_early = Some(format!("read {} records", limits.gate_max_records));

@@ -34,7 +34,9 @@ use std::time::{Duration, Instant};
 
 use arbor_agent::envelope::{Answer, Envelope, Status};
 use arbor_agent::report::chain;
-use arbor_agent::{AgentRef, Mirror, MirrorTap, Mirrored, Tapped, Verdict, Verification};
+use arbor_agent::{
+    AgentRef, BehaviourId, Mirror, MirrorTap, Mirrored, Tapped, Verdict, Verification,
+};
 use arbor_wal::Lsn;
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
@@ -151,15 +153,17 @@ impl Live {
     /// Reads `agent`'s journaled inputs after `lsn` up to input `until` (included) and hands
     /// each to `step` with its status, answers and LSN; returns the last LSN and input
     /// handled. `Err` when the journal no longer holds them, or the agent changed modules
-    /// between (nothing to catch up from then).
+    /// between (nothing to catch up from then), unless to `through` (a watch reads across the
+    /// swap of the promotion it watches).
     pub(crate) fn catch_up(
         &self,
         lsn: Lsn,
         until: u64,
+        through: Option<&BehaviourId>,
         mut step: impl FnMut(Envelope, Status, Vec<Answer>) -> Result<(), String>,
     ) -> Result<(Lsn, u64), String> {
         let mut at = (lsn, 0);
-        let read = journal::read(&self.factory.system, &self.agent, lsn + 1)
+        let read = journal::read(&self.factory.system, &self.agent, lsn + 1, through)
             .map_err(|error| chain(&error))?;
         for next in read {
             let (lsn, read) = next.map_err(|error| chain(&error))?;

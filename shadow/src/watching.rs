@@ -118,9 +118,11 @@ impl Watching<'_> {
             ))));
         };
         let mut regression = None;
+        // Production's inputs on both sides of the swap of the promotion watched.
+        let through = Some(self.promoted);
         let caught = self
             .live
-            .catch_up(lsn, until - 1, |input, status, answers| {
+            .catch_up(lsn, until - 1, through, |input, status, answers| {
                 if input.seq < expected {
                     return Ok(());
                 }
