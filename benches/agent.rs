@@ -309,7 +309,7 @@ fn imports(c: &mut Criterion, host: &WasmHost, rt: &tokio::runtime::Runtime) {
     let counter = host.load(arbor_modules::COUNTER).expect("counter");
     let toolbox = host.load(arbor_modules::TOOLBOX).expect("toolbox");
     let instance = |module, capabilities| {
-        WasmBehaviour::instantiate(host, module, AgentLimits::default(), capabilities)
+        WasmBehaviour::init(host, module, AgentLimits::default(), capabilities, b"")
             .expect("instance")
     };
     let mut group = c.benchmark_group("agent_imports");
