@@ -100,12 +100,6 @@ impl From<AdminError> for Failure {
     }
 }
 
-impl From<arbor_agent::AgentError> for Failure {
-    fn from(error: arbor_agent::AgentError) -> Self {
-        Failure(error.into())
-    }
-}
-
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let status = match &self.0 {
