@@ -1,207 +1,26 @@
 //! `arborctl`, the real binary, against a running host (its admin endpoint, token required)
-//! and offline on the host's data directory once it stopped.
+//! and offline on the host's data directory once it stopped: one test per area, each with its
+//! own host (`support/arborctl.rs`).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arbor::admin::{AdminConfig, AdminToken};
-use arbor::shadow::{Approval, ArbiterConfig, Policy, ShadowLimits};
 use arbor::{Runtime, Spawn};
-use arbor_modules::kv::{KvMsg, KvReply};
-use serde_json::Value;
+use fixture::{Ctl, Fixture, get, host, load, private_token_file};
 use support::Unlucky;
 
+#[path = "support/arborctl.rs"]
+mod fixture;
 mod support;
 
-const TOKEN: &str = "arborctl-test-token-0123456789";
-
-struct Ctl {
-    admin: String,
-    token_file: PathBuf,
-    data_dir: PathBuf,
-}
-
-/// One run of the binary: exit code, stdout, stderr.
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
-    }
-
-    fn ok(self) -> Ran {
-        assert_eq!(
-            self.code, 0,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-}
-
-impl Ctl {
-    /// Runs `arborctl` with `args` (off the async workers: the host runs in this process).
-    async fn run(&self, args: &[&str]) -> Ran {
-        let mut command = assert_cmd::Command::cargo_bin("arborctl").unwrap();
-        command
-            .env_remove("ARBOR_ADMIN_TOKEN")
-            .env_remove("ARBOR_ADMIN_TOKEN_FILE")
-            .args(args)
-            .timeout(Duration::from_secs(120));
-        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-            .await
-            .unwrap();
-        Ran {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    /// Against the running host, with the token.
-    async fn online(&self, args: &[&str]) -> Ran {
-        let token_file = self.token_file.to_str().unwrap();
-        let mut all = vec!["--admin", &self.admin, "--token-file", token_file];
-        all.extend_from_slice(args);
-        self.run(&all).await
-    }
-
-    /// On the data directory of a host that was just dropped: the directory is released once
-    /// the runtime's last handles (endpoint tasks finishing their connections) are gone, within
-    /// seconds.
-    async fn offline_once_released(&self, args: &[&str]) -> Ran {
-        for _ in 0..100 {
-            let ran = self.offline(args).await;
-            if ran.code != 5 {
-                return ran;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the data directory was not released within 10 s");
-    }
-
-    /// On the data directory.
-    async fn offline(&self, args: &[&str]) -> Ran {
-        let dir = self.data_dir.to_str().unwrap();
-        let mut all = vec!["--data-dir", dir];
-        all.extend_from_slice(args);
-        self.run(&all).await
-    }
-}
-
-fn private_token_file(dir: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join("admin.token");
-    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
-
-async fn host(data_dir: &Path, token_file: &Path) -> Runtime {
-    Runtime::builder()
-        .data_dir(data_dir)
-        .admin(AdminConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            AdminToken::from_file(token_file).unwrap(),
-        ))
-        .evolution(ArbiterConfig {
-            approval: Approval::Suggest,
-            policy: Policy {
-                // < 5 % at 95 % (59 clean samples), and at least 60.
-                target_failure_rate: 0.05,
-                min_samples: 60,
-                min_live_samples: 20,
-                min_per_kind: 10,
-                latency_tolerance: 2.0,
-                ..Policy::default()
-            },
-            limits: ShadowLimits {
-                deadline: Duration::from_secs(60),
-                ..ShadowLimits::default()
-            },
-            watch: Duration::from_secs(120),
-            watch_samples: 20,
-            ..ArbiterConfig::default()
-        })
-        .build()
-        .await
-        .unwrap()
-}
-
-async fn put(runtime: &Runtime, key: &str, value: &str) {
-    let _: KvReply = runtime
-        .call(
-            "kv",
-            &KvMsg::Put {
-                key: key.into(),
-                value: value.into(),
-            },
-        )
-        .await
-        .unwrap();
-}
-
-async fn get(runtime: &Runtime, key: &str) -> Option<String> {
-    match runtime
-        .call("kv", &KvMsg::Get { key: key.into() })
-        .await
-        .unwrap()
-    {
-        KvReply::Value { value } => value,
-        other => panic!("{other:?}"),
-    }
-}
-
-/// Gets and puts on `kv` until stopped, so shadows see traffic of both kinds.
-fn load(runtime: &Runtime) -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let (runtime, flag) = (runtime.clone(), Arc::clone(&stop));
-    let task = tokio::spawn(async move {
-        let mut i = 0u64;
-        while !flag.load(Ordering::Acquire) {
-            let key = format!("load-{}", i % 50);
-            if i.is_multiple_of(2) {
-                put(&runtime, &key, &i.to_string()).await;
-            } else {
-                get(&runtime, &key).await;
-            }
-            i += 1;
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    });
-    (stop, task)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn arborctl_operates_a_running_host_and_a_stopped_one() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data_dir = tmp.path().join("data");
-    let token_file = private_token_file(tmp.path());
-    let runtime = host(&data_dir, &token_file).await;
-    runtime
-        .spawn(Spawn::wasm_bytes("kv", arbor_modules::KV))
-        .await
-        .unwrap();
-    runtime
-        .spawn(Spawn::wasm_bytes("counter", arbor_modules::COUNTER))
-        .await
-        .unwrap();
-    let ctl = Ctl {
-        admin: runtime.admin_addr().unwrap().to_string(),
-        token_file: token_file.clone(),
-        data_dir: data_dir.clone(),
-    };
-
-    // Without the token, or with a wrong one: refused, nothing revealed.
+async fn requests_without_the_token_are_refused_and_reveal_nothing() {
+    let fx = Fixture::start().await;
+    let ctl = &fx.ctl;
     let anonymous = ctl.run(&["--admin", &ctl.admin, "--json", "agents"]).await;
     assert_eq!(anonymous.code, 4, "{}", anonymous.stderr);
     let wrong = ctl
@@ -216,8 +35,13 @@ async fn arborctl_operates_a_running_host_and_a_stopped_one() {
     assert_eq!(wrong.code, 4);
     assert!(!wrong.stdout.contains("kv") && !wrong.stderr.contains("kv"));
     assert!(wrong.stderr.contains("unauthorized"), "{}", wrong.stderr);
+    fx.stop().await;
+}
 
-    // Status and agents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_agents_show_the_running_host() {
+    let fx = Fixture::start().await;
+    let ctl = &fx.ctl;
     let status = ctl.online(&["--json", "status"]).await.ok().json();
     assert_eq!(status["mode"], "online");
     assert_eq!(status["agents"]["running"], 2);
@@ -233,11 +57,14 @@ async fn arborctl_operates_a_running_host_and_a_stopped_one() {
     let table = ctl.online(&["agents"]).await.ok();
     assert!(table.stdout.starts_with("AGENT"), "{}", table.stdout);
     assert!(table.stdout.contains("counter"));
+    fx.stop().await;
+}
 
-    // A checkpoint holding a=1, then a=2 after it.
-    put(&runtime, "a", "1").await;
-    let saved = runtime.lookup("kv").unwrap().checkpoint().await.unwrap();
-    put(&runtime, "a", "2").await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_listed_shown_exported_and_restored_while_running() {
+    let fx = Fixture::start().await;
+    let ctl = &fx.ctl;
+    let saved = fx.checkpoint_between_two_puts().await;
     let list = ctl
         .online(&["--json", "checkpoint", "list", "kv"])
         .await
@@ -255,7 +82,7 @@ async fn arborctl_operates_a_running_host_and_a_stopped_one() {
         .json();
     assert_eq!(shown["checkpoint"]["lsn"], saved);
     assert!(shown["state"].to_string().contains('a'), "{shown}");
-    let export = tmp.path().join("kv.ckpt");
+    let export = fx.file("kv.ckpt");
     ctl.online(&[
         "checkpoint",
         "export",
@@ -291,7 +118,7 @@ async fn arborctl_operates_a_running_host_and_a_stopped_one() {
         .ok()
         .json();
     assert_eq!(restored["replayed"], 0);
-    assert_eq!(get(&runtime, "a").await.as_deref(), Some("1"));
+    assert_eq!(get(&fx.runtime, "a").await.as_deref(), Some("1"));
     let replayed = ctl
         .online(&[
             "--json",
@@ -307,9 +134,27 @@ async fn arborctl_operates_a_running_host_and_a_stopped_one() {
         .ok()
         .json();
     assert!(replayed["replayed"].as_u64().unwrap() >= 1, "{replayed}");
-    assert_eq!(get(&runtime, "a").await.as_deref(), Some("2"));
+    assert_eq!(get(&fx.runtime, "a").await.as_deref(), Some("2"));
+    fx.stop().await;
+}
 
-    // The WAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_is_verified_and_its_records_decoded() {
+    let fx = Fixture::start().await;
+    let ctl = &fx.ctl;
+    // A restore journals a rebase among the inputs.
+    let lsn = fx.checkpoint_between_two_puts().await.to_string();
+    ctl.online(&[
+        "checkpoint",
+        "restore",
+        "kv",
+        "--lsn",
+        &lsn,
+        "--after",
+        "discard",
+    ])
+    .await
+    .ok();
     let verify = ctl.online(&["--json", "wal", "verify"]).await.ok().json();
     assert_eq!(verify["clean"], true);
     assert!(verify["records"].as_u64().unwrap() > 0);
@@ -330,9 +175,14 @@ async fn arborctl_operates_a_running_host_and_a_stopped_one() {
         entries.contains(&"input") && entries.contains(&"rebase"),
         "{entries:?}"
     );
+    fx.stop().await;
+}
 
-    // Modules.
-    let v2 = tmp.path().join("kv-v2.wasm");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_are_added_and_listed_and_junk_is_refused() {
+    let fx = Fixture::start().await;
+    let ctl = &fx.ctl;
+    let v2 = fx.file("kv-v2.wasm");
     std::fs::write(&v2, arbor_modules::KV_V2).unwrap();
     let added = ctl
         .online(&["--json", "module", "add", "kv-v2", v2.to_str().unwrap()])
@@ -342,7 +192,7 @@ async fn arborctl_operates_a_running_host_and_a_stopped_one() {
     let v2_hash = added[0]["hash"].as_str().unwrap().to_string();
     let modules = ctl.online(&["--json", "module", "list"]).await.ok().json();
     assert!(modules.to_string().contains(&v2_hash));
-    let junk = tmp.path().join("junk.wasm");
+    let junk = fx.file("junk.wasm");
     std::fs::write(&junk, b"not wasm").unwrap();
     assert_eq!(
         ctl.online(&["module", "add", "junk", junk.to_str().unwrap()])
@@ -350,9 +200,20 @@ async fn arborctl_operates_a_running_host_and_a_stopped_one() {
             .code,
         2
     );
+    fx.stop().await;
+}
 
-    // Evolution: kv-v2 admitted, gated, shadowed under load, approved, promoted, rolled back.
-    let (stop, traffic) = load(&runtime);
+/// kv-v2 admitted, gated, shadowed under load, approved, promoted, rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evolution_is_started_awaited_promoted_rolled_back_and_explained() {
+    let fx = Fixture::start().await;
+    let ctl = &fx.ctl;
+    let v2_hash = fx
+        .runtime
+        .add_module("kv-v2", arbor_modules::KV_V2)
+        .unwrap()
+        .to_string();
+    let (stop, traffic) = load(&fx.runtime);
     let started = ctl
         .online(&["--json", "evolve", "start", "kv", "--module", &v2_hash])
         .await
@@ -411,9 +272,35 @@ async fn arborctl_operates_a_running_host_and_a_stopped_one() {
     );
     assert_eq!(ctl.online(&["evolve", "promote", "kv"]).await.code, 6);
     assert_eq!(ctl.online(&["evolve", "status", "nobody"]).await.code, 3);
+    fx.stop().await;
+}
+
+/// Offline: refused while a host holds the directory; once it stopped, inspected and restored
+/// in place, and the next host starts from the restored state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_hosts_directory_is_inspected_and_restored_offline() {
+    let fx = Fixture::start().await;
+    let lsn = fx.checkpoint_between_two_puts().await.to_string();
+    let export = fx.file("kv.ckpt");
+    fx.ctl
+        .online(&[
+            "checkpoint",
+            "export",
+            "kv",
+            &lsn,
+            "--out",
+            export.to_str().unwrap(),
+        ])
+        .await
+        .ok();
+    let v2_hash = fx
+        .runtime
+        .add_module("kv-v2", arbor_modules::KV_V2)
+        .unwrap()
+        .to_string();
 
     // Offline while the host holds the directory: refused politely.
-    let busy = ctl.offline(&["status"]).await;
+    let busy = fx.ctl.offline(&["status"]).await;
     assert_eq!(busy.code, 5, "{}", busy.stderr);
     assert!(
         busy.stderr.contains("running host holds"),
@@ -422,9 +309,9 @@ async fn arborctl_operates_a_running_host_and_a_stopped_one() {
     );
 
     // Stop the host; offline inspection and restore work on the directory.
-    let before: BTreeMap<&str, Option<String>> = BTreeMap::from([("a", get(&runtime, "a").await)]);
-    runtime.shutdown().await.unwrap();
-    drop(runtime);
+    let before: BTreeMap<&str, Option<String>> =
+        BTreeMap::from([("a", get(&fx.runtime, "a").await)]);
+    let (_tmp, ctl) = fx.stop().await;
     let status = ctl
         .offline_once_released(&["--json", "status"])
         .await
@@ -460,14 +347,19 @@ async fn arborctl_operates_a_running_host_and_a_stopped_one() {
     assert_eq!(offline_restore["replayed"], 0);
 
     // The next host starts from the restored state.
-    let runtime = host(&data_dir, &token_file).await;
+    let runtime = host(&ctl.data_dir, &ctl.token_file).await;
     assert_eq!(before["a"].as_deref(), Some("2"));
     assert_eq!(get(&runtime, "a").await.as_deref(), Some("1"));
     runtime.shutdown().await.unwrap();
-    drop(runtime);
+}
 
-    // A flipped bit in the WAL: offline verify reports it (opening the log would refuse it).
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(data_dir.join("wal"))
+/// A flipped bit in the WAL: offline verify reports it (opening the log would refuse it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_verify_reports_a_damaged_wal() {
+    let fx = Fixture::start().await;
+    fx.checkpoint_between_two_puts().await;
+    let (_tmp, ctl) = fx.stop().await;
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(ctl.data_dir.join("wal"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.file_name().unwrap().to_string_lossy() != "LOCK")

@@ -1,6 +1,10 @@
 //! The admin endpoint: a token-protected JSON API on a loopback address, which `arborctl`
-//! talks to. [`Operator`] holds the operations (the endpoint serves them for a running
-//! runtime; `arborctl --data-dir` runs them on a stopped host's directory).
+//! talks to.
+//!
+//! Every operation is a method of one trait, [`Admin`], with two implementations: [`Operator`]
+//! runs it in-process (on a running runtime, which is what the endpoint serves, or on a
+//! stopped host's data directory, `arborctl --data-dir`) and [`HttpAdmin`] asks a running
+//! host's endpoint. The routes are named once (`routes.rs`), for the server and the client.
 //!
 //! ```no_run
 //! use arbor::admin::{AdminConfig, AdminToken};
@@ -20,15 +24,172 @@
 //! ```
 
 pub mod api;
+mod client;
 mod ops;
+mod routes;
 mod server;
 
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use arbor_agent::AfterRestore;
+
+use api::{
+    AgentRow, CheckpointRow, CheckpointShow, Evaluation, LineageRow, ModuleRow, Removed,
+    RestoreDone, RestoreSource, Status, WalRecord, WalVerify,
+};
+pub use client::HttpAdmin;
 pub use ops::{AdminError, Candidate, Operator};
 pub(crate) use server::serve;
+
+/// Every admin operation, once: what `arborctl` asks and the admin endpoint serves.
+///
+/// [`Operator`] does the work in-process; [`HttpAdmin`] asks a running host's endpoint, which
+/// hands each request to its own `Operator`. Either way the answers are the [`api`] types and
+/// the failures [`AdminError`]s of the same kind, so code written against `Admin` works the
+/// same on a running host and on a stopped one's directory.
+///
+/// The methods return `Send` futures rather than being `async fn`s so that callers on a
+/// multi-threaded runtime can rely on it. The trait is not object safe; nothing needs
+/// `dyn Admin` (the CLI is generic over the two implementations, the server holds an
+/// `Operator`), and that keeps it free of a boxing crate.
+///
+/// ```no_run
+/// use std::path::Path;
+///
+/// use arbor::admin::{Admin, AdminError, HttpAdmin, Operator};
+///
+/// /// The agents that are not running, from whichever side answers.
+/// async fn down(admin: &impl Admin) -> Result<Vec<String>, AdminError> {
+///     let agents = admin.agents().await?;
+///     Ok(agents
+///         .into_iter()
+///         .filter(|agent| agent.state != "running")
+///         .map(|agent| agent.name)
+///         .collect())
+/// }
+///
+/// # async fn run() -> Result<(), AdminError> {
+/// // A running host, through its endpoint...
+/// let remote = HttpAdmin::new("127.0.0.1:9465", "the-admin-token-from-its-file");
+/// println!("{:?}", down(&remote).await?);
+/// // ...or a stopped one, on its data directory.
+/// let offline = Operator::offline(Path::new("/var/lib/myhost/arbor"))?;
+/// println!("{:?}", down(&offline).await?);
+/// # Ok(()) }
+/// ```
+pub trait Admin {
+    /// The host at a glance.
+    fn status(&self) -> impl Future<Output = Result<Status, AdminError>> + Send;
+
+    /// Every agent: online from the supervision tree (with what runs it now), offline from
+    /// the registry.
+    fn agents(&self) -> impl Future<Output = Result<Vec<AgentRow>, AdminError>> + Send;
+
+    /// Forgets an agent that is not running (quarantined, terminated or stopped): its
+    /// registry record and checkpoints are deleted and its supervisor drops it. Needs a
+    /// running host.
+    fn agent_remove(&self, agent: &str)
+    -> impl Future<Output = Result<Removed, AdminError>> + Send;
+
+    /// `agent`'s stored checkpoints, oldest first.
+    fn checkpoints(
+        &self,
+        agent: &str,
+    ) -> impl Future<Output = Result<Vec<CheckpointRow>, AdminError>> + Send;
+
+    /// One checkpoint with its state.
+    fn checkpoint_show(
+        &self,
+        agent: &str,
+        lsn: u64,
+    ) -> impl Future<Output = Result<CheckpointShow, AdminError>> + Send;
+
+    /// Writes one checkpoint to `path` (on this machine) as a verified, self-describing
+    /// export file.
+    fn checkpoint_export(
+        &self,
+        agent: &str,
+        lsn: u64,
+        path: &Path,
+    ) -> impl Future<Output = Result<CheckpointRow, AdminError>> + Send;
+
+    /// Restores `agent` from a stored checkpoint or an export file (`file`, on this machine),
+    /// handling the inputs journaled after it as `after` says. On a running host the agent
+    /// pauses, is restored and resumes (a quarantined one is rebuilt and started); offline it
+    /// is recovered, restored and stopped again (a native agent cannot be: its code is in the
+    /// host).
+    fn restore(
+        &self,
+        agent: &str,
+        source: &RestoreSource,
+        file: Option<&Path>,
+        after: AfterRestore,
+    ) -> impl Future<Output = Result<RestoreDone, AdminError>> + Send;
+
+    /// Reads every WAL segment and checks every frame.
+    fn wal_verify(&self) -> impl Future<Output = Result<WalVerify, AdminError>> + Send;
+
+    /// Up to `limit` WAL records from `from` on (of `agent` only, if given), decoded.
+    fn wal_records(
+        &self,
+        from: u64,
+        limit: usize,
+        agent: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<WalRecord>, AdminError>> + Send;
+
+    /// Modules stored in the vault.
+    fn modules(&self) -> impl Future<Output = Result<Vec<ModuleRow>, AdminError>> + Send;
+
+    /// Checks, compiles and stores a module.
+    fn module_add(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> impl Future<Output = Result<ModuleRow, AdminError>> + Send;
+
+    /// Admits `candidate` for `agent` and starts its evaluation (replay gate, then shadows).
+    /// Needs a running host, as do the other `evolve_*` operations.
+    fn evolve_start(
+        &self,
+        agent: &str,
+        candidate: Candidate,
+    ) -> impl Future<Output = Result<Evaluation, AdminError>> + Send;
+
+    /// `agent`'s current or last evaluation.
+    fn evolve_status(
+        &self,
+        agent: &str,
+    ) -> impl Future<Output = Result<Evaluation, AdminError>> + Send;
+
+    /// Promotes `agent`'s approved candidate.
+    fn evolve_promote(
+        &self,
+        agent: &str,
+    ) -> impl Future<Output = Result<Evaluation, AdminError>> + Send;
+
+    /// Rolls `agent`'s watched promotion back, for `reason`.
+    fn evolve_rollback(
+        &self,
+        agent: &str,
+        reason: &str,
+    ) -> impl Future<Output = Result<Evaluation, AdminError>> + Send;
+
+    /// Stops `agent`'s evaluation or watch (a watched promotion stays).
+    fn evolve_cancel(
+        &self,
+        agent: &str,
+    ) -> impl Future<Output = Result<Evaluation, AdminError>> + Send;
+
+    /// `agent`'s lineage: every admission, verdict (with its evidence), promotion, rollback
+    /// and step, oldest first. Works offline too.
+    fn lineage(
+        &self,
+        agent: &str,
+    ) -> impl Future<Output = Result<Vec<LineageRow>, AdminError>> + Send;
+}
 
 /// The secret an admin request must carry (`Authorization: Bearer <token>`).
 #[derive(Clone)]

@@ -1,6 +1,5 @@
-//! The operations behind the admin API and `arborctl`, in one place: over a running
-//! [`Runtime`] (what the admin endpoint serves) or over a stopped host's data directory
-//! (`arborctl --data-dir`).
+//! [`Admin`] in-process: [`Operator`] runs each operation over a running [`Runtime`] (what
+//! the admin endpoint serves) or over a stopped host's data directory (`arborctl --data-dir`).
 
 use std::collections::BTreeMap;
 use std::fs::{File, TryLockError};
@@ -17,8 +16,9 @@ use arbor_vault::{
 };
 use arbor_wal::Wal;
 
+use super::Admin;
 use super::api::{
-    AgentRow, CheckpointRow, CheckpointShow, Evaluation, LineageRow, ModuleRow, Removed,
+    AgentRow, ApiError, CheckpointRow, CheckpointShow, Evaluation, LineageRow, ModuleRow, Removed,
     RestoreDone, RestoreSource, Status, WalRecord, WalSegment, WalStatus, WalVerify,
 };
 use crate::Runtime;
@@ -59,6 +59,21 @@ impl AdminError {
             AdminError::Conflict(_) => "conflict",
             AdminError::Busy(_) => "busy",
             AdminError::Failed(_) => "failed",
+        }
+    }
+}
+
+/// An error as the endpoint reported it, back to its kind (an unknown kind is a failure).
+impl From<ApiError> for AdminError {
+    fn from(error: ApiError) -> Self {
+        let ApiError { kind, error } = error;
+        match kind.as_str() {
+            "unauthorized" => AdminError::Unauthorized,
+            "not_found" => AdminError::NotFound(error),
+            "bad_request" => AdminError::BadRequest(error),
+            "conflict" => AdminError::Conflict(error),
+            "busy" => AdminError::Busy(error),
+            _ => AdminError::Failed(error),
         }
     }
 }
@@ -128,6 +143,15 @@ pub enum Candidate {
         /// The module.
         bytes: Vec<u8>,
     },
+}
+
+impl Candidate {
+    /// The stored module named by `hash` (hex), as `arborctl` and the endpoint take it.
+    pub fn stored(hash: &str) -> Result<Candidate, AdminError> {
+        hash.parse()
+            .map(Candidate::Stored)
+            .map_err(|e| AdminError::BadRequest(format!("module hash `{hash}`: {e}")))
+    }
 }
 
 /// The operations, online or offline.
@@ -204,14 +228,30 @@ impl Operator {
             .map(|(_, arbiter)| arbiter)
             .ok_or_else(|| {
                 AdminError::Busy(
-                    "evolution needs a running host: use arborctl --admin ADDR, not --data-dir"
-                        .into(),
+                    "evolution needs a running host: use --admin ADDR, not --data-dir".into(),
                 )
             })
     }
 
-    /// The host at a glance.
-    pub fn status(&self) -> Result<Status, AdminError> {
+    fn registered_module(&self, agent: &str) -> String {
+        let record = AgentId::new(agent)
+            .ok()
+            .and_then(|id| self.system.vault()?.agent(&id).ok().flatten());
+        record.map_or_else(String::new, |r| registered_behaviour(&r.behaviour))
+    }
+
+    /// [`Admin::wal_verify`] on a stopped host's directory without opening the
+    /// log, so a damaged log (which opening refuses) is reported rather than refused.
+    pub fn wal_verify_offline(dir: &Path) -> Result<WalVerify, AdminError> {
+        check_stopped_host(dir)?;
+        let report = arbor_wal::verify(dir.join("wal"), &arbor_wal::Config::default())
+            .map_err(|e| AdminError::Failed(format!("WAL: {e}")))?;
+        Ok(verified(&report))
+    }
+}
+
+impl Admin for Operator {
+    async fn status(&self) -> Result<Status, AdminError> {
         let mut agents = BTreeMap::new();
         let mut evaluations = BTreeMap::new();
         let stopped = match (self.runtime()?, self.arbiter()) {
@@ -263,9 +303,7 @@ impl Operator {
         })
     }
 
-    /// Every agent: online from the supervision tree (with what runs it now), offline from
-    /// the registry.
-    pub async fn agents(&self) -> Result<Vec<AgentRow>, AdminError> {
+    async fn agents(&self) -> Result<Vec<AgentRow>, AdminError> {
         let mut rows = Vec::new();
         if let Some(runtime) = self.runtime()? {
             let quarantined = runtime.quarantined();
@@ -315,15 +353,7 @@ impl Operator {
         Ok(rows)
     }
 
-    fn registered_module(&self, agent: &str) -> String {
-        let record = AgentId::new(agent)
-            .ok()
-            .and_then(|id| self.system.vault()?.agent(&id).ok().flatten());
-        record.map_or_else(String::new, |r| registered_behaviour(&r.behaviour))
-    }
-
-    /// `agent`'s stored checkpoints, oldest first.
-    pub fn checkpoints(&self, agent: &str) -> Result<Vec<CheckpointRow>, AdminError> {
+    async fn checkpoints(&self, agent: &str) -> Result<Vec<CheckpointRow>, AdminError> {
         let id = agent_id(agent)?;
         let vault = self.vault()?;
         let list = vault.list_checkpoints(&id).map_err(vault_error)?;
@@ -333,8 +363,7 @@ impl Operator {
         Ok(list.iter().map(checkpoint_row).collect())
     }
 
-    /// One checkpoint with its state.
-    pub fn checkpoint_show(&self, agent: &str, lsn: u64) -> Result<CheckpointShow, AdminError> {
+    async fn checkpoint_show(&self, agent: &str, lsn: u64) -> Result<CheckpointShow, AdminError> {
         let id = agent_id(agent)?;
         let checkpoint = self
             .vault()?
@@ -349,8 +378,7 @@ impl Operator {
         })
     }
 
-    /// Writes one checkpoint to `path` as a verified, self-describing export file.
-    pub fn checkpoint_export(
+    async fn checkpoint_export(
         &self,
         agent: &str,
         lsn: u64,
@@ -365,11 +393,7 @@ impl Operator {
         Ok(checkpoint_row(&meta))
     }
 
-    /// Restores `agent` from a stored checkpoint or an export file (`file`), handling the
-    /// inputs journaled after it as `after` says. Online the running agent pauses, is
-    /// restored and resumes; offline the agent is recovered, restored and stopped again (a
-    /// native agent cannot be: its code is in the host).
-    pub async fn restore(
+    async fn restore(
         &self,
         agent: &str,
         source: &RestoreSource,
@@ -458,11 +482,13 @@ impl Operator {
         })
     }
 
-    /// Forgets an agent that is not running (quarantined, terminated or stopped): its
-    /// registry record and checkpoints are deleted and its supervisor drops it. Online only.
-    pub async fn agent_remove(&self, agent: &str) -> Result<Removed, AdminError> {
+    async fn agent_remove(&self, agent: &str) -> Result<Removed, AdminError> {
         let runtime = self.runtime()?.ok_or_else(|| {
-            AdminError::Busy("removing an agent needs a running host (its supervisor)".into())
+            AdminError::Busy(
+                "`agent remove` needs a running host (its supervisor drops the agent): use \
+                 --admin ADDR, not --data-dir"
+                    .into(),
+            )
         })?;
         runtime.remove_agent(agent).await?;
         Ok(Removed {
@@ -470,26 +496,17 @@ impl Operator {
         })
     }
 
-    /// Reads every WAL segment and checks every frame.
-    pub fn wal_verify(&self) -> Result<WalVerify, AdminError> {
-        let report = self
-            .wal()?
-            .verify()
+    async fn wal_verify(&self) -> Result<WalVerify, AdminError> {
+        // Reading every segment is disk work: off the async workers.
+        let wal = self.wal()?.clone();
+        let report = tokio::task::spawn_blocking(move || wal.verify())
+            .await
+            .map_err(|e| AdminError::Failed(format!("WAL verify: {e}")))?
             .map_err(|e| AdminError::Failed(format!("WAL: {e}")))?;
         Ok(verified(&report))
     }
 
-    /// [`wal_verify`](Self::wal_verify) on a stopped host's directory without opening the
-    /// log, so a damaged log (which opening refuses) is reported rather than refused.
-    pub fn wal_verify_offline(dir: &Path) -> Result<WalVerify, AdminError> {
-        check_stopped_host(dir)?;
-        let report = arbor_wal::verify(dir.join("wal"), &arbor_wal::Config::default())
-            .map_err(|e| AdminError::Failed(format!("WAL: {e}")))?;
-        Ok(verified(&report))
-    }
-
-    /// Up to `limit` WAL records from `from` on (of `agent` only, if given), decoded.
-    pub fn wal_inspect(
+    async fn wal_records(
         &self,
         from: u64,
         limit: usize,
@@ -514,8 +531,7 @@ impl Operator {
         Ok(records)
     }
 
-    /// Modules stored in the vault.
-    pub fn modules(&self) -> Result<Vec<ModuleRow>, AdminError> {
+    async fn modules(&self) -> Result<Vec<ModuleRow>, AdminError> {
         Ok(self
             .vault()?
             .list_modules()
@@ -531,8 +547,7 @@ impl Operator {
             .collect())
     }
 
-    /// Checks, compiles and stores a module.
-    pub fn module_add(&self, name: &str, bytes: &[u8]) -> Result<ModuleRow, AdminError> {
+    async fn module_add(&self, name: &str, bytes: &[u8]) -> Result<ModuleRow, AdminError> {
         let vault = self.vault()?;
         // Compiling checks it against the ABI; a module that does not load is not stored.
         let hash = self
@@ -552,8 +567,7 @@ impl Operator {
         })
     }
 
-    /// Admits `candidate` for `agent` and starts its evaluation (replay gate, then shadows).
-    pub fn evolve_start(
+    async fn evolve_start(
         &self,
         agent: &str,
         candidate: Candidate,
@@ -576,41 +590,31 @@ impl Operator {
         };
         let hash = arbiter.admit(agent, &name, &bytes)?;
         arbiter.evaluate(agent, hash, Vec::new())?;
-        self.evolve_status(agent)
+        self.evolve_status(agent).await
     }
 
-    /// `agent`'s current or last evaluation.
-    pub fn evolve_status(&self, agent: &str) -> Result<Evaluation, AdminError> {
+    async fn evolve_status(&self, agent: &str) -> Result<Evaluation, AdminError> {
         self.arbiter()?
             .status(agent)
             .ok_or_else(|| AdminError::NotFound(format!("no evaluation of `{agent}`")))
     }
 
-    /// Promotes `agent`'s approved candidate.
-    pub async fn evolve_promote(&self, agent: &str) -> Result<Evaluation, AdminError> {
+    async fn evolve_promote(&self, agent: &str) -> Result<Evaluation, AdminError> {
         self.arbiter()?.promote(agent).await?;
-        self.evolve_status(agent)
+        self.evolve_status(agent).await
     }
 
-    /// Rolls `agent`'s watched promotion back.
-    pub async fn evolve_rollback(
-        &self,
-        agent: &str,
-        reason: &str,
-    ) -> Result<Evaluation, AdminError> {
+    async fn evolve_rollback(&self, agent: &str, reason: &str) -> Result<Evaluation, AdminError> {
         self.arbiter()?.rollback(agent, reason).await?;
-        self.evolve_status(agent)
+        self.evolve_status(agent).await
     }
 
-    /// Stops `agent`'s evaluation or watch.
-    pub fn evolve_cancel(&self, agent: &str) -> Result<Evaluation, AdminError> {
+    async fn evolve_cancel(&self, agent: &str) -> Result<Evaluation, AdminError> {
         self.arbiter()?.cancel(agent)?;
-        self.evolve_status(agent)
+        self.evolve_status(agent).await
     }
 
-    /// `agent`'s lineage: every admission, verdict (with its evidence), promotion, rollback
-    /// and step, oldest first.
-    pub fn history(&self, agent: &str) -> Result<Vec<LineageRow>, AdminError> {
+    async fn lineage(&self, agent: &str) -> Result<Vec<LineageRow>, AdminError> {
         let id = agent_id(agent)?;
         let records = self.vault()?.lineage_for(&id).map_err(vault_error)?;
         Ok(records

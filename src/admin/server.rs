@@ -1,4 +1,5 @@
-//! The admin endpoint over HTTP/1 (axum): every route behind the token check.
+//! The admin endpoint over HTTP/1 (axum): every route behind the token check, each handing
+//! its request to the [`Admin`] method of the runtime's [`Operator`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,9 +14,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::AdminToken;
 use super::api::{ApiError, RestoreSource};
-use super::ops::{AdminError, Candidate, Operator, scratch_file};
+use super::ops::scratch_file;
+use super::{Admin, AdminError, AdminToken, Candidate, Operator, routes};
 
 /// The largest request body: a module or an exported checkpoint.
 const MAX_BODY: usize = 512 << 20;
@@ -35,30 +36,21 @@ pub(crate) async fn serve(
 ) -> std::io::Result<SocketAddr> {
     let served = Arc::new(Served { operator, token });
     let app = Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/agents", get(agents))
-        .route("/v1/agents/{agent}/checkpoints", get(checkpoints))
-        .route("/v1/agents/{agent}/checkpoints/{lsn}", get(checkpoint_show))
-        .route(
-            "/v1/agents/{agent}/checkpoints/{lsn}/export",
-            get(checkpoint_export),
-        )
-        .route("/v1/agents/{agent}/restore", post(restore))
-        .route("/v1/agents/{agent}/remove", post(agent_remove))
-        .route(
-            "/v1/agents/{agent}/evolution",
-            get(evolve_status).post(evolve_start),
-        )
-        .route("/v1/agents/{agent}/evolution/promote", post(evolve_promote))
-        .route(
-            "/v1/agents/{agent}/evolution/rollback",
-            post(evolve_rollback),
-        )
-        .route("/v1/agents/{agent}/evolution/cancel", post(evolve_cancel))
-        .route("/v1/agents/{agent}/lineage", get(history))
-        .route("/v1/wal/verify", get(wal_verify))
-        .route("/v1/wal/records", get(wal_inspect))
-        .route("/v1/modules", get(modules).post(module_add))
+        .route(routes::STATUS, get(status))
+        .route(routes::AGENTS, get(agents))
+        .route(routes::AGENT_REMOVE, post(agent_remove))
+        .route(routes::CHECKPOINTS, get(checkpoints))
+        .route(routes::CHECKPOINT, get(checkpoint_show))
+        .route(routes::CHECKPOINT_EXPORT, get(checkpoint_export))
+        .route(routes::RESTORE, post(restore))
+        .route(routes::EVOLUTION, get(evolve_status).post(evolve_start))
+        .route(routes::EVOLUTION_PROMOTE, post(evolve_promote))
+        .route(routes::EVOLUTION_ROLLBACK, post(evolve_rollback))
+        .route(routes::EVOLUTION_CANCEL, post(evolve_cancel))
+        .route(routes::LINEAGE, get(lineage))
+        .route(routes::WAL_VERIFY, get(wal_verify))
+        .route(routes::WAL_RECORDS, get(wal_records))
+        .route(routes::MODULES, get(modules).post(module_add))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&served),
@@ -108,12 +100,6 @@ impl From<AdminError> for Failure {
     }
 }
 
-impl From<arbor_agent::AgentError> for Failure {
-    fn from(error: arbor_agent::AgentError) -> Self {
-        Failure(error.into())
-    }
-}
-
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let status = match &self.0 {
@@ -135,7 +121,7 @@ impl IntoResponse for Failure {
 type Answer<T> = Result<Json<T>, Failure>;
 
 async fn status(State(s): State<Arc<Served>>) -> Answer<super::api::Status> {
-    Ok(Json(s.operator.status()?))
+    Ok(Json(s.operator.status().await?))
 }
 
 async fn agents(State(s): State<Arc<Served>>) -> Answer<Vec<super::api::AgentRow>> {
@@ -146,14 +132,14 @@ async fn checkpoints(
     State(s): State<Arc<Served>>,
     Path(agent): Path<String>,
 ) -> Answer<Vec<super::api::CheckpointRow>> {
-    Ok(Json(s.operator.checkpoints(&agent)?))
+    Ok(Json(s.operator.checkpoints(&agent).await?))
 }
 
 async fn checkpoint_show(
     State(s): State<Arc<Served>>,
     Path((agent, lsn)): Path<(String, u64)>,
 ) -> Answer<super::api::CheckpointShow> {
-    Ok(Json(s.operator.checkpoint_show(&agent, lsn)?))
+    Ok(Json(s.operator.checkpoint_show(&agent, lsn).await?))
 }
 
 async fn checkpoint_export(
@@ -161,7 +147,9 @@ async fn checkpoint_export(
     Path((agent, lsn)): Path<(String, u64)>,
 ) -> Result<Response, Failure> {
     let file = scratch_file(&[])?;
-    s.operator.checkpoint_export(&agent, lsn, file.path())?;
+    s.operator
+        .checkpoint_export(&agent, lsn, file.path())
+        .await?;
     let bytes = std::fs::read(file.path())
         .map_err(|e| AdminError::Failed(format!("reading the export: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
@@ -217,23 +205,20 @@ async fn evolve_start(
     body: Bytes,
 ) -> Answer<super::api::Evaluation> {
     let candidate = match query.module {
-        Some(hash) => Candidate::Stored(
-            hash.parse()
-                .map_err(|e| AdminError::BadRequest(format!("module hash `{hash}`: {e}")))?,
-        ),
+        Some(hash) => Candidate::stored(&hash)?,
         None => Candidate::Bytes {
             name: query.name.unwrap_or_else(|| format!("{agent}-candidate")),
             bytes: body.to_vec(),
         },
     };
-    Ok(Json(s.operator.evolve_start(&agent, candidate)?))
+    Ok(Json(s.operator.evolve_start(&agent, candidate).await?))
 }
 
 async fn evolve_status(
     State(s): State<Arc<Served>>,
     Path(agent): Path<String>,
 ) -> Answer<super::api::Evaluation> {
-    Ok(Json(s.operator.evolve_status(&agent)?))
+    Ok(Json(s.operator.evolve_status(&agent).await?))
 }
 
 async fn evolve_promote(
@@ -263,23 +248,18 @@ async fn evolve_cancel(
     State(s): State<Arc<Served>>,
     Path(agent): Path<String>,
 ) -> Answer<super::api::Evaluation> {
-    Ok(Json(s.operator.evolve_cancel(&agent)?))
+    Ok(Json(s.operator.evolve_cancel(&agent).await?))
 }
 
-async fn history(
+async fn lineage(
     State(s): State<Arc<Served>>,
     Path(agent): Path<String>,
 ) -> Answer<Vec<super::api::LineageRow>> {
-    Ok(Json(s.operator.history(&agent)?))
+    Ok(Json(s.operator.lineage(&agent).await?))
 }
 
 async fn wal_verify(State(s): State<Arc<Served>>) -> Answer<super::api::WalVerify> {
-    // Reading every segment is disk work: off the async workers.
-    let served = Arc::clone(&s);
-    let report = tokio::task::spawn_blocking(move || served.operator.wal_verify())
-        .await
-        .map_err(|e| AdminError::Failed(e.to_string()))??;
-    Ok(Json(report))
+    Ok(Json(s.operator.wal_verify().await?))
 }
 
 #[derive(Deserialize)]
@@ -290,20 +270,20 @@ struct InspectQuery {
     agent: Option<String>,
 }
 
-async fn wal_inspect(
+async fn wal_records(
     State(s): State<Arc<Served>>,
     Query(query): Query<InspectQuery>,
 ) -> Answer<Vec<super::api::WalRecord>> {
     let limit = query.limit.unwrap_or(100).min(10_000);
-    Ok(Json(s.operator.wal_inspect(
-        query.from,
-        limit,
-        query.agent.as_deref(),
-    )?))
+    Ok(Json(
+        s.operator
+            .wal_records(query.from, limit, query.agent.as_deref())
+            .await?,
+    ))
 }
 
 async fn modules(State(s): State<Arc<Served>>) -> Answer<Vec<super::api::ModuleRow>> {
-    Ok(Json(s.operator.modules()?))
+    Ok(Json(s.operator.modules().await?))
 }
 
 #[derive(Deserialize)]
@@ -316,5 +296,5 @@ async fn module_add(
     Query(query): Query<AddQuery>,
     body: Bytes,
 ) -> Answer<super::api::ModuleRow> {
-    Ok(Json(s.operator.module_add(&query.name, &body)?))
+    Ok(Json(s.operator.module_add(&query.name, &body).await?))
 }

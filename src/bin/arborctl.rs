@@ -6,15 +6,14 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arbor::admin::api::{
-    AgentRow, ApiError, CheckpointRow, CheckpointShow, Evaluation, LineageRow, ModuleRow, Removed,
-    RestoreDone, RestoreSource, Status, WalRecord, WalVerify,
+    AgentRow, ApiError, CheckpointRow, Evaluation, LineageRow, ModuleRow, RestoreSource, Status,
+    WalRecord, WalVerify,
 };
-use arbor::admin::{AdminError, AdminToken, Operator};
+use arbor::admin::{Admin, AdminError, AdminToken, Candidate, HttpAdmin, Operator};
 use arbor::agent::AfterRestore;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -256,117 +255,95 @@ fn kind_of(code: u8) -> &'static str {
     }
 }
 
-/// Who answers: a running host over HTTP, or the data directory.
-enum Backend {
-    Remote(Remote),
-    Offline(Box<Operator>, tokio::runtime::Runtime),
-}
-
+/// Who answers — a running host over HTTP, or the data directory in-process — and then the
+/// command, once, through [`Admin`].
 fn run(cli: &Cli) -> Result<u8, Failure> {
-    if let (Some(dir), Command::Wal(WalCommand::Verify)) = (&cli.data_dir, &cli.command) {
-        // Offline, without opening the log: opening refuses a damaged one, verify reports it.
-        let out = Output { json: cli.json };
+    let out = Output { json: cli.json };
+    let Some(dir) = &cli.data_dir else {
+        let admin = HttpAdmin::new(&cli.admin, token(cli)?);
+        return tokio_runtime()?.block_on(command(&admin, &out, &cli.command));
+    };
+    if let Command::Wal(WalCommand::Verify) = &cli.command {
+        // Without opening the log: opening refuses a damaged one, verify reports it.
         let progress = out.spinner("verifying the WAL");
         let report = Operator::wal_verify_offline(dir)?;
         progress.finish_and_clear();
-        out.show(&report, show_verify)?;
-        return Ok(if report.clean { 0 } else { 1 });
+        return wal_verified(&out, &report);
     }
-    let backend = match &cli.data_dir {
-        Some(dir) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(|e| fail(1, format!("tokio: {e}")))?;
-            let operator = runtime.block_on(async { Operator::offline(dir) })?;
-            Backend::Offline(Box::new(operator), runtime)
-        }
-        None => Backend::Remote(Remote::new(cli)?),
-    };
-    let out = Output { json: cli.json };
-    match &cli.command {
-        Command::Status => {
-            let status: Status = match &backend {
-                Backend::Remote(r) => r.get("/v1/status")?,
-                Backend::Offline(op, _) => op.status()?,
-            };
-            out.show(&status, show_status)
-        }
-        Command::Agents => {
-            let agents: Vec<AgentRow> = match &backend {
-                Backend::Remote(r) => r.get("/v1/agents")?,
-                Backend::Offline(op, rt) => rt.block_on(op.agents())?,
-            };
-            out.show(&agents, |a| show_agents(a))
-        }
-        Command::Agent(AgentCommand::Remove { agent }) => {
-            let Backend::Remote(remote) = &backend else {
-                return Err(fail(
-                    5,
-                    "`agent remove` needs a running host (its supervisor drops the agent): use --admin ADDR, not --data-dir",
-                ));
-            };
-            let removed: Removed = remote.post(&format!("/v1/agents/{agent}/remove"), &[], &[])?;
-            out.show(&removed, |r| println!("removed {}", r.agent))
-        }
-        Command::Checkpoint(command) => checkpoint(&backend, &out, command),
-        Command::Wal(WalCommand::Verify) => {
-            let progress = out.spinner("verifying the WAL");
-            let report: WalVerify = match &backend {
-                Backend::Remote(r) => r.get("/v1/wal/verify")?,
-                Backend::Offline(op, _) => op.wal_verify()?, // (not reached: see above)
-            };
-            progress.finish_and_clear();
-            out.show(&report, show_verify)?;
-            Ok(if report.clean { 0 } else { 1 })
-        }
-        Command::Wal(WalCommand::Inspect { from, limit, agent }) => {
-            let records: Vec<WalRecord> = match &backend {
-                Backend::Remote(r) => {
-                    let mut query = vec![("from", from.to_string()), ("limit", limit.to_string())];
-                    if let Some(agent) = agent {
-                        query.push(("agent", agent.clone()));
-                    }
-                    r.get_query("/v1/wal/records", &query)?
-                }
-                Backend::Offline(op, _) => op.wal_inspect(*from, *limit, agent.as_deref())?,
-            };
-            out.show(&records, |r| show_records(r))
-        }
-        Command::Module(ModuleCommand::List) => {
-            let modules: Vec<ModuleRow> = match &backend {
-                Backend::Remote(r) => r.get("/v1/modules")?,
-                Backend::Offline(op, _) => op.modules()?,
-            };
-            out.show(&modules, |m| show_modules(m))
-        }
-        Command::Module(ModuleCommand::Add { name, file }) => {
-            let bytes = read(file)?;
-            let module: ModuleRow = match &backend {
-                Backend::Remote(r) => r.post("/v1/modules", &[("name", name.clone())], &bytes)?,
-                Backend::Offline(op, _) => op.module_add(name, &bytes)?,
-            };
-            out.show(&vec![module], |m| show_modules(m))
-        }
-        Command::Evolve(command) => evolve(&backend, &out, command),
+    let runtime = tokio_runtime()?;
+    runtime.block_on(async {
+        let operator = Operator::offline(dir)?;
+        command(&operator, &out, &cli.command).await
+    })
+}
+
+fn tokio_runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| fail(1, format!("tokio: {e}")))
+}
+
+/// The admin token: from its file, or as given.
+fn token(cli: &Cli) -> Result<String, Failure> {
+    match (&cli.token_file, &cli.token) {
+        (Some(file), _) => Ok(AdminToken::from_file(file)?.expose().to_string()),
+        (None, Some(token)) => Ok(token.clone()),
+        (None, None) => Err(fail(
+            4,
+            "no admin token: give --token-file FILE (or ARBOR_ADMIN_TOKEN_FILE)",
+        )),
     }
 }
 
-fn checkpoint(backend: &Backend, out: &Output, command: &CheckpointCommand) -> Result<u8, Failure> {
+async fn command(admin: &impl Admin, out: &Output, command: &Command) -> Result<u8, Failure> {
     match command {
-        CheckpointCommand::List { agent } => {
-            let list: Vec<CheckpointRow> = match backend {
-                Backend::Remote(r) => r.get(&format!("/v1/agents/{agent}/checkpoints"))?,
-                Backend::Offline(op, _) => op.checkpoints(agent)?,
-            };
-            out.show(&list, |list| show_checkpoints(list))
+        Command::Status => out.show(&admin.status().await?, show_status),
+        Command::Agents => out.show(&admin.agents().await?, |a| show_agents(a)),
+        Command::Agent(AgentCommand::Remove { agent }) => {
+            let removed = admin.agent_remove(agent).await?;
+            out.show(&removed, |r| println!("removed {}", r.agent))
         }
+        Command::Checkpoint(command) => checkpoint(admin, out, command).await,
+        Command::Wal(WalCommand::Verify) => {
+            let progress = out.spinner("verifying the WAL");
+            let report = admin.wal_verify().await?;
+            progress.finish_and_clear();
+            wal_verified(out, &report)
+        }
+        Command::Wal(WalCommand::Inspect { from, limit, agent }) => {
+            let records = admin.wal_records(*from, *limit, agent.as_deref()).await?;
+            out.show(&records, |r| show_records(r))
+        }
+        Command::Module(ModuleCommand::List) => {
+            out.show(&admin.modules().await?, |m| show_modules(m))
+        }
+        Command::Module(ModuleCommand::Add { name, file }) => {
+            let module = admin.module_add(name, &read(file)?).await?;
+            out.show(&vec![module], |m| show_modules(m))
+        }
+        Command::Evolve(command) => evolve(admin, out, command).await,
+    }
+}
+
+/// A WAL check shown; damage is exit code 1.
+fn wal_verified(out: &Output, report: &WalVerify) -> Result<u8, Failure> {
+    out.show(report, show_verify)?;
+    Ok(if report.clean { 0 } else { 1 })
+}
+
+async fn checkpoint(
+    admin: &impl Admin,
+    out: &Output,
+    command: &CheckpointCommand,
+) -> Result<u8, Failure> {
+    match command {
+        CheckpointCommand::List { agent } => out.show(&admin.checkpoints(agent).await?, |list| {
+            show_checkpoints(list)
+        }),
         CheckpointCommand::Show { agent, lsn } => {
-            let shown: CheckpointShow = match backend {
-                Backend::Remote(r) => r.get(&format!("/v1/agents/{agent}/checkpoints/{lsn}"))?,
-                Backend::Offline(op, _) => op.checkpoint_show(agent, *lsn)?,
-            };
+            let shown = admin.checkpoint_show(agent, *lsn).await?;
             out.show(&shown, |s| {
                 show_checkpoints(std::slice::from_ref(&s.checkpoint));
                 match &s.state {
@@ -383,21 +360,7 @@ fn checkpoint(backend: &Backend, out: &Output, command: &CheckpointCommand) -> R
             lsn,
             out: path,
         } => {
-            let row: CheckpointRow = match backend {
-                Backend::Remote(r) => {
-                    let bytes =
-                        r.get_bytes(&format!("/v1/agents/{agent}/checkpoints/{lsn}/export"))?;
-                    std::fs::write(path, &bytes)
-                        .map_err(|e| fail(1, format!("{}: {e}", path.display())))?;
-                    r.get::<Vec<CheckpointRow>>(&format!("/v1/agents/{agent}/checkpoints"))?
-                        .into_iter()
-                        .find(|c| c.lsn == *lsn)
-                        .ok_or_else(|| {
-                            fail(3, format!("no checkpoint of `{agent}` at LSN {lsn}"))
-                        })?
-                }
-                Backend::Offline(op, _) => op.checkpoint_export(agent, *lsn, path)?,
-            };
+            let row = admin.checkpoint_export(agent, *lsn, path).await?;
             out.show(&row, |row| {
                 println!(
                     "exported {} checkpoint at LSN {} ({} bytes of state) to {}",
@@ -418,32 +381,15 @@ fn checkpoint(backend: &Backend, out: &Output, command: &CheckpointCommand) -> R
                 After::Replay => AfterRestore::Replay,
                 After::Discard => AfterRestore::Discard,
             };
-            let progress = out.spinner(&format!("restoring {agent}"));
-            let done: RestoreDone = match backend {
-                Backend::Remote(r) => {
-                    let after_text = match after {
-                        AfterRestore::Replay => "replay",
-                        AfterRestore::Discard => "discard",
-                    };
-                    let mut query = vec![("after", after_text.to_string())];
-                    let body = match (lsn, file) {
-                        (Some(lsn), _) => {
-                            query.push(("lsn", lsn.to_string()));
-                            Vec::new()
-                        }
-                        (None, Some(file)) => read(file)?,
-                        (None, None) => return Err(fail(2, "give --lsn or --file")),
-                    };
-                    r.post(&format!("/v1/agents/{agent}/restore"), &query, &body)?
-                }
-                Backend::Offline(op, rt) => {
-                    let source = match lsn {
-                        Some(lsn) => RestoreSource::Stored { lsn: *lsn },
-                        None => RestoreSource::File,
-                    };
-                    rt.block_on(op.restore(agent, &source, file.as_deref(), after))?
-                }
+            let source = match (lsn, file) {
+                (Some(lsn), _) => RestoreSource::Stored { lsn: *lsn },
+                (None, Some(_)) => RestoreSource::File,
+                (None, None) => return Err(fail(2, "give --lsn or --file")),
             };
+            let progress = out.spinner(&format!("restoring {agent}"));
+            let done = admin
+                .restore(agent, &source, file.as_deref(), after)
+                .await?;
             progress.finish_and_clear();
             out.show(&done, |d| {
                 println!(
@@ -461,21 +407,8 @@ fn checkpoint(backend: &Backend, out: &Output, command: &CheckpointCommand) -> R
     }
 }
 
-fn evolve(backend: &Backend, out: &Output, command: &EvolveCommand) -> Result<u8, Failure> {
-    let Backend::Remote(remote) = backend else {
-        if let EvolveCommand::History { agent } = command
-            && let Backend::Offline(op, _) = backend
-        {
-            let history = op.history(agent)?;
-            return out.show(&history, |h| show_history(h));
-        }
-        return Err(fail(
-            5,
-            "evolution needs a running host: use --admin ADDR, not --data-dir",
-        ));
-    };
-    let path = |agent: &str, what: &str| format!("/v1/agents/{agent}/evolution{what}");
-    let (status, wait): (Evaluation, bool) = match command {
+async fn evolve(admin: &impl Admin, out: &Output, command: &EvolveCommand) -> Result<u8, Failure> {
+    let (status, wait) = match command {
         EvolveCommand::Start {
             agent,
             module,
@@ -483,42 +416,35 @@ fn evolve(backend: &Backend, out: &Output, command: &EvolveCommand) -> Result<u8
             name,
             wait,
         } => {
-            let status = match (module, wasm) {
-                (Some(hash), _) => {
-                    remote.post(&path(agent, ""), &[("module", hash.clone())], &[])?
-                }
-                (None, Some(file)) => {
-                    let label = name.clone().unwrap_or_else(|| {
+            let candidate = match (module, wasm) {
+                (Some(hash), _) => Candidate::stored(hash)?,
+                (None, Some(file)) => Candidate::Bytes {
+                    name: name.clone().unwrap_or_else(|| {
                         file.file_stem()
                             .map_or_else(|| "candidate".into(), |s| s.to_string_lossy().into())
-                    });
-                    remote.post(&path(agent, ""), &[("name", label)], &read(file)?)?
-                }
+                    }),
+                    bytes: read(file)?,
+                },
                 (None, None) => return Err(fail(2, "give --module or --wasm")),
             };
-            (status, *wait)
+            (admin.evolve_start(agent, candidate).await?, *wait)
         }
-        EvolveCommand::Status { agent, wait } => (remote.get(&path(agent, ""))?, *wait),
+        EvolveCommand::Status { agent, wait } => (admin.evolve_status(agent).await?, *wait),
         EvolveCommand::Promote { agent } => {
             let progress = out.spinner(&format!("promoting a candidate of {agent}"));
-            let status = remote.post(&path(agent, "/promote"), &[], &[])?;
+            let status = admin.evolve_promote(agent).await?;
             progress.finish_and_clear();
             (status, false)
         }
         EvolveCommand::Rollback { agent, reason } => {
             let progress = out.spinner(&format!("rolling {agent} back"));
-            let status = remote.post(
-                &path(agent, "/rollback"),
-                &[("reason", reason.clone())],
-                &[],
-            )?;
+            let status = admin.evolve_rollback(agent, reason).await?;
             progress.finish_and_clear();
             (status, false)
         }
-        EvolveCommand::Cancel { agent } => (remote.post(&path(agent, "/cancel"), &[], &[])?, false),
+        EvolveCommand::Cancel { agent } => (admin.evolve_cancel(agent).await?, false),
         EvolveCommand::History { agent } => {
-            let history: Vec<LineageRow> = remote.get(&format!("/v1/agents/{agent}/lineage"))?;
-            return out.show(&history, |h| show_history(h));
+            return out.show(&admin.lineage(agent).await?, |h| show_history(h));
         }
     };
     let status = if wait {
@@ -526,8 +452,8 @@ fn evolve(backend: &Backend, out: &Output, command: &EvolveCommand) -> Result<u8
         let mut status = status;
         while !status.is_settled() {
             progress.set_message(evaluation_line(&status));
-            std::thread::sleep(Duration::from_millis(250));
-            status = remote.get(&path(&status.agent, ""))?;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            status = admin.evolve_status(&status.agent).await?;
         }
         progress.finish_and_clear();
         status
@@ -542,122 +468,6 @@ fn evolve(backend: &Backend, out: &Output, command: &EvolveCommand) -> Result<u8
                 if !matches!(outcome, arbor::shadow::Outcome::Promoted)
         );
     Ok(u8::from(failed))
-}
-
-/// The HTTP client of the admin endpoint.
-struct Remote {
-    base: String,
-    token: String,
-    agent: ureq::Agent,
-}
-
-impl Remote {
-    fn new(cli: &Cli) -> Result<Remote, Failure> {
-        let token = match (&cli.token_file, &cli.token) {
-            (Some(file), _) => AdminToken::from_file(file)?.expose().to_string(),
-            (None, Some(token)) => token.clone(),
-            (None, None) => {
-                return Err(fail(
-                    4,
-                    "no admin token: give --token-file FILE (or ARBOR_ADMIN_TOKEN_FILE)",
-                ));
-            }
-        };
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(900)))
-            .build()
-            .new_agent();
-        Ok(Remote {
-            base: format!("http://{}", cli.admin),
-            token,
-            agent,
-        })
-    }
-
-    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
-        self.get_query(path, &[])
-    }
-
-    fn get_query<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        query: &[(&str, String)],
-    ) -> Result<T, Failure> {
-        let mut request = self
-            .agent
-            .get(format!("{}{path}", self.base))
-            .header("Authorization", format!("Bearer {}", self.token));
-        for (key, value) in query {
-            request = request.query(*key, value);
-        }
-        self.json(request.call())
-    }
-
-    fn get_bytes(&self, path: &str) -> Result<Vec<u8>, Failure> {
-        let response = self
-            .agent
-            .get(format!("{}{path}", self.base))
-            .header("Authorization", format!("Bearer {}", self.token))
-            .call();
-        let mut response = self.checked(response)?;
-        response
-            .body_mut()
-            .with_config()
-            .limit(1 << 30)
-            .read_to_vec()
-            .map_err(|e| fail(1, format!("reading the answer: {e}")))
-    }
-
-    fn post<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        query: &[(&str, String)],
-        body: &[u8],
-    ) -> Result<T, Failure> {
-        let mut request = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .header("Authorization", format!("Bearer {}", self.token))
-            .header("Content-Type", "application/octet-stream");
-        for (key, value) in query {
-            request = request.query(*key, value);
-        }
-        self.json(request.send(body))
-    }
-
-    fn checked(
-        &self,
-        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
-        let mut response = response.map_err(|e| {
-            fail(
-                5,
-                format!("cannot reach the admin endpoint at {}: {e}", self.base),
-            )
-        })?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status();
-        let error: ApiError = response.body_mut().read_json().unwrap_or(ApiError {
-            kind: "failed".into(),
-            error: format!("HTTP {status}"),
-        });
-        Err(fail(code_of(&error.kind), error.error))
-    }
-
-    fn json<T: DeserializeOwned>(
-        &self,
-        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<T, Failure> {
-        self.checked(response)?
-            .body_mut()
-            .with_config()
-            .limit(256 << 20)
-            .read_json()
-            .map_err(|e| fail(1, format!("unexpected answer: {e}")))
-    }
 }
 
 fn read(file: &Path) -> Result<Vec<u8>, Failure> {
