@@ -25,8 +25,10 @@
 
 pub mod api;
 mod client;
+mod error;
 mod ops;
 mod routes;
+mod rows;
 mod server;
 
 use std::fmt;
@@ -41,7 +43,8 @@ use api::{
     RestoreDone, RestoreSource, Status, WalRecord, WalVerify,
 };
 pub use client::HttpAdmin;
-pub use ops::{AdminError, Candidate, Operator};
+pub use error::AdminError;
+pub use ops::{Candidate, Operator};
 pub(crate) use server::serve;
 
 /// Every admin operation, once: what `arborctl` asks and the admin endpoint serves.

@@ -2,134 +2,26 @@
 //! the admin endpoint serves) or over a stopped host's data directory (`arborctl --data-dir`).
 
 use std::collections::BTreeMap;
-use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
-use arbor_agent::envelope::Entry;
 use arbor_agent::report::chain;
-use arbor_agent::{AfterRestore, AgentError, AgentSystem, RestoreFrom, SystemError};
-use arbor_shadow::compare::render;
-use arbor_shadow::{Arbiter, ShadowError, VerdictDetail};
-use arbor_supervisor::ChildState;
-use arbor_vault::{
-    AgentId, AgentState, Behaviour as Registered, CheckpointMeta, LineageEvent, ModuleHash, Vault,
-};
+use arbor_agent::{AfterRestore, AgentSystem, RestoreFrom};
+use arbor_shadow::{Arbiter, VerdictDetail};
+use arbor_vault::{AgentId, Behaviour as Registered, LineageEvent, ModuleHash, Vault};
 use arbor_wal::Wal;
 
 use super::Admin;
 use super::api::{
-    AgentRow, ApiError, CheckpointRow, CheckpointShow, Evaluation, LineageRow, ModuleRow, Removed,
-    RestoreDone, RestoreSource, Status, WalRecord, WalSegment, WalStatus, WalVerify,
+    AgentRow, CheckpointRow, CheckpointShow, Evaluation, LineageRow, ModuleRow, Removed,
+    RestoreDone, RestoreSource, Status, WalRecord, WalStatus, WalVerify,
+};
+use super::error::{AdminError, vault_error};
+use super::rows::{
+    agent_id, check_stopped_host, checkpoint_row, no_checkpoint, registered_behaviour,
+    registry_state, stage_name, state_name, verified, wal_record,
 };
 use crate::Runtime;
 use crate::runtime::WeakRuntime;
-
-/// What an admin operation can fail with; the kind decides the HTTP status and `arborctl`'s
-/// exit code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum AdminError {
-    /// No token, or a wrong one.
-    #[error("unauthorized")]
-    Unauthorized,
-    /// No such agent, checkpoint, module or evaluation.
-    #[error("{0}")]
-    NotFound(String),
-    /// The request makes no sense (a bad parameter, a file that is not an export).
-    #[error("{0}")]
-    BadRequest(String),
-    /// Not now: the agent or evaluation is in a state that does not allow it.
-    #[error("{0}")]
-    Conflict(String),
-    /// A running host holds the data directory (offline mode), or the operation needs one.
-    #[error("{0}")]
-    Busy(String),
-    /// The operation was tried and failed.
-    #[error("{0}")]
-    Failed(String),
-}
-
-impl AdminError {
-    /// The kind's name, as the API reports it.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            AdminError::Unauthorized => "unauthorized",
-            AdminError::NotFound(_) => "not_found",
-            AdminError::BadRequest(_) => "bad_request",
-            AdminError::Conflict(_) => "conflict",
-            AdminError::Busy(_) => "busy",
-            AdminError::Failed(_) => "failed",
-        }
-    }
-}
-
-/// An error as the endpoint reported it, back to its kind (an unknown kind is a failure).
-impl From<ApiError> for AdminError {
-    fn from(error: ApiError) -> Self {
-        let ApiError { kind, error } = error;
-        match kind.as_str() {
-            "unauthorized" => AdminError::Unauthorized,
-            "not_found" => AdminError::NotFound(error),
-            "bad_request" => AdminError::BadRequest(error),
-            "conflict" => AdminError::Conflict(error),
-            "busy" => AdminError::Busy(error),
-            _ => AdminError::Failed(error),
-        }
-    }
-}
-
-// The wire carries text; each keeps its whole cause chain (the WAL's segment and offset, the
-// vault's tree and key), not only the top layer's message.
-impl From<AgentError> for AdminError {
-    fn from(error: AgentError) -> Self {
-        let text = chain(&error);
-        match error {
-            AgentError::UnknownAgent(_) => AdminError::NotFound(text),
-            AgentError::Stopped(_) => AdminError::Conflict(text),
-            AgentError::SwapRefused { .. } | AgentError::Running(_) => AdminError::Conflict(text),
-            _ => AdminError::Failed(text),
-        }
-    }
-}
-
-impl From<SystemError> for AdminError {
-    fn from(error: SystemError) -> Self {
-        AdminError::Failed(chain(&error))
-    }
-}
-
-impl From<crate::Error> for AdminError {
-    fn from(error: crate::Error) -> Self {
-        match error {
-            crate::Error::Agent(error) => error.into(),
-            crate::Error::Quarantined { .. } | crate::Error::Restarting(_) => {
-                AdminError::Conflict(chain(&error))
-            }
-            _ => AdminError::Failed(chain(&error)),
-        }
-    }
-}
-
-impl From<ShadowError> for AdminError {
-    fn from(error: ShadowError) -> Self {
-        let text = chain(&error);
-        match error {
-            ShadowError::UnknownAgent(_)
-            | ShadowError::InvalidAgent { .. }
-            | ShadowError::NoEvaluation(_) => AdminError::NotFound(text),
-            ShadowError::Busy(_)
-            | ShadowError::TooManyEvaluations(_)
-            | ShadowError::NotWatching { .. }
-            | ShadowError::NotAwaitingApproval { .. } => AdminError::Conflict(text),
-            ShadowError::Config(_) => AdminError::BadRequest(text),
-            _ => AdminError::Failed(text),
-        }
-    }
-}
-
-fn vault_error(error: arbor_vault::Error) -> AdminError {
-    AdminError::Failed(format!("vault: {}", chain(&error)))
-}
 
 /// A module for `evolve start`: one already stored, or new bytes.
 #[derive(Debug, Clone)]
@@ -697,172 +589,4 @@ impl Admin for Operator {
             })
             .collect())
     }
-}
-
-/// Refuses a directory that is not arbor's, or that a running host holds (its WAL lock).
-fn check_stopped_host(dir: &Path) -> Result<(), AdminError> {
-    if !dir.join("wal").is_dir() || !dir.join("vault").is_dir() {
-        return Err(AdminError::NotFound(format!(
-            "{} is not an arbor data directory (no wal/ and vault/ in it)",
-            dir.display()
-        )));
-    }
-    let lock = dir.join("wal").join("LOCK");
-    let Ok(file) = File::open(&lock) else {
-        return Ok(());
-    };
-    match file.try_lock() {
-        Ok(()) => Ok(()),
-        Err(TryLockError::WouldBlock) => Err(AdminError::Busy(format!(
-            "a running host holds {}; ask it through its admin endpoint (arborctl --admin ADDR \
-             ...) or stop it first",
-            dir.display()
-        ))),
-        Err(TryLockError::Error(error)) => {
-            Err(AdminError::Failed(format!("{}: {error}", lock.display())))
-        }
-    }
-}
-
-fn verified(report: &arbor_wal::VerifyReport) -> WalVerify {
-    WalVerify {
-        clean: report.is_clean(),
-        records: report.records,
-        first_lsn: report.first_lsn,
-        last_lsn: report.last_lsn,
-        segments: report
-            .segments
-            .iter()
-            .map(|s| WalSegment {
-                file: s
-                    .path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                first_lsn: s.first_lsn,
-                records: s.records,
-                bytes: s.bytes,
-            })
-            .collect(),
-        problems: report.problems.iter().map(|p| format!("{p:?}")).collect(),
-    }
-}
-
-fn agent_id(agent: &str) -> Result<AgentId, AdminError> {
-    AgentId::new(agent).map_err(|e| AdminError::BadRequest(e.to_string()))
-}
-
-fn no_checkpoint(agent: &str, lsn: u64) -> AdminError {
-    AdminError::NotFound(format!("no checkpoint of `{agent}` at LSN {lsn}"))
-}
-
-fn checkpoint_row(meta: &CheckpointMeta) -> CheckpointRow {
-    CheckpointRow {
-        agent: meta.agent.as_str().into(),
-        lsn: meta.lsn,
-        seq: meta.seq,
-        module: meta.module.to_string(),
-        created_at_ms: meta.created_at_ms,
-        bytes: meta.uncompressed_bytes,
-        compressed_bytes: meta.compressed_bytes,
-        checksum: meta
-            .state_checksum
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    }
-}
-
-fn state_name(state: &ChildState) -> &'static str {
-    match state {
-        ChildState::Running => "running",
-        ChildState::Restarting => "restarting",
-        ChildState::Terminated { .. } => "terminated",
-    }
-}
-
-fn registry_state(state: AgentState) -> &'static str {
-    match state {
-        AgentState::Running => "registered",
-        AgentState::Stopped => "stopped",
-        AgentState::Terminated => "terminated",
-        AgentState::Quarantined => "quarantined",
-    }
-}
-
-fn registered_behaviour(behaviour: &Registered) -> String {
-    match behaviour {
-        Registered::Wasm(hash) => format!("wasm:{}", hash.short()),
-        Registered::Native(name) => format!("native:{name}"),
-    }
-}
-
-fn stage_name(stage: &arbor_shadow::Stage) -> String {
-    serde_json::to_value(stage).ok().map_or_else(
-        || format!("{stage:?}"),
-        |v| v.to_string().trim_matches('"').to_string(),
-    )
-}
-
-/// A WAL record for people.
-fn wal_record(lsn: u64, payload: &[u8]) -> WalRecord {
-    let Ok(entry) = Entry::decode(payload) else {
-        return WalRecord {
-            lsn,
-            agent: String::new(),
-            entry: "unknown".into(),
-            seq: None,
-            detail: format!("{} bytes, not an agent record", payload.len()),
-        };
-    };
-    let agent = entry.agent().to_string();
-    let (name, seq, detail) = match entry {
-        Entry::Input(envelope) => (
-            "input",
-            envelope.seq,
-            format!(
-                "{:?} from {}: {}",
-                envelope.kind,
-                envelope.from.as_deref().unwrap_or("host"),
-                render(&envelope.payload, 160)
-            ),
-        ),
-        Entry::Outcome {
-            seq,
-            status,
-            answers,
-            ..
-        } => (
-            "outcome",
-            seq,
-            format!("{status:?}, {} host answers", answers.len()),
-        ),
-        Entry::Swap { seq, behaviour, .. } => ("swap", seq, format!("now {behaviour}")),
-        Entry::Rebase {
-            seq,
-            behaviour,
-            checkpoint_lsn,
-            ..
-        } => (
-            "rebase",
-            seq,
-            format!("now {behaviour} from the checkpoint at LSN {checkpoint_lsn}"),
-        ),
-    };
-    WalRecord {
-        lsn,
-        agent,
-        entry: name.into(),
-        seq: Some(seq),
-        detail,
-    }
-}
-
-/// A temporary copy of an uploaded export file, for the vault to read and verify.
-pub(crate) fn scratch_file(bytes: &[u8]) -> Result<tempfile::NamedTempFile, AdminError> {
-    let mut file = tempfile::NamedTempFile::new()
-        .map_err(|e| AdminError::Failed(format!("temporary file: {e}")))?;
-    std::io::Write::write_all(&mut file, bytes)
-        .map_err(|e| AdminError::Failed(format!("temporary file: {e}")))?;
-    Ok(file)
 }

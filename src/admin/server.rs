@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::api::{ApiError, RestoreSource};
-use super::ops::scratch_file;
+use super::rows::scratch_file;
 use super::{Admin, AdminError, AdminToken, Candidate, Operator, routes};
 
 /// The largest request body: a module or an exported checkpoint.
