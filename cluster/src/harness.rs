@@ -236,7 +236,8 @@ impl NatsCluster {
             .arg(&server.config)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            // The shell reports its server's SIGKILL ("Killed"): expected, not worth a line.
+            .stderr(Stdio::null())
             .spawn()
             .map_err(io(format!("starting {}", server.name)))?;
         let pipe = guard.stdin.take();

@@ -9,8 +9,8 @@
 //!
 //! # The rules
 //!
-//! - **Claim** succeeds only if no entry exists (KV `create`) or the entry's lease has ended
-//!   (KV `update` at the revision read). Either write is a compare-and-swap on the bucket's
+//! - **Claim** succeeds only if no entry exists (KV `update` at revision 0) or the entry's
+//!   lease has ended (KV `update` at the revision read). Either write is a compare-and-swap on the bucket's
 //!   revision: of two nodes racing for one agent exactly one write lands and the other gets
 //!   [`LeaseError::LostRace`]. Every claim writes epoch = previous epoch + 1, so epochs only
 //!   grow (a released lease keeps its epoch; see [`Leases::release`]).
@@ -38,6 +38,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 
+use crate::conflict::is_conflict;
 use crate::names::encode_agent;
 
 const VALUE_PREFIX: &str = "arbor-lease/1 ";
@@ -274,56 +275,66 @@ impl Leases {
             .map_err(|e| nats("read", agent, e))?;
         let now = SystemTime::now();
         let until = now + self.config.duration;
-        let (epoch, revision) = match entry {
-            None => {
-                let value = encode(1, until, node);
-                let revision =
-                    self.store
-                        .create(&key, value)
-                        .await
-                        .map_err(|e| match e.kind() {
-                            kv::CreateErrorKind::AlreadyExists => LeaseError::LostRace {
+        let (epoch, revision) =
+            match entry {
+                None => {
+                    let value = encode(1, until, node);
+                    // Revision 0 demands that the key has no entry at all. Not `Store::create`: on a
+                    // conflict it re-reads to tell "exists" from other failures, and that re-read
+                    // (a direct get, maybe from a lagging replica) can miss the winner's entry.
+                    let revision = self.store.update(&key, value, 0).await.map_err(|e| match e
+                        .kind()
+                    {
+                        _ if e.kind() == kv::UpdateErrorKind::WrongLastRevision
+                            || is_conflict(&e) =>
+                        {
+                            LeaseError::LostRace {
                                 agent: agent.to_string(),
-                            },
-                            _ => nats("claim", agent, e),
-                        })?;
-                (1, revision)
-            }
-            Some(entry) => {
-                let epoch = match entry.operation {
-                    kv::Operation::Put => {
-                        let current = parse(agent, &entry.value, entry.revision)?;
-                        // The deadline is the owner's clock; ours may be behind by the skew.
-                        let ends = current.until + self.config.max_clock_skew;
-                        if let Ok(remaining) = ends.duration_since(now) {
-                            return Err(LeaseError::Held {
-                                agent: agent.to_string(),
-                                owner: current.node,
-                                epoch: current.epoch,
-                                remaining,
-                            });
+                            }
                         }
-                        current.epoch + 1
-                    }
-                    // Deleted or purged by an operator: the epoch is gone, but every epoch
-                    // was written at a revision ≥ itself, so one past this revision is
-                    // larger than any epoch before.
-                    kv::Operation::Delete | kv::Operation::Purge => entry.revision + 1,
-                };
-                let value = encode(epoch, until, node);
-                let revision = self
-                    .store
-                    .update(&key, value, entry.revision)
-                    .await
-                    .map_err(|e| match e.kind() {
-                        kv::UpdateErrorKind::WrongLastRevision => LeaseError::LostRace {
-                            agent: agent.to_string(),
-                        },
                         _ => nats("claim", agent, e),
                     })?;
-                (epoch, revision)
-            }
-        };
+                    (1, revision)
+                }
+                Some(entry) => {
+                    let epoch = match entry.operation {
+                        kv::Operation::Put => {
+                            let current = parse(agent, &entry.value, entry.revision)?;
+                            // The deadline is the owner's clock; ours may be behind by the skew.
+                            let ends = current.until + self.config.max_clock_skew;
+                            if let Ok(remaining) = ends.duration_since(now) {
+                                return Err(LeaseError::Held {
+                                    agent: agent.to_string(),
+                                    owner: current.node,
+                                    epoch: current.epoch,
+                                    remaining,
+                                });
+                            }
+                            current.epoch + 1
+                        }
+                        // Deleted or purged by an operator: the epoch is gone, but every epoch
+                        // was written at a revision ≥ itself, so one past this revision is
+                        // larger than any epoch before.
+                        kv::Operation::Delete | kv::Operation::Purge => entry.revision + 1,
+                    };
+                    let value = encode(epoch, until, node);
+                    let revision = self
+                        .store
+                        .update(&key, value, entry.revision)
+                        .await
+                        .map_err(|e| match e.kind() {
+                            _ if e.kind() == kv::UpdateErrorKind::WrongLastRevision
+                                || is_conflict(&e) =>
+                            {
+                                LeaseError::LostRace {
+                                    agent: agent.to_string(),
+                                }
+                            }
+                            _ => nats("claim", agent, e),
+                        })?;
+                    (epoch, revision)
+                }
+            };
         Ok(Lease {
             agent: agent.to_string(),
             node: node.to_string(),
@@ -360,10 +371,12 @@ impl Leases {
             .update(encode_agent(&lease.agent), value, lease.revision)
             .await
             .map_err(|e| match e.kind() {
-                kv::UpdateErrorKind::WrongLastRevision => LeaseError::Lost {
-                    agent: lease.agent.clone(),
-                    epoch: lease.epoch,
-                },
+                _ if e.kind() == kv::UpdateErrorKind::WrongLastRevision || is_conflict(&e) => {
+                    LeaseError::Lost {
+                        agent: lease.agent.clone(),
+                        epoch: lease.epoch,
+                    }
+                }
                 _ => nats(op, &lease.agent, e),
             })
     }

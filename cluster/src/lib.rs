@@ -54,6 +54,7 @@
 //! - **Nothing acknowledged is lost** while a majority of the stream's replicas survive, given
 //!   the required server settings: an append returns only after the stream's acknowledgement.
 
+mod conflict;
 mod lease;
 mod log;
 mod names;

@@ -58,12 +58,15 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage, stream};
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::conflict::is_conflict;
 use crate::names::encode_agent;
 
 const EPOCH: &str = "Arbor-Epoch";
 const KIND: &str = "Arbor-Kind";
 const NODE: &str = "Arbor-Node";
 const MSG_ID: &str = "Nats-Msg-Id";
+/// How often a takeover re-reads after losing the race for the subject's last sequence.
+const TAKE_OVER_ATTEMPTS: usize = 20;
 
 /// Settings of the journal stream.
 #[derive(Debug, Clone)]
@@ -375,7 +378,9 @@ impl JournalLog {
             last_seq: 0,
             halted: None,
         };
-        loop {
+        // Each retry means another append landed between our read and our marker; a former
+        // owner appends one at a time, so this ends quickly unless two claimers share an epoch.
+        for _ in 0..TAKE_OVER_ATTEMPTS {
             let last = self.last(agent).await?;
             if let Some(last) = &last
                 && last.epoch > epoch
@@ -391,6 +396,7 @@ impl JournalLog {
                 Err(e) => return Err(e),
             }
         }
+        Err(writer.fenced(None))
     }
 }
 
@@ -498,7 +504,7 @@ impl AgentWriter {
                         });
                     }
                     Err(e) => match e.kind() {
-                        PublishErrorKind::WrongLastSequence => {
+                        _ if e.kind() == PublishErrorKind::WrongLastSequence || is_conflict(&e) => {
                             if maybe_stored && let Some(seq) = self.find_own(&msg_id).await? {
                                 // Ours landed; whatever came after it is another owner's.
                                 self.last_seq = seq;

@@ -101,7 +101,7 @@ async fn racing_claims_have_one_winner_per_epoch() {
             if let Err(e) = r {
                 assert!(
                     matches!(e, LeaseError::LostRace { .. } | LeaseError::Held { .. }),
-                    "round {round}: {e}"
+                    "round {round}: {e:?}"
                 );
             }
         }
