@@ -35,13 +35,15 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::{self, kv, stream::LastRawMessageErrorKind};
 use bytes::Bytes;
 
 use crate::conflict::is_conflict;
 use crate::names::encode_agent;
 
 const VALUE_PREFIX: &str = "arbor-lease/1 ";
+/// The header a KV delete or purge marker carries (async-nats keeps its name private).
+const KV_OPERATION: &str = "KV-Operation";
 
 /// Settings of the lease bucket.
 #[derive(Debug, Clone)]
@@ -252,89 +254,80 @@ impl Leases {
         &self.config
     }
 
-    /// The current entry for `agent`, if any.
+    /// The current entry for `agent`, if any, read from the bucket's stream leader.
     pub async fn get(&self, agent: &str) -> Result<Option<LeaseRecord>, LeaseError> {
-        let entry = self
+        match self.latest(agent).await? {
+            Some(latest) if !latest.deleted => {
+                Ok(Some(parse(agent, &latest.value, latest.revision)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The key's last write, from the stream leader. Not `Store::entry`: that is a direct get,
+    /// which a lagging replica may answer with an older entry (a claim would then lose its
+    /// CAS for nothing, and `get` would show a former owner).
+    async fn latest(&self, agent: &str) -> Result<Option<Latest>, LeaseError> {
+        let subject = format!("{}{}", self.store.prefix, encode_agent(agent));
+        match self
             .store
-            .entry(encode_agent(agent))
+            .stream
+            .get_last_raw_message_by_subject(&subject)
             .await
-            .map_err(|e| nats("read", agent, e))?;
-        match entry {
-            None => Ok(None),
-            Some(entry) => Ok(Some(parse(agent, &entry.value, entry.revision)?)),
+        {
+            Ok(message) => {
+                let deleted = message
+                    .headers
+                    .get(KV_OPERATION)
+                    .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+                Ok(Some(Latest {
+                    deleted,
+                    value: message.payload,
+                    revision: message.sequence,
+                }))
+            }
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(nats("read", agent, e)),
         }
     }
 
     /// Claims `agent` for `node` (see the module docs for when it succeeds).
     pub async fn claim(&self, agent: &str, node: &str) -> Result<Lease, LeaseError> {
         let key = encode_agent(agent);
-        let entry = self
-            .store
-            .entry(key.clone())
-            .await
-            .map_err(|e| nats("read", agent, e))?;
+        let latest = self.latest(agent).await?;
         let now = SystemTime::now();
         let until = now + self.config.duration;
-        let (epoch, revision) =
-            match entry {
-                None => {
-                    let value = encode(1, until, node);
-                    // Revision 0 demands that the key has no entry at all. Not `Store::create`: on a
-                    // conflict it re-reads to tell "exists" from other failures, and that re-read
-                    // (a direct get, maybe from a lagging replica) can miss the winner's entry.
-                    let revision = self.store.update(&key, value, 0).await.map_err(|e| match e
-                        .kind()
-                    {
-                        _ if e.kind() == kv::UpdateErrorKind::WrongLastRevision
-                            || is_conflict(&e) =>
-                        {
-                            LeaseError::LostRace {
-                                agent: agent.to_string(),
-                            }
-                        }
-                        _ => nats("claim", agent, e),
-                    })?;
-                    (1, revision)
+        let lost_race = || LeaseError::LostRace {
+            agent: agent.to_string(),
+        };
+        // Revision 0 demands that the key has no entry at all. (Not `Store::create`: on a
+        // conflict it re-reads with a direct get to tell "exists" from other failures, and a
+        // lagging replica can miss the winner's entry.)
+        let (epoch, expected) = match latest {
+            None => (1, 0),
+            // Deleted or purged by an operator: the epoch is gone, but every epoch was written
+            // at a revision at least as large, so one past this revision exceeds all before.
+            Some(latest) if latest.deleted => (latest.revision + 1, latest.revision),
+            Some(latest) => {
+                let current = parse(agent, &latest.value, latest.revision)?;
+                // The deadline is the owner's clock; ours may be behind by the skew.
+                let ends = current.until + self.config.max_clock_skew;
+                if let Ok(remaining) = ends.duration_since(now) {
+                    return Err(LeaseError::Held {
+                        agent: agent.to_string(),
+                        owner: current.node,
+                        epoch: current.epoch,
+                        remaining,
+                    });
                 }
-                Some(entry) => {
-                    let epoch = match entry.operation {
-                        kv::Operation::Put => {
-                            let current = parse(agent, &entry.value, entry.revision)?;
-                            // The deadline is the owner's clock; ours may be behind by the skew.
-                            let ends = current.until + self.config.max_clock_skew;
-                            if let Ok(remaining) = ends.duration_since(now) {
-                                return Err(LeaseError::Held {
-                                    agent: agent.to_string(),
-                                    owner: current.node,
-                                    epoch: current.epoch,
-                                    remaining,
-                                });
-                            }
-                            current.epoch + 1
-                        }
-                        // Deleted or purged by an operator: the epoch is gone, but every epoch
-                        // was written at a revision ≥ itself, so one past this revision is
-                        // larger than any epoch before.
-                        kv::Operation::Delete | kv::Operation::Purge => entry.revision + 1,
-                    };
-                    let value = encode(epoch, until, node);
-                    let revision = self
-                        .store
-                        .update(&key, value, entry.revision)
-                        .await
-                        .map_err(|e| match e.kind() {
-                            _ if e.kind() == kv::UpdateErrorKind::WrongLastRevision
-                                || is_conflict(&e) =>
-                            {
-                                LeaseError::LostRace {
-                                    agent: agent.to_string(),
-                                }
-                            }
-                            _ => nats("claim", agent, e),
-                        })?;
-                    (epoch, revision)
-                }
-            };
+                (current.epoch + 1, latest.revision)
+            }
+        };
+        let revision = self
+            .store
+            .update(&key, encode(epoch, until, node), expected)
+            .await
+            .map_err(|e| cas_error(e, lost_race(), "claim", agent))?;
         Ok(Lease {
             agent: agent.to_string(),
             node: node.to_string(),
@@ -367,18 +360,35 @@ impl Leases {
         value: Bytes,
         op: &'static str,
     ) -> Result<u64, LeaseError> {
+        let lost = LeaseError::Lost {
+            agent: lease.agent.clone(),
+            epoch: lease.epoch,
+        };
         self.store
             .update(encode_agent(&lease.agent), value, lease.revision)
             .await
-            .map_err(|e| match e.kind() {
-                _ if e.kind() == kv::UpdateErrorKind::WrongLastRevision || is_conflict(&e) => {
-                    LeaseError::Lost {
-                        agent: lease.agent.clone(),
-                        epoch: lease.epoch,
-                    }
-                }
-                _ => nats(op, &lease.agent, e),
-            })
+            .map_err(|e| cas_error(e, lost, op, &lease.agent))
+    }
+}
+
+/// A key's last write as the stream holds it.
+struct Latest {
+    deleted: bool,
+    value: Bytes,
+    revision: u64,
+}
+
+/// `on_conflict` if the update lost its compare-and-swap, else the failure itself.
+fn cas_error(
+    e: kv::UpdateError,
+    on_conflict: LeaseError,
+    op: &'static str,
+    agent: &str,
+) -> LeaseError {
+    if e.kind() == kv::UpdateErrorKind::WrongLastRevision || is_conflict(&e) {
+        on_conflict
+    } else {
+        nats(op, agent, e)
     }
 }
 

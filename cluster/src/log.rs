@@ -32,6 +32,12 @@
 //! whether the former owner was paused (SIGSTOP) or cut off. Epochs in the log therefore never
 //! decrease; [`JournalLog::read`] checks it.
 //!
+//! A refusal is checked before it is believed: the writer reads what follows its expected
+//! sequence. Its own message there (an earlier attempt whose ack was lost) is success;
+//! another writer's entry is [`LogError::Fenced`]; nothing at all means the refusal came
+//! from a stream leader that had not yet applied the log after an election (observed with
+//! 2.15.1 when the leader is killed), and the append is retried under the same check.
+//!
 //! # One append in flight per agent
 //!
 //! The next append must name the sequence the previous one got, and the stream assigns
@@ -483,8 +489,6 @@ impl AgentWriter {
             .expected_last_subject_sequence(expected);
 
         let deadline = Instant::now() + self.log.config.append_timeout;
-        // Whether an earlier attempt may have been stored without us seeing its ack.
-        let mut maybe_stored = false;
         let mut backoff = Duration::from_millis(20);
         loop {
             let failure: async_nats::Error = match self
@@ -493,6 +497,7 @@ impl AgentWriter {
                 .send_publish(self.subject.clone(), message.clone())
                 .await
             {
+                // Not necessarily unsent: the client may have written it before failing.
                 Err(e) => e.into(),
                 Ok(ack) => match ack.await {
                     Ok(ack) => {
@@ -503,33 +508,41 @@ impl AgentWriter {
                             duplicate: ack.duplicate,
                         });
                     }
-                    Err(e) => match e.kind() {
-                        _ if e.kind() == PublishErrorKind::WrongLastSequence || is_conflict(&e) => {
-                            if maybe_stored && let Some(seq) = self.find_own(&msg_id).await? {
-                                // Ours landed; whatever came after it is another owner's.
+                    Err(e)
+                        if e.kind() == PublishErrorKind::WrongLastSequence || is_conflict(&e) =>
+                    {
+                        // Look at what follows our expected sequence before believing it.
+                        match self.after_expected(&msg_id).await {
+                            Ok(After::Ours(seq)) => {
+                                // An earlier attempt of ours landed (its ack was lost).
                                 self.last_seq = seq;
                                 return Ok(Appended {
                                     seq,
                                     duplicate: true,
                                 });
                             }
-                            self.halted = Some(Halt::Fenced);
-                            return Err(self.fenced(None));
+                            Ok(After::Other(found)) => {
+                                self.halted = Some(Halt::Fenced);
+                                return Err(self.fenced(Some(found)));
+                            }
+                            // Nothing after our sequence: the refusal came from a leader that
+                            // had not applied the log yet (seen right after a leader change).
+                            // The check still guards the retry.
+                            Ok(After::Nothing) => e.into(),
+                            // Cannot tell yet (no leader to read from): retry and look again.
+                            Err(read) => read.into(),
                         }
-                        PublishErrorKind::MaxPayloadExceeded => {
-                            return Err(LogError::TooLarge {
-                                agent: self.agent.clone(),
-                                bytes: size,
-                            });
-                        }
-                        // Timed out, connection lost, no stream leader yet (no responders),
-                        // or a server-side refusal during an election: the message may or may
-                        // not be stored; retry the same message (same id, same expectation).
-                        _ => {
-                            maybe_stored = true;
-                            e.into()
-                        }
-                    },
+                    }
+                    Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                        return Err(LogError::TooLarge {
+                            agent: self.agent.clone(),
+                            bytes: size,
+                        });
+                    }
+                    // Timed out, connection lost, no stream leader yet (no responders), or a
+                    // server-side refusal during an election: the message may or may not be
+                    // stored; retry the same message (same id, same expectation).
+                    Err(e) => e.into(),
                 },
             };
             if Instant::now() + backoff > deadline {
@@ -546,14 +559,28 @@ impl AgentWriter {
         }
     }
 
-    /// The sequence of this writer's message `msg_id` after its expected sequence, if stored.
-    async fn find_own(&self, msg_id: &str) -> Result<Option<u64>, LogError> {
+    /// What the log holds after this writer's expected sequence: its own message `msg_id`
+    /// (stored by an attempt whose ack was lost), another writer's entries, or nothing.
+    async fn after_expected(&self, msg_id: &str) -> Result<After, LogError> {
         let messages = self.log.raw_from(&self.agent, self.last_seq + 1).await?;
-        Ok(messages
+        if let Some(own) = messages
             .iter()
             .find(|m| m.headers.get(MSG_ID).map(|v| v.as_str()) == Some(msg_id))
-            .map(|m| m.sequence))
+        {
+            return Ok(After::Ours(own.sequence));
+        }
+        match messages.last() {
+            None => Ok(After::Nothing),
+            Some(last) => Ok(After::Other(decode(&self.agent, last)?.epoch)),
+        }
     }
+}
+
+/// What follows a writer's expected sequence.
+enum After {
+    Ours(u64),
+    Other(u64),
+    Nothing,
 }
 
 fn frame(records: &[&[u8]]) -> Bytes {
