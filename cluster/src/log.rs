@@ -35,8 +35,10 @@
 //! A refusal is checked before it is believed: the writer reads what follows its expected
 //! sequence. Its own message there (an earlier attempt whose ack was lost) is success;
 //! another writer's entry is [`LogError::Fenced`]; nothing at all means the refusal came
-//! from a stream leader that had not yet applied the log after an election (observed with
-//! 2.15.1 when the leader is killed), and the append is retried under the same check.
+//! from a stream leader that had not yet applied the log after an election, and the append
+//! is retried under the same check. (Before this check, the failover test twice saw a sole
+//! writer refused right after the stream leader was killed; which of the first and last cases
+//! it was is not pinned down yet — the check handles both.)
 //!
 //! # One append in flight per agent
 //!
