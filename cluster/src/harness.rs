@@ -311,7 +311,8 @@ impl NatsCluster {
         signal_process(pid, signal)
     }
 
-    /// Waits until every running server answers JetStream requests (a meta leader exists).
+    /// Waits until every running server answers JetStream requests (a meta leader exists) and
+    /// a stream with one replica per running server can be placed.
     pub async fn wait_ready(&self) -> Result<(), HarnessError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         for (i, server) in self.servers.iter().enumerate() {
@@ -337,7 +338,36 @@ impl NatsCluster {
                 }
             }
         }
-        Ok(())
+        // A meta leader is not enough: until every server has joined the meta group, creating
+        // an asset with one replica per server fails with "no suitable peers for placement".
+        // So place (and remove) such a stream before calling the cluster ready.
+        let running = self.servers.iter().filter(|s| s.running.is_some()).count();
+        let client = self.connect().await?;
+        let js = async_nats::jetstream::new(client);
+        loop {
+            let probe = async {
+                js.create_stream(async_nats::jetstream::stream::Config {
+                    name: "ARBOR_HARNESS_PROBE".to_string(),
+                    subjects: vec!["arbor-harness.probe".to_string()],
+                    storage: async_nats::jetstream::stream::StorageType::Memory,
+                    num_replicas: running,
+                    ..Default::default()
+                })
+                .await
+                .ok()?;
+                js.delete_stream("ARBOR_HARNESS_PROBE").await.ok()
+            };
+            if let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(5), probe).await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError::NotReady {
+                    server: "the cluster (placing a stream on every server)".to_string(),
+                    log: self.servers[0].log.display().to_string(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

@@ -45,23 +45,50 @@ async fn stream_leader(client: &async_nats::Client, stream: &str) -> Option<usiz
         .checked_sub(1)
 }
 
+/// A fault done to the stream leader mid-traffic.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// SIGKILL, then a restart on the same store.
+    Kill,
+    /// SIGSTOP, then SIGCONT: the server keeps its sockets but answers nothing meanwhile.
+    Pause,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_server_loses_nothing_acknowledged() {
+    appends_survive(Fault::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_a_server_loses_nothing_acknowledged() {
+    appends_survive(Fault::Pause).await;
+}
+
+async fn appends_survive(fault: Fault) {
     let mut s = setup(Duration::from_secs(5)).await;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let tasks: Vec<_> = (0..AGENTS)
         .map(|a| tokio::spawn(writer(s.log.clone(), format!("agent-{a}"), stop.clone())))
         .collect();
 
-    // Kill the stream leader (the worst server to lose) mid-traffic, then bring it back.
+    // Hit the stream leader (the worst server to lose) mid-traffic, then bring it back.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let victim = stream_leader(&s.client, &s.log.config().stream)
         .await
         .unwrap_or(0);
-    s.cluster.kill(victim);
-    let killed_at = Instant::now();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    s.cluster.restart(victim).await.expect("restart");
+    let hit_at = Instant::now();
+    match fault {
+        Fault::Kill => {
+            s.cluster.kill(victim);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            s.cluster.restart(victim).await.expect("restart");
+        }
+        Fault::Pause => {
+            s.cluster.pause(victim).expect("SIGSTOP");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            s.cluster.resume(victim).expect("SIGCONT");
+        }
+    }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let _ = stop_tx.send(true);
 
@@ -70,9 +97,9 @@ async fn killing_a_server_loses_nothing_acknowledged() {
         acked.insert(format!("agent-{a}"), task.await.expect("writer task"));
     }
     println!(
-        "killed n{} {:?} ago; acknowledged per agent: {:?}",
+        "{fault:?} n{} {:?} ago; acknowledged per agent: {:?}",
         victim + 1,
-        killed_at.elapsed(),
+        hit_at.elapsed(),
         acked.values().map(Vec::len).collect::<Vec<_>>()
     );
 
