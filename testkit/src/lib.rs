@@ -93,6 +93,11 @@ impl ChildProcess {
         Ok(Self { child, lines })
     }
 
+    /// The child's process id (for signals such as SIGSTOP / SIGCONT).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The next line the child printed, waiting for it; `None` once the child's output has ended.
     pub fn next_line(&mut self) -> Option<String> {
         self.lines.recv().ok()
