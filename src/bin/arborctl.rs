@@ -1,5 +1,9 @@
 //! `arborctl`: operate an arbor host — through its admin endpoint while it runs, or on its
 //! data directory while it is stopped (`--data-dir`).
+//!
+//! Long because it is the CLI's whole surface: the clap definitions and, per command, how its
+//! answer is printed for people and as JSON; every operation itself goes through one
+//! [`Admin`](arbor::admin::Admin) call.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,5 +1,6 @@
 //! The Prometheus tests' set-up: the traffic that exercises every metric, a Prometheus child
-//! process and its HTTP API, promtool, and the dashboard's queries.
+//! process and its HTTP API, promtool, and the dashboard's queries (the traffic is long: one
+//! event per metric the dashboard shows).
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::BTreeSet;

@@ -1,5 +1,6 @@
 //! Checkpoints: an agent's state at a WAL position, zstd-compressed, with metadata that can be
-//! listed without touching the state.
+//! listed without touching the state. One file: storing, verifying, listing and retaining share
+//! the key layout and the frame below.
 //!
 //! Two trees share one key per checkpoint, `agent id bytes ‖ 0x00 ‖ lsn (u64 big-endian)`:
 //! [`tree::CHECKPOINTS`] holds the [`CheckpointMeta`] (MessagePack, named fields) and

@@ -1,5 +1,7 @@
 //! The write path: appenders encode records into a queue; whoever holds the io lock writes the
 //! queue to the current segment and fdatasyncs it; waiters learn when their records are durable.
+//! One file: the queue, the io lock and the waiters are one protocol (etcd's `wal.go` keeps it
+//! together too).
 //!
 //! ```text
 //!  append (any thread or task)        a round of writing (holds the io lock)
