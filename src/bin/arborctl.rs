@@ -3,7 +3,7 @@
 //!
 //! Long because it is the CLI's whole surface: the clap definitions and, per command, how its
 //! answer is printed for people and as JSON; every operation itself goes through one
-//! [`Admin`](arbor::admin::Admin) call.
+//! `arbor::admin::Admin` call.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,6 +1,10 @@
 //! How a supervisor of the runtime's tree behaves ([`SupervisorOptions`]) and what happens to an
 //! agent that cannot be recovered ([`RecoveryFailure`]).
 
+// Named by the docs' links only.
+#[cfg(doc)]
+use crate::{Error, Runtime, RuntimeBuilder};
+
 use std::time::Duration;
 
 use arbor_supervisor::{Backoff, Intensity, Restart, Shutdown, Strategy};

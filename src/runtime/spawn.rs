@@ -1,5 +1,9 @@
 //! [`Spawn`]: an agent to start, as the host describes it.
 
+// Named by the docs' links only.
+#[cfg(doc)]
+use crate::{Runtime, RuntimeBuilder};
+
 use std::sync::Arc;
 
 use arbor_agent::wasm::{AgentLimits, Capabilities};
