@@ -1,8 +1,8 @@
 //! What an agent does: the [`Behaviour`] contract, shared by Wasm modules and native Rust
-//! behaviours, and [`HostCalls`], what a [`Host`](crate::Host) answers.
+//! behaviours, and [`HostCalls`], what a [`Host`] answers.
 //!
 //! The agent actor owns one behaviour. For each input it calls [`Behaviour::handle`] with a
-//! [`Host`](crate::Host); everything the behaviour learns from outside itself (the time, random
+//! [`Host`]; everything the behaviour learns from outside itself (the time, random
 //! numbers, tool results, whether a send was accepted) comes through that host, which records it
 //! while live and plays the recording back during replay. A behaviour that respects this is deterministic: the
 //! same state and the same input with the same host answers give the same reply and the same
@@ -14,7 +14,7 @@ use std::fmt;
 use crate::host::Host;
 
 /// The outside world as one behaviour sees it while handling one input: what a
-/// [`Host`](crate::Host) answers. The agent actor's records every answer; during replay the
+/// [`Host`] answers. The agent actor's records every answer; during replay the
 /// answers come from the journal and effects are not performed again. Implement it for a
 /// custom host ([`Host::custom`](crate::Host::custom)).
 pub trait HostCalls: Any + Send {

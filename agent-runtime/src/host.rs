@@ -6,7 +6,7 @@
 //!
 //! A `Host` is one of three:
 //!
-//! - **live** ([`Host::live`]: the agent actor's): answers from the clock, the RNG, the tools
+//! - **live** (the agent actor's): answers from the clock, the RNG, the tools
 //!   and the agent directory, and records every answer for the journal; sends are only
 //!   queued — they leave once the input's outcome is durable;
 //! - **replay** ([`Host::replay`]): answers from a journaled recording, performs nothing;

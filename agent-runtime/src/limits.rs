@@ -8,10 +8,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentLimits {
     /// The most linear memory the agent may have; a `memory.grow` past it fails. Capped by the
-    /// engine's [`EngineConfig::max_memory_bytes`](super::EngineConfig::max_memory_bytes).
+    /// engine's [`EngineConfig::max_memory_bytes`](crate::wasm::EngineConfig::max_memory_bytes).
     pub memory_bytes: u64,
     /// Wall-clock time one call into the agent (handling one message, a snapshot, a restore)
-    /// may take. The call is stopped with [`BehaviourError::DeadlineExceeded`], which gives the
+    /// may take. The call is stopped with [`BehaviourError::DeadlineExceeded`](crate::BehaviourError::DeadlineExceeded), which gives the
     /// time it actually ran, no earlier than this and within the larger of +10 % and +20 ms,
     /// also with every core busy (`tests/wasm_deadline.rs` checks it with more spinning threads
     /// than cores). Counted against real time when the epoch (ticking every
@@ -21,7 +21,7 @@ pub struct AgentLimits {
     /// oversubscribed several times over, the stop comes as late as the scheduler lets them
     /// run. A guest waiting inside a host import is stopped when the import returns.
     ///
-    /// [`EngineConfig::epoch_tick`]: super::EngineConfig::epoch_tick
+    /// [`EngineConfig::epoch_tick`]: crate::wasm::EngineConfig::epoch_tick
     pub deadline: Duration,
     /// Fuel one call may use; `None` meters without limiting.
     pub fuel: Option<u64>,

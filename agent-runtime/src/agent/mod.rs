@@ -56,7 +56,7 @@
 //! (see [`journal`]).
 //!
 //! Recovery ([`AgentSystem::recover`]) restores the newest valid checkpoint and reads the
-//! agent's journal after it as [`steps`]; one table, [`decide`], says what recovery, a rollback
+//! agent's journal after it as [`steps()`]; one table, [`decide`], says what recovery, a rollback
 //! or restore, and the evolution arbiter's replay gate each do with every kind of step, so they
 //! agree by construction. Applied inputs are handled again with the recorded answers (no clock,
 //! RNG, tool or send is touched); refused and crashed ones are skipped; an input without an

@@ -21,7 +21,7 @@ pub struct AgentSpec {
     pub limits: AgentLimits,
     /// The host imports and tools it may use.
     pub capabilities: Capabilities,
-    /// Passed to [`Behaviour::init`] when the agent is created (not kept: recovery starts from
+    /// Passed to `arbor_init` (a native behaviour gets it from its factory) when the agent is created (not kept: recovery starts from
     /// checkpoints).
     pub config: Vec<u8>,
     /// Its place in the supervision tree, supervisor names from the root down.
@@ -30,7 +30,7 @@ pub struct AgentSpec {
 
 impl AgentSpec {
     /// An agent run by the Wasm module with this hash (added with
-    /// [`AgentSystem::add_module`]), default limits, no capabilities.
+    /// [`AgentSystem::add_module`](super::AgentSystem::add_module)), default limits, no capabilities.
     pub fn wasm(name: impl Into<String>, module: ModuleHash) -> AgentSpec {
         AgentSpec::new(name, BehaviourId::Wasm(module))
     }

@@ -87,7 +87,7 @@ impl AgentSystem {
         self.context.journal.vault()
     }
 
-    /// The steps of `agent`'s journal from position `from` on (see [`steps`](super::steps)):
+    /// The steps of `agent`'s journal from position `from` on (see [`steps()`](super::steps())):
     /// what recovery, rollbacks and the evolution arbiter's gate read.
     pub fn steps(&self, agent: &str, from: Lsn) -> Result<Steps, AgentError> {
         let records = self.context.journal.store().read(agent, from)?;
