@@ -1,5 +1,6 @@
 //! The journal against a real 3-server NATS cluster under a server's death: appends and reads
-//! keep working and nothing acknowledged is lost. Also the cost of an append at R3.
+//! keep working and nothing acknowledged is lost. (The cost of an append is for `benches/`, not a
+//! test: issue 19's cluster bench.)
 
 mod support;
 
@@ -122,51 +123,4 @@ async fn appends_survive(fault: Fault) {
             "{agent}: the log is exactly what was acknowledged"
         );
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn append_latency_at_r3() {
-    let s = setup(Duration::from_secs(5)).await;
-    let mut w = s
-        .log
-        .take_over("latency", 1, "node-a")
-        .await
-        .expect("take over");
-    let record = [7u8; 256];
-    let mut samples = Vec::new();
-    for _ in 0..200 {
-        let start = Instant::now();
-        w.append(&[&record, &record]).await.expect("append");
-        samples.push(start.elapsed());
-    }
-    samples.sort();
-    let p50 = samples[samples.len() / 2];
-    let p99 = samples[samples.len() * 99 / 100];
-
-    // Concurrency across agents: 8 agents, one append in flight each.
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..8)
-        .map(|a| {
-            let log = s.log.clone();
-            tokio::spawn(async move {
-                let mut w = log
-                    .take_over(&format!("tp-{a}"), 1, "n")
-                    .await
-                    .expect("take over");
-                for _ in 0..50 {
-                    w.append(&[&record]).await.expect("append");
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("task");
-    }
-    let rate = 400.0 / start.elapsed().as_secs_f64();
-    println!(
-        "R3 sync_interval=always, loopback: one agent p50 {p50:?} p99 {p99:?}; \
-         8 agents {rate:.0} appends/s"
-    );
-    // Loose: a loaded 2-core CI machine; the goal (p50 < 2 ms) is for the benchmark.
-    assert!(p50 < Duration::from_millis(250), "p50 {p50:?}");
 }
