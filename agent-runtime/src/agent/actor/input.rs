@@ -90,7 +90,8 @@ impl Agent {
             .map(|live| live.finish())
             .unwrap_or_default();
         record_handled(&self.spec.name, &outcome, took);
-        let sender = envelope.from.clone().unwrap_or_else(|| "host".into());
+        // Who sent it, named only in a crash report (not built for every input).
+        let sender = |from: &Option<String>| from.clone().unwrap_or_else(|| "host".into());
 
         // The input and its outcome, in one append: one durability wait per input.
         let journal = &self.context.journal;
@@ -119,7 +120,7 @@ impl Agent {
                     Outcome::Applied(_) | Outcome::Crashed(_) => {
                         let crash = self.crash(
                             envelope.seq,
-                            sender,
+                            sender(&envelope.from),
                             BehaviourError::Contract(format!(
                                 "the input could not be journaled: {error}"
                             )),
@@ -179,7 +180,7 @@ impl Agent {
                 None,
             ),
             Outcome::Crashed(reason) => {
-                let crash = self.crash(seq, sender, reason);
+                let crash = self.crash(seq, sender(&envelope.from), reason);
                 (Err(crash.clone()), Some(crash))
             }
         };
