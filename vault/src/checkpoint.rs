@@ -149,12 +149,11 @@ pub fn seal_checkpoint(
     checkpoint: &NewCheckpoint<'_>,
     zstd_level: i32,
 ) -> Result<(CheckpointMeta, Vec<u8>)> {
-    let compressed = zstd::bulk::compress(checkpoint.state, zstd_level).map_err(|source| {
-        Error::Compress {
+    let compressed =
+        zstd::bulk::compress(checkpoint.state, zstd_level).map_err(|source| Error::Compress {
             agent: checkpoint.agent.to_string(),
             source,
-        }
-    })?;
+        })?;
     let meta = CheckpointMeta {
         agent: checkpoint.agent.clone(),
         lsn: checkpoint.lsn,
