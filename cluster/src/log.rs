@@ -13,6 +13,7 @@
 //! | `Arbor-Epoch` | the writer's ownership epoch (from its [`Lease`](crate::Lease)) |
 //! | `Arbor-Kind` | `append`, or `takeover` for the marker a new owner writes |
 //! | `Arbor-Node` | the writing node (for operators) |
+//! | `Arbor-Position` | optional: the writer's position of the first record ([`AgentWriter::append_at`]) |
 //! | `Nats-Expected-Last-Subject-Sequence` | the last sequence of the agent's subject the writer knows |
 //! | `Nats-Msg-Id` | `<subject>:<epoch>:<expected>`, so a retried publish is not stored twice |
 //!
@@ -72,6 +73,7 @@ use crate::names::encode_agent;
 const EPOCH: &str = "Arbor-Epoch";
 const KIND: &str = "Arbor-Kind";
 const NODE: &str = "Arbor-Node";
+const POSITION: &str = "Arbor-Position";
 const MSG_ID: &str = "Nats-Msg-Id";
 /// How often a takeover re-reads after losing the race for the subject's last sequence.
 const TAKE_OVER_ATTEMPTS: usize = 20;
@@ -216,6 +218,8 @@ pub struct Entry {
     pub kind: EntryKind,
     /// The writing node.
     pub node: String,
+    /// The writer's position of the first record, if it gave one ([`AgentWriter::append_at`]).
+    pub position: Option<u64>,
     /// The records, in append order.
     pub records: Vec<Bytes>,
 }
@@ -396,7 +400,7 @@ impl JournalLog {
                 return Err(writer.fenced(Some(last.epoch)));
             }
             writer.last_seq = last.map_or(0, |e| e.seq);
-            match writer.publish(EntryKind::TakeOver, &[]).await {
+            match writer.publish(EntryKind::TakeOver, None, &[]).await {
                 Ok(_) => return Ok(writer),
                 // A late append of the former owner (or a rival) landed after our read:
                 // read again; the epoch check above decides who is newer.
@@ -447,18 +451,33 @@ impl AgentWriter {
     /// module docs). [`LogError::Fenced`] if another owner appended since: nothing is stored
     /// and this writer refuses every later append.
     pub async fn append(&mut self, records: &[&[u8]]) -> Result<Appended, LogError> {
+        self.check_halted()?;
+        self.publish(EntryKind::Append, None, records).await
+    }
+
+    /// [`append`](Self::append), stamping the entry with `position`: the writer's own number
+    /// for its first record (the journal store numbers each agent's records itself, because
+    /// it must name a record's position before the stream acknowledges it).
+    pub async fn append_at(
+        &mut self,
+        position: u64,
+        records: &[&[u8]],
+    ) -> Result<Appended, LogError> {
+        self.check_halted()?;
+        self.publish(EntryKind::Append, Some(position), records)
+            .await
+    }
+
+    fn check_halted(&self) -> Result<(), LogError> {
         match self.halted {
-            Some(Halt::Fenced) => return Err(self.fenced(None)),
-            Some(Halt::Indeterminate) => {
-                return Err(LogError::Indeterminate {
-                    agent: self.agent.clone(),
-                    epoch: self.epoch,
-                    source: "an earlier append's outcome is unknown; take over again".into(),
-                });
-            }
-            None => {}
+            Some(Halt::Fenced) => Err(self.fenced(None)),
+            Some(Halt::Indeterminate) => Err(LogError::Indeterminate {
+                agent: self.agent.clone(),
+                epoch: self.epoch,
+                source: "an earlier append's outcome is unknown; take over again".into(),
+            }),
+            None => Ok(()),
         }
-        self.publish(EntryKind::Append, records).await
     }
 
     fn fenced(&self, found: Option<u64>) -> LogError {
@@ -469,7 +488,12 @@ impl AgentWriter {
         }
     }
 
-    async fn publish(&mut self, kind: EntryKind, records: &[&[u8]]) -> Result<Appended, LogError> {
+    async fn publish(
+        &mut self,
+        kind: EntryKind,
+        position: Option<u64>,
+        records: &[&[u8]],
+    ) -> Result<Appended, LogError> {
         let expected = self.last_seq;
         let msg_id = format!("{}:{}:{}", self.subject, self.epoch, expected);
         let payload = frame(records);
@@ -484,6 +508,9 @@ impl AgentWriter {
             },
         );
         headers.insert(NODE, self.node.as_str());
+        if let Some(position) = position {
+            headers.insert(POSITION, position.to_string().as_str());
+        }
         let message = PublishMessage::build()
             .payload(payload)
             .headers(headers)
@@ -611,6 +638,10 @@ fn decode(agent: &str, message: &jetstream::message::StreamMessage) -> Result<En
         _ => return Err(corrupt("unknown kind")),
     };
     let node = header(NODE).unwrap_or_default().to_string();
+    let position = match header(POSITION) {
+        None => None,
+        Some(v) => Some(v.parse().map_err(|_| corrupt("bad position"))?),
+    };
     let mut records = Vec::new();
     let mut rest = message.payload.clone();
     while !rest.is_empty() {
@@ -630,6 +661,7 @@ fn decode(agent: &str, message: &jetstream::message::StreamMessage) -> Result<En
         epoch,
         kind,
         node,
+        position,
         records,
     })
 }

@@ -134,6 +134,82 @@ pub struct Skipped {
     pub error: Error,
 }
 
+impl Skipped {
+    /// A checkpoint skipped at `lsn` because of `error` (for stores other than the vault that
+    /// report what [`Vault::latest_valid`] does).
+    pub fn new(lsn: u64, error: Error) -> Skipped {
+        Skipped { lsn, error }
+    }
+}
+
+/// Seals a checkpoint as the vault stores it, for a store other than the vault (a cluster's
+/// checkpoint bucket): its metadata (creation time now, BLAKE3 of the state) and its state
+/// compressed with zstd at `zstd_level`. [`open_checkpoint`] verifies it back.
+pub fn seal_checkpoint(
+    checkpoint: &NewCheckpoint<'_>,
+    zstd_level: i32,
+) -> Result<(CheckpointMeta, Vec<u8>)> {
+    let compressed =
+        zstd::bulk::compress(checkpoint.state, zstd_level).map_err(|source| Error::Compress {
+            agent: checkpoint.agent.to_string(),
+            source,
+        })?;
+    let meta = CheckpointMeta {
+        agent: checkpoint.agent.clone(),
+        lsn: checkpoint.lsn,
+        seq: checkpoint.seq,
+        module: checkpoint.module,
+        abi_version: checkpoint.abi_version,
+        state_schema: checkpoint.state_schema,
+        created_at_ms: now_millis(),
+        zstd_level,
+        compressed_bytes: compressed.len() as u64,
+        uncompressed_bytes: checkpoint.state.len() as u64,
+        state_checksum: *blake3::hash(checkpoint.state).as_bytes(),
+    };
+    Ok((meta, compressed))
+}
+
+/// Decompresses a sealed checkpoint ([`seal_checkpoint`]) and checks it against its metadata
+/// (sizes, BLAKE3); [`Error::Corrupt`] naming `store` and the checkpoint if it does not
+/// verify. `max_bytes` bounds the state's size, so a corrupt size cannot make it allocate
+/// without bound.
+pub fn open_checkpoint(
+    store: &'static str,
+    meta: CheckpointMeta,
+    compressed: &[u8],
+    max_bytes: u64,
+) -> Result<Checkpoint> {
+    let render = || render_key(&meta.agent, meta.lsn);
+    let corrupt = |reason: String| Error::corrupt(store, render(), reason);
+    if compressed.len() as u64 != meta.compressed_bytes {
+        return Err(corrupt(format!(
+            "state is {} bytes, metadata says {}",
+            compressed.len(),
+            meta.compressed_bytes
+        )));
+    }
+    if meta.uncompressed_bytes > max_bytes {
+        return Err(corrupt(format!(
+            "state of {} bytes exceeds {max_bytes}",
+            meta.uncompressed_bytes
+        )));
+    }
+    let state = zstd::bulk::decompress(compressed, meta.uncompressed_bytes as usize)
+        .map_err(|e| corrupt(format!("state does not decompress: {e}")))?;
+    if state.len() as u64 != meta.uncompressed_bytes {
+        return Err(corrupt(format!(
+            "state decompresses to {} bytes, metadata says {}",
+            state.len(),
+            meta.uncompressed_bytes
+        )));
+    }
+    if *blake3::hash(&state).as_bytes() != meta.state_checksum {
+        return Err(corrupt("decompressed state checksum mismatch".to_string()));
+    }
+    Ok(Checkpoint { meta, state })
+}
+
 /// The sled key of a checkpoint: `agent ‖ 0x00 ‖ lsn (big-endian)`.
 pub(crate) fn checkpoint_key(agent: &AgentId, lsn: u64) -> Vec<u8> {
     let mut key = agent_prefix(agent);
@@ -229,13 +305,7 @@ impl Vault {
             || format!("state of agent {agent} at lsn {}", checkpoint.lsn),
             checkpoint.state.len(),
         )?;
-        let compressed =
-            zstd::bulk::compress(checkpoint.state, config.zstd_level).map_err(|source| {
-                Error::Compress {
-                    agent: agent.to_string(),
-                    source,
-                }
-            })?;
+        let (meta, compressed) = seal_checkpoint(checkpoint, config.zstd_level)?;
         if compressed.len() as u64 > codec::MAX_BODY {
             return Err(Error::TooLarge {
                 what: format!(
@@ -246,19 +316,6 @@ impl Vault {
                 max: codec::MAX_BODY,
             });
         }
-        let meta = CheckpointMeta {
-            agent: agent.clone(),
-            lsn: checkpoint.lsn,
-            seq: checkpoint.seq,
-            module: checkpoint.module,
-            abi_version: checkpoint.abi_version,
-            state_schema: checkpoint.state_schema,
-            created_at_ms: now_millis(),
-            zstd_level: config.zstd_level,
-            compressed_bytes: compressed.len() as u64,
-            uncompressed_bytes: checkpoint.state.len() as u64,
-            state_checksum: *blake3::hash(checkpoint.state).as_bytes(),
-        };
         self.store_checkpoint(&meta, &compressed)?;
         Ok(meta)
     }

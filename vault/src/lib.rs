@@ -145,7 +145,10 @@ mod module;
 mod registry;
 mod vault;
 
-pub use checkpoint::{Checkpoint, CheckpointMeta, LatestValid, NewCheckpoint, Skipped};
+pub use checkpoint::{
+    Checkpoint, CheckpointMeta, LatestValid, NewCheckpoint, Skipped, open_checkpoint,
+    seal_checkpoint,
+};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use ids::{AgentId, ModuleHash};

@@ -282,6 +282,17 @@ pub enum JournalError {
     /// The agent's delivery task has stopped, so acknowledgements cannot be delivered.
     #[error("the delivery task stopped")]
     DeliveryStopped,
+    /// A store other than the local WAL and vault failed (a replicated log, its checkpoint
+    /// bucket): `what` says which operation, `source` why. The outcome of an append that
+    /// failed so is unknown; it was not acknowledged.
+    #[error("journal store: {what}")]
+    Store {
+        /// The operation and the agent.
+        what: String,
+        /// Why.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl JournalError {

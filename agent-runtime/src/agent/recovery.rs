@@ -302,7 +302,7 @@ pub(crate) async fn commit_rebase(
     seq: u64,
     state: &[u8],
 ) -> Result<Lsn, RebaseFailed> {
-    let lsn = journal.last();
+    let lsn = journal.last_of(agent.as_str());
     journal
         .store_checkpoint(&NewCheckpoint {
             agent,

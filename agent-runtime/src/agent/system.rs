@@ -248,6 +248,41 @@ impl AgentSystem {
         Ok((agent, report))
     }
 
+    /// Starts `spec.name` from the journal store alone, with the spec the caller gives: for a
+    /// store without a registry (a cluster's, whose placement carries each agent's spec), where
+    /// [`recover`](Self::recover) has no record to read. The state is the newest valid
+    /// checkpoint plus the replay of the records after it, as for `recover`; the behaviour is
+    /// the checkpoint's (and any journaled swap's after it), `spec.behaviour` where the
+    /// checkpoint names a native behaviour.
+    pub async fn recover_as(
+        &self,
+        spec: AgentSpec,
+    ) -> Result<(AgentRef, RecoveryReport), AgentError> {
+        let name = spec.name.clone();
+        let id = agent_id(&name)?;
+        if self.context.directory.is_running(&name) {
+            return Err(AgentError::AlreadyExists(name));
+        }
+        let journal = &self.context.journal;
+        let failed = |source| AgentError::Recovery {
+            agent: name.clone(),
+            source,
+        };
+        if !journal.is_durable() {
+            return Err(failed(super::error::RecoveryError::NoJournal));
+        }
+        let mut spec = spec;
+        journal.pin_from_store(&id)?;
+        let (behaviour, report) =
+            recovery::recover(&self.context.services, journal, &spec, &id).map_err(failed)?;
+        spec.behaviour = report.behaviour.clone();
+        if let Some(vault) = journal.vault() {
+            vault.put_agent(&spec.record(id.clone(), AgentState::Running))?;
+        }
+        let agent = self.start(spec, id, behaviour, report.seq, None).await?;
+        Ok((agent, report))
+    }
+
     /// Recovers every agent the registry says is running; returns them with their reports.
     pub async fn recover_all(&self) -> Result<Vec<(AgentRef, RecoveryReport)>, AgentError> {
         let Some(vault) = self.context.journal.vault() else {

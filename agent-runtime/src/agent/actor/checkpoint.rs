@@ -23,7 +23,7 @@ pub(crate) async fn store_first_checkpoint(
     journal
         .store_checkpoint(&NewCheckpoint {
             agent,
-            lsn: journal.last(),
+            lsn: journal.last_of(agent.as_str()),
             seq: 0,
             module: behaviour.checkpoint_hash(),
             abi_version: 1,
@@ -77,7 +77,7 @@ impl Agent {
         if !journal.is_durable() {
             return Ok(0);
         }
-        let lsn = journal.last();
+        let lsn = journal.last_of(&self.spec.name);
         if self.checkpoint_lsn == Some(lsn) {
             journal.checkpoint_unchanged(&self.spec.name);
             return Ok(lsn);

@@ -64,7 +64,7 @@ impl Agent {
         }
         let journal = &self.context.journal;
         // Everything of this agent before the swap record; the promotion checkpoint claims it.
-        let before_swap = journal.last();
+        let before_swap = journal.last_of(&self.spec.name);
         let entry = Entry::Swap {
             agent: self.spec.name.clone(),
             seq: self.seq,

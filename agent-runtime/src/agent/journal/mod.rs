@@ -131,9 +131,10 @@ impl Journal {
         self.store.append(agent, records)
     }
 
-    /// The last position written.
-    pub(crate) fn last(&self) -> Lsn {
-        self.store.last()
+    /// The last position written that may hold a record of `agent` (where a checkpoint of
+    /// its current state goes).
+    pub(crate) fn last_of(&self, agent: &str) -> Lsn {
+        self.store.last_of(agent)
     }
 
     /// Stores `state` as `agent`'s checkpoint at `lsn` (at or before the journal's end, after

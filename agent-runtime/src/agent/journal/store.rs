@@ -131,6 +131,14 @@ pub trait JournalStore: Send + Sync + 'static {
     fn first(&self) -> Lsn;
     /// The last position written (0 when empty).
     fn last(&self) -> Lsn;
+    /// The last position that may hold a record of `agent`: a checkpoint of the agent's
+    /// current state is stored at it. The local WAL's positions are shared by all agents, so
+    /// this is [`last`](Self::last); a store with per-agent positions (the cluster's) gives
+    /// the agent's own.
+    fn last_of(&self, agent: &str) -> Lsn {
+        let _ = agent;
+        self.last()
+    }
     /// Makes every record appended so far durable; resolves with the position covered.
     fn sync(&self) -> Pin<Box<dyn Future<Output = Result<Lsn, JournalError>> + Send + '_>>;
     /// [`sync`](Self::sync), blocking the thread (for shutdown).
