@@ -4,9 +4,19 @@
 //! installed (arbor's own Prometheus exporter, or the host's).
 //!
 //! Label cardinality: labels take values from small fixed sets (`outcome`, `stage`, `verdict`,
-//! `supervisor` paths the host declared), except `agent`, which is added only when the operator
-//! enables it ([`set_agent_labels`]) — a host with 10,000 agents would otherwise export 10,000
-//! series per per-agent metric.
+//! `reason`, `supervisor` paths the host declared), except `agent`, which is added only when the
+//! operator enables it ([`set_agent_labels`]) — a host with 10,000 agents would otherwise export
+//! 10,000 series per per-agent metric.
+//!
+//! Cluster mode: the `arbor_cluster_*` metrics describe this node's part in a cluster (the
+//! membership it sees, the agents it owns, the leases it claims, hands off and loses, the calls
+//! it forwards to other nodes). And every metric, the cluster ones and all others, carries a
+//! [`NODE_LABEL`] label with the node's name: a global label of the runtime's Prometheus
+//! exporter, one value per process, so it adds no series. A single-node runtime has no `node`
+//! label; it exports the cluster counters at zero (as [`describe`] creates every counter) and
+//! no cluster gauge. Dashboards and alerts aggregate `by (node)` where a per-node breakdown
+//! matters, which a series without the label joins as one group, so the same queries work in
+//! both modes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -125,7 +135,26 @@ catalog! {
     // Operation.
     ADMIN_REQUESTS = "arbor_admin_requests_total", Counter, ["outcome"], Count,
         "Admin API requests by outcome: ok, error (the operation failed) or unauthorized.";
+    // Cluster (cluster mode only, but for the counters, which every runtime exports at zero).
+    CLUSTER_NODES = "arbor_cluster_nodes", Gauge, [], Count,
+        "Live nodes in the cluster's membership as this node sees it, itself included.";
+    CLUSTER_AGENTS_OWNED = "arbor_cluster_agents_owned", Gauge, [], Count,
+        "Agents this node owns: it holds their lease and runs them.";
+    CLUSTER_AGENTS_UNOWNED = "arbor_cluster_agents_unowned", Gauge, [], Count,
+        "Agents registered in the cluster that no live node owns, as this node sees them; above 0 only while a failover or a handoff is under way.";
+    CLUSTER_CLAIMS = "arbor_cluster_claims_total", Counter, ["reason"], Count,
+        "Agent leases this node claimed, by reason: spawn (an agent spawned here), placement (an agent the placement moved here: rebalance, drain) or failover (an agent whose owner was lost).";
+    CLUSTER_HANDOFFS = "arbor_cluster_handoffs_total", Counter, [], Count,
+        "Agents this node handed to another node gracefully (rebalance or drain).";
+    CLUSTER_LEASES_LOST = "arbor_cluster_leases_lost_total", Counter, [], Count,
+        "Agents this node stepped down from because their lease was lost or a journal append was fenced (another node claimed them).";
+    CLUSTER_REMOTE_CALLS = "arbor_cluster_remote_calls_total", Counter, ["outcome"], Count,
+        "Calls this node forwarded to the agent's owner on another node, by outcome: ok, error (the call failed) or unavailable (no owner could be reached).";
 }
+
+/// The label that carries the node's name in cluster mode, on every metric: the runtime sets
+/// it as a global label of its Prometheus exporter. Absent in single-node mode.
+pub const NODE_LABEL: &str = "node";
 
 /// The histogram bucket bounds arbor's exporter gives every `*_seconds` metric: 1 µs to 10 s.
 pub const SECONDS_BUCKETS: &[f64] = &[
@@ -175,6 +204,16 @@ const FIXED_SERIES: &[(&str, &str, &[&str])] = &[
     ),
     (ROLLBACKS, "trigger", &["watch", "operator"]),
     (ADMIN_REQUESTS, "outcome", &["ok", "error", "unauthorized"]),
+    (
+        CLUSTER_CLAIMS,
+        "reason",
+        &["spawn", "placement", "failover"],
+    ),
+    (
+        CLUSTER_REMOTE_CALLS,
+        "outcome",
+        &["ok", "error", "unavailable"],
+    ),
 ];
 
 /// Registers every metric's unit and description with the installed recorder, and creates the
@@ -212,6 +251,13 @@ mod tests {
             let metric = CATALOG.iter().find(|m| m.name == *name).unwrap();
             assert_eq!(metric.kind, Kind::Counter, "{name}");
             assert_eq!(metric.labels, &[*label], "{name}");
+        }
+    }
+
+    #[test]
+    fn the_node_label_is_global_not_declared_by_a_metric() {
+        for metric in CATALOG {
+            assert!(!metric.labels.contains(&NODE_LABEL), "{}", metric.name);
         }
     }
 
