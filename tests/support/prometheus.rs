@@ -532,6 +532,19 @@ pub fn catalog_metric(series: &str) -> Option<&'static arbor_metrics::Metric> {
     })
 }
 
+/// Whether `expr` names only cluster gauges (`arbor_cluster_*`), which only a runtime in
+/// cluster mode exports (every runtime exports the cluster counters, at zero on a single node).
+pub fn cluster_mode_only(expr: &str) -> bool {
+    let names = metric_names(expr);
+    !names.is_empty()
+        && names.iter().all(|name| {
+            catalog_metric(name).is_some_and(|metric| {
+                metric.name.starts_with("arbor_cluster_")
+                    && metric.kind == arbor_metrics::Kind::Gauge
+            })
+        })
+}
+
 /// The dashboard and the alerts name only catalog metrics, and the dashboard shows every one.
 pub fn check_names(queries: &[Query], alerts: &str) {
     let mut problems = Vec::new();
