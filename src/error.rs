@@ -52,10 +52,53 @@ pub enum Error {
     /// The evolution arbiter could not start (its configuration, or its lineage).
     #[error("evolution")]
     Evolution(#[source] std::sync::Arc<ShadowError>),
+    /// Cluster mode: joining the cluster, or the cluster's storage (leases, journal stream,
+    /// registry) failed.
+    #[error("cluster")]
+    Cluster(#[source] std::sync::Arc<crate::cluster::ClusterError>),
+    /// Cluster mode: the agent exists but has no reachable owner right now (it is moving
+    /// between nodes, or its node died and its lease has not expired yet). Retrying later
+    /// succeeds once it runs again; nothing was lost.
+    #[error("agent `{agent}` is unavailable: {reason}")]
+    Unavailable {
+        /// The agent.
+        agent: String,
+        /// What the last attempt found.
+        reason: String,
+    },
+    /// Cluster mode: the agent's owner on another node answered with an error.
+    #[error("agent `{agent}` on `{node}`: {message}")]
+    Remote {
+        /// The agent.
+        agent: String,
+        /// The node that runs it.
+        node: String,
+        /// What kind of failure.
+        kind: crate::cluster::RemoteFailure,
+        /// The owner's error with its sources.
+        message: String,
+    },
     /// The runtime has stopped: shut down, or its root supervisor gave up.
     #[error("the runtime has stopped: {reason}")]
     Stopped {
         /// Why.
         reason: String,
     },
+}
+
+impl Error {
+    pub(crate) fn cluster(error: crate::cluster::ClusterError) -> Error {
+        Error::Cluster(std::sync::Arc::new(error))
+    }
+
+    /// Whether retrying the same operation later may succeed: the agent is restarting, moving
+    /// between nodes, or its mailbox was full.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Restarting(_) | Error::Unavailable { .. } => true,
+            Error::Remote { kind, .. } => kind.is_retryable(),
+            Error::Agent(AgentError::MailboxFull { .. }) => true,
+            _ => false,
+        }
+    }
 }

@@ -19,6 +19,7 @@
 //! - [`vault`]: checkpoints, modules, lineage and the agent registry.
 
 pub mod admin;
+mod cluster;
 mod error;
 mod runtime;
 mod telemetry;
@@ -30,5 +31,8 @@ pub use arbor_supervisor as supervisor;
 pub use arbor_vault as vault;
 pub use arbor_wal as wal;
 
+pub use cluster::{
+    AgentPlacement, ClusterError, ClusterOptions, ClusterStatus, NodeStatus, RemoteFailure,
+};
 pub use error::Error;
-pub use runtime::{RecoveryFailure, Runtime, RuntimeBuilder, Spawn, SupervisorOptions};
+pub use runtime::{RecoveryFailure, Runtime, RuntimeBuilder, Spawn, Spawned, SupervisorOptions};

@@ -20,12 +20,18 @@ static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 /// The process's Prometheus recorder: installed on first use (histograms with buckets, every
 /// catalog metric described), shared by every later runtime of the process. Fails if the
 /// host installed another recorder first (arbor's metrics then go to that one).
-pub(crate) fn prometheus() -> Result<PrometheusHandle, Error> {
+/// The process's Prometheus recorder (installed on first use); `node` labels every metric
+/// (cluster mode) when this call installs it.
+pub(crate) fn prometheus(node: Option<&str>) -> Result<PrometheusHandle, Error> {
     if let Some(handle) = PROMETHEUS.get() {
         return Ok(handle.clone());
     }
     let failed = |e: metrics_exporter_prometheus::BuildError| Error::Metrics(e.to_string());
-    let builder = PrometheusBuilder::new()
+    let mut builder = PrometheusBuilder::new();
+    if let Some(node) = node {
+        builder = builder.add_global_label("node", node);
+    }
+    let builder = builder
         .set_buckets_for_metric(
             Matcher::Suffix("_seconds".into()),
             arbor_metrics::SECONDS_BUCKETS,

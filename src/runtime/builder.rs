@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 
 use crate::Error;
 use crate::admin::{AdminConfig, Operator};
+use crate::cluster::{ClusterOptions, Local, Node, Owner};
 
 use super::options::{RecoveryFailure, SupervisorOptions};
 use super::spawn::split_path;
@@ -38,6 +39,7 @@ impl Runtime {
             admin: None,
             evolution: ArbiterConfig::default(),
             recovery_failure: RecoveryFailure::default(),
+            cluster: None,
         }
     }
 }
@@ -56,6 +58,7 @@ pub struct RuntimeBuilder {
     admin: Option<AdminConfig>,
     evolution: ArbiterConfig,
     recovery_failure: RecoveryFailure,
+    cluster: Option<ClusterOptions>,
 }
 
 impl RuntimeBuilder {
@@ -186,6 +189,16 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Runs this node in a cluster (see [`ClusterOptions`] and the crate docs' "Cluster mode"):
+    /// agents' journals and checkpoints go to NATS JetStream, each agent runs on exactly one
+    /// node, and `call`, `cast`, `spawn` and `stop_agent` work from every node. Needs a
+    /// [`data_dir`](Self::data_dir) for the node's local vault (its modules and lineage; no
+    /// journal is kept there).
+    pub fn cluster(mut self, options: ClusterOptions) -> Self {
+        self.cluster = Some(options);
+        self
+    }
+
     /// Opens the WAL and the vault (recovering the WAL), starts the supervision tree and in it
     /// recovers every agent the registry says was running (checkpoint + WAL replay), each under
     /// its supervisor. Fails, naming the agent, if one cannot be recovered.
@@ -198,8 +211,9 @@ impl RuntimeBuilder {
                 admin.addr
             )));
         }
+        let node_label = self.cluster.as_ref().map(|c| c.node.clone());
         let prometheus = match self.metrics {
-            Some(_) => Some(crate::telemetry::prometheus()?),
+            Some(_) => Some(crate::telemetry::prometheus(node_label.as_deref())?),
             None => None,
         };
         self.root.intensity.check("root")?;
@@ -215,7 +229,20 @@ impl RuntimeBuilder {
                 return Err(Error::UnknownSupervisor(parent.join("/")));
             }
         }
-        let system = self.system.build()?;
+        let mut system = self.system;
+        let node = match self.cluster {
+            Some(options) => {
+                let dir = self
+                    .data_dir
+                    .as_deref()
+                    .ok_or_else(|| Error::cluster(crate::cluster::ClusterError::NoDataDir))?;
+                let (node, store) = Node::join(options, dir).await.map_err(Error::cluster)?;
+                system = system.journal_store(Arc::new(store));
+                Some(Arc::new(node))
+            }
+            None => None,
+        };
+        let system = system.build()?;
         let arbiter = Arbiter::new(system.clone(), self.evolution)
             .map_err(|e| Error::Evolution(Arc::new(e)))?;
         let tree = Arc::new(Tree {
@@ -242,6 +269,7 @@ impl RuntimeBuilder {
             call_timeout: self.call_timeout,
             stopped: Mutex::new(None),
             spawning: tokio::sync::Mutex::new(()),
+            cluster: node.clone(),
         });
         // The root giving up (its restart intensity reached) stops the runtime.
         let watcher = Arc::downgrade(&inner);
@@ -259,6 +287,18 @@ impl RuntimeBuilder {
                 }
             }
         });
+        if let Some(node) = &node {
+            let local: Weak<dyn Local> = Arc::downgrade(&inner) as Weak<dyn Local>;
+            crate::cluster::serve(node.client.clone(), node.name().to_string(), local.clone())
+                .await
+                .map_err(|e| {
+                    Error::cluster(crate::cluster::ClusterError::Bucket {
+                        what: format!("subscribing to {}", node.name()),
+                        source: e.into(),
+                    })
+                })?;
+            Owner::start(Arc::downgrade(node), local);
+        }
         let runtime = Runtime { inner };
         crate::telemetry::sample_every_second(Arc::downgrade(&runtime.inner), prometheus.clone());
         if let (Some(addr), Some(handle)) = (self.metrics, prometheus) {

@@ -10,6 +10,8 @@
 //! | here | [`Runtime`], the facade |
 
 mod builder;
+mod clustered;
+mod local;
 mod options;
 mod spawn;
 mod tree;
@@ -17,7 +19,7 @@ mod tree;
 pub use builder::RuntimeBuilder;
 pub use options::{RecoveryFailure, SupervisorOptions};
 use spawn::Source;
-pub use spawn::Spawn;
+pub use spawn::{Spawn, Spawned};
 use tree::Tree;
 
 use std::collections::BTreeMap;
@@ -114,6 +116,8 @@ pub(crate) struct Inner {
     pub(super) stopped: Mutex<Option<String>>,
     /// One spawn at a time: two spawns of one name must not both write its registry record.
     pub(super) spawning: tokio::sync::Mutex<()>,
+    /// Cluster mode: this node's membership, leases, registry and ownership loop.
+    pub(crate) cluster: Option<Arc<crate::cluster::Node>>,
 }
 
 impl Inner {
@@ -146,8 +150,10 @@ impl Runtime {
     }
 
     /// Starts a new agent under its supervisor (journaled from its first input when the runtime
-    /// has a data directory). The name must be new.
-    pub async fn spawn(&self, spawn: Spawn) -> Result<AgentRef, Error> {
+    /// has a data directory). The name must be new. In cluster mode the name must be new
+    /// cluster-wide, and the agent starts on the node placement picks (see
+    /// [`Spawned::node`]).
+    pub async fn spawn(&self, spawn: Spawn) -> Result<Spawned, Error> {
         self.check_running()?;
         let _one_at_a_time = self.inner.spawning.lock().await;
         let system = &self.inner.system;
@@ -170,6 +176,12 @@ impl Runtime {
         .config(spawn.config);
         spec.supervisor = spawn.under.clone();
         let path = spawn.under.join("/");
+        if let Some(node) = &self.inner.cluster {
+            if self.inner.tree.options(&spawn.under).is_none() {
+                return Err(Error::UnknownSupervisor(path));
+            }
+            return self.spawn_clustered(node, spec).await;
+        }
         let options = self
             .inner
             .tree
@@ -194,13 +206,24 @@ impl Runtime {
             self.inner.tree.ephemeral_agents.lock().remove(&name);
         }
         started?;
-        system.lookup(&name).ok_or(Error::Restarting(name))
+        let agent = system
+            .lookup(&name)
+            .ok_or(Error::Restarting(name.clone()))?;
+        Ok(Spawned {
+            name,
+            node: None,
+            agent: Some(agent),
+        })
     }
 
     /// Stops the agent `name` for good: it takes a final checkpoint and is marked stopped in
     /// the registry (so neither its supervisor nor a later runtime brings it back), then its
     /// supervisor forgets it. If the stop fails the agent keeps running, supervised.
     pub async fn stop_agent(&self, name: &str) -> Result<(), Error> {
+        if let Some(node) = &self.inner.cluster {
+            self.check_running()?;
+            return self.stop_clustered(node, name).await;
+        }
         let agent = self.agent(name)?;
         self.inner.tree.ephemeral_agents.lock().remove(name);
         agent.stop().await?;
@@ -328,9 +351,14 @@ impl Runtime {
         M: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let target = self.agent(agent)?;
         let payload = encode(agent, message)?;
-        let reply = target.call_timeout(payload, timeout).await?;
+        let reply = match (self.agent(agent), &self.inner.cluster) {
+            (Ok(target), _) => target.call_timeout(payload, timeout).await?,
+            (Err(Error::Agent(AgentError::UnknownAgent(_))), Some(node)) => {
+                self.call_remote(node, agent, payload, timeout).await?
+            }
+            (Err(error), _) => return Err(error),
+        };
         decode_untrusted(&reply).map_err(|e| Error::Codec {
             agent: agent.into(),
             reason: format!("unexpected reply: {e}"),
@@ -338,10 +366,30 @@ impl Runtime {
     }
 
     /// Sends `message` to `agent` without waiting for it to be handled.
+    ///
+    /// In cluster mode, for an agent on another node, use [`cast_to`](Self::cast_to) (this
+    /// one does not wait, so it cannot forward; it fails with [`AgentError::UnknownAgent`]).
     pub fn cast<M: Serialize + ?Sized>(&self, agent: &str, message: &M) -> Result<(), Error> {
         let target = self.agent(agent)?;
         target.cast(encode(agent, message)?)?;
         Ok(())
+    }
+
+    /// [`cast`](Self::cast) that reaches an agent on any node: waits until the owner has put
+    /// the message into the agent's mailbox (not until it is handled).
+    pub async fn cast_to<M: Serialize + ?Sized>(
+        &self,
+        agent: &str,
+        message: &M,
+    ) -> Result<(), Error> {
+        let payload = encode(agent, message)?;
+        match (self.agent(agent), &self.inner.cluster) {
+            (Ok(target), _) => Ok(target.cast(payload)?),
+            (Err(Error::Agent(AgentError::UnknownAgent(_))), Some(node)) => {
+                self.cast_remote(node, agent, payload).await
+            }
+            (Err(error), _) => Err(error),
+        }
     }
 
     /// The running agent `name`.
@@ -406,6 +454,11 @@ impl Runtime {
     /// recovers them. The directory itself is released when the last clone of the runtime is
     /// dropped.
     pub async fn shutdown(&self) -> Result<(), Error> {
+        if let Some(node) = &self.inner.cluster
+            && self.stopped().is_none()
+        {
+            self.drain(node).await;
+        }
         self.inner.tree.shutting_down.store(true, Ordering::Release);
         let _ = self.inner.stop.send(true);
         self.inner.root.shutdown().await;

@@ -6,6 +6,7 @@ use crate::{Runtime, RuntimeBuilder};
 
 use std::sync::Arc;
 
+use arbor_agent::AgentRef;
 use arbor_agent::wasm::{AgentLimits, Capabilities};
 use arbor_vault::ModuleHash;
 
@@ -93,4 +94,30 @@ pub(super) fn split_path(path: &str) -> Vec<String> {
         .filter(|part| !part.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// A spawned agent: its name, the node it runs on (cluster mode) and, when it runs on this
+/// node, its handle.
+#[derive(Debug, Clone)]
+pub struct Spawned {
+    pub(super) name: String,
+    pub(super) node: Option<String>,
+    pub(super) agent: Option<AgentRef>,
+}
+
+impl Spawned {
+    /// The agent's name (what [`Runtime::call`] takes).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The node that runs it (cluster mode; `None` on a single node).
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
+    /// Its handle, when it runs on this node.
+    pub fn local(&self) -> Option<&AgentRef> {
+        self.agent.as_ref()
+    }
 }

@@ -69,7 +69,9 @@ impl AgentSpec {
         self
     }
 
-    pub(crate) fn record(&self, id: AgentId, state: AgentState) -> AgentRecord {
+    /// The registry record of this spec (without the init config, which the registry does not
+    /// keep), in `state`.
+    pub fn record(&self, id: AgentId, state: AgentState) -> AgentRecord {
         let caps = &self.capabilities;
         let mut capabilities: Vec<String> = [
             (caps.log, "log"),
@@ -100,7 +102,9 @@ impl AgentSpec {
         }
     }
 
-    pub(crate) fn from_record(record: &AgentRecord) -> AgentSpec {
+    /// The spec a registry record describes (empty init config; limits the record does not
+    /// keep take their defaults).
+    pub fn from_record(record: &AgentRecord) -> AgentSpec {
         let defaults = AgentLimits::default();
         let mut capabilities = Capabilities::none();
         for grant in &record.capabilities {

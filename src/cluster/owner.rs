@@ -1,0 +1,481 @@
+//! The ownership loop: what this node does about each agent, every tick and whenever the
+//! registry or the membership changes.
+//!
+//! For every agent the registry has and every agent this node owns, [`decide`] looks at four
+//! facts — should it run, does placement put it here, does this node own it, is that
+//! ownership still sound (lease renewed, journal not fenced) — and picks one [`Action`]. The
+//! table is [`decide`]'s match, with a test per row.
+//!
+//! Claiming: read the lease (skip if another node holds it), claim it (compare-and-swap,
+//! epoch + 1), take the journal over at that epoch (fences every former owner at the stream),
+//! make sure its modules are here, then start it under its supervisor (recovered from the
+//! stream, or spawned from its spec on its first start). Giving up: stop it (a final
+//! checkpoint, unless the journal is fenced), flush and release the journal, release the
+//! lease (not after a step-down: the lease is someone else's already).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use arbor_agent::JournalStore;
+use arbor_cluster::{Lease, LeaseError};
+use arbor_vault::{AgentId, AgentState};
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::{Local, Node, placement};
+
+/// What the loop does about one agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Claim its lease and start it here.
+    Claim,
+    /// Keep running it; renew the lease when due.
+    Keep,
+    /// Placement moved it: stop it here (final checkpoint) and release it to its new node.
+    HandOff,
+    /// The registry says it should not run: stop it for good.
+    Stop,
+    /// This node's ownership is no longer sound (lease lost or expired, journal fenced): stop
+    /// serving it at once.
+    StepDown,
+    /// Not this node's business.
+    Nothing,
+}
+
+/// The decision table (see the module docs).
+pub(crate) fn decide(wanted: bool, placed_here: bool, owned: bool, sound: bool) -> Action {
+    match (wanted, placed_here, owned, sound) {
+        (_, _, true, false) => Action::StepDown,
+        (true, true, true, true) => Action::Keep,
+        (true, false, true, true) => Action::HandOff,
+        (false, _, true, true) => Action::Stop,
+        (true, true, false, _) => Action::Claim,
+        (true, false, false, _) | (false, _, false, _) => Action::Nothing,
+    }
+}
+
+/// Why this node claimed an agent (the claims counter's label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    /// Its first start.
+    Spawn,
+    /// Placement moved it here from a live node (which released it).
+    Placement,
+    /// Its owner's lease expired.
+    Failover,
+}
+
+impl Reason {
+    fn label(self) -> &'static str {
+        match self {
+            Reason::Spawn => "spawn",
+            Reason::Placement => "placement",
+            Reason::Failover => "failover",
+        }
+    }
+}
+
+/// How a spawn placed on this node went.
+#[derive(Debug)]
+pub(crate) enum SpawnOutcome {
+    /// Running here.
+    Started,
+    /// Another node holds it (placement views differed for a moment); it runs there.
+    Elsewhere,
+    /// Its first start failed (the registry says terminated, with why).
+    Failed(String),
+}
+
+/// How the node gives an agent up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GiveUp {
+    HandOff,
+    Stop,
+    StepDown,
+}
+
+/// The ownership loop's state: the leases this node holds.
+pub(crate) struct Owner {
+    node: String,
+    owned: Mutex<BTreeMap<String, Lease>>,
+    /// Agents being claimed or given up right now (one operation per agent at a time).
+    busy: Mutex<BTreeSet<String>>,
+    draining: AtomicBool,
+    /// Wakes the loop before its tick (a spawn, a stop, a drain).
+    pub(crate) wake: Notify,
+}
+
+impl Owner {
+    pub(crate) fn new(node: &str) -> Owner {
+        Owner {
+            node: node.to_string(),
+            owned: Mutex::new(BTreeMap::new()),
+            busy: Mutex::new(BTreeSet::new()),
+            draining: AtomicBool::new(false),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Starts the loop; it ends when the node is gone.
+    pub(crate) fn start(node: Weak<Node>, local: Weak<dyn Local>) {
+        tokio::spawn(async move {
+            let mut last_beat = Instant::now();
+            let mut last_modules = Instant::now() - Duration::from_secs(60);
+            loop {
+                let (Some(n), Some(l)) = (node.upgrade(), local.upgrade()) else {
+                    return;
+                };
+                if l.is_stopped() {
+                    return;
+                }
+                let tick = n.options.tick;
+                if last_beat.elapsed() >= n.options.lease / 3 {
+                    let draining = n.owner.draining.load(Ordering::Acquire);
+                    if let Err(error) = n.members.beat(draining).await {
+                        tracing::warn!(%error, "heartbeat not written");
+                    } else {
+                        last_beat = Instant::now();
+                    }
+                }
+                if last_modules.elapsed() >= Duration::from_secs(5) {
+                    if let Err(error) = sync_modules(&n, l.as_ref()).await {
+                        tracing::warn!(%error, "module sync");
+                    }
+                    last_modules = Instant::now();
+                }
+                n.owner.tick(&n, &l).await;
+                let (registry, members) = (n.registry.changed.clone(), n.members.changed.clone());
+                drop((n, l));
+                let woken = async {
+                    tokio::select! {
+                        () = registry.notified() => {}
+                        () = members.notified() => {}
+                    }
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(tick) => {}
+                    () = woken => {}
+                }
+            }
+        });
+    }
+
+    /// Wakes the loop now.
+    pub(crate) fn nudge(&self) {
+        self.wake.notify_waiters();
+    }
+
+    /// One pass over every agent (see the module docs).
+    pub(crate) async fn tick(&self, node: &Arc<Node>, local: &Arc<dyn Local>) {
+        let mut placeable = node.members.placeable();
+        if self.draining.load(Ordering::Acquire) {
+            placeable.retain(|n| *n != self.node);
+        }
+        let registered = node.registry.all();
+        let owned = self.owned.lock().clone();
+        let now = SystemTime::now();
+        let mut actions: Vec<(String, Action)> = Vec::new();
+        let mut names: BTreeSet<String> = owned.keys().cloned().collect();
+        names.extend(registered.iter().map(|r| r.name().to_string()));
+        for name in names {
+            let wanted = registered
+                .iter()
+                .any(|r| r.name() == name && r.record.state == AgentState::Running);
+            let placed_here = placement::place(&name, &placeable) == Some(self.node.as_str());
+            let lease = owned.get(&name);
+            let sound = lease.is_some_and(|lease| lease.until() > now && node.store.owns(&name));
+            actions.push((
+                name.clone(),
+                decide(wanted, placed_here, lease.is_some(), sound),
+            ));
+        }
+        let unowned = actions.iter().filter(|(_, a)| *a == Action::Claim).count();
+        // Claims and hand-offs run a few at a time: a failover of many agents is bounded by
+        // the round trips of each, not by their sum.
+        futures_util::stream::iter(actions)
+            .for_each_concurrent(16, |(name, action)| async move {
+                if !self.busy.lock().insert(name.clone()) {
+                    return;
+                }
+                match action {
+                    Action::Claim => {
+                        self.claim(node, local, &name, None).await;
+                    }
+                    Action::Keep => self.renew(node, local, &name).await,
+                    Action::HandOff => self.give_up(node, local, &name, GiveUp::HandOff).await,
+                    Action::Stop => self.give_up(node, local, &name, GiveUp::Stop).await,
+                    Action::StepDown => self.give_up(node, local, &name, GiveUp::StepDown).await,
+                    Action::Nothing => {}
+                }
+                self.busy.lock().remove(&name);
+            })
+            .await;
+        let owned_now = self.owned.lock().len();
+        metrics::gauge!(arbor_metrics::CLUSTER_AGENTS_OWNED).set(owned_now as f64);
+        metrics::gauge!(arbor_metrics::CLUSTER_AGENTS_UNOWNED).set(unowned as f64);
+        metrics::gauge!(arbor_metrics::CLUSTER_NODES).set(node.members.placeable().len() as f64);
+    }
+
+    /// Renews `name`'s lease if a third of it has passed; steps down if it was lost.
+    async fn renew(&self, node: &Node, local: &Arc<dyn Local>, name: &str) {
+        let Some(mut lease) = self.owned.lock().get(name).cloned() else {
+            return;
+        };
+        let left = lease
+            .until()
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        if left > node.options.lease * 2 / 3 {
+            return;
+        }
+        match node.leases.renew(&mut lease).await {
+            Ok(()) => {
+                self.owned.lock().insert(name.to_string(), lease);
+            }
+            Err(LeaseError::Lost { .. }) => {
+                tracing::warn!(agent = name, "lease lost: stepping down");
+                self.give_up(node, local, name, GiveUp::StepDown).await;
+            }
+            // Unknown outcome (timeout, connection): keep the old lease; the next tick tries
+            // again, and a lease that runs out steps down.
+            Err(error) => tracing::warn!(agent = name, %error, "lease renewal failed"),
+        }
+    }
+
+    /// Claims `name` and starts it here (see the module docs). `spawn` is set when this node
+    /// spawned it just now.
+    pub(crate) async fn claim(
+        &self,
+        node: &Node,
+        local: &Arc<dyn Local>,
+        name: &str,
+        spawn: Option<()>,
+    ) -> SpawnOutcome {
+        let Some(registered) = node.registry.get(name) else {
+            return SpawnOutcome::Failed("not in the registry".into());
+        };
+        let reason = match node.leases.get(name).await {
+            Ok(None) => Reason::Spawn,
+            Ok(Some(record)) => {
+                let ends = record.until + node.options.max_clock_skew;
+                if record.node != self.node && ends > SystemTime::now() {
+                    return SpawnOutcome::Elsewhere;
+                }
+                if record.until <= SystemTime::UNIX_EPOCH {
+                    Reason::Placement
+                } else {
+                    Reason::Failover
+                }
+            }
+            Err(error) => {
+                tracing::warn!(agent = name, %error, "reading the lease");
+                return SpawnOutcome::Elsewhere;
+            }
+        };
+        let reason = if spawn.is_some() {
+            Reason::Spawn
+        } else {
+            reason
+        };
+        let lease = match node.leases.claim(name, &self.node).await {
+            Ok(lease) => lease,
+            Err(LeaseError::Held { .. } | LeaseError::LostRace { .. }) => {
+                return SpawnOutcome::Elsewhere;
+            }
+            Err(error) => {
+                tracing::warn!(agent = name, %error, "claim failed");
+                return SpawnOutcome::Elsewhere;
+            }
+        };
+        if let Err(error) = node.store.acquire(name, lease.epoch()).await {
+            tracing::warn!(agent = name, %error, "taking the journal over failed");
+            let _ = node.leases.release(lease).await;
+            return SpawnOutcome::Elsewhere;
+        }
+        let outcome = async {
+            let id = AgentId::new(name).map_err(|e| e.to_string())?;
+            let vault = local
+                .vault()
+                .ok_or_else(|| String::from("no local vault"))?;
+            if let arbor_vault::Behaviour::Wasm(hash) = &registered.record.behaviour
+                && vault.module_meta(hash).ok().flatten().is_none()
+            {
+                sync_modules(node, local.as_ref())
+                    .await
+                    .map_err(|e| format!("fetching its module: {e}"))?;
+            }
+            let fresh = node
+                .store
+                .latest_meta(&id)
+                .map_err(|e| e.to_string())?
+                .is_none();
+            if fresh {
+                let _ = vault.remove_agent(&id);
+            } else {
+                vault
+                    .put_agent(&registered.record)
+                    .and_then(|()| vault.sync())
+                    .map_err(|e| e.to_string())?;
+            }
+            let spec = fresh.then(|| registered.spec());
+            local
+                .start(name, spec, &registered.record.supervisor)
+                .await
+                .map(|started| (started, fresh))
+        }
+        .await;
+        match outcome {
+            Ok((true, _)) => {
+                tracing::info!(
+                    agent = name,
+                    epoch = lease.epoch(),
+                    reason = reason.label(),
+                    "claimed"
+                );
+                metrics::counter!(arbor_metrics::CLUSTER_CLAIMS, "reason" => reason.label())
+                    .increment(1);
+                self.owned.lock().insert(name.to_string(), lease);
+                SpawnOutcome::Started
+            }
+            Ok((false, _)) | Err(_) => {
+                let why = match &outcome {
+                    Err(why) => why.clone(),
+                    _ => "its start declined (quarantined)".to_string(),
+                };
+                tracing::error!(agent = name, why, "could not start the claimed agent");
+                let state = match outcome {
+                    Ok(_) => AgentState::Quarantined,
+                    Err(_) if matches!(reason, Reason::Spawn) => AgentState::Terminated,
+                    Err(_) => AgentState::Quarantined,
+                };
+                if let Err(error) = node
+                    .registry
+                    .set_state(name, state, Some(why.clone()))
+                    .await
+                {
+                    tracing::error!(agent = name, %error, "registry not updated");
+                }
+                if let Some(vault) = local.vault()
+                    && let Ok(id) = AgentId::new(name)
+                {
+                    let _ = vault.remove_agent(&id);
+                }
+                node.store.release(name).await;
+                let _ = node.leases.release(lease).await;
+                SpawnOutcome::Failed(why)
+            }
+        }
+    }
+
+    async fn give_up(&self, node: &Node, local: &Arc<dyn Local>, name: &str, how: GiveUp) {
+        let lease = self.owned.lock().remove(name);
+        let Some(lease) = lease else {
+            return;
+        };
+        let path = node
+            .registry
+            .get(name)
+            .map(|r| r.record.supervisor)
+            .unwrap_or_default();
+        local.stop(name, &path, how == GiveUp::Stop).await;
+        if let Some(vault) = local.vault()
+            && let Ok(id) = AgentId::new(name)
+        {
+            let _ = vault.remove_agent(&id).and_then(|_| vault.sync());
+        }
+        node.store.release(name).await;
+        match how {
+            GiveUp::StepDown => {
+                metrics::counter!(arbor_metrics::CLUSTER_LEASES_LOST).increment(1);
+                tracing::warn!(agent = name, epoch = lease.epoch(), "stepped down");
+            }
+            GiveUp::HandOff | GiveUp::Stop => {
+                if how == GiveUp::HandOff {
+                    metrics::counter!(arbor_metrics::CLUSTER_HANDOFFS).increment(1);
+                }
+                if let Err(error) = node.leases.release(lease).await {
+                    tracing::warn!(agent = name, %error, "lease not released (it will expire)");
+                }
+            }
+        }
+    }
+
+    /// Drains: takes no new agents and hands every owned one off, then returns.
+    pub(crate) async fn drain(&self, node: &Arc<Node>, local: &Arc<dyn Local>) {
+        self.draining.store(true, Ordering::Release);
+        if let Err(error) = node.members.beat(true).await {
+            tracing::warn!(%error, "draining heartbeat not written");
+        }
+        let names: Vec<String> = self.owned.lock().keys().cloned().collect();
+        futures_util::stream::iter(names)
+            .for_each_concurrent(16, |name| async move {
+                self.give_up(node, local, &name, GiveUp::HandOff).await;
+            })
+            .await;
+    }
+}
+
+/// Uploads this node's modules and adds the cluster's ones it lacks.
+pub(crate) async fn sync_modules(
+    node: &Node,
+    local: &dyn Local,
+) -> Result<(), super::ClusterError> {
+    let Some(vault) = local.vault() else {
+        return Ok(());
+    };
+    for bytes in node.registry.sync_modules(vault).await? {
+        if let Err(error) = local.add_module(&bytes) {
+            tracing::warn!(%error, "a module from the cluster's store was refused");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Action, decide};
+
+    /// Every combination of (wanted, placed here, owned, sound), with its action.
+    const ROWS: &[(bool, bool, bool, bool, Action)] = &[
+        (true, true, false, false, Action::Claim),
+        (true, true, false, true, Action::Claim),
+        (true, true, true, true, Action::Keep),
+        (true, true, true, false, Action::StepDown),
+        (true, false, true, true, Action::HandOff),
+        (true, false, true, false, Action::StepDown),
+        (true, false, false, false, Action::Nothing),
+        (true, false, false, true, Action::Nothing),
+        (false, true, true, true, Action::Stop),
+        (false, false, true, true, Action::Stop),
+        (false, true, true, false, Action::StepDown),
+        (false, false, true, false, Action::StepDown),
+        (false, true, false, false, Action::Nothing),
+        (false, true, false, true, Action::Nothing),
+        (false, false, false, false, Action::Nothing),
+        (false, false, false, true, Action::Nothing),
+    ];
+
+    #[test]
+    fn every_row_of_the_table() {
+        for &(wanted, here, owned, sound, action) in ROWS {
+            assert_eq!(
+                decide(wanted, here, owned, sound),
+                action,
+                "wanted {wanted}, placed here {here}, owned {owned}, sound {sound}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_table_covers_every_combination_once() {
+        let mut seen = std::collections::BTreeSet::new();
+        for &(wanted, here, owned, sound, _) in ROWS {
+            assert!(seen.insert((wanted, here, owned, sound)), "a row twice");
+        }
+        assert_eq!(seen.len(), 16);
+    }
+}
