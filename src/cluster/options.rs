@@ -41,6 +41,9 @@ pub struct ClusterOptions {
     pub append_timeout: Duration,
     /// How often the ownership loop runs when nothing wakes it earlier.
     pub tick: Duration,
+    /// Connect only to [`urls`](Self::urls), never to the servers the cluster advertises
+    /// (for hosts that reach the servers through a proxy or NAT).
+    pub ignore_discovered_servers: bool,
 }
 
 impl ClusterOptions {
@@ -61,6 +64,7 @@ impl ClusterOptions {
             max_clock_skew: Duration::from_millis(500),
             append_timeout: Duration::from_secs(5),
             tick: Duration::from_millis(500),
+            ignore_discovered_servers: false,
         }
     }
 
@@ -112,6 +116,12 @@ impl ClusterOptions {
         self
     }
 
+    /// Connects only to the given URLs (see the field).
+    pub fn ignore_discovered_servers(mut self) -> Self {
+        self.ignore_discovered_servers = true;
+        self
+    }
+
     /// Connects to the servers with the configured credentials.
     pub(crate) async fn connect(&self) -> Result<async_nats::Client, ClusterError> {
         let valid = !self.node.is_empty()
@@ -142,6 +152,9 @@ impl ClusterOptions {
         }
         if let Some((user, password)) = &self.user_password {
             options = options.user_and_password(user.clone(), password.clone());
+        }
+        if self.ignore_discovered_servers {
+            options = options.ignore_discovered_servers();
         }
         if let Some(token) = &self.token {
             options = options.token(token.clone());
