@@ -22,6 +22,11 @@
 //!   checkpoint never claims records a crash could still lose.
 //! - **Release** ([`JournalStore::release_before`]): the store may drop records before a
 //!   position once every agent's safe checkpoint covers them (the journal's pins decide which).
+//!   A store whose positions are per agent ([`JournalStore::positions_per_agent`], the
+//!   cluster's) is released agent by agent instead ([`JournalStore::release_agent_before`]),
+//!   under the same rule; it must not drop a record before the checkpoints stored ahead of the
+//!   call are durable (the journal does not sync them for it). Reading a released position
+//!   fails with [`JournalError::Released`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -151,6 +156,27 @@ pub trait JournalStore: Send + Sync + 'static {
     /// The budget of records kept for history (bytes of log per release point), for the
     /// history rule.
     fn release_point_bytes(&self) -> u64;
+    /// Whether each agent's positions are its own (1, 2, 3, … per agent, as in the cluster's
+    /// per-agent logs) rather than shared by all agents (the local WAL). The journal then
+    /// applies its release rule to each agent's positions on their own, through
+    /// [`release_agent_before`](Self::release_agent_before); comparing positions of different
+    /// agents would mean nothing.
+    fn positions_per_agent(&self) -> bool {
+        false
+    }
+    /// Drops `agent`'s records before `lsn` where the store can (a store with
+    /// [per-agent positions](Self::positions_per_agent)), once the checkpoints stored before
+    /// this call are durable.
+    fn release_agent_before(&self, agent: &str, lsn: Lsn) -> Result<(), JournalError> {
+        let _ = (agent, lsn);
+        Ok(())
+    }
+    /// The first position of `agent`'s newest records that fit in `bytes` (a store with
+    /// [per-agent positions](Self::positions_per_agent); the history rule's budget).
+    fn history_floor(&self, agent: &str, bytes: u64) -> Lsn {
+        let _ = (agent, bytes);
+        0
+    }
 
     /// Stores a checkpoint.
     fn put_checkpoint(&self, checkpoint: &NewCheckpoint<'_>) -> Result<(), JournalError>;
