@@ -146,7 +146,8 @@ pub trait JournalStore: Send + Sync + 'static {
     }
     /// Makes every record appended so far durable; resolves with the position covered.
     fn sync(&self) -> Pin<Box<dyn Future<Output = Result<Lsn, JournalError>> + Send + '_>>;
-    /// [`sync`](Self::sync), blocking the thread (for shutdown).
+    /// [`sync`](Self::sync), blocking the thread (for synchronous callers; async code awaits
+    /// `sync`: a store whose writes run on the caller's runtime may be unable to wait here).
     fn sync_blocking(&self) -> Result<Lsn, JournalError>;
     /// The positions at which release could drop something (the local WAL's segment
     /// starts, oldest first; the first is where the journal begins).
@@ -205,6 +206,15 @@ pub trait JournalStore: Send + Sync + 'static {
     fn delete_checkpoint(&self, agent: &AgentId, lsn: Lsn) -> Result<bool, JournalError>;
     /// Makes the checkpoints stored so far durable.
     fn sync_checkpoints(&self) -> Result<(), JournalError>;
+    /// [`sync_checkpoints`](Self::sync_checkpoints) for async callers: a store whose
+    /// checkpoint writes run on the caller's runtime (the cluster's) waits for them here
+    /// without holding a thread, which on a current-thread runtime would never let them
+    /// finish. The default runs the blocking one.
+    fn sync_checkpoints_async(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = Result<(), JournalError>> + Send + '_>> {
+        Box::pin(async move { self.sync_checkpoints() })
+    }
 
     /// The local WAL, when that is what the store is (for operators' tools).
     fn wal(&self) -> Option<&Wal> {
