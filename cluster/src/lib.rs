@@ -71,4 +71,4 @@ pub use lease::{Lease, LeaseConfig, LeaseError, LeaseRecord, Leases};
 pub use log::{AgentWriter, Appended, Entry, EntryKind, JournalLog, LogConfig, LogError};
 pub use names::encode_agent;
 pub use server::{MIN_SERVER_VERSION, ServerError, check_server, check_version, parse_version};
-pub use store::{JetStreamStore, StoreConfig, StoreError};
+pub use store::{JetStreamStore, StoreConfig, StoreError, SyncError};

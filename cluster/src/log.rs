@@ -41,6 +41,14 @@
 //! writer refused right after the stream leader was killed; which of the first and last cases
 //! it was is not pinned down yet — the check handles both.)
 //!
+//! # Purging
+//!
+//! [`JournalLog::purge_before`] removes an agent's entries before a stream sequence (the
+//! journal store's release, once checkpoints cover their records). Fencing needs only the
+//! subject's last message — a takeover reads it and expects it, a writer expects its own last
+//! append — so a purge that keeps the agent's newest entry never disturbs either; a reader
+//! simply starts at the first entry left.
+//!
 //! # One append in flight per agent
 //!
 //! The next append must name the sequence the previous one got, and the stream assigns
