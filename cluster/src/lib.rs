@@ -14,7 +14,8 @@
 //!   was paused (SIGSTOP) or partitioned and still believes its lease is live.
 //! - [`JetStreamStore`] (`store.rs`): arbor-agent's journal seam on the log and a checkpoint
 //!   bucket, so an `AgentSystem` journals into the replicated stream and recovers from it on
-//!   another node (positions, sync/async, checkpoints and fencing are decided in its docs).
+//!   another node (positions, sync/async, checkpoints, fencing and retention are decided in
+//!   its docs).
 //! - [`server`]: the server version and settings arbor requires, from Jepsen's NATS 2.12.1
 //!   analysis: **≥ 2.10.23** and **`jetstream { sync_interval: always }`**.
 //! - `harness` (feature `harness`): a real 3-server cluster on loopback for tests.

@@ -627,7 +627,12 @@ impl JetStreamStore {
                     // Listed but its blob is gone or unreadable: like a missing value, the
                     // checkpoint is skipped (an older one, whose records are kept, serves).
                     Ok(None) => {
-                        tracing::warn!(agent, lsn, blob = name, "checkpoint blob missing");
+                        tracing::warn!(
+                            agent,
+                            lsn,
+                            blob = name,
+                            "checkpoint blob missing or over max_state_bytes, skipped"
+                        );
                         continue;
                     }
                     Err(e) => return Err(failed(e)),
