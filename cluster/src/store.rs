@@ -54,7 +54,8 @@
 //!    the same name; the KV value then holds the metadata and the blob's name. The blob is
 //!    written first, then the value, then the index, so a listed checkpoint always has both;
 //!    deleting one unlists it first, then removes the value and the blob (a leftover is never
-//!    read). An acquired agent's retained checkpoints are kept in memory, states included
+//!    read). The value's messages are purged from the bucket's stream rather than KV-purged,
+//!    which would leave a marker per deleted checkpoint for ever. An acquired agent's retained checkpoints are kept in memory, states included
 //!    (`checkpoint` is synchronous); retention bounds them. Sealing and verifying are the
 //!    vault's own (`arbor_vault::seal_checkpoint`, `open_checkpoint`, added for this), so
 //!    `latest_valid` skips a checkpoint that does not verify exactly as the vault does.
@@ -107,7 +108,10 @@
 //! # Not yet
 //!
 //! Renewing the lease and stepping down when it is lost are the caller's. A stopped agent
-//! (unpinned) keeps its records in this store until the store releases the agent.
+//! (unpinned) keeps its records in this store until the store releases the agent. Deleting a
+//! blob leaves the object store's own deletion marker (its metadata, a few hundred bytes)
+//! under a subject async-nats encodes privately: one per deleted large checkpoint, until
+//! purged by other means.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -883,7 +887,10 @@ async fn run_writer(
                         // Unlisted already: a leftover value or blob is harmless (never read).
                         for lsn in lsns {
                             let name = format!("{key}.{lsn}");
-                            if let Err(e) = stores.bucket.purge(&name).await {
+                            // The key's messages go from the bucket's stream: a KV purge
+                            // would leave a marker per deleted checkpoint for ever.
+                            let subject = format!("{}{name}", stores.bucket.prefix);
+                            if let Err(e) = stores.bucket.stream.purge().filter(subject).await {
                                 tracing::warn!(agent, lsn, error = %e, "checkpoint not purged");
                             }
                             match stores.blobs.delete(&name).await {
