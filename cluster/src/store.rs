@@ -55,7 +55,9 @@
 //!    written first, then the value, then the index, so a listed checkpoint always has both;
 //!    deleting one unlists it first, then removes the value and the blob (a leftover is never
 //!    read). The value's messages are purged from the bucket's stream rather than KV-purged,
-//!    which would leave a marker per deleted checkpoint for ever. An acquired agent's retained checkpoints are kept in memory, states included
+//!    which would leave a marker per deleted checkpoint for ever; likewise the marker the
+//!    object store's delete leaves (under async-nats's encoding of the name, which the
+//!    retention test checks). An acquired agent's retained checkpoints are kept in memory, states included
 //!    (`checkpoint` is synchronous); retention bounds them. Sealing and verifying are the
 //!    vault's own (`arbor_vault::seal_checkpoint`, `open_checkpoint`, added for this), so
 //!    `latest_valid` skips a checkpoint that does not verify exactly as the vault does.
@@ -108,10 +110,7 @@
 //! # Not yet
 //!
 //! Renewing the lease and stepping down when it is lost are the caller's. A stopped agent
-//! (unpinned) keeps its records in this store until the store releases the agent. Deleting a
-//! blob leaves the object store's own deletion marker (its metadata, a few hundred bytes)
-//! under a subject async-nats encodes privately: one per deleted large checkpoint, until
-//! purged by other means.
+//! (unpinned) keeps its records in this store until the store releases the agent.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -346,6 +345,7 @@ struct Inner {
     log: JournalLog,
     bucket: kv::Store,
     blobs: object_store::ObjectStore,
+    blob_stream: jetstream::stream::Stream,
     node: String,
     config: StoreConfig,
     agents: Mutex<HashMap<String, Arc<Slot>>>,
@@ -404,11 +404,17 @@ impl JetStreamStore {
                 .await
                 .map_err(|e| blobs_err(e.into()))?,
         };
+        // The object store keeps its stream to itself; deleting markers needs it.
+        let blob_stream = js
+            .get_stream(format!("OBJ_{}", config.blob_bucket))
+            .await
+            .map_err(|e| blobs_err(e.into()))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 log,
                 bucket,
                 blobs,
+                blob_stream,
                 node: node.to_string(),
                 config,
                 agents: Mutex::new(HashMap::new()),
@@ -469,6 +475,8 @@ impl JetStreamStore {
                 log: inner.log.clone(),
                 bucket: inner.bucket.clone(),
                 blobs: inner.blobs.clone(),
+                blob_bucket: inner.config.blob_bucket.clone(),
+                blob_stream: inner.blob_stream.clone(),
                 inline_state_bytes: inner.config.inline_state_bytes,
             },
             Written {
@@ -827,6 +835,9 @@ struct Stores {
     log: JournalLog,
     bucket: kv::Store,
     blobs: object_store::ObjectStore,
+    blob_bucket: String,
+    /// The blob bucket's stream.
+    blob_stream: jetstream::stream::Stream,
     inline_state_bytes: usize,
 }
 
@@ -894,7 +905,7 @@ async fn run_writer(
                                 tracing::warn!(agent, lsn, error = %e, "checkpoint not purged");
                             }
                             match stores.blobs.delete(&name).await {
-                                Ok(()) => {}
+                                Ok(()) => purge_blob_marker(&stores, &agent, &name).await,
                                 // An inline checkpoint has no blob.
                                 Err(e) if e.kind() == object_store::DeleteErrorKind::NotFound => {}
                                 Err(e) => {
@@ -920,6 +931,22 @@ async fn run_writer(
             slot.halt(error);
         }
         slot.done.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Purges the marker the object store's delete leaves (the object's metadata with `deleted`
+/// set), which would otherwise stay for ever, one per deleted blob. Its subject is
+/// `$O.<bucket>.M.<base64url(name)>` (async-nats 0.51's encoding; the retention test checks
+/// that nothing of a deleted blob is left). A failure only leaves the marker.
+async fn purge_blob_marker(stores: &Stores, agent: &str, name: &str) {
+    use base64::Engine as _;
+    let subject = format!(
+        "$O.{}.M.{}",
+        stores.blob_bucket,
+        base64::engine::general_purpose::URL_SAFE.encode(name)
+    );
+    if let Err(e) = stores.blob_stream.purge().filter(subject).await {
+        tracing::warn!(agent, blob = name, error = %e, "blob marker not purged");
     }
 }
 

@@ -161,18 +161,52 @@ async fn checkpoint_subjects(client: &async_nats::Client, agent: &str) -> Vec<St
 async fn damage_newest_checkpoint(client: &async_nats::Client, agent: &str) -> u64 {
     let js = async_nats::jetstream::new(client.clone());
     let bucket = js.get_key_value(CHECKPOINTS).await.expect("bucket");
-    let index = bucket.get(agent).await.expect("index").expect("listed");
+    // Read from the stream leader: a replica's direct get may not have the writer's last
+    // index yet (the writer may have just died).
+    let stream = js
+        .get_stream(format!("KV_{CHECKPOINTS}"))
+        .await
+        .expect("the bucket's stream");
+    let latest = |key: String| {
+        let stream = stream.clone();
+        async move {
+            stream
+                .get_last_raw_message_by_subject(&format!("$KV.{CHECKPOINTS}.{key}"))
+                .await
+                .expect("stored")
+                .payload
+        }
+    };
+    let index = latest(agent.to_string()).await;
     // The index: the owner's epoch and the positions that have a checkpoint.
     let (_epoch, lsns): (u64, Vec<u64>) = rmp_serde::from_slice(&index).expect("the index");
     let newest = lsns.into_iter().max().expect("a checkpoint");
     let key = format!("{agent}.{newest}");
-    let value = bucket.get(&key).await.expect("value").expect("stored");
+    let value = latest(key.clone()).await;
     // The value ends with the zstd state (inline: the counter's state is small).
     let mut damaged = value.to_vec();
     let last = damaged.len() - 1;
     damaged[last] ^= 0xFF;
     bucket.put(&key, damaged.into()).await.expect("put");
     newest
+}
+
+/// How many subjects under `filter` of the blob bucket's stream hold messages (from the
+/// stream's subject state).
+async fn blob_subjects(client: &async_nats::Client, filter: &str) -> usize {
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js
+        .get_stream(format!("OBJ_{BLOBS}"))
+        .await
+        .expect("the blob bucket's stream");
+    let subjects: Vec<(String, usize)> = stream
+        .info_with_subjects(format!("$O.{BLOBS}.{filter}.>"))
+        .await
+        .expect("subjects")
+        .try_collect()
+        .await
+        .expect("subjects");
+    subjects.iter().filter(|(_, n)| *n > 0).count()
 }
 
 /// Whether the blob of `agent`'s checkpoint at `lsn` is in the blob bucket.
@@ -341,7 +375,7 @@ async fn a_writer_crashing_mid_release_leaves_a_recoverable_log() {
         .recover_as(AgentSpec::wasm(agent, b.counter))
         .await
         .expect("recover from the checkpoint before the damaged one");
-    assert_eq!(report.skipped_checkpoints, vec![damaged]);
+    assert_eq!(report.skipped_checkpoints, vec![damaged], "{report:?}");
     // Every acknowledged input is there; the one in flight at the crash may be too.
     let recovered = count(&counter).await;
     let acked = acked.load(Ordering::SeqCst);
@@ -418,6 +452,16 @@ async fn a_checkpoint_larger_than_a_message_goes_to_the_blob_bucket() {
         !has_blob(&s.client, agent, at).await,
         "a deleted checkpoint's blob is deleted"
     );
+    // Nothing of it is left in the bucket's stream, no deletion marker either: the two
+    // checkpoints kept, both 5 MiB, are all there is (this test's agent is the bucket's only
+    // user).
+    let kept = b
+        .store
+        .list_checkpoints(&arbor_vault::AgentId::new(agent).unwrap())
+        .expect("checkpoints");
+    assert_eq!(kept.len(), 2);
+    assert_eq!(blob_subjects(&s.client, "M").await, 2, "blob metadata");
+    assert_eq!(blob_subjects(&s.client, "C").await, 2, "blob chunks");
     b.system.shutdown().await.expect("shutdown");
 }
 
