@@ -23,8 +23,8 @@
 //!    agent is acquired. An entry carries the position of its first record in the
 //!    `Arbor-Position` header ([`AgentWriter::append_at`]); the stream sequence stays inside
 //!    the writer, for the expected-last-subject-sequence check. A checkpoint is stored at the
-//!    agent's own last position ([`JournalStore::last_of`], the one seam change this needed:
-//!    the local WAL's positions are shared by all agents and `last_of` is its `last`). The
+//!    agent's own last position ([`JournalStore::last_of`], a seam change this needed: the
+//!    local WAL's positions are shared by all agents and `last_of` is its `last`). The
 //!    store-wide [`JournalStore::last`] is the largest of the agents' positions.
 //! 2. **Sync outside, async inside.** Each acquired agent has one writer task (spawned on the
 //!    runtime that called `acquire`) fed by an unbounded channel: `append` numbers the
@@ -89,8 +89,10 @@
 //!    the bound, and the takeover markers among them — never the agent's newest append
 //!    entry: a new owner numbers on from its last position, and with it the subject's last
 //!    message, which a takeover's expected-sequence check needs, stays too. `acquire` takes
-//!    the first position still in the stream as the released bound. A failed purge does not
-//!    halt the writer (the entries only take space; the next release purges them).
+//!    the first position still in the stream as the released bound. The store-wide
+//!    [`JournalStore::first`] stays 1 (positions are per agent; `read` checks the agent's
+//!    own bound). A failed purge does not halt the writer (the entries only take space; the
+//!    next release purges them).
 //!    Checkpoints beyond retention are unlisted and deleted with their blobs.
 //!
 //!    Purging makes a former owner's late index write dangerous: listing its own checkpoints
