@@ -14,7 +14,8 @@
 //!   was paused (SIGSTOP) or partitioned and still believes its lease is live.
 //! - [`JetStreamStore`] (`store.rs`): arbor-agent's journal seam on the log and a checkpoint
 //!   bucket, so an `AgentSystem` journals into the replicated stream and recovers from it on
-//!   another node (positions, sync/async, checkpoints and fencing are decided in its docs).
+//!   another node (positions, sync/async, checkpoints, fencing and retention are decided in
+//!   its docs).
 //! - [`server`]: the server version and settings arbor requires, from Jepsen's NATS 2.12.1
 //!   analysis: **≥ 2.10.23** and **`jetstream { sync_interval: always }`**.
 //! - `harness` (feature `harness`): a real 3-server cluster on loopback for tests.
@@ -71,4 +72,4 @@ pub use lease::{Lease, LeaseConfig, LeaseError, LeaseRecord, Leases};
 pub use log::{AgentWriter, Appended, Entry, EntryKind, JournalLog, LogConfig, LogError};
 pub use names::encode_agent;
 pub use server::{MIN_SERVER_VERSION, ServerError, check_server, check_version, parse_version};
-pub use store::{JetStreamStore, StoreConfig, StoreError};
+pub use store::{JetStreamStore, StoreConfig, StoreError, SyncError};

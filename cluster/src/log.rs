@@ -41,6 +41,14 @@
 //! writer refused right after the stream leader was killed; which of the first and last cases
 //! it was is not pinned down yet — the check handles both.)
 //!
+//! # Purging
+//!
+//! [`JournalLog::purge_before`] removes an agent's entries before a stream sequence (the
+//! journal store's release, once checkpoints cover their records). Fencing needs only the
+//! subject's last message — a takeover reads it and expects it, a writer expects its own last
+//! append — so a purge that keeps the agent's newest entry never disturbs either; a reader
+//! simply starts at the first entry left.
+//!
 //! # One append in flight per agent
 //!
 //! The next append must name the sequence the previous one got, and the stream assigns
@@ -66,6 +74,7 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage, stream};
 use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::TryStreamExt;
 
 use crate::conflict::is_conflict;
 use crate::names::encode_agent;
@@ -181,6 +190,17 @@ pub enum LogError {
     Stream {
         /// The stream.
         stream: String,
+        /// Why.
+        #[source]
+        source: async_nats::Error,
+    },
+    /// Purging an agent's entries failed (nothing or everything before the sequence went).
+    #[error("purging agent `{agent}` before entry {before}")]
+    Purge {
+        /// The agent.
+        agent: String,
+        /// The first stream sequence that was to be kept.
+        before: u64,
         /// Why.
         #[source]
         source: async_nats::Error,
@@ -370,6 +390,46 @@ impl JournalLog {
                 }
             }
         }
+    }
+
+    /// Removes the agent's entries before stream sequence `before` (other agents' entries
+    /// stay); returns how many went. The caller keeps what a takeover and a recovery need:
+    /// the subject's last entry (the takeover marker or append a fencing check expects) must
+    /// be at or after `before`, and so must every record no durable checkpoint covers.
+    pub async fn purge_before(&self, agent: &str, before: u64) -> Result<u64, LogError> {
+        self.stream
+            .purge()
+            .filter(self.subject(agent))
+            .sequence(before)
+            .await
+            .map(|response| response.purged)
+            .map_err(|e| LogError::Purge {
+                agent: agent.to_string(),
+                before,
+                source: e.into(),
+            })
+    }
+
+    /// How many entries of the agent the stream holds (from the stream's subject state).
+    pub async fn entry_count(&self, agent: &str) -> Result<u64, LogError> {
+        let subject = self.subject(agent);
+        let failed = |source: async_nats::Error| LogError::Read {
+            agent: agent.to_string(),
+            from: 0,
+            source,
+        };
+        let mut subjects = self
+            .stream
+            .info_with_subjects(&subject)
+            .await
+            .map_err(|e| failed(e.into()))?;
+        let mut count = 0;
+        while let Some((name, n)) = subjects.try_next().await.map_err(|e| failed(e.into()))? {
+            if name == subject {
+                count += n as u64;
+            }
+        }
+        Ok(count)
     }
 
     /// Becomes the agent's writer at `epoch` (from a freshly claimed lease): writes a takeover

@@ -23,8 +23,8 @@
 //!    agent is acquired. An entry carries the position of its first record in the
 //!    `Arbor-Position` header ([`AgentWriter::append_at`]); the stream sequence stays inside
 //!    the writer, for the expected-last-subject-sequence check. A checkpoint is stored at the
-//!    agent's own last position ([`JournalStore::last_of`], the one seam change this needed:
-//!    the local WAL's positions are shared by all agents and `last_of` is its `last`). The
+//!    agent's own last position ([`JournalStore::last_of`], a seam change this needed: the
+//!    local WAL's positions are shared by all agents and `last_of` is its `last`). The
 //!    store-wide [`JournalStore::last`] is the largest of the agents' positions.
 //! 2. **Sync outside, async inside.** Each acquired agent has one writer task (spawned on the
 //!    runtime that called `acquire`) fed by an unbounded channel: `append` numbers the
@@ -34,19 +34,33 @@
 //!    cannot be pipelined — and publishes its acknowledged position on a watch channel;
 //!    [`Pending::wait`] resolves when that position reaches the ack's. Nothing blocks a tokio
 //!    worker except [`JournalStore::sync_blocking`] and [`JournalStore::sync_checkpoints`]
-//!    while writes are still queued, which then wait inside `block_in_place` (on a
-//!    current-thread runtime they cannot wait; see 3).
+//!    while writes are still queued, which then wait inside `block_in_place`. On a
+//!    current-thread runtime they cannot wait — the writers and the connection run on the
+//!    very thread that would block — so they fail at once with [`SyncError::CurrentThread`]
+//!    (inside [`JournalError::Store`]) rather than return with writes still queued. Async
+//!    callers await [`JournalStore::sync`] and [`JournalStore::sync_checkpoints_async`] (a
+//!    seam method added for this), which wait on any runtime; `AgentSystem::shutdown` and
+//!    the rebase commit do, so they are correct on a current-thread runtime too.
 //! 3. **Checkpoints** go to a KV bucket (default `arbor_checkpoints`, R3): the key
 //!    `<agent>.<position>` holds the metadata and the zstd state (the vault's format:
 //!    [`CheckpointMeta`] with the BLAKE3 of the uncompressed state), and the key `<agent>`
-//!    the list of the agent's positions that have one. `put_checkpoint` updates the agent's
-//!    cache at once and queues the upload **in the agent's writer queue**, behind the appends
-//!    it covers and ahead of every later one: so a record that names a checkpoint (a rebase)
-//!    is never stored before the checkpoint. A checkpoint larger than the server's max payload
-//!    (1 MiB by default) fails the writer; the object store is the next step for large
-//!    states. Sealing and verifying are the vault's own (`arbor_vault::seal_checkpoint`,
-//!    `open_checkpoint`, added for this), so `latest_valid` skips a checkpoint that does not
-//!    verify exactly as the vault does.
+//!    the index: the positions that have one and the epoch of the owner that wrote it (see
+//!    6). `put_checkpoint` updates the agent's cache at once and queues the upload **in the
+//!    agent's writer queue**, behind the appends it covers and ahead of every later one: so a
+//!    record that names a checkpoint (a rebase) is never stored before the checkpoint. A
+//!    compressed state over [`StoreConfig::inline_state_bytes`] (256 KiB) does not fit a KV
+//!    value (a NATS message: 1 MiB by default) and goes to the object store bucket
+//!    [`StoreConfig::blob_bucket`] (`arbor_checkpoint_blobs`, the KV bucket's replicas) under
+//!    the same name; the KV value then holds the metadata and the blob's name. The blob is
+//!    written first, then the value, then the index, so a listed checkpoint always has both;
+//!    deleting one unlists it first, then removes the value and the blob (a leftover is never
+//!    read). The value's messages are purged from the bucket's stream rather than KV-purged,
+//!    which would leave a marker per deleted checkpoint for ever; likewise the marker the
+//!    object store's delete leaves (under async-nats's encoding of the name, which the
+//!    retention test checks). An acquired agent's retained checkpoints are kept in memory, states included
+//!    (`checkpoint` is synchronous); retention bounds them. Sealing and verifying are the
+//!    vault's own (`arbor_vault::seal_checkpoint`, `open_checkpoint`, added for this), so
+//!    `latest_valid` skips a checkpoint that does not verify exactly as the vault does.
 //! 4. **Fencing.** After a takeover, the former owner's next entry is refused by the stream;
 //!    its writer halts and the [`Ack`] of every append queued from then on fails with
 //!    [`JournalError::Fenced`], and every later `append` (and checkpoint) fails with it at
@@ -54,23 +68,53 @@
 //!    hold. Any other failure of a publish (outcome unknown after the append timeout, too
 //!    large) halts the writer the same way, as [`JournalError::Store`]; positions stay
 //!    contiguous because nothing after a failure is published. Re-acquiring starts over from
-//!    the log. Checkpoint writes are not fenced: a checkpoint only claims records that were
-//!    acknowledged (the journal syncs first, and a halted writer refuses it), so a late one
-//!    from a former owner is a true state of the log's prefix.
+//!    the log. A checkpoint's value and blob are not fenced: a checkpoint only claims records
+//!    that were acknowledged (the journal syncs first, and a halted writer refuses it), so a
+//!    late one from a former owner is a true state of the log's prefix. Its index is (6).
 //! 5. **Registry.** The store has no vault (`vault()` is `None`): no registry, module store
 //!    or lineage. `AgentSystem::recover` needs the registry's record, so a system on this
 //!    store recovers with `AgentSystem::recover_as(spec)` (added to arbor-agent for this),
 //!    the spec coming from the caller (next: the placement layer). Modules are added to each
 //!    system (`add_module`), kept in memory.
+//! 6. **Retention, as the journal decides.** The store releases nothing on its own: the
+//!    journal's release rule (pins at the older of the two newest checkpoints, holds, the
+//!    history checkpoint within the history budget) decides, as for the local WAL. Its
+//!    positions are per agent, so the seam got `positions_per_agent` and the journal applies
+//!    the rule to each agent alone (`release_agent_before`, `history_floor`; the history
+//!    budget is split evenly over the agents). Releasing drops the agent's records before the
+//!    bound from the cache at once (reading them then fails with [`JournalError::Released`])
+//!    and queues a purge of the stream behind the checkpoint uploads already queued, so the
+//!    stream loses records only once the checkpoints covering them are in the bucket. The
+//!    purge ([`JournalLog::purge_before`]) removes whole entries whose records all lie before
+//!    the bound, and the takeover markers among them — never the agent's newest append
+//!    entry: a new owner numbers on from its last position, and with it the subject's last
+//!    message, which a takeover's expected-sequence check needs, stays too. `acquire` takes
+//!    the first position still in the stream as the released bound. The store-wide
+//!    [`JournalStore::first`] stays 1 (positions are per agent; `read` checks the agent's
+//!    own bound). A failed purge does not halt the writer (the entries only take space; the
+//!    next release purges them).
+//!    Checkpoints beyond retention are unlisted and deleted with their blobs.
+//!
+//!    Purging makes a former owner's late index write dangerous: listing its own checkpoints
+//!    over the new owner's would point recovery at records the new owner has purged. So the
+//!    index is compare-and-swapped: `acquire` claims it (rewrites it with its epoch at the
+//!    revision read, after the takeover and before reading the log), and every later index
+//!    write expects the revision this writer last wrote. A former owner's next index write
+//!    then fails and halts its writer as [`JournalError::Fenced`] before it deletes or purges
+//!    anything more; what it purged before was covered by checkpoints the claimed index
+//!    lists. A purge racing `acquire`'s read of the log shows as a jump in positions, and the
+//!    read starts over.
+//!
+//!    Memory: an acquired agent's cache holds the records after its release bound — two
+//!    checkpoint intervals, plus its history within its share of
+//!    `CheckpointPolicy::history_max_bytes` (which, for this store, is memory: size it so).
 //!
 //! # Not yet
 //!
-//! Release: nothing is trimmed (`release_points` is empty), neither the stream nor the
-//! in-memory cache of an acquired agent's records, which holds the agent's whole journal.
-//! Checkpoints over the KV value limit. Renewing the lease and stepping down when it is lost
-//! are the caller's.
+//! Renewing the lease and stepping down when it is lost are the caller's. A stopped agent
+//! (unpinned) keeps its records in this store until the store releases the agent.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -80,12 +124,14 @@ use std::time::Duration;
 use arbor_agent::agent::{Ack, Pending, Records};
 use arbor_agent::{JournalError, JournalStore};
 use arbor_vault::{AgentId, Checkpoint, CheckpointMeta, LatestValid, NewCheckpoint};
-use async_nats::jetstream::{self, kv, stream::LastRawMessageErrorKind};
+use async_nats::jetstream::{self, kv, object_store, stream::LastRawMessageErrorKind};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::conflict::is_conflict;
 use crate::log::{AgentWriter, EntryKind, JournalLog, LogConfig, LogError};
 use crate::names::encode_agent;
 
@@ -99,8 +145,13 @@ pub struct StoreConfig {
     pub log: LogConfig,
     /// The checkpoint bucket's name.
     pub checkpoint_bucket: String,
-    /// Replicas of the checkpoint bucket.
+    /// Replicas of the checkpoint bucket (and of the blob bucket).
     pub checkpoint_replicas: usize,
+    /// The object store bucket holding checkpoint states too large to go inline.
+    pub blob_bucket: String,
+    /// The largest compressed state kept inline in the checkpoint bucket; a larger one goes
+    /// to the blob bucket (a KV value must fit the server's max payload, 1 MiB by default).
+    pub inline_state_bytes: usize,
     /// The zstd level of checkpoint states.
     pub zstd_level: i32,
     /// The largest checkpoint state read back (a corrupt size cannot allocate more).
@@ -113,6 +164,8 @@ impl Default for StoreConfig {
             log: LogConfig::default(),
             checkpoint_bucket: "arbor_checkpoints".to_string(),
             checkpoint_replicas: 3,
+            blob_bucket: "arbor_checkpoint_blobs".to_string(),
+            inline_state_bytes: 256 << 10,
             zstd_level: 3,
             max_state_bytes: 64 << 20,
         }
@@ -134,6 +187,17 @@ impl StoreConfig {
     }
 }
 
+/// Why a blocking sync ([`JournalStore::sync_blocking`], [`JournalStore::sync_checkpoints`])
+/// did not wait (the source of the [`JournalError::Store`] it fails with).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Writes are queued and the caller is on a current-thread runtime: the writers run on
+    /// that thread, so blocking it would never let them finish. Await
+    /// [`JournalStore::sync`] or [`JournalStore::sync_checkpoints_async`] instead.
+    #[error("cannot wait for queued writes on a current-thread runtime (await the async sync)")]
+    CurrentThread,
+}
+
 /// What opening the store or acquiring an agent failed on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -143,6 +207,15 @@ pub enum StoreError {
     /// The checkpoint bucket could not be created or opened.
     #[error("checkpoint bucket `{bucket}`")]
     Bucket {
+        /// The bucket.
+        bucket: String,
+        /// Why.
+        #[source]
+        source: async_nats::Error,
+    },
+    /// The checkpoint blob bucket could not be created or opened.
+    #[error("checkpoint blob bucket `{bucket}`")]
+    Blobs {
         /// The bucket.
         bucket: String,
         /// Why.
@@ -170,12 +243,31 @@ pub enum StoreError {
     },
 }
 
-/// A checkpoint as the bucket holds it.
-#[derive(Serialize, Deserialize)]
+/// A checkpoint: its metadata and its zstd state.
 struct Stored {
     meta: CheckpointMeta,
-    #[serde(with = "serde_bytes")]
     compressed: Vec<u8>,
+}
+
+/// A checkpoint as the bucket holds it: the state inline, or the name of the blob holding it
+/// (see the module docs, decision 3).
+#[derive(Serialize, Deserialize)]
+struct StoredValue {
+    meta: CheckpointMeta,
+    /// The zstd state when inline; empty when in a blob.
+    #[serde(with = "serde_bytes", default)]
+    compressed: Vec<u8>,
+    /// The blob holding the zstd state (in [`StoreConfig::blob_bucket`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    blob: Option<String>,
+}
+
+/// The list of an agent's checkpoints as the bucket holds it (under the agent's key): the
+/// positions that have one, and the epoch of the owner that wrote it.
+#[derive(Serialize, Deserialize)]
+struct Index {
+    epoch: u64,
+    lsns: Vec<Lsn>,
 }
 
 /// How far an agent's writer got.
@@ -193,6 +285,8 @@ enum Op {
     },
     PutCheckpoint(Arc<Stored>),
     DeleteCheckpoints(Vec<Lsn>),
+    /// Purge the agent's entries whose records all lie before this position.
+    Release(Lsn),
     Flush(oneshot::Sender<()>),
 }
 
@@ -210,8 +304,13 @@ struct Slot {
 struct SlotState {
     /// The last position numbered (appended, maybe not yet durable).
     last: Lsn,
-    /// Every record of the agent, in position order.
-    records: Vec<(Lsn, Arc<[u8]>)>,
+    /// The agent's records from `released` on, in position order.
+    records: VecDeque<(Lsn, Arc<[u8]>)>,
+    /// Records before this position were released: dropped here, purged (or being purged)
+    /// from the stream.
+    released: Lsn,
+    /// The bytes of the records kept (for the history budget).
+    bytes: u64,
     checkpoints: BTreeMap<Lsn, Arc<Stored>>,
     /// Set when the writer halted: every later operation fails with it.
     failed: Option<JournalError>,
@@ -247,6 +346,8 @@ pub struct JetStreamStore {
 struct Inner {
     log: JournalLog,
     bucket: kv::Store,
+    blobs: object_store::ObjectStore,
+    blob_stream: jetstream::stream::Stream,
     node: String,
     config: StoreConfig,
     agents: Mutex<HashMap<String, Arc<Slot>>>,
@@ -288,10 +389,34 @@ impl JetStreamStore {
                 .await
                 .map_err(|e| bucket_err(e.into()))?,
         };
+        let blobs_err = |source: async_nats::Error| StoreError::Blobs {
+            bucket: config.blob_bucket.clone(),
+            source,
+        };
+        let blobs = match js.get_object_store(&config.blob_bucket).await {
+            Ok(blobs) => blobs,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: config.blob_bucket.clone(),
+                    description: Some("arbor: large checkpoint states (zstd)".to_string()),
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas: config.checkpoint_replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| blobs_err(e.into()))?,
+        };
+        // The object store keeps its stream to itself; deleting markers needs it.
+        let blob_stream = js
+            .get_stream(format!("OBJ_{}", config.blob_bucket))
+            .await
+            .map_err(|e| blobs_err(e.into()))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 log,
                 bucket,
+                blobs,
+                blob_stream,
                 node: node.to_string(),
                 config,
                 agents: Mutex::new(HashMap::new()),
@@ -310,33 +435,31 @@ impl JetStreamStore {
     pub async fn acquire(&self, agent: &str, epoch: u64) -> Result<(), StoreError> {
         let inner = &self.inner;
         let writer = inner.log.take_over(agent, epoch, &inner.node).await?;
-        let mut last = 0;
-        let mut records = Vec::new();
-        for entry in inner.log.read(agent, 1).await? {
-            if entry.kind != EntryKind::Append || entry.records.is_empty() {
-                continue;
-            }
-            let positions = |what| StoreError::Positions {
-                agent: agent.to_string(),
-                seq: entry.seq,
-                what,
-            };
-            let first = entry.position.ok_or_else(|| positions("no position"))?;
-            if first <= last {
-                return Err(positions("a position at or before the one before it"));
-            }
-            for (i, record) in entry.records.iter().enumerate() {
-                records.push((first + i as u64, Arc::<[u8]>::from(record.as_ref())));
-            }
-            last = first + entry.records.len() as u64 - 1;
-        }
-        let checkpoints = self.load_checkpoints(agent).await?;
+        // The index before the log: once claimed, a former owner still running halts at its
+        // next index write, so at most the releases it queued before can still purge.
+        let (index, index_revision) = self.claim_index(agent, epoch).await?;
+        let checkpoints = self.load_checkpoints(agent, &index).await?;
+        let Loaded {
+            mut last,
+            records,
+            entries,
+        } = self.load_records(agent).await?;
+        // Release keeps the newest append entry, so the log alone gives the last position; a
+        // checkpoint claims only records that were in the log, so this changes nothing unless
+        // entries were removed by other means — then numbering must still never reuse a
+        // position a checkpoint covers.
+        last = last.max(checkpoints.keys().next_back().copied().unwrap_or(0));
+        // Whatever is before the first record still in the log was released.
+        let released = records.front().map_or(last + 1, |(lsn, _)| *lsn);
+        let bytes = records.iter().map(|(_, r)| r.len() as u64).sum();
         let (ops, rx) = mpsc::unbounded_channel();
         let slot = Arc::new(Slot {
             agent: agent.to_string(),
             state: Mutex::new(SlotState {
                 last,
                 records,
+                released,
+                bytes,
                 checkpoints: checkpoints.clone(),
                 failed: None,
             }),
@@ -348,12 +471,23 @@ impl JetStreamStore {
             queued: AtomicU64::new(0),
             done: AtomicU64::new(0),
         });
-        let index = checkpoints.keys().copied().collect();
         tokio::spawn(run_writer(
             Arc::clone(&slot),
-            writer,
-            inner.bucket.clone(),
-            index,
+            Stores {
+                log: inner.log.clone(),
+                bucket: inner.bucket.clone(),
+                blobs: inner.blobs.clone(),
+                blob_bucket: inner.config.blob_bucket.clone(),
+                blob_stream: inner.blob_stream.clone(),
+                inline_state_bytes: inner.config.inline_state_bytes,
+            },
+            Written {
+                writer,
+                index,
+                index_revision,
+                entries,
+                purged_before: 0,
+            },
             rx,
         ));
         // A slot of an earlier acquisition goes: its writer ends once its queue is empty.
@@ -372,14 +506,109 @@ impl JetStreamStore {
         }
     }
 
+    /// How many of `agent`'s records this store keeps in memory (`None` if it does not serve
+    /// the agent): those after its release point (for operators and tests).
+    pub fn cached_records(&self, agent: &str) -> Option<usize> {
+        self.slot(agent)
+            .ok()
+            .map(|slot| slot.state.lock().records.len())
+    }
+
     /// Whether this store serves `agent`, and its writer has not halted.
     pub fn owns(&self, agent: &str) -> bool {
         self.slot(agent).is_ok_and(|slot| slot.failed().is_none())
     }
 
+    /// The agent's records in the stream. A former owner's release may purge while this
+    /// reads (it purges only what its checkpoints, now in the claimed index, cover): a read
+    /// that lost entries in the middle sees positions jump, and reads again.
+    async fn load_records(&self, agent: &str) -> Result<Loaded, StoreError> {
+        let mut attempts = 0;
+        'read: loop {
+            attempts += 1;
+            let mut loaded = Loaded {
+                last: 0,
+                records: VecDeque::new(),
+                entries: VecDeque::new(),
+            };
+            for entry in self.inner.log.read(agent, 1).await? {
+                if entry.kind != EntryKind::Append || entry.records.is_empty() {
+                    continue;
+                }
+                let positions = |what| StoreError::Positions {
+                    agent: agent.to_string(),
+                    seq: entry.seq,
+                    what,
+                };
+                let first = entry.position.ok_or_else(|| positions("no position"))?;
+                if first <= loaded.last {
+                    return Err(positions("a position at or before the one before it"));
+                }
+                if loaded.last > 0 && first != loaded.last + 1 {
+                    if attempts < READ_ATTEMPTS {
+                        continue 'read;
+                    }
+                    return Err(positions("a gap before it"));
+                }
+                for (i, record) in entry.records.iter().enumerate() {
+                    loaded
+                        .records
+                        .push_back((first + i as u64, Arc::<[u8]>::from(record.as_ref())));
+                }
+                loaded.last = first + entry.records.len() as u64 - 1;
+                loaded.entries.push_back((entry.seq, loaded.last));
+            }
+            return Ok(loaded);
+        }
+    }
+
+    /// Makes the agent's checkpoint index this owner's: rewrites it with `epoch` at the
+    /// revision read, so that a former owner's next index write (a late checkpoint, a
+    /// deletion) fails its compare-and-swap and halts that writer before it deletes or purges
+    /// anything (see the module docs, decision 6). Returns the positions listed and the
+    /// revision written.
+    async fn claim_index(&self, agent: &str, epoch: u64) -> Result<(Vec<Lsn>, u64), StoreError> {
+        let failed = |source: async_nats::Error| StoreError::Checkpoints {
+            agent: agent.to_string(),
+            source,
+        };
+        let fenced = |found| {
+            StoreError::Log(LogError::Fenced {
+                agent: agent.to_string(),
+                epoch,
+                found,
+            })
+        };
+        let bucket = &self.inner.bucket;
+        let key = encode_agent(agent);
+        for _ in 0..CLAIM_ATTEMPTS {
+            let (value, revision) = latest_at(bucket, &key).await.map_err(failed)?;
+            let lsns = match value {
+                None => Vec::new(),
+                Some(value) => {
+                    let index: Index =
+                        rmp_serde::from_slice(&value).map_err(|e| failed(e.into()))?;
+                    if index.epoch > epoch {
+                        return Err(fenced(Some(index.epoch)));
+                    }
+                    index.lsns
+                }
+            };
+            let value = encode_index(epoch, &lsns).map_err(failed)?;
+            match bucket.update(&key, value, revision).await {
+                Ok(revision) => return Ok((lsns, revision)),
+                // A former owner's write landed after our read: read it too.
+                Err(e) if is_conflict(&e) => continue,
+                Err(e) => return Err(failed(e.into())),
+            }
+        }
+        Err(fenced(None))
+    }
+
     async fn load_checkpoints(
         &self,
         agent: &str,
+        lsns: &[Lsn],
     ) -> Result<BTreeMap<Lsn, Arc<Stored>>, StoreError> {
         let failed = |source: async_nats::Error| StoreError::Checkpoints {
             agent: agent.to_string(),
@@ -388,11 +617,7 @@ impl JetStreamStore {
         let bucket = &self.inner.bucket;
         let key = encode_agent(agent);
         let mut checkpoints = BTreeMap::new();
-        let Some(index) = latest(bucket, &key).await.map_err(failed)? else {
-            return Ok(checkpoints);
-        };
-        let lsns: Vec<Lsn> = rmp_serde::from_slice(&index).map_err(|e| failed(e.into()))?;
-        for lsn in lsns {
+        for &lsn in lsns {
             let Some(value) = latest(bucket, &format!("{key}.{lsn}"))
                 .await
                 .map_err(failed)?
@@ -400,14 +625,61 @@ impl JetStreamStore {
                 tracing::warn!(agent, lsn, "checkpoint listed but missing");
                 continue;
             };
-            match rmp_serde::from_slice::<Stored>(&value) {
+            let stored = match rmp_serde::from_slice::<StoredValue>(&value) {
                 Ok(stored) if stored.meta.lsn == lsn && stored.meta.agent.as_str() == agent => {
-                    checkpoints.insert(lsn, Arc::new(stored));
+                    stored
                 }
-                _ => tracing::warn!(agent, lsn, "checkpoint unreadable, skipped"),
-            }
+                _ => {
+                    tracing::warn!(agent, lsn, "checkpoint unreadable, skipped");
+                    continue;
+                }
+            };
+            let compressed = match &stored.blob {
+                None => stored.compressed,
+                Some(name) => match self.read_blob(name).await {
+                    Ok(Some(compressed)) => compressed,
+                    // Listed but its blob is gone or unreadable: like a missing value, the
+                    // checkpoint is skipped (an older one, whose records are kept, serves).
+                    Ok(None) => {
+                        tracing::warn!(
+                            agent,
+                            lsn,
+                            blob = name,
+                            "checkpoint blob missing or over max_state_bytes, skipped"
+                        );
+                        continue;
+                    }
+                    Err(e) => return Err(failed(e)),
+                },
+            };
+            checkpoints.insert(
+                lsn,
+                Arc::new(Stored {
+                    meta: stored.meta,
+                    compressed,
+                }),
+            );
         }
         Ok(checkpoints)
+    }
+
+    /// The blob `name` from the blob bucket; `None` if there is no such blob, or it is larger
+    /// than any state this store reads back.
+    async fn read_blob(&self, name: &str) -> Result<Option<Vec<u8>>, async_nats::Error> {
+        let mut object = match self.inner.blobs.get(name).await {
+            Ok(object) => object,
+            Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        // The compressed size never exceeds what the state may decompress to by much; a blob
+        // beyond that is not read into memory (verification would refuse it anyway).
+        let size = object.info().size;
+        if size as u64 > self.inner.config.max_state_bytes {
+            return Ok(None);
+        }
+        let mut compressed = Vec::with_capacity(size);
+        object.read_to_end(&mut compressed).await?;
+        Ok(Some(compressed))
     }
 
     fn slot(&self, agent: &str) -> Result<Arc<Slot>, JournalError> {
@@ -454,19 +726,22 @@ impl JetStreamStore {
     }
 
     /// [`flush`](Self::flush) from synchronous code (see the module docs, decision 2).
-    fn flush_blocking(&self) {
+    fn flush_blocking(&self) -> Result<(), JournalError> {
         if self.flushed() {
-            return;
+            return Ok(());
         }
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => match handle.runtime_flavor() {
-                tokio::runtime::RuntimeFlavor::CurrentThread => {
-                    tracing::warn!(
-                        "journal store: cannot wait for queued writes on a current-thread \
-                         runtime; their order still holds"
-                    );
+                // The writers (and the connection) run on this thread: waiting here would wait
+                // for ever. Async callers await `sync` / `sync_checkpoints_async` instead.
+                tokio::runtime::RuntimeFlavor::CurrentThread => Err(store_error(
+                    "waiting for queued writes".to_string(),
+                    SyncError::CurrentThread,
+                )),
+                _ => {
+                    tokio::task::block_in_place(|| handle.block_on(self.flush()));
+                    Ok(())
                 }
-                _ => tokio::task::block_in_place(|| handle.block_on(self.flush())),
             },
             // Not on a runtime: no worker to block. The writers run on the agents' runtime.
             Err(_) => {
@@ -486,6 +761,7 @@ impl JetStreamStore {
                     let _ = tx.send(());
                 });
                 let _ = rx.recv();
+                Ok(())
             }
         }
     }
@@ -494,6 +770,15 @@ impl JetStreamStore {
 /// The value of `key` in `bucket`, read from the stream leader (a lagging replica's direct
 /// get could miss the newest write; see `Leases::get`).
 async fn latest(bucket: &kv::Store, key: &str) -> Result<Option<Bytes>, async_nats::Error> {
+    Ok(latest_at(bucket, key).await?.0)
+}
+
+/// [`latest`], with the key's revision: what an update must expect (0: the key was never
+/// written).
+async fn latest_at(
+    bucket: &kv::Store,
+    key: &str,
+) -> Result<(Option<Bytes>, u64), async_nats::Error> {
     let subject = format!("{}{}", bucket.prefix, key);
     match bucket
         .stream
@@ -505,12 +790,28 @@ async fn latest(bucket: &kv::Store, key: &str) -> Result<Option<Bytes>, async_na
                 .headers
                 .get("KV-Operation")
                 .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
-            Ok((!deleted).then_some(message.payload))
+            Ok(((!deleted).then_some(message.payload), message.sequence))
         }
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok((None, 0)),
         Err(e) => Err(e.into()),
     }
 }
+
+/// How often `acquire` reads the log again after a concurrent purge left a gap.
+const READ_ATTEMPTS: usize = 5;
+
+/// An agent's records as `acquire` read them from the stream.
+struct Loaded {
+    /// The last position.
+    last: Lsn,
+    records: VecDeque<(Lsn, Arc<[u8]>)>,
+    /// The append entries: (stream sequence, last position).
+    entries: VecDeque<(u64, Lsn)>,
+}
+
+/// How often `acquire` re-reads the index after a former owner's write beat its claim (a
+/// former owner writes the index at most once per queued checkpoint operation).
+const CLAIM_ATTEMPTS: usize = 20;
 
 fn store_error(
     what: String,
@@ -531,12 +832,35 @@ fn log_error(agent: &str, error: LogError) -> JournalError {
     }
 }
 
+/// Where an agent's writer writes.
+struct Stores {
+    log: JournalLog,
+    bucket: kv::Store,
+    blobs: object_store::ObjectStore,
+    blob_bucket: String,
+    /// The blob bucket's stream.
+    blob_stream: jetstream::stream::Stream,
+    inline_state_bytes: usize,
+}
+
+/// What an agent's writer knows of what it wrote.
+struct Written {
+    writer: AgentWriter,
+    /// The positions that have a checkpoint, as the bucket's index lists them.
+    index: Vec<Lsn>,
+    /// The index's revision this writer last wrote (its next write expects it).
+    index_revision: u64,
+    /// The append entries in the stream, oldest first: (stream sequence, last position).
+    entries: VecDeque<(u64, Lsn)>,
+    /// Everything of the agent before this stream sequence has been purged.
+    purged_before: u64,
+}
+
 /// One agent's writer: does its queue in order, halting at the first failure.
 async fn run_writer(
     slot: Arc<Slot>,
-    mut writer: AgentWriter,
-    bucket: kv::Store,
-    mut index: Vec<Lsn>,
+    stores: Stores,
+    mut written: Written,
     mut rx: mpsc::UnboundedReceiver<Op>,
 ) {
     let agent = slot.agent.clone();
@@ -555,8 +879,9 @@ async fn run_writer(
                 records,
             } => {
                 let records: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-                match writer.append_at(first, &records).await {
-                    Ok(_) => {
+                match written.writer.append_at(first, &records).await {
+                    Ok(appended) => {
+                        written.entries.push_back((appended.seq, last));
                         slot.progress.send_modify(|p| p.acked = last);
                         Ok(())
                     }
@@ -564,41 +889,39 @@ async fn run_writer(
                 }
             }
             Op::PutCheckpoint(stored) => {
-                let lsn = stored.meta.lsn;
-                let what = || format!("checkpoint {lsn} of agent `{agent}`");
-                let value = rmp_serde::to_vec_named(&*stored).map_err(|e| store_error(what(), e));
-                match value {
-                    Err(e) => Err(e),
-                    Ok(value) => match bucket.put(format!("{key}.{lsn}"), value.into()).await {
-                        Err(e) => Err(store_error(what(), e)),
-                        Ok(_) => {
-                            if !index.contains(&lsn) {
-                                index.push(lsn);
-                                index.sort_unstable();
-                            }
-                            put_index(&bucket, &key, &index)
-                                .await
-                                .map_err(|e| store_error(what(), e))
-                        }
-                    },
-                }
+                put_checkpoint(&stores, &agent, &key, &stored, &mut written).await
             }
             Op::DeleteCheckpoints(lsns) => {
-                index.retain(|lsn| !lsns.contains(lsn));
-                let what = || format!("deleting checkpoints of agent `{agent}`");
-                let mut result = put_index(&bucket, &key, &index)
-                    .await
-                    .map_err(|e| store_error(what(), e));
-                if result.is_ok() {
-                    for lsn in lsns {
-                        if let Err(e) = bucket.purge(format!("{key}.{lsn}")).await {
-                            // Unlisted already: a leftover value is harmless.
-                            tracing::warn!(agent, lsn, error = %e, "checkpoint not purged");
+                written.index.retain(|lsn| !lsns.contains(lsn));
+                let what = format!("deleting checkpoints of agent `{agent}`");
+                match put_index(&stores.bucket, &agent, &mut written, what).await {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        // Unlisted already: a leftover value or blob is harmless (never read).
+                        for lsn in lsns {
+                            let name = format!("{key}.{lsn}");
+                            // The key's messages go from the bucket's stream: a KV purge
+                            // would leave a marker per deleted checkpoint for ever.
+                            let subject = format!("{}{name}", stores.bucket.prefix);
+                            if let Err(e) = stores.bucket.stream.purge().filter(subject).await {
+                                tracing::warn!(agent, lsn, error = %e, "checkpoint not purged");
+                            }
+                            match stores.blobs.delete(&name).await {
+                                Ok(()) => purge_blob_marker(&stores, &agent, &name).await,
+                                // An inline checkpoint has no blob.
+                                Err(e) if e.kind() == object_store::DeleteErrorKind::NotFound => {}
+                                Err(e) => {
+                                    tracing::warn!(agent, lsn, error = %e, "blob not deleted");
+                                }
+                            }
                         }
+                        Ok(())
                     }
-                    result = Ok(());
                 }
-                result
+            }
+            Op::Release(before) => {
+                release_entries(&stores.log, &agent, &mut written, before).await;
+                Ok(())
             }
             Op::Flush(done) => {
                 let _ = done.send(());
@@ -613,10 +936,134 @@ async fn run_writer(
     }
 }
 
-async fn put_index(bucket: &kv::Store, key: &str, index: &[Lsn]) -> Result<(), async_nats::Error> {
-    let value = rmp_serde::to_vec(index)?;
-    bucket.put(key, value.into()).await?;
+/// Purges the marker the object store's delete leaves (the object's metadata with `deleted`
+/// set), which would otherwise stay for ever, one per deleted blob. Its subject is
+/// `$O.<bucket>.M.<base64url(name)>` (async-nats 0.51's encoding; the retention test checks
+/// that nothing of a deleted blob is left). A failure only leaves the marker.
+async fn purge_blob_marker(stores: &Stores, agent: &str, name: &str) {
+    use base64::Engine as _;
+    let subject = format!(
+        "$O.{}.M.{}",
+        stores.blob_bucket,
+        base64::engine::general_purpose::URL_SAFE.encode(name)
+    );
+    if let Err(e) = stores.blob_stream.purge().filter(subject).await {
+        tracing::warn!(agent, blob = name, error = %e, "blob marker not purged");
+    }
+}
+
+/// Stores one checkpoint: its blob first if it is large, then its value, then the index that
+/// lists it — so a listed checkpoint always has its value and its blob.
+async fn put_checkpoint(
+    stores: &Stores,
+    agent: &str,
+    key: &str,
+    stored: &Stored,
+    written: &mut Written,
+) -> Result<(), JournalError> {
+    let lsn = stored.meta.lsn;
+    let what = || format!("checkpoint {lsn} of agent `{agent}`");
+    put_checkpoint_value(stores, key, stored)
+        .await
+        .map_err(|e| store_error(what(), e))?;
+    if !written.index.contains(&lsn) {
+        written.index.push(lsn);
+        written.index.sort_unstable();
+    }
+    put_index(&stores.bucket, agent, written, what()).await
+}
+
+/// A checkpoint's value (and blob).
+async fn put_checkpoint_value(
+    stores: &Stores,
+    key: &str,
+    stored: &Stored,
+) -> Result<(), async_nats::Error> {
+    let lsn = stored.meta.lsn;
+    let name = format!("{key}.{lsn}");
+    let value = if stored.compressed.len() > stores.inline_state_bytes {
+        stores
+            .blobs
+            .put(name.as_str(), &mut stored.compressed.as_slice())
+            .await?;
+        StoredValue {
+            meta: stored.meta.clone(),
+            compressed: Vec::new(),
+            blob: Some(name.clone()),
+        }
+    } else {
+        StoredValue {
+            meta: stored.meta.clone(),
+            compressed: stored.compressed.clone(),
+            blob: None,
+        }
+    };
+    stores
+        .bucket
+        .put(name, rmp_serde::to_vec_named(&value)?.into())
+        .await?;
     Ok(())
+}
+
+/// Purges the agent's append entries whose records all lie before `before`, and the takeover
+/// markers among them, from the stream — never its newest append entry: that one gives a new
+/// owner the last position (numbering continues after it), and with it the subject's last
+/// message (what a takeover's fencing check expects) stays too. Runs in the agent's writer
+/// queue, behind every checkpoint stored before the release, so the checkpoints that cover
+/// the purged records are in the bucket first.
+///
+/// A failed purge is not the writer's failure: the records stay in the stream, which costs
+/// space but nothing else, and the next release purges them.
+async fn release_entries(log: &JournalLog, agent: &str, written: &mut Written, before: Lsn) {
+    let entries = &mut written.entries;
+    while entries.len() > 1 && entries.front().is_some_and(|(_, last)| *last < before) {
+        entries.pop_front();
+    }
+    let Some(&(keep, _)) = entries.front() else {
+        return;
+    };
+    if keep <= written.purged_before {
+        return;
+    }
+    match log.purge_before(agent, keep).await {
+        Ok(_) => written.purged_before = keep,
+        Err(error) => {
+            tracing::warn!(agent, %error, "journal entries not purged; the next release retries");
+        }
+    }
+}
+
+/// Writes the writer's index at the revision it last wrote: if another owner claimed the
+/// index since, the write fails and the writer is fenced (decision 6).
+async fn put_index(
+    bucket: &kv::Store,
+    agent: &str,
+    written: &mut Written,
+    what: String,
+) -> Result<(), JournalError> {
+    let value = encode_index(written.writer.epoch(), &written.index)
+        .map_err(|e| store_error(what.clone(), e))?;
+    match bucket
+        .update(encode_agent(agent), value, written.index_revision)
+        .await
+    {
+        Ok(revision) => {
+            written.index_revision = revision;
+            Ok(())
+        }
+        Err(e) if is_conflict(&e) => Err(JournalError::Fenced {
+            agent: agent.to_string(),
+        }),
+        Err(e) => Err(store_error(what, e)),
+    }
+}
+
+fn encode_index(epoch: u64, lsns: &[Lsn]) -> Result<Bytes, async_nats::Error> {
+    let index = Index {
+        epoch,
+        lsns: lsns.to_vec(),
+    };
+    Ok(rmp_serde::to_vec(&index)?.into())
 }
 
 /// The wait of one append: until the agent's writer acknowledged its last position.
@@ -686,7 +1133,10 @@ impl JournalStore for JetStreamStore {
             records: records.iter().map(|r| r.to_vec()).collect(),
         })?;
         for (i, record) in records.iter().enumerate() {
-            state.records.push((first + i as u64, Arc::from(*record)));
+            state
+                .records
+                .push_back((first + i as u64, Arc::from(*record)));
+            state.bytes += record.len() as u64;
         }
         state.last = last;
         drop(state);
@@ -702,9 +1152,17 @@ impl JournalStore for JetStreamStore {
     fn read(&self, agent: &str, from: Lsn) -> Result<Records, JournalError> {
         let slot = self.slot(agent)?;
         let state = slot.state.lock();
+        // Positions start at 1: asking from 0 misses nothing.
+        if from.max(1) < state.released {
+            return Err(JournalError::Released {
+                first: state.released,
+                asked: from,
+            });
+        }
         let start = state.records.partition_point(|(lsn, _)| *lsn < from);
-        let records: Vec<_> = state.records[start..]
-            .iter()
+        let records: Vec<_> = state
+            .records
+            .range(start..)
             .map(|(lsn, record)| Ok((*lsn, record.to_vec())))
             .collect();
         Ok(Box::new(records.into_iter()))
@@ -734,7 +1192,7 @@ impl JournalStore for JetStreamStore {
     }
 
     fn sync_blocking(&self) -> Result<Lsn, JournalError> {
-        self.flush_blocking();
+        self.flush_blocking()?;
         Ok(self.last())
     }
 
@@ -748,6 +1206,48 @@ impl JournalStore for JetStreamStore {
 
     fn release_point_bytes(&self) -> u64 {
         1
+    }
+
+    fn positions_per_agent(&self) -> bool {
+        true
+    }
+
+    fn release_agent_before(&self, agent: &str, lsn: Lsn) -> Result<(), JournalError> {
+        // An agent this store does not serve (any more) has nothing to release here; one whose
+        // writer halted neither: the next owner reads the log again.
+        let Ok(slot) = self.slot(agent) else {
+            return Ok(());
+        };
+        let mut state = slot.state.lock();
+        // Records not numbered yet are not released (a caller's bound past the end).
+        let lsn = lsn.min(state.last + 1);
+        if state.failed.is_some() || lsn <= state.released {
+            return Ok(());
+        }
+        // The stream's copy goes behind the checkpoints queued before (see `release_entries`).
+        slot.queue(Op::Release(lsn))?;
+        while let Some((_, record)) = state.records.pop_front_if(|(at, _)| *at < lsn) {
+            state.bytes -= record.len() as u64;
+        }
+        state.released = lsn;
+        Ok(())
+    }
+
+    fn history_floor(&self, agent: &str, bytes: u64) -> Lsn {
+        let Ok(slot) = self.slot(agent) else {
+            return 0;
+        };
+        let state = slot.state.lock();
+        // Walk the oldest records off until the rest fits: the walk covers only what is over
+        // the budget.
+        let mut over = state.bytes.saturating_sub(bytes);
+        for (lsn, record) in &state.records {
+            if over == 0 {
+                return *lsn;
+            }
+            over = over.saturating_sub(record.len() as u64);
+        }
+        state.last + 1
     }
 
     fn put_checkpoint(&self, checkpoint: &NewCheckpoint<'_>) -> Result<(), JournalError> {
@@ -855,7 +1355,16 @@ impl JournalStore for JetStreamStore {
     }
 
     fn sync_checkpoints(&self) -> Result<(), JournalError> {
-        self.flush_blocking();
-        Ok(())
+        self.flush_blocking()
+    }
+
+    fn sync_checkpoints_async(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = Result<(), JournalError>> + Send + '_>> {
+        // Checkpoint uploads are in the writers' queues: flushing them is the sync.
+        Box::pin(async move {
+            self.flush().await;
+            Ok(())
+        })
     }
 }

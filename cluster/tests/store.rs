@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arbor_agent::{AgentError, AgentSpec, AgentSystem, JournalError, JournalStore};
-use arbor_cluster::{JetStreamStore, StoreConfig};
+use arbor_cluster::{JetStreamStore, StoreConfig, SyncError};
 use arbor_protocols::counter::{CounterMsg, CounterReply};
 use support::{REPLICAS, claim_when_free, setup};
 
@@ -219,4 +219,77 @@ async fn agents_not_acquired_are_refused() {
         .await
         .expect_err("not acquired");
     assert!(is_fenced(&refused), "{refused:?}");
+}
+
+/// Whether `error` is the store's current-thread refusal (the source of a
+/// `JournalError::Store`, which holds it in an `Arc`).
+fn cannot_wait(error: &JournalError) -> bool {
+    match error {
+        JournalError::Store { source, .. } => matches!(
+            source.downcast_ref::<SyncError>(),
+            Some(SyncError::CurrentThread)
+        ),
+        _ => false,
+    }
+}
+
+// A current-thread runtime: the writers and the connection run on the test's own thread.
+#[tokio::test]
+async fn on_a_current_thread_runtime_blocking_syncs_refuse_and_async_ones_wait() {
+    let s = setup(LEASE).await;
+    let a = node(&s.client, "node-a").await;
+
+    // Straight after an append its write is queued; the writer cannot run until this task
+    // yields, so a blocking wait could never end: it is refused, typed.
+    let lease = s.leases.claim("raw-1", "node-a").await.expect("claim");
+    a.store
+        .acquire("raw-1", lease.epoch())
+        .await
+        .expect("acquire");
+    let ack = a.store.append("raw-1", &[b"record"]).expect("append");
+    let refused = a.store.sync_blocking().expect_err("cannot wait here");
+    assert!(cannot_wait(&refused), "{refused:?}");
+    let refused = a.store.sync_checkpoints().expect_err("cannot wait here");
+    assert!(cannot_wait(&refused), "{refused:?}");
+    // The async sync waits; then there is nothing left to wait for.
+    assert_eq!(JournalStore::sync(&a.store).await.expect("sync"), 1);
+    assert!(ack.is_durable());
+    assert_eq!(a.store.sync_blocking().expect("nothing queued"), 1);
+
+    // An agent system shuts down on it: its final checkpoint is stored before `shutdown`
+    // returns, and another node recovers from it with nothing to replay.
+    let agent = "counter-ct";
+    let lease = s.leases.claim(agent, "node-a").await.expect("claim");
+    a.store
+        .acquire(agent, lease.epoch())
+        .await
+        .expect("acquire");
+    let counter = a
+        .system
+        .spawn(AgentSpec::wasm(agent, a.counter))
+        .await
+        .expect("spawn");
+    inc(&counter, 7).await.expect("inc");
+    drop(counter);
+    a.system
+        .shutdown()
+        .await
+        .expect("shutdown waits for its writes");
+    let last = a.store.last_of(agent);
+
+    let b_client = s.cluster.connect().await.expect("connect");
+    let b = node(&b_client, "node-b").await;
+    let lease = claim_when_free(&s.leases, agent, "node-b", Duration::from_secs(5)).await;
+    b.store
+        .acquire(agent, lease.epoch())
+        .await
+        .expect("acquire");
+    let (counter, report) = b
+        .system
+        .recover_as(AgentSpec::wasm(agent, b.counter))
+        .await
+        .expect("recover");
+    assert_eq!(report.checkpoint_lsn, last, "the shutdown checkpoint");
+    assert_eq!(report.replayed, 0);
+    assert_eq!(count(&counter).await, 7);
 }

@@ -317,7 +317,8 @@ pub(crate) async fn commit_rebase(
         .map_err(RebaseFailed::Checkpoint)?;
     journal
         .store()
-        .sync_checkpoints()
+        .sync_checkpoints_async()
+        .await
         .map_err(RebaseFailed::Afterwards)?;
     let entry = Entry::Rebase {
         agent: agent.as_str().to_string(),

@@ -479,11 +479,13 @@ impl AgentSystem {
                 first_error.get_or_insert(error);
             }
         }
+        // The async syncs: a store whose writes run on this runtime could not finish them
+        // while a blocking sync held a current-thread runtime's only thread.
         let journal = &self.context.journal;
-        if let Err(error) = journal.store().sync_blocking() {
+        if let Err(error) = journal.store().sync().await {
             first_error.get_or_insert(SystemError::Journal(error).into());
         }
-        if let Err(error) = journal.store().sync_checkpoints() {
+        if let Err(error) = journal.store().sync_checkpoints_async().await {
             first_error.get_or_insert(SystemError::Journal(error).into());
         }
         first_error.map_or(Ok(()), Err)

@@ -11,6 +11,15 @@
 //! [`CheckpointPolicy::history`] inputs behind a checkpoint, for the evolution arbiter's replay
 //! gate — within [`CheckpointPolicy::history_max_bytes`] of log over all agents.
 //!
+//! Per-agent positions. A store whose positions are each agent's own (the cluster's,
+//! [`JournalStore::positions_per_agent`]) has no shared log to cut: the release rule applies
+//! to each agent alone — its records before the lowest of its pin, its hold and its history
+//! checkpoint go ([`JournalStore::release_agent_before`]). Nobody is asked to checkpoint (an
+//! idle agent holds back only its own few records). The history budget is shared equally:
+//! each agent keeps history within [`CheckpointPolicy::history_max_bytes`] divided by the
+//! number of pinned agents ([`JournalStore::history_floor`]), so all agents together stay
+//! within it, as in the shared log.
+//!
 //! Holds. A promotion holds the journal (and the agent's checkpoints) from its checkpoint until
 //! its watch window ends, so a rollback can replay everything since; holds are not persistent
 //! (a restart ends every watch).
@@ -277,9 +286,41 @@ impl Journal {
         self.unsaved.lock().remove(agent);
     }
 
+    /// The release rule for a store with per-agent positions (see the module docs): each
+    /// agent's records up to the lowest of its pin, its hold and its history checkpoint go.
+    fn release_per_agent(&self) -> Result<(), JournalError> {
+        let holds = self.holds.lock().clone();
+        let pins: Vec<(String, Pin)> = self
+            .pins
+            .lock()
+            .iter()
+            .map(|(agent, pin)| (agent.clone(), *pin))
+            .collect();
+        let share = self.policy.history_max_bytes / (pins.len().max(1) as u64);
+        for (agent, pin) in pins {
+            // History is kept within the agent's share of the budget only (the floor is the
+            // first position kept, so the bound is the one before it).
+            let history = pin
+                .history
+                .map(|lsn| lsn.max(self.store.history_floor(&agent, share).saturating_sub(1)));
+            let lowest = [Some(pin.lsn()), holds.get(&agent).copied(), history]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(0);
+            self.store
+                .release_agent_before(&agent, lowest.saturating_add(1))?;
+        }
+        Ok(())
+    }
+
     /// Releases what no agent needs and returns the agents that pin the oldest remaining
     /// release point (each is returned once until it checkpoints again).
     pub(crate) fn release(&self) -> Result<Vec<String>, JournalError> {
+        if self.store.positions_per_agent() {
+            self.release_per_agent()?;
+            return Ok(Vec::new());
+        }
         let points = self.store.release_points();
         let Some(&second) = points.get(1) else {
             return Ok(Vec::new());

@@ -22,6 +22,11 @@
 //!   checkpoint never claims records a crash could still lose.
 //! - **Release** ([`JournalStore::release_before`]): the store may drop records before a
 //!   position once every agent's safe checkpoint covers them (the journal's pins decide which).
+//!   A store whose positions are per agent ([`JournalStore::positions_per_agent`], the
+//!   cluster's) is released agent by agent instead ([`JournalStore::release_agent_before`]),
+//!   under the same rule; it must not drop a record before the checkpoints stored ahead of the
+//!   call are durable (the journal does not sync them for it). Reading a released position
+//!   fails with [`JournalError::Released`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -141,7 +146,8 @@ pub trait JournalStore: Send + Sync + 'static {
     }
     /// Makes every record appended so far durable; resolves with the position covered.
     fn sync(&self) -> Pin<Box<dyn Future<Output = Result<Lsn, JournalError>> + Send + '_>>;
-    /// [`sync`](Self::sync), blocking the thread (for shutdown).
+    /// [`sync`](Self::sync), blocking the thread (for synchronous callers; async code awaits
+    /// `sync`: a store whose writes run on the caller's runtime may be unable to wait here).
     fn sync_blocking(&self) -> Result<Lsn, JournalError>;
     /// The positions at which release could drop something (the local WAL's segment
     /// starts, oldest first; the first is where the journal begins).
@@ -151,6 +157,27 @@ pub trait JournalStore: Send + Sync + 'static {
     /// The budget of records kept for history (bytes of log per release point), for the
     /// history rule.
     fn release_point_bytes(&self) -> u64;
+    /// Whether each agent's positions are its own (1, 2, 3, … per agent, as in the cluster's
+    /// per-agent logs) rather than shared by all agents (the local WAL). The journal then
+    /// applies its release rule to each agent's positions on their own, through
+    /// [`release_agent_before`](Self::release_agent_before); comparing positions of different
+    /// agents would mean nothing.
+    fn positions_per_agent(&self) -> bool {
+        false
+    }
+    /// Drops `agent`'s records before `lsn` where the store can (a store with
+    /// [per-agent positions](Self::positions_per_agent)), once the checkpoints stored before
+    /// this call are durable.
+    fn release_agent_before(&self, agent: &str, lsn: Lsn) -> Result<(), JournalError> {
+        let _ = (agent, lsn);
+        Ok(())
+    }
+    /// The first position of `agent`'s newest records that fit in `bytes` (a store with
+    /// [per-agent positions](Self::positions_per_agent); the history rule's budget).
+    fn history_floor(&self, agent: &str, bytes: u64) -> Lsn {
+        let _ = (agent, bytes);
+        0
+    }
 
     /// Stores a checkpoint.
     fn put_checkpoint(&self, checkpoint: &NewCheckpoint<'_>) -> Result<(), JournalError>;
@@ -179,6 +206,15 @@ pub trait JournalStore: Send + Sync + 'static {
     fn delete_checkpoint(&self, agent: &AgentId, lsn: Lsn) -> Result<bool, JournalError>;
     /// Makes the checkpoints stored so far durable.
     fn sync_checkpoints(&self) -> Result<(), JournalError>;
+    /// [`sync_checkpoints`](Self::sync_checkpoints) for async callers: a store whose
+    /// checkpoint writes run on the caller's runtime (the cluster's) waits for them here
+    /// without holding a thread, which on a current-thread runtime would never let them
+    /// finish. The default runs the blocking one.
+    fn sync_checkpoints_async(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = Result<(), JournalError>> + Send + '_>> {
+        Box::pin(async move { self.sync_checkpoints() })
+    }
 
     /// The local WAL, when that is what the store is (for operators' tools).
     fn wal(&self) -> Option<&Wal> {
