@@ -47,7 +47,7 @@ async fn get(rt: &Runtime, agent: &str, key: &str) -> Result<Option<String>, Err
 }
 
 /// Retries `op` while it fails retryably, up to `within`.
-async fn retrying<T, F, Fut>(within: Duration, mut op: F) -> T
+async fn retrying<T, F, Fut>(rt: &Runtime, within: Duration, mut op: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Error>>,
@@ -59,7 +59,15 @@ where
             Err(error) if error.is_retryable() && Instant::now() < until => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(error) => panic!("{}", arbor::agent::report::chain(&error)),
+            Err(error) => {
+                let status = rt.cluster_status().await;
+                panic!(
+                    "{}; the cluster: {status:?}; this node runs {:?}, its tree {:?}",
+                    arbor::agent::report::chain(&error),
+                    rt.agents(),
+                    rt.tree()
+                )
+            }
         }
     }
 }
@@ -152,13 +160,19 @@ async fn agents_spread_answer_from_every_node_and_survive_a_dead_node() {
     drop(dead);
     for agent in &lost {
         let key = "k0".to_string();
-        let value = retrying(Duration::from_secs(20), || get(&nodes[0], agent, &key)).await;
+        let value = retrying(&nodes[0], Duration::from_secs(20), || {
+            get(&nodes[0], agent, &key)
+        })
+        .await;
         assert_eq!(value.as_ref(), acked.get(&(agent.clone(), key.clone())));
     }
     let placed = settled(&nodes[1], &names[..2], Duration::from_secs(20)).await;
     assert_eq!(placed.len(), agents.len());
     for ((agent, key), value) in &acked {
-        let got = retrying(Duration::from_secs(10), || get(&nodes[1], agent, key)).await;
+        let got = retrying(&nodes[1], Duration::from_secs(10), || {
+            get(&nodes[1], agent, key)
+        })
+        .await;
         assert_eq!(
             got.as_ref(),
             Some(value),
@@ -173,7 +187,10 @@ async fn agents_spread_answer_from_every_node_and_survive_a_dead_node() {
     let placed = settled(&nodes[0], &names[..1], Duration::from_secs(10)).await;
     assert_eq!(placed.len(), agents.len());
     for ((agent, key), value) in &acked {
-        let got = retrying(Duration::from_secs(10), || get(&nodes[0], agent, key)).await;
+        let got = retrying(&nodes[0], Duration::from_secs(10), || {
+            get(&nodes[0], agent, key)
+        })
+        .await;
         assert_eq!(got.as_ref(), Some(value), "{agent}/{key} after the drain");
     }
     // Every epoch grew with every move: no two owners ever shared one.

@@ -71,11 +71,13 @@
 //!    the log. A checkpoint's value and blob are not fenced: a checkpoint only claims records
 //!    that were acknowledged (the journal syncs first, and a halted writer refuses it), so a
 //!    late one from a former owner is a true state of the log's prefix. Its index is (6).
-//! 5. **Registry.** The store has no vault (`vault()` is `None`): no registry, module store
-//!    or lineage. `AgentSystem::recover` needs the registry's record, so a system on this
-//!    store recovers with `AgentSystem::recover_as(spec)` (added to arbor-agent for this),
-//!    the spec coming from the caller (next: the placement layer). Modules are added to each
-//!    system (`add_module`), kept in memory.
+//! 5. **Registry.** Opened with [`JetStreamStore::open`] the store has no vault (`vault()` is
+//!    `None`): no registry, module store or lineage, and a system on it recovers with
+//!    `AgentSystem::recover_as(spec)`. A cluster node opens it with
+//!    [`JetStreamStore::open_with_vault`]: a local vault that holds the records of the agents
+//!    this node runs now (the runtime writes one before it starts an agent and removes it
+//!    when it gives the agent up), the modules and the lineage — a node-local cache; the
+//!    cluster-wide registry is the runtime's (a KV bucket).
 //! 6. **Retention, as the journal decides.** The store releases nothing on its own: the
 //!    journal's release rule (pins at the older of the two newest checkpoints, holds, the
 //!    history checkpoint within the history budget) decides, as for the local WAL. Its
@@ -351,6 +353,8 @@ struct Inner {
     node: String,
     config: StoreConfig,
     agents: Mutex<HashMap<String, Arc<Slot>>>,
+    /// The node's local vault, when it keeps one (see decision 5).
+    vault: Option<arbor_vault::Vault>,
 }
 
 impl std::fmt::Debug for JetStreamStore {
@@ -420,8 +424,25 @@ impl JetStreamStore {
                 node: node.to_string(),
                 config,
                 agents: Mutex::new(HashMap::new()),
+                vault: None,
             }),
         })
+    }
+
+    /// [`open`](Self::open), with the node's local `vault` as the store's vault: the agent
+    /// system keeps its registry of the agents this node runs, its modules and its lineage
+    /// there (see decision 5). Nothing in it is needed to recover an agent elsewhere.
+    pub async fn open_with_vault(
+        js: jetstream::Context,
+        node: &str,
+        config: StoreConfig,
+        vault: arbor_vault::Vault,
+    ) -> Result<Self, StoreError> {
+        let mut store = Self::open(js, node, config).await?;
+        if let Some(inner) = Arc::get_mut(&mut store.inner) {
+            inner.vault = Some(vault);
+        }
+        Ok(store)
     }
 
     /// The journal log underneath.
@@ -1366,5 +1387,9 @@ impl JournalStore for JetStreamStore {
             self.flush().await;
             Ok(())
         })
+    }
+
+    fn vault(&self) -> Option<&arbor_vault::Vault> {
+        self.inner.vault.as_ref()
     }
 }

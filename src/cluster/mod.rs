@@ -4,7 +4,6 @@
 //! | file | what |
 //! |---|---|
 //! | `options` | [`ClusterOptions`]: servers, node name, credentials, replicas, lease |
-//! | `store` | the journal seam of a node: JetStream journal + the node's local vault |
 //! | `registry` | the cluster-wide registry (KV `arbor_agents`) and module store (object store `arbor_modules`) |
 //! | `members` | the live nodes (KV `arbor_nodes`, a heartbeat per node) |
 //! | `placement` | rendezvous hashing: which node an agent belongs on |
@@ -41,7 +40,6 @@ mod placement;
 mod registry;
 mod rpc;
 mod status;
-mod store;
 
 pub use options::ClusterOptions;
 pub use rpc::RemoteFailure;
@@ -51,7 +49,6 @@ pub(crate) use members::Members;
 pub(crate) use owner::{Owner, SpawnOutcome, sync_modules};
 pub(crate) use registry::Registry;
 pub(crate) use rpc::{Request, forward, serve};
-pub(crate) use store::NodeStore;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -166,7 +163,7 @@ impl Node {
     pub(crate) async fn join(
         options: ClusterOptions,
         data_dir: &std::path::Path,
-    ) -> Result<(Node, NodeStore), ClusterError> {
+    ) -> Result<(Node, JetStreamStore), ClusterError> {
         let client = options.connect().await?;
         arbor_cluster::check_server(&client)?;
         let js = async_nats::jetstream::new(client.clone());
@@ -176,14 +173,6 @@ impl Node {
                 .replicas(options.replicas)
                 .duration(options.lease)
                 .max_clock_skew(options.max_clock_skew),
-        )
-        .await?;
-        let store = JetStreamStore::open(
-            js.clone(),
-            &options.node,
-            arbor_cluster::StoreConfig::default()
-                .replicas(options.replicas)
-                .append_timeout(options.append_timeout),
         )
         .await?;
         let vault = Vault::open(data_dir.join("vault"), arbor_vault::Config::default())
@@ -196,13 +185,19 @@ impl Node {
                 .map_err(ClusterError::Vault)?;
         }
         vault.sync().map_err(ClusterError::Vault)?;
+        let store = JetStreamStore::open_with_vault(
+            js.clone(),
+            &options.node,
+            arbor_cluster::StoreConfig::default()
+                .replicas(options.replicas)
+                .append_timeout(options.append_timeout),
+            vault,
+        )
+        .await?;
         let registry = Registry::open(&js, options.replicas).await?;
         let members = Members::open(&js, &options.node, options.replicas, options.lease).await?;
         let owner = Arc::new(Owner::new(&options.node));
-        let node_store = NodeStore {
-            jet: store.clone(),
-            vault,
-        };
+        let journal = store.clone();
         Ok((
             Node {
                 options,
@@ -213,7 +208,7 @@ impl Node {
                 members,
                 owner,
             },
-            node_store,
+            journal,
         ))
     }
 

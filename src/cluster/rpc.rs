@@ -27,7 +27,7 @@ pub(crate) fn subject(node: &str) -> String {
 }
 
 /// What a node asks an owner.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Request {
     /// Call `agent` with `payload`; answer within `timeout_ms`.
     Call {
@@ -187,9 +187,11 @@ async fn answer(local: &dyn Local, request: Request) -> Reply {
 }
 
 /// Sends `request` about `agent` to its owner, looking the owner up again after every
-/// "not here", until `deadline`.
+/// "not here", until `deadline`. When the owner turns out to be this node (the agent moved
+/// here while the caller waited), the request is answered here.
 pub(crate) async fn forward(
     node: &super::Node,
+    local: &dyn Local,
     agent: &str,
     request: Request,
     deadline: Instant,
@@ -213,7 +215,24 @@ pub(crate) async fn forward(
         }
         let owner = match node.leases.get(agent).await {
             Ok(Some(lease)) if lease.node != node.name() => Some(lease.node),
-            Ok(_) => None,
+            Ok(Some(_)) => {
+                // Ours: answered here once it runs (it may still be starting).
+                match answer(local, request.clone()).await {
+                    Reply::Ok(reply) => return Ok(reply),
+                    Reply::NotHere => last = "starting here".into(),
+                    Reply::Failed { kind, message } if kind.is_retryable() => last = message,
+                    Reply::Failed { kind, message } => {
+                        return Err(crate::Error::Remote {
+                            agent: agent.into(),
+                            node: node.name().to_string(),
+                            kind,
+                            message,
+                        });
+                    }
+                }
+                None
+            }
+            Ok(None) => None,
             Err(error) => {
                 last = format!("reading its lease: {error}");
                 None

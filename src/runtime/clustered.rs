@@ -124,7 +124,14 @@ impl Runtime {
             payload,
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         };
-        forward(node, agent, request, Instant::now() + timeout).await
+        forward(
+            node,
+            self.local().as_ref(),
+            agent,
+            request,
+            Instant::now() + timeout,
+        )
+        .await
     }
 
     /// A cast to an agent that does not run here: to its owner (waits for the owner to take
@@ -144,6 +151,7 @@ impl Runtime {
         };
         forward(
             node,
+            self.local().as_ref(),
             agent,
             request,
             Instant::now() + self.inner.call_timeout,
