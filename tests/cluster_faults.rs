@@ -122,7 +122,7 @@ fn host(child: &CrashChild) {
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
-            if n % 4 == 0 {
+            if n.is_multiple_of(4) {
                 let get = KvMsg::Get { key: key.clone() };
                 if let Ok(KvReply::Value { value }) = rt.call::<_, KvReply>(agent, &get).await {
                     let value: u64 = value.and_then(|v| v.parse().ok()).unwrap_or(0);
