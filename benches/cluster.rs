@@ -369,9 +369,9 @@ fn main() {
         binary.display()
     );
 
-    // Room for the latency agents and both fleets.
+    // Room for the latency agents and the three fleets.
     let host = WasmHost::new(EngineConfig {
-        max_instances: (3 + 2 * FLEET + 16) as u32,
+        max_instances: (3 + 3 * FLEET + 16) as u32,
         ..EngineConfig::default()
     })
     .expect("engine");
