@@ -3,7 +3,8 @@
 //! [`NatsCluster::start`] writes one config file per server (`n1`..`nN`, free loopback ports
 //! for clients and routes, a store directory each, `sync_interval: always` — the setting arbor
 //! requires, see [`server`](crate::server)), starts them, and waits until JetStream has a meta
-//! leader and answers on every server. Faults: [`NatsCluster::kill`] (SIGKILL),
+//! leader and answers on every server. `start(1)` runs one standalone server (no `cluster`
+//! block: a server refuses clustered JetStream without routes), for R1 assets. Faults: [`NatsCluster::kill`] (SIGKILL),
 //! [`NatsCluster::restart`], [`NatsCluster::pause`] / [`NatsCluster::resume`] (SIGSTOP /
 //! SIGCONT).
 //!
@@ -169,6 +170,7 @@ fn free_ports(n: usize) -> Result<Vec<u16>, HarnessError> {
 
 impl NatsCluster {
     /// Starts `size` servers (3 for the tests) and waits until JetStream is ready on each.
+    /// With `size` 1 the server runs standalone (see the module docs).
     pub async fn start(size: usize) -> Result<Self, HarnessError> {
         let binary = find_server()?;
         server_version(&binary)?;
@@ -189,19 +191,28 @@ impl NatsCluster {
                 .filter(|(j, _)| *j != i)
                 .map(|(_, p)| format!("nats-route://127.0.0.1:{p}"))
                 .collect();
+            // nats-server refuses clustered JetStream with no routes ("JetStream cluster
+            // requires configured routes"), so a single server is a standalone one.
+            let cluster = if size == 1 {
+                String::new()
+            } else {
+                format!(
+                    "cluster {{\n  name: arbor-test\n  listen: 127.0.0.1:{route}\n  \
+                     routes: [{routes}]\n}}\n",
+                    route = route_ports[i],
+                    routes = routes.join(", "),
+                )
+            };
             let config = format!(
                 "server_name: {name}\n\
                  listen: 127.0.0.1:{client}\n\
                  log_file: \"{log}\"\n\
                  jetstream {{\n  store_dir: \"{store}\"\n  sync_interval: always\n  \
                  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n\
-                 cluster {{\n  name: arbor-test\n  listen: 127.0.0.1:{route}\n  \
-                 routes: [{routes}]\n}}\n",
+                 {cluster}",
                 client = client_ports[i],
-                route = route_ports[i],
                 log = log.display(),
                 store = store.display(),
-                routes = routes.join(", "),
             );
             let path = dir.path().join(format!("{name}.conf"));
             std::fs::write(&path, config).map_err(io(format!("writing {}", path.display())))?;

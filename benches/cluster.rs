@@ -1,0 +1,412 @@
+//! Cluster benchmarks (issue 19): what journaling into NATS JetStream costs a call, each
+//! configuration beside the local WAL in the same run.
+//!
+//! Every configuration is an `AgentSystem` of Wasm `counter` agents (`arbor_modules::COUNTER`,
+//! called with `Inc { by: 1 }`) on a 2-worker tokio runtime; a call is answered only once its
+//! input and outcome are durable:
+//!
+//! - `local_wal` (the baseline): the system journals into a local data directory (WAL and
+//!   vault in a temporary directory) with group commit, `GroupCommit { max_delay: 0 }`, as the
+//!   journaled rows of `benches/agent.rs` do: one fdatasync per call for one caller, shared by
+//!   every record written while it runs for many.
+//! - `jetstream_r1`: `arbor_cluster::JetStreamStore` on one standalone nats-server with
+//!   JetStream, the journal stream, checkpoint bucket and lease bucket at one replica.
+//! - `jetstream_r3`: the same on a 3-server cluster, everything at three replicas.
+//!
+//! The servers are `arbor_cluster::harness::NatsCluster`'s: on this machine, on loopback, each
+//! with `jetstream { sync_interval: always }` (the setting arbor requires, see
+//! `cluster/src/server.rs`), so an acknowledged append has been fsynced by a quorum of
+//! replicas (R3: by 2 of the 3 servers, all on this machine's one disk). Each agent is set up
+//! as a node would: its lease claimed in the lease bucket, `JetStreamStore::acquire` at the
+//! lease's epoch, then `AgentSystem::spawn`. The client is connected to every server of its
+//! cluster (the stream's leader may be another server than the one it talks to: a hop a real
+//! node has too). All configurations keep arbor's default checkpoint policy.
+//!
+//! Groups, one per measurement (failover time and 3 nodes against 1 are to come as groups of
+//! their own):
+//!
+//! - `cluster_call`: one `call` round trip, sequential calls to one agent (criterion's mean).
+//! - `cluster_throughput`: 64 agents per configuration, one caller task per agent making
+//!   `CALLS_PER_CALLER` sequential calls, all 64 callers at once (64 calls in flight, one per
+//!   agent: an agent's calls are sequential). Throughput in calls/s (criterion's elements/s).
+//!   `jetstream_r1` is there too, to tell replication from the server's own fsync per write.
+//! - printed after the criterion groups, `cluster_latency`: p50/p99/p99.9/mean/max of
+//!   individually timed sequential calls, one agent per configuration, the configurations
+//!   alternating in blocks so that drift in the machine's load hits all alike (as
+//!   `agent_latency_fsync` does), with each one's p50 and p99 as a ratio of `local_wal`'s.
+//!
+//! Run with `cargo bench --bench cluster` (`nats-server` ≥ 2.10.23 on PATH or at
+//! `$NATS_SERVER_BIN`; without it the bench stops with the install hint);
+//! `benches/criterion-summary cluster_` prints the criterion results.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arbor::agent::wasm::{EngineConfig, WasmHost};
+use arbor::agent::{AgentRef, AgentSpec, AgentSystem};
+use arbor::vault::ModuleHash;
+use arbor::wal::Durability;
+use arbor_cluster::harness::{NatsCluster, find_server, server_version};
+use arbor_cluster::{JetStreamStore, LeaseConfig, Leases, StoreConfig};
+// The guest counter's protocol (arbor-protocols' types, re-exported by the module catalog).
+use arbor_modules::counter::CounterMsg;
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use serde::Serialize;
+
+/// The node name the JetStream configurations claim their agents for.
+const NODE: &str = "bench-node";
+
+/// Agents of the throughput group, one caller each.
+const FLEET: usize = 64;
+/// Sequential calls each caller makes per iteration of the throughput group.
+const CALLS_PER_CALLER: usize = 8;
+const FLEET_CALLS: u64 = (FLEET * CALLS_PER_CALLER) as u64;
+
+fn payload<T: Serialize>(message: &T) -> Vec<u8> {
+    rmp_serde::to_vec_named(message).expect("serialisable")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Where a configuration's system journals.
+enum Journal {
+    /// A local data directory (kept until the bench ends).
+    Local { _dir: tempfile::TempDir },
+    /// A JetStream store on its own servers (boxed: far larger than a temporary directory).
+    JetStream(Box<Remote>),
+}
+
+/// A JetStream store, the lease bucket beside it, and the servers they are on.
+struct Remote {
+    store: JetStreamStore,
+    leases: Leases,
+    // Dropped last (field order): the servers stop when it goes.
+    _cluster: NatsCluster,
+}
+
+/// One configuration: an agent system, its counter module and where it journals.
+struct Backend {
+    label: &'static str,
+    system: AgentSystem,
+    counter: ModuleHash,
+    journal: Journal,
+}
+
+impl Backend {
+    /// The baseline: a local WAL with group commit.
+    fn local_wal(host: &WasmHost) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let system = AgentSystem::builder()
+            .journal(dir.path())
+            .wasm_host(host.clone())
+            .wal(
+                arbor::wal::Config::default().durability(Durability::GroupCommit {
+                    max_delay: Duration::ZERO,
+                }),
+            )
+            .build()
+            .expect("local WAL system");
+        Self::with_system("local_wal", system, Journal::Local { _dir: dir })
+    }
+
+    /// A JetStream store on `servers` new nats-servers, every asset at `servers` replicas.
+    /// Must run on the bench's runtime: the store's writer tasks are spawned on it.
+    async fn jetstream(label: &'static str, host: &WasmHost, servers: usize) -> Self {
+        let cluster = NatsCluster::start(servers)
+            .await
+            .unwrap_or_else(|e| panic!("cannot start {servers} nats-server(s): {e}"));
+        let client = cluster.connect().await.expect("connect to the servers");
+        let js = async_nats::jetstream::new(client);
+        let leases = Leases::open(js.clone(), LeaseConfig::default().replicas(servers))
+            .await
+            .expect("lease bucket");
+        let store = JetStreamStore::open(js, NODE, StoreConfig::default().replicas(servers))
+            .await
+            .expect("journal stream and checkpoint bucket");
+        let system = AgentSystem::builder()
+            .journal_store(Arc::new(store.clone()))
+            .wasm_host(host.clone())
+            .build()
+            .expect("JetStream system");
+        Self::with_system(
+            label,
+            system,
+            Journal::JetStream(Box::new(Remote {
+                store,
+                leases,
+                _cluster: cluster,
+            })),
+        )
+    }
+
+    fn with_system(label: &'static str, system: AgentSystem, journal: Journal) -> Self {
+        let counter = system
+            .add_module("counter", arbor_modules::COUNTER)
+            .expect("counter module");
+        Self {
+            label,
+            system,
+            counter,
+            journal,
+        }
+    }
+
+    /// A counter agent named `name`, owned as a cluster node owns one (lease, acquire) when
+    /// the journal is JetStream.
+    async fn agent(&self, name: &str) -> AgentRef {
+        if let Journal::JetStream(remote) = &self.journal {
+            let lease = remote
+                .leases
+                .claim(name, NODE)
+                .await
+                .expect("claim the lease");
+            remote
+                .store
+                .acquire(name, lease.epoch())
+                .await
+                .expect("acquire the agent's log");
+        }
+        self.system
+            .spawn(AgentSpec::wasm(name, self.counter))
+            .await
+            .expect("spawn")
+    }
+
+    async fn fleet(&self) -> Arc<Vec<AgentRef>> {
+        let mut agents = Vec::with_capacity(FLEET);
+        for i in 0..FLEET {
+            agents.push(self.agent(&format!("fleet-{i}")).await);
+        }
+        Arc::new(agents)
+    }
+}
+
+/// The configurations in the order every table gives them (the baseline first).
+struct Backends {
+    local: Backend,
+    r1: Backend,
+    r3: Backend,
+}
+
+impl Backends {
+    fn all(&self) -> [&Backend; 3] {
+        [&self.local, &self.r1, &self.r3]
+    }
+}
+
+fn call_latency(c: &mut Criterion, rt: &tokio::runtime::Runtime, agents: &[(&str, &AgentRef)]) {
+    let inc = payload(&CounterMsg::Inc { by: 1 });
+    let mut group = c.benchmark_group("cluster_call");
+    // A call takes up to milliseconds: criterion's default linear sampling (1, 2, … 100
+    // iterations per sample) would need far more than the measurement time.
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(30);
+    for (label, agent) in agents {
+        group.bench_function(*label, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        agent.call(inc.clone()).await.expect("call");
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Every agent of `fleet` gets `CALLS_PER_CALLER` sequential calls from a task of its own, all
+/// tasks at once; returns when every call is answered.
+async fn concurrent_calls(fleet: &Arc<Vec<AgentRef>>, inc: &Arc<[u8]>) {
+    let mut callers = tokio::task::JoinSet::new();
+    for i in 0..fleet.len() {
+        let fleet = Arc::clone(fleet);
+        let inc = Arc::clone(inc);
+        callers.spawn(async move {
+            for _ in 0..CALLS_PER_CALLER {
+                fleet[i].call(inc.to_vec()).await.expect("call");
+            }
+        });
+    }
+    while let Some(done) = callers.join_next().await {
+        done.expect("caller task");
+    }
+}
+
+fn throughput(c: &mut Criterion, rt: &tokio::runtime::Runtime, backends: &Backends) {
+    let fleets: Vec<(&str, Arc<Vec<AgentRef>>)> = rt.block_on(async {
+        let mut fleets = Vec::new();
+        for backend in backends.all() {
+            fleets.push((backend.label, backend.fleet().await));
+        }
+        fleets
+    });
+    let inc: Arc<[u8]> = payload(&CounterMsg::Inc { by: 1 }).into();
+    let mut group = c.benchmark_group("cluster_throughput");
+    group.throughput(Throughput::Elements(FLEET_CALLS));
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    for (label, fleet) in &fleets {
+        group.bench_function(
+            BenchmarkId::new(*label, format!("{FLEET}x{CALLS_PER_CALLER}")),
+            |b| b.iter(|| rt.block_on(concurrent_calls(fleet, &inc))),
+        );
+    }
+    group.finish();
+    rt.block_on(async {
+        for (_, fleet) in &fleets {
+            for agent in fleet.iter() {
+                agent.stop().await.ok();
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Percentiles, printed (the helpers of `benches/agent.rs`: the same ranks and format).
+
+fn fmt_duration(d: Duration) -> String {
+    let ns = d.as_nanos() as f64;
+    if ns >= 1e6 {
+        format!("{:.3} ms", ns / 1e6)
+    } else {
+        format!("{:.2} µs", ns / 1e3)
+    }
+}
+
+/// The value at quantile `q` of `sorted` (nearest rank).
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    let rank = (sorted.len() as f64 * q).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn mean(samples: &[Duration]) -> Duration {
+    samples.iter().sum::<Duration>() / samples.len().max(1) as u32
+}
+
+/// Sorts each configuration's latencies and prints p50/p99/p99.9/mean/max, then each
+/// configuration's p50 and p99 against the first (`baseline`).
+fn print_percentiles(title: &str, labels: &[&str], latencies: &mut [Vec<Duration>]) {
+    println!("\n{title}");
+    for (label, samples) in labels.iter().zip(latencies.iter_mut()) {
+        samples.sort();
+        println!(
+            "  {label:<34} n {:>6}  p50 {:>10}  p99 {:>10}  p99.9 {:>10}  mean {:>10}  max {:>10}",
+            samples.len(),
+            fmt_duration(percentile(samples, 0.50)),
+            fmt_duration(percentile(samples, 0.99)),
+            fmt_duration(percentile(samples, 0.999)),
+            fmt_duration(mean(samples)),
+            fmt_duration(percentile(samples, 1.0)),
+        );
+    }
+    let baseline = &latencies[0];
+    for (label, samples) in labels.iter().zip(latencies.iter()).skip(1) {
+        let ratio =
+            |q: f64| percentile(samples, q).as_secs_f64() / percentile(baseline, q).as_secs_f64();
+        println!(
+            "  {label} / {}: p50 {:.2}x, p99 {:.2}x, mean {:.2}x",
+            labels[0],
+            ratio(0.50),
+            ratio(0.99),
+            mean(samples).as_secs_f64() / mean(baseline).as_secs_f64(),
+        );
+    }
+}
+
+/// One timed call per element of the returned vector.
+async fn timed_calls(agent: &AgentRef, payload: &[u8], n: usize) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        agent.call(payload.to_vec()).await.expect("call");
+        out.push(started.elapsed());
+    }
+    out
+}
+
+fn latency_percentiles(rt: &tokio::runtime::Runtime, agents: &[(&str, &AgentRef)]) {
+    const N: usize = 4_000;
+    const BLOCK: usize = 250;
+    let inc = payload(&CounterMsg::Inc { by: 1 });
+    let mut latencies: Vec<Vec<Duration>> = agents.iter().map(|_| Vec::with_capacity(N)).collect();
+    rt.block_on(async {
+        for (_, agent) in agents {
+            timed_calls(agent, &inc, 100).await;
+        }
+        for _ in 0..N / BLOCK {
+            for ((_, agent), latencies) in agents.iter().zip(&mut latencies) {
+                latencies.extend(timed_calls(agent, &inc, BLOCK).await);
+            }
+        }
+    });
+    let labels: Vec<&str> = agents.iter().map(|(label, _)| *label).collect();
+    print_percentiles(
+        &format!(
+            "cluster_latency: {N} sequential calls per configuration, alternating blocks of \
+             {BLOCK}, 2-worker runtime (caller on the bench thread); JetStream: nats-server \
+             sync_interval always, loopback:"
+        ),
+        &labels,
+        &mut latencies,
+    );
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    let binary = find_server().unwrap_or_else(|e| panic!("{e}"));
+    let version = server_version(&binary).unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "cluster bench: {version} ({}), jetstream sync_interval: always",
+        binary.display()
+    );
+
+    // Room for the latency agents and the three fleets.
+    let host = WasmHost::new(EngineConfig {
+        max_instances: (3 + 3 * FLEET + 16) as u32,
+        ..EngineConfig::default()
+    })
+    .expect("engine");
+    let rt = runtime();
+    let backends = rt.block_on(async {
+        Backends {
+            local: Backend::local_wal(&host),
+            r1: Backend::jetstream("jetstream_r1", &host, 1).await,
+            r3: Backend::jetstream("jetstream_r3", &host, 3).await,
+        }
+    });
+    let singles: Vec<AgentRef> = rt.block_on(async {
+        let mut agents = Vec::new();
+        for backend in backends.all() {
+            agents.push(backend.agent("latency").await);
+        }
+        agents
+    });
+    let agents: Vec<(&str, &AgentRef)> = backends
+        .all()
+        .iter()
+        .map(|b| b.label)
+        .zip(singles.iter())
+        .collect();
+
+    call_latency(&mut criterion, &rt, &agents);
+    throughput(&mut criterion, &rt, &backends);
+    criterion.final_summary();
+    latency_percentiles(&rt, &agents);
+
+    // The systems stop (their writers drained) before their servers do.
+    rt.block_on(async {
+        for backend in backends.all() {
+            backend.system.shutdown().await.ok();
+        }
+    });
+    drop(backends);
+}
