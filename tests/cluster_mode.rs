@@ -239,3 +239,229 @@ async fn names_are_cluster_wide_and_a_stop_from_any_node_stops_the_agent() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// The owner of `agent` among `nodes`, by the cluster's leases.
+async fn owner_of<'a>(nodes: &'a [Runtime], agent: &str) -> &'a Runtime {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let owners = owners(&nodes[0]).await;
+        if let Some(Some(owner)) = owners.get(agent)
+            && let Some(rt) = nodes.iter().find(|rt| rt.node() == Some(owner.as_str()))
+            && rt.lookup(agent).is_some()
+        {
+            return rt;
+        }
+        assert!(Instant::now() < until, "{agent} has no owner: {owners:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agents_send_reaches_an_agent_on_another_node() {
+    use arbor_protocols::counter::{CounterMsg, CounterReply};
+    use arbor_protocols::toolbox::{ToolboxMsg, ToolboxReply};
+    let cluster = NatsCluster::start(3).await.expect("nats cluster");
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = vec![
+        node(&cluster, "node-a", dirs[0].path()).await,
+        node(&cluster, "node-b", dirs[1].path()).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The toolbox imports every host function (and calls the `echo` tool).
+    let grants = arbor::agent::wasm::Capabilities::all(["echo"]);
+    nodes[0]
+        .spawn(Spawn::wasm_bytes("sender", arbor_modules::TOOLBOX).capabilities(grants))
+        .await
+        .expect("spawn the sender");
+    let sender_node = owner_of(&nodes, "sender").await.node().map(str::to_string);
+    // Counters until one lands on the other node.
+    let mut target = None;
+    for i in 0..16 {
+        let name = format!("counter-{i}");
+        nodes[0]
+            .spawn(Spawn::wasm_bytes(name.clone(), arbor_modules::COUNTER))
+            .await
+            .expect("spawn a counter");
+        if owner_of(&nodes, &name).await.node().map(str::to_string) != sender_node {
+            target = Some(name);
+            break;
+        }
+    }
+    let target = target.expect("16 counters all on the sender's node");
+    for rt in &nodes {
+        let reply: ToolboxReply = rt
+            .call(
+                "sender",
+                &ToolboxMsg::Send {
+                    to: target.clone(),
+                    by: 5,
+                },
+            )
+            .await
+            .expect("send");
+        assert_eq!(reply, ToolboxReply::Sent);
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let count: CounterReply = nodes[1].call(&target, &CounterMsg::Get).await.expect("get");
+        if count.count == 10 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the sends did not arrive: {count:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A send to a name no node knows is refused at once, as on one node.
+    let refused: ToolboxReply = nodes[1]
+        .call(
+            "sender",
+            &ToolboxMsg::Send {
+                to: "nobody".into(),
+                by: 1,
+            },
+        )
+        .await
+        .expect("call");
+    assert!(
+        matches!(refused, ToolboxReply::Failed { .. }),
+        "{refused:?}"
+    );
+    for rt in &nodes {
+        rt.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn evolution_on_the_owner_promotes_kv_v2_rejects_kv_buggy_and_survives_a_failover() {
+    use arbor::shadow::{Approval, Arbiter, ArbiterConfig, Outcome, Policy, ShadowLimits, Stage};
+    let cluster = NatsCluster::start(3).await.expect("nats cluster");
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = vec![
+        node(&cluster, "node-a", dirs[0].path()).await,
+        node(&cluster, "node-b", dirs[1].path()).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for agent in ["orders", "profiles"] {
+        nodes[0]
+            .spawn(Spawn::wasm_bytes(agent, arbor_modules::KV))
+            .await
+            .expect("spawn");
+    }
+    // Traffic from both nodes (most of it crosses to the owner), every message kind.
+    // kv-buggy answers a `Get` of an "unlucky" key (~1 % of keys) wrongly: every other round
+    // of four (put, get, scan, delete) uses one.
+    let unlucky = (0..)
+        .map(|n| format!("u{n}"))
+        .find(|key| arbor_protocols::kv::is_unlucky(key))
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for rt in nodes.iter().cloned() {
+        let (stop, unlucky) = (stop.clone(), unlucky.clone());
+        load.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                for agent in ["orders", "profiles"] {
+                    let key = if (i / 4) % 2 == 0 {
+                        unlucky.clone()
+                    } else {
+                        format!("k{}", i % 7)
+                    };
+                    let msg = match i % 4 {
+                        0 => KvMsg::Put {
+                            key,
+                            value: i.to_string(),
+                        },
+                        1 => KvMsg::Get { key },
+                        2 => KvMsg::Scan {
+                            prefix: "k".into(),
+                            limit: 3,
+                        },
+                        _ => KvMsg::Delete { key },
+                    };
+                    let _ = rt.call::<_, KvReply>(agent, &msg).await;
+                }
+            }
+        }));
+    }
+    let config = ArbiterConfig {
+        approval: Approval::Suggest,
+        policy: Policy {
+            target_failure_rate: 0.03,
+            min_per_kind: 3,
+            ..Policy::default()
+        },
+        limits: ShadowLimits {
+            deadline: Duration::from_secs(60),
+            ..ShadowLimits::default()
+        },
+        watch: Duration::from_millis(300),
+        watch_samples: 0,
+        ..ArbiterConfig::default()
+    };
+    let plans = [
+        ("orders", arbor_modules::KV_V2, "kv-v2"),
+        ("profiles", arbor_modules::KV_BUGGY, "kv-buggy"),
+    ];
+    let mut arbiters = BTreeMap::new();
+    for (agent, bytes, name) in plans {
+        let owner = owner_of(&nodes, agent).await;
+        let arbiter = Arbiter::new(owner.system().clone(), config.clone()).expect("arbiter");
+        let candidate = arbiter.admit(agent, name, bytes).expect("admit");
+        arbiter
+            .evaluate(agent, candidate, Vec::new())
+            .expect("evaluate");
+        arbiters.insert(agent, (arbiter, candidate));
+    }
+    for (agent, (arbiter, _)) in &arbiters {
+        let status = tokio::time::timeout(
+            Duration::from_secs(120),
+            arbiter.wait(agent, |s| s.is_settled()),
+        )
+        .await
+        .expect("settled in time")
+        .expect("status");
+        match *agent {
+            "orders" => assert_eq!(status.stage, Stage::AwaitingApproval, "{status:?}"),
+            _ => assert_eq!(status.stage, Stage::Done(Outcome::Rejected), "{status:?}"),
+        }
+    }
+    let (orders_arbiter, kv_v2) = &arbiters["orders"];
+    let kv_v2 = *kv_v2;
+    orders_arbiter.promote("orders").await.expect("promote");
+    put(&nodes[1], "orders", "after", "promotion")
+        .await
+        .expect("put");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    drop(arbiters);
+
+    // The owner dies: the survivor recovers orders running kv-v2, with its state.
+    let owner_name = owner_of(&nodes, "orders").await.node().unwrap().to_string();
+    let index = nodes
+        .iter()
+        .position(|rt| rt.node() == Some(owner_name.as_str()))
+        .unwrap();
+    drop(nodes.remove(index));
+    let survivor = &nodes[0];
+    let value = retrying(survivor, Duration::from_secs(20), || {
+        get(survivor, "orders", "after")
+    })
+    .await;
+    assert_eq!(value.as_deref(), Some("promotion"));
+    let running = owner_of(&nodes, "orders")
+        .await
+        .lookup("orders")
+        .unwrap()
+        .running()
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(running, arbor::agent::BehaviourId::Wasm(kv_v2));
+    survivor.shutdown().await.unwrap();
+}

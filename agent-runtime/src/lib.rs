@@ -36,10 +36,10 @@ pub mod wasm;
 
 pub use agent::{
     AfterRestore, AgentError, AgentRef, AgentSpec, AgentSystem, AgentSystemBuilder,
-    CheckpointPolicy, DEFAULT_MAILBOX, GuestCalls, JournalError, JournalStore, Mirror, MirrorTap,
-    Mirrored, MirroredStatus, NativeFactory, RebuildReport, RecoveryError, RecoveryReport,
-    RestoreFrom, StartError, StateCheck, SwapError, SwapReport, SystemError, Tapped, Verdict,
-    Verification,
+    CheckpointPolicy, DEFAULT_MAILBOX, Elsewhere, GuestCalls, JournalError, JournalStore, Mirror,
+    MirrorTap, Mirrored, MirroredStatus, NativeFactory, RebuildReport, RecoveryError,
+    RecoveryReport, RestoreFrom, StartError, StateCheck, SwapError, SwapReport, SystemError,
+    Tapped, Verdict, Verification,
 };
 pub use behaviour::{Behaviour, BehaviourError, Cost, HostCalls, HostError};
 pub use envelope::{BehaviourId, Envelope, Kind};

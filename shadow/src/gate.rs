@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use arbor_agent::envelope::{Answer, Envelope, Status};
-use arbor_agent::{AgentSystem, BehaviourId};
+use arbor_agent::{AgentError, AgentSystem, BehaviourId};
 use arbor_wal::Lsn;
 use serde::{Deserialize, Serialize};
 
@@ -81,20 +81,31 @@ pub(crate) fn run(
         took: Duration::ZERO,
         inputs_per_second: 0.0,
     };
-    let (Some(wal), Some(vault)) = (system.wal(), system.vault()) else {
+    // Through the journal seam: the local WAL + vault, or a cluster's replicated store.
+    let store = system.journal_store();
+    if !store.is_durable() {
         report.stopped_early = Some("the system does not journal: nothing to replay".into());
         return Ok((report, None));
-    };
+    }
     let id = agent_id(agent)?;
+    let journal = |e: arbor_agent::JournalError| ShadowError::Journal(AgentError::Journal(e));
     // The oldest checkpoint written by the current module whose records are all still in the
-    // log: the longest history the current module produced.
-    let first = wal.first_lsn();
-    let mut metas = vault.list_checkpoints(&id).map_err(ShadowError::Vault)?;
+    // log: the longest history the current module produced. (A store with positions per agent
+    // releases each agent's records on its own: ask it whether they are still there.)
+    let first = store.first();
+    let kept = |lsn: Lsn| {
+        if store.positions_per_agent() {
+            store.read(agent, lsn + 1).is_ok()
+        } else {
+            lsn + 1 >= first
+        }
+    };
+    let mut metas = store.list_checkpoints(&id).map_err(journal)?;
     metas.sort_by_key(|m| m.lsn);
     let start = metas
         .iter()
-        .filter(|m| m.module == current.checkpoint_hash() && m.lsn + 1 >= first)
-        .find_map(|m| vault.get_checkpoint(&id, m.lsn).ok().flatten());
+        .filter(|m| m.module == current.checkpoint_hash() && kept(m.lsn))
+        .find_map(|m| store.checkpoint(&id, m.lsn).ok().flatten());
     let Some(checkpoint) = start else {
         report.stopped_early = Some("no checkpoint of the current module to start from".into());
         return Ok((report, None));

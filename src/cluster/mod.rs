@@ -48,7 +48,7 @@ pub use status::{AgentPlacement, ClusterStatus, NodeStatus};
 pub(crate) use members::Members;
 pub(crate) use owner::{Owner, SpawnOutcome, sync_modules};
 pub(crate) use registry::Registry;
-pub(crate) use rpc::{Request, forward, serve};
+pub(crate) use rpc::{RemoteSends, Request, forward, serve};
 
 use std::future::Future;
 use std::pin::Pin;

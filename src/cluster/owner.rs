@@ -125,6 +125,7 @@ impl Owner {
         tokio::spawn(async move {
             let mut last_beat = Instant::now();
             let mut last_modules = Instant::now() - Duration::from_secs(60);
+            let mut modules_here = usize::MAX;
             loop {
                 let (Some(n), Some(l)) = (node.upgrade(), local.upgrade()) else {
                     return;
@@ -141,9 +142,17 @@ impl Owner {
                         last_beat = Instant::now();
                     }
                 }
-                if last_modules.elapsed() >= Duration::from_secs(5) {
-                    if let Err(error) = sync_modules(&n, l.as_ref()).await {
-                        tracing::warn!(%error, "module sync");
+                // A module added here (a candidate admitted, a spawn) goes up at the next tick,
+                // long before any promotion could swap an agent to it: a node that recovers
+                // the agent after a failover must find every module its journal names.
+                let count = l
+                    .vault()
+                    .and_then(|v| v.list_modules().ok())
+                    .map_or(0, |m| m.len());
+                if count != modules_here || last_modules.elapsed() >= Duration::from_secs(5) {
+                    match sync_modules(&n, l.as_ref()).await {
+                        Ok(()) => modules_here = count,
+                        Err(error) => tracing::warn!(%error, "module sync"),
                     }
                     last_modules = Instant::now();
                 }
@@ -194,6 +203,13 @@ impl Owner {
             ));
         }
         let unowned = actions.iter().filter(|(_, a)| *a == Action::Claim).count();
+        // Claimed agents may run (or have journaled swaps to) modules added on other nodes
+        // since the last sync: fetch them first, once per pass.
+        if unowned > 0
+            && let Err(error) = sync_modules(node, local.as_ref()).await
+        {
+            tracing::warn!(%error, "module sync before claiming");
+        }
         // Claims and hand-offs run a few at a time: a failover of many agents is bounded by
         // the round trips of each, not by their sum.
         futures_util::stream::iter(actions)
@@ -301,13 +317,6 @@ impl Owner {
             let vault = local
                 .vault()
                 .ok_or_else(|| String::from("no local vault"))?;
-            if let arbor_vault::Behaviour::Wasm(hash) = &registered.record.behaviour
-                && vault.module_meta(hash).ok().flatten().is_none()
-            {
-                sync_modules(node, local.as_ref())
-                    .await
-                    .map_err(|e| format!("fetching its module: {e}"))?;
-            }
             let fresh = node
                 .store
                 .latest_meta(&id)

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use super::Local;
 
@@ -36,11 +36,12 @@ pub(crate) enum Request {
         payload: Vec<u8>,
         timeout_ms: u64,
     },
-    /// Deliver `payload` to `agent`'s mailbox.
+    /// Deliver `payload` to `agent`'s mailbox (from the agent `from`, for an agent's send).
     Cast {
         agent: String,
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
+        from: Option<String>,
     },
 }
 
@@ -167,14 +168,20 @@ async fn answer(local: &dyn Local, request: Request) -> Reply {
                 .await
                 .map_err(crate::Error::from)
         }
-        Request::Cast { agent, payload } => {
+        Request::Cast {
+            agent,
+            payload,
+            from,
+        } => {
             let Some(target) = local.lookup(&agent) else {
                 return Reply::NotHere;
             };
-            target
-                .cast(payload)
-                .map(|()| Vec::new())
-                .map_err(crate::Error::from)
+            match from {
+                Some(from) => target.cast_from(&from, payload),
+                None => target.cast(payload),
+            }
+            .map(|()| Vec::new())
+            .map_err(crate::Error::from)
         }
     };
     match result {
@@ -281,5 +288,51 @@ pub(crate) async fn forward(
         }
         tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
         backoff = (backoff * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// Agents' sends to agents on other nodes ([`arbor_agent::Elsewhere`]): a send to a name the
+/// registry has running is forwarded to its owner as a cast from the sender, on a task of its
+/// own (the sender's input is durable already; it does not wait).
+pub(crate) struct RemoteSends {
+    pub(crate) node: Weak<super::Node>,
+    pub(crate) local: Weak<dyn Local>,
+    pub(crate) timeout: Duration,
+}
+
+impl arbor_agent::Elsewhere for RemoteSends {
+    fn knows(&self, name: &str) -> bool {
+        self.node.upgrade().is_some_and(|node| {
+            node.registry
+                .get(name)
+                .is_some_and(|r| r.record.state == arbor_vault::AgentState::Running)
+        })
+    }
+
+    fn deliver(&self, from: &str, to: &str, payload: Vec<u8>) {
+        let (Some(node), Some(local)) = (self.node.upgrade(), self.local.upgrade()) else {
+            return;
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                agent = from,
+                to,
+                "send dropped: no runtime to forward it on"
+            );
+            return;
+        };
+        let request = Request::Cast {
+            agent: to.to_string(),
+            payload,
+            from: Some(from.to_string()),
+        };
+        let (from, to, timeout) = (from.to_string(), to.to_string(), self.timeout);
+        handle.spawn(async move {
+            let local: Arc<dyn Local> = local;
+            let deadline = Instant::now() + timeout;
+            if let Err(error) = forward(&node, local.as_ref(), &to, request, deadline).await {
+                tracing::warn!(agent = from, to, %error, "send to another node dropped");
+            }
+        });
     }
 }

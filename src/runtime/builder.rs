@@ -297,6 +297,13 @@ impl RuntimeBuilder {
                         source: e.into(),
                     })
                 })?;
+            inner
+                .system
+                .send_elsewhere(Arc::new(crate::cluster::RemoteSends {
+                    node: Arc::downgrade(node),
+                    local: local.clone(),
+                    timeout: inner.call_timeout,
+                }));
             Owner::start(Arc::downgrade(node), local);
         }
         let runtime = Runtime { inner };

@@ -148,6 +148,7 @@ impl Runtime {
         let request = Request::Cast {
             agent: agent.into(),
             payload,
+            from: None,
         };
         forward(
             node,

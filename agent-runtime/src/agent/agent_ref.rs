@@ -149,6 +149,17 @@ impl AgentRef {
         })
     }
 
+    /// [`cast`](Self::cast) as a send from the agent `from` (which the receiver sees as its
+    /// input's sender): for sends that crossed from another node.
+    pub fn cast_from(&self, from: &str, payload: Vec<u8>) -> Result<(), AgentError> {
+        self.send_input(AgentMsg::Input {
+            from: Some(from.to_string()),
+            kind: Kind::Cast,
+            payload,
+            reply: None,
+        })
+    }
+
     /// Queues an input unless the mailbox is full or the agent is gone.
     pub(crate) fn send_input(&self, input: AgentMsg) -> Result<(), AgentError> {
         let mailbox = &self.mailbox;

@@ -44,7 +44,7 @@ impl Context {
 
 impl World for Context {
     fn agent_exists(&self, name: &str) -> bool {
-        self.directory.is_running(name)
+        self.directory.accepts(name)
     }
 
     fn call_tool(&self, name: &str, args: &[u8]) -> Result<Vec<u8>, HostError> {

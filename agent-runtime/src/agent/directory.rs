@@ -1,6 +1,7 @@
 //! The directory of running agents by name, and delivery of agents' sends to each other.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 
@@ -10,10 +11,22 @@ use super::msg::AgentMsg;
 use crate::envelope::Kind;
 use crate::host::PendingSend;
 
+/// Agents that run somewhere else (another node of a cluster): where the sends to names that
+/// do not run here go. Set once per system ([`AgentSystem::send_elsewhere`](super::AgentSystem::send_elsewhere)).
+pub trait Elsewhere: Send + Sync + 'static {
+    /// Whether `name` is an agent that runs (or will run again) elsewhere: a send to it is
+    /// accepted rather than refused as an unknown agent.
+    fn knows(&self, name: &str) -> bool;
+    /// Delivers `payload` as a cast from `from` to `to`, after the sender's input is durable
+    /// (best effort, as a local send to an agent that stops meanwhile: a failure is logged).
+    fn deliver(&self, from: &str, to: &str, payload: Vec<u8>);
+}
+
 /// Running agents by name.
 #[derive(Default)]
 pub(crate) struct Directory {
     agents: RwLock<HashMap<String, AgentRef>>,
+    elsewhere: OnceLock<Arc<dyn Elsewhere>>,
 }
 
 impl Directory {
@@ -65,17 +78,31 @@ impl Directory {
             .collect()
     }
 
+    /// Sets where sends to agents that do not run here go; `false` if it was set already.
+    pub(crate) fn set_elsewhere(&self, elsewhere: Arc<dyn Elsewhere>) -> bool {
+        self.elsewhere.set(elsewhere).is_ok()
+    }
+
+    /// Whether a send to `name` is accepted: it runs here, or elsewhere knows it.
+    pub(crate) fn accepts(&self, name: &str) -> bool {
+        self.is_running(name) || self.elsewhere.get().is_some_and(|e| e.knows(name))
+    }
+
     /// Delivers sends whose input is durable, as casts from `from`.
     pub(crate) fn deliver(&self, from: &str, sends: Vec<PendingSend>) {
         for send in sends {
-            let delivered = match self.lookup(&send.to) {
-                Some(to) => to.send_input(AgentMsg::Input {
+            let delivered = match (self.lookup(&send.to), self.elsewhere.get()) {
+                (Some(to), _) => to.send_input(AgentMsg::Input {
                     from: Some(from.to_string()),
                     kind: Kind::Cast,
                     payload: send.payload,
                     reply: None,
                 }),
-                None => Err(AgentError::UnknownAgent(send.to.clone())),
+                (None, Some(elsewhere)) if elsewhere.knows(&send.to) => {
+                    elsewhere.deliver(from, &send.to, send.payload);
+                    Ok(())
+                }
+                (None, _) => Err(AgentError::UnknownAgent(send.to.clone())),
             };
             match delivered {
                 Ok(()) => metrics::counter!(arbor_metrics::MESSAGES_OUT).increment(1),

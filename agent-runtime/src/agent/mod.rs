@@ -88,6 +88,7 @@ mod system;
 
 pub use agent_ref::AgentRef;
 pub use builder::{AgentSystemBuilder, DEFAULT_MAILBOX};
+pub use directory::Elsewhere;
 pub use error::{
     AgentError, JournalError, RecoveryError, ReplayError, StartError, SwapError, SystemError,
 };

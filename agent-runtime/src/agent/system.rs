@@ -105,6 +105,13 @@ impl AgentSystem {
         self.context.services.add_module(name, bytes)
     }
 
+    /// Where agents' sends to names that do not run in this system go (a cluster node's other
+    /// nodes); without it such a send is refused as an unknown agent. Set once; `false` if it
+    /// was set already.
+    pub fn send_elsewhere(&self, elsewhere: std::sync::Arc<dyn super::Elsewhere>) -> bool {
+        self.context.directory.set_elsewhere(elsewhere)
+    }
+
     /// The running agent named `name`.
     pub fn lookup(&self, name: &str) -> Option<AgentRef> {
         self.context.directory.lookup(name)
