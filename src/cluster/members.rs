@@ -57,6 +57,7 @@ impl Members {
         node: &str,
         replicas: usize,
         ttl: Duration,
+        draining: bool,
     ) -> Result<Members, ClusterError> {
         let bucket = match js.get_key_value(NODES).await {
             Ok(store) => store,
@@ -83,7 +84,9 @@ impl Members {
             view: Arc::default(),
             changed: Arc::new(Notify::new()),
         };
-        members.beat(false).await?;
+        // A node that hosts no agents is draining from its first heartbeat, so no other node
+        // ever places an agent on it.
+        members.beat(draining).await?;
         let mut watch =
             members
                 .bucket

@@ -197,8 +197,16 @@ impl Node {
         }
         vault.sync().map_err(ClusterError::Vault)?;
         let registry = Registry::open(&js, options.replicas).await?;
-        let members = Members::open(&js, &options.node, options.replicas, options.lease).await?;
-        let owner = Arc::new(Owner::new(&options.node));
+        let draining = !options.hosts_agents;
+        let members = Members::open(
+            &js,
+            &options.node,
+            options.replicas,
+            options.lease,
+            draining,
+        )
+        .await?;
+        let owner = Arc::new(Owner::new(&options.node, draining));
         let node_store = NodeStore {
             jet: store.clone(),
             vault,

@@ -41,6 +41,11 @@ pub struct ClusterOptions {
     pub append_timeout: Duration,
     /// How often the ownership loop runs when nothing wakes it earlier.
     pub tick: Duration,
+    /// Whether placement may put agents on this node (default `true`). A node with `false`
+    /// spawns, calls, casts and stops agents like any other but runs none: a client, a batch
+    /// job, a short-lived tool. It is in the membership as draining from its first
+    /// heartbeat, so its joining and leaving move no agent.
+    pub hosts_agents: bool,
 }
 
 impl ClusterOptions {
@@ -61,6 +66,7 @@ impl ClusterOptions {
             max_clock_skew: Duration::from_millis(500),
             append_timeout: Duration::from_secs(5),
             tick: Duration::from_millis(500),
+            hosts_agents: true,
         }
     }
 
@@ -109,6 +115,17 @@ impl ClusterOptions {
     /// With this idle period of the ownership loop.
     pub fn tick(mut self, tick: Duration) -> Self {
         self.tick = tick;
+        self
+    }
+
+    /// Whether placement may put agents here (see [`hosts_agents`](Self::hosts_agents)).
+    ///
+    /// ```
+    /// let client = arbor::ClusterOptions::new(["nats://127.0.0.1:4222"], "tool").hosts_agents(false);
+    /// assert!(!client.hosts_agents);
+    /// ```
+    pub fn hosts_agents(mut self, hosts: bool) -> Self {
+        self.hosts_agents = hosts;
         self
     }
 
