@@ -57,10 +57,11 @@ impl Local for Inner {
         deregister: bool,
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if deregister && let Some(agent) = self.system.lookup(name) {
-                if let Err(error) = agent.stop().await {
-                    tracing::warn!(agent = name, %error, "stop failed");
-                }
+            if deregister
+                && let Some(agent) = self.system.lookup(name)
+                && let Err(error) = agent.stop().await
+            {
+                tracing::warn!(agent = name, %error, "stop failed");
             }
             let (supervisor, _) = self.supervisor_at(path);
             // Terminating runs the agent's final checkpoint (its actor's post_stop).
