@@ -35,6 +35,12 @@
 //!   alternating in blocks so that drift in the machine's load hits all alike (as
 //!   `agent_latency_fsync` does), with each one's p50 and p99 as a ratio of `local_wal`'s.
 //!
+//! - printed last, `cluster_failover`: two runtimes in cluster mode (`RuntimeBuilder::cluster`,
+//!   R3, a 3 s lease) share `FAILOVER_AGENTS` kv agents by placement; one of them stops
+//!   without draining or releasing its leases (dropped, as a crash leaves them), and the
+//!   survivor's callers (64 at a time) call each of the dead node's agents until it answers:
+//!   the time from the drop to the first and to the last answer, against the lease.
+//!
 //! Run with `cargo bench --bench cluster` (`nats-server` ≥ 2.10.23 on PATH or at
 //! `$NATS_SERVER_BIN`; without it the bench stops with the install hint);
 //! `benches/criterion-summary cluster_` prints the criterion results.
@@ -401,6 +407,7 @@ fn main() {
     throughput(&mut criterion, &rt, &backends);
     criterion.final_summary();
     latency_percentiles(&rt, &agents);
+    failover_time(&rt);
 
     // The systems stop (their writers drained) before their servers do.
     rt.block_on(async {
@@ -409,4 +416,103 @@ fn main() {
         }
     });
     drop(backends);
+}
+
+/// Agents in the failover measurement.
+const FAILOVER_AGENTS: usize = 1000;
+/// The lease in the failover measurement.
+const FAILOVER_LEASE: Duration = Duration::from_secs(3);
+
+/// `cluster_failover` (see the module docs).
+fn failover_time(rt: &tokio::runtime::Runtime) {
+    use arbor::{ClusterOptions, Runtime, Spawn};
+    use arbor_modules::kv::{KvMsg, KvReply};
+    use futures_util::StreamExt;
+
+    rt.block_on(async {
+        let cluster = NatsCluster::start(3).await.expect("nats cluster");
+        let dirs: Vec<tempfile::TempDir> =
+            (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
+        let mut nodes = Vec::new();
+        for (name, dir) in ["fo-a", "fo-b"].iter().zip(&dirs) {
+            let options = ClusterOptions::new(cluster.urls(), *name)
+                .replicas(3)
+                .lease(FAILOVER_LEASE)
+                .max_clock_skew(Duration::from_millis(100));
+            let runtime = Runtime::builder()
+                .data_dir(dir.path())
+                .call_timeout(Duration::from_secs(30))
+                .cluster(options)
+                .build()
+                .await
+                .expect("cluster node");
+            nodes.push(runtime);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let module = nodes[0].add_module("kv", arbor_modules::KV).expect("module");
+        let started = Instant::now();
+        for i in 0..FAILOVER_AGENTS {
+            nodes[0]
+                .spawn(Spawn::module(format!("fo-{i}"), module))
+                .await
+                .expect("spawn");
+        }
+        let spawn_time = started.elapsed();
+        let status = nodes[0].cluster_status().await.expect("cluster").expect("status");
+        let on_b: Vec<String> = status
+            .agents
+            .iter()
+            .filter(|a| a.owner.as_deref() == Some("fo-b"))
+            .map(|a| a.name.clone())
+            .collect();
+        let put = |key: &str| KvMsg::Put {
+            key: key.into(),
+            value: "v".into(),
+        };
+        for agent in &on_b {
+            let _: KvReply = nodes[0].call(agent, &put("before")).await.expect("put");
+        }
+        let survivor = nodes.remove(0);
+        let dead = nodes.pop().expect("fo-b");
+        let killed = Instant::now();
+        drop(dead);
+        let answers: Vec<Duration> = futures_util::stream::iter(on_b.iter())
+            .map(|agent| {
+                let survivor = survivor.clone();
+                async move {
+                    loop {
+                        let get = KvMsg::Get {
+                            key: "before".into(),
+                        };
+                        match survivor.call::<_, KvReply>(agent, &get).await {
+                            Ok(KvReply::Value { value: Some(_) }) => return killed.elapsed(),
+                            Ok(other) => panic!("{agent}: lost its write: {other:?}"),
+                            Err(error) if error.is_retryable() => {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            Err(error) => panic!("{agent}: {error}"),
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        let first = answers.iter().min().copied().unwrap_or_default();
+        let last = answers.iter().max().copied().unwrap_or_default();
+        println!();
+        println!(
+            "cluster_failover: {FAILOVER_AGENTS} kv agents on 2 nodes (R3, lease {}), spawned in {}; \
+             the node with {} of them dropped without releasing: first answer on the survivor \
+             after {}, all {} answering after {} (lease + {})",
+            fmt_duration(FAILOVER_LEASE),
+            fmt_duration(spawn_time),
+            on_b.len(),
+            fmt_duration(first),
+            on_b.len(),
+            fmt_duration(last),
+            fmt_duration(last.saturating_sub(FAILOVER_LEASE)),
+        );
+        survivor.shutdown().await.ok();
+    });
 }

@@ -1,6 +1,7 @@
 //! `arborctl`, the real binary, against a running host (its admin endpoint, token required)
 //! and offline on the host's data directory once it stopped: one test per area, each with its
-//! own host (`support/arborctl.rs`).
+//! own host (`support/arborctl.rs`); `cluster status` against nodes on a real 3-server NATS
+//! cluster.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -8,8 +9,9 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use arbor::admin::{AdminConfig, AdminToken};
-use arbor::{Runtime, Spawn};
+use arbor::admin::{Admin, AdminConfig, AdminError, AdminToken, Operator};
+use arbor::{ClusterOptions, Runtime, Spawn};
+use arbor_cluster::harness::NatsCluster;
 use fixture::{Ctl, Fixture, get, host, load, private_token_file};
 use support::Unlucky;
 
@@ -461,4 +463,203 @@ async fn quarantined_agents_are_listed_restored_and_removed() {
     assert_eq!(ctl.online(&["agent", "remove", "unlucky"]).await.code, 6);
     assert_eq!(ctl.offline(&["agent", "remove", "unlucky"]).await.code, 5);
     runtime.shutdown().await.unwrap();
+}
+
+/// A cluster node with its admin endpoint on.
+async fn cluster_node(
+    cluster: &NatsCluster,
+    name: &str,
+    dir: &std::path::Path,
+    admin: Option<&std::path::Path>,
+    hosts_agents: bool,
+) -> Runtime {
+    // The default 6 s lease: nothing here waits for a failover, and a short lease lets a
+    // heartbeat delayed by a loaded machine (every test of this file runs at once) make a
+    // node look dead.
+    let options = ClusterOptions::new(cluster.urls(), name)
+        .tick(Duration::from_millis(200))
+        .hosts_agents(hosts_agents);
+    let mut builder = Runtime::builder()
+        .data_dir(dir)
+        .call_timeout(Duration::from_secs(10))
+        .cluster(options);
+    if let Some(token_file) = admin {
+        builder = builder.admin(AdminConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            AdminToken::from_file(token_file).unwrap(),
+        ));
+    }
+    builder
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("node {name}: {}", arbor::agent::report::chain(&e)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_status_names_every_node_and_the_owner_of_every_agent() {
+    let cluster = NatsCluster::start(3).await.expect("nats cluster");
+    let tmp = tempfile::tempdir().unwrap();
+    let token_file = private_token_file(tmp.path());
+    let a = cluster_node(
+        &cluster,
+        "node-a",
+        &tmp.path().join("a"),
+        Some(&token_file),
+        true,
+    )
+    .await;
+    let b = cluster_node(
+        &cluster,
+        "node-b",
+        &tmp.path().join("b"),
+        Some(&token_file),
+        true,
+    )
+    .await;
+    // The agents are spawned from a third node that hosts none: placement must put every one
+    // on node-a or node-b, and the status must list that node as taking no agents.
+    let tool = cluster_node(&cluster, "tool", &tmp.path().join("t"), None, false).await;
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    // Every node sees the whole membership before the spawns, so no agent moves later.
+    for node in [&a, &b, &tool] {
+        while node.cluster_status().await.unwrap().unwrap().nodes.len() < 3 {
+            assert!(
+                std::time::Instant::now() < until,
+                "the membership never had 3 nodes"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let agents: Vec<String> = (0..6).map(|i| format!("kv-{i}")).collect();
+    for agent in &agents {
+        let spawned = tool
+            .spawn(Spawn::wasm_bytes(agent.clone(), arbor_modules::KV))
+            .await
+            .unwrap_or_else(|e| panic!("spawn {agent}: {}", arbor::agent::report::chain(&e)));
+        assert_ne!(spawned.node(), Some("tool"), "{agent} placed on the client");
+    }
+    // Where each agent really runs (not what the status says): the node whose runtime has it.
+    let mut running: BTreeMap<String, &str> = BTreeMap::new();
+    while running.len() < agents.len() {
+        assert!(
+            std::time::Instant::now() < until + Duration::from_secs(10),
+            "{running:?}"
+        );
+        for agent in &agents {
+            if a.lookup(agent).is_some() {
+                running.insert(agent.clone(), "node-a");
+            } else if b.lookup(agent).is_some() {
+                running.insert(agent.clone(), "node-b");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(tool.agents().is_empty());
+
+    let ctl = Ctl {
+        admin: a.admin_addr().unwrap().to_string(),
+        token_file: token_file.clone(),
+        data_dir: tmp.path().join("a"),
+    };
+    let status = ctl
+        .online(&["--json", "cluster", "status"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["node"], "node-a");
+    let nodes: BTreeMap<&str, &serde_json::Value> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap(), n))
+        .collect();
+    assert_eq!(
+        nodes.keys().copied().collect::<Vec<_>>(),
+        ["node-a", "node-b", "tool"],
+        "{status}"
+    );
+    for (name, node) in &nodes {
+        assert_eq!(node["live"], true, "{name}: {status}");
+        assert_eq!(node["draining"], *name == "tool", "{name}: {status}");
+        let owned = running.values().filter(|owner| *owner == name).count();
+        assert_eq!(node["agents"], owned, "{name}: {status}");
+    }
+    let listed: BTreeMap<&str, &serde_json::Value> = status["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| (row["name"].as_str().unwrap(), row))
+        .collect();
+    assert_eq!(listed.len(), agents.len(), "{status}");
+    for (agent, owner) in &running {
+        let row = listed[agent.as_str()];
+        assert_eq!(row["owner"], *owner, "{agent}: {status}");
+        assert_eq!(row["state"], "running", "{agent}: {status}");
+        assert!(row["epoch"].as_u64().unwrap() >= 1, "{agent}: {status}");
+        assert!(
+            row["lease_left_ms"].as_u64().unwrap() > 0,
+            "{agent}: {status}"
+        );
+    }
+
+    // The table, from the other node: every node, and each agent's row names its owner.
+    let ctl_b = Ctl {
+        admin: b.admin_addr().unwrap().to_string(),
+        ..ctl
+    };
+    let table = ctl_b.online(&["cluster", "status"]).await.ok().stdout;
+    assert!(
+        table.starts_with("seen from node-b: 3 nodes (3 live), 6 agents (6 owned)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("NODE") && table.contains("LEASE LEFT"),
+        "{table}"
+    );
+    for node in ["node-a", "node-b", "tool"] {
+        assert!(
+            table.lines().any(|line| line.starts_with(node)),
+            "{node}: {table}"
+        );
+    }
+    for (agent, owner) in &running {
+        let line = table
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(agent.as_str()))
+            .unwrap_or_else(|| panic!("no row for {agent}: {table}"));
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells.get(1..3), Some(&["running", *owner][..]), "{line}");
+    }
+    tool.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_status_without_cluster_mode_is_a_typed_error() {
+    let fx = Fixture::start().await;
+    let ran = fx.ctl.online(&["cluster", "status"]).await;
+    assert_eq!(ran.code, 7, "{}", ran.stderr);
+    assert!(ran.stderr.contains("not in cluster mode"), "{}", ran.stderr);
+    let json = fx.ctl.online(&["--json", "cluster", "status"]).await;
+    assert_eq!(json.code, 7);
+    assert_eq!(json.json()["kind"], "not_clustered");
+    // In-process, the same kind.
+    let operator = Operator::online(&fx.runtime);
+    assert_eq!(
+        operator.cluster_status().await,
+        Err(AdminError::NotClustered)
+    );
+    // The host still answers everything else.
+    fx.ctl.online(&["status"]).await.ok();
+
+    // Offline there is no cluster to read: it needs a running node.
+    let (_tmp, ctl) = fx.stop().await;
+    let offline = ctl.offline(&["cluster", "status"]).await;
+    assert_eq!(offline.code, 5, "{}", offline.stderr);
+    assert!(
+        offline.stderr.contains("needs a running node"),
+        "{}",
+        offline.stderr
+    );
 }

@@ -218,10 +218,16 @@ pub struct LineageRow {
 /// An evaluation, as `arborctl evolve status` shows it.
 pub type Evaluation = EvaluationStatus;
 
+/// The cluster as the answering node sees it, as `arborctl cluster status` shows it: its
+/// nodes (live, draining, heartbeat age, agents owned) and every registered agent (state,
+/// owner, lease epoch and time left, where placement puts it).
+pub type Cluster = crate::ClusterStatus;
+
 /// An error the admin API reports: its kind decides the HTTP status and `arborctl`'s exit code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
-    /// `unauthorized`, `not_found`, `bad_request`, `conflict`, `busy` or `failed`.
+    /// `unauthorized`, `not_found`, `bad_request`, `conflict`, `busy`, `failed` or
+    /// `not_clustered`.
     pub kind: String,
     /// What went wrong, for people.
     pub error: String,

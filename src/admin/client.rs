@@ -7,8 +7,8 @@ use arbor_agent::AfterRestore;
 use serde::de::DeserializeOwned;
 
 use super::api::{
-    AgentRow, ApiError, CheckpointRow, CheckpointShow, Evaluation, LineageRow, ModuleRow, Removed,
-    RestoreDone, RestoreSource, Status, WalRecord, WalVerify,
+    AgentRow, ApiError, CheckpointRow, CheckpointShow, Cluster, Evaluation, LineageRow, ModuleRow,
+    Removed, RestoreDone, RestoreSource, Status, WalRecord, WalVerify,
 };
 use super::routes::{self, path};
 use super::{Admin, AdminError, Candidate};
@@ -287,5 +287,9 @@ impl Admin for HttpAdmin {
     async fn lineage(&self, agent: &str) -> Result<Vec<LineageRow>, AdminError> {
         self.json(Request::get(path(routes::LINEAGE, &[&agent])))
             .await
+    }
+
+    async fn cluster_status(&self) -> Result<Cluster, AdminError> {
+        self.json(Request::get(path(routes::CLUSTER, &[]))).await
     }
 }

@@ -29,6 +29,10 @@ pub enum AdminError {
     /// The operation was tried and failed.
     #[error("{0}")]
     Failed(String),
+    /// A cluster operation asked of a host that runs on its own (not built with
+    /// `RuntimeBuilder::cluster`): there is no cluster to show.
+    #[error("this host is not in cluster mode (it was not built with RuntimeBuilder::cluster)")]
+    NotClustered,
 }
 
 impl AdminError {
@@ -41,6 +45,7 @@ impl AdminError {
             AdminError::Conflict(_) => "conflict",
             AdminError::Busy(_) => "busy",
             AdminError::Failed(_) => "failed",
+            AdminError::NotClustered => "not_clustered",
         }
     }
 }
@@ -55,6 +60,8 @@ impl From<ApiError> for AdminError {
             "bad_request" => AdminError::BadRequest(error),
             "conflict" => AdminError::Conflict(error),
             "busy" => AdminError::Busy(error),
+            // The message is the variant's own; the endpoint's text adds nothing.
+            "not_clustered" => AdminError::NotClustered,
             _ => AdminError::Failed(error),
         }
     }
@@ -111,4 +118,36 @@ impl From<ShadowError> for AdminError {
 
 pub(super) fn vault_error(error: arbor_vault::Error) -> AdminError {
     AdminError::Failed(format!("vault: {}", chain(&error)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind survives the wire: what the endpoint reports is what the client returns.
+    #[test]
+    fn kinds_round_trip_through_the_wire() {
+        let errors = [
+            AdminError::Unauthorized,
+            AdminError::NotFound("no agent".into()),
+            AdminError::BadRequest("bad".into()),
+            AdminError::Conflict("not now".into()),
+            AdminError::Busy("busy".into()),
+            AdminError::Failed("failed".into()),
+            AdminError::NotClustered,
+        ];
+        for error in errors {
+            let wire = ApiError {
+                kind: error.kind().into(),
+                error: error.to_string(),
+            };
+            let back = AdminError::from(wire);
+            assert_eq!(back, error);
+        }
+        assert!(
+            AdminError::NotClustered
+                .to_string()
+                .contains("not in cluster mode")
+        );
+    }
 }

@@ -39,12 +39,12 @@ use std::path::Path;
 use arbor_agent::AfterRestore;
 
 use api::{
-    AgentRow, CheckpointRow, CheckpointShow, Evaluation, LineageRow, ModuleRow, Removed,
+    AgentRow, CheckpointRow, CheckpointShow, Cluster, Evaluation, LineageRow, ModuleRow, Removed,
     RestoreDone, RestoreSource, Status, WalRecord, WalVerify,
 };
 pub use client::HttpAdmin;
 pub use error::AdminError;
-pub use ops::{Candidate, Operator};
+pub use ops::{Candidate, NEEDS_RUNNING_NODE, Operator};
 pub(crate) use server::serve;
 
 /// Every admin operation, once: what `arborctl` asks and the admin endpoint serves.
@@ -192,6 +192,31 @@ pub trait Admin {
         &self,
         agent: &str,
     ) -> impl Future<Output = Result<Vec<LineageRow>, AdminError>> + Send;
+
+    /// The cluster as the answering node sees it: every node in the membership and every
+    /// registered agent with its owner and lease (what `arborctl cluster status` prints).
+    ///
+    /// Needs a running node: the cluster's state lives in NATS, not in a data directory, so
+    /// offline this is [`AdminError::Busy`]; a host that does not run in cluster mode answers
+    /// [`AdminError::NotClustered`].
+    ///
+    /// ```no_run
+    /// use arbor::admin::{Admin, AdminError, HttpAdmin};
+    ///
+    /// # async fn run() -> Result<(), AdminError> {
+    /// let admin = HttpAdmin::new("127.0.0.1:9465", "the-admin-token-from-its-file");
+    /// match admin.cluster_status().await {
+    ///     Ok(cluster) => {
+    ///         for agent in &cluster.agents {
+    ///             println!("{} on {:?}", agent.name, agent.owner);
+    ///         }
+    ///     }
+    ///     Err(AdminError::NotClustered) => println!("a single-node host"),
+    ///     Err(error) => return Err(error),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    fn cluster_status(&self) -> impl Future<Output = Result<Cluster, AdminError>> + Send;
 }
 
 /// The secret an admin request must carry (`Authorization: Bearer <token>`).

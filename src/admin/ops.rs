@@ -12,7 +12,7 @@ use arbor_wal::Wal;
 
 use super::Admin;
 use super::api::{
-    AgentRow, CheckpointRow, CheckpointShow, Evaluation, LineageRow, ModuleRow, Removed,
+    AgentRow, CheckpointRow, CheckpointShow, Cluster, Evaluation, LineageRow, ModuleRow, Removed,
     RestoreDone, RestoreSource, Status, WalRecord, WalStatus, WalVerify,
 };
 use super::error::{AdminError, vault_error};
@@ -45,6 +45,11 @@ impl Candidate {
             .map_err(|e| AdminError::BadRequest(format!("module hash `{hash}`: {e}")))
     }
 }
+
+/// What `cluster status` answers without a running node (`arborctl` says it too, before
+/// opening a directory).
+pub const NEEDS_RUNNING_NODE: &str = "`cluster status` needs a running node (the cluster's \
+     state is in NATS, not in a data directory): use --admin ADDR of any node, not --data-dir";
 
 /// The operations, online or offline.
 pub struct Operator {
@@ -504,6 +509,18 @@ impl Admin for Operator {
     async fn evolve_cancel(&self, agent: &str) -> Result<Evaluation, AdminError> {
         self.arbiter()?.cancel(agent)?;
         self.evolve_status(agent).await
+    }
+
+    async fn cluster_status(&self) -> Result<Cluster, AdminError> {
+        // Offline there is nothing to read: the leases, the registry and the membership are
+        // in NATS, and a node's data directory holds only its cache of the agents it owned.
+        let runtime = self
+            .runtime()?
+            .ok_or_else(|| AdminError::Busy(NEEDS_RUNNING_NODE.into()))?;
+        match runtime.cluster_status().await {
+            Some(status) => Ok(status?),
+            None => Err(AdminError::NotClustered),
+        }
     }
 
     async fn lineage(&self, agent: &str) -> Result<Vec<LineageRow>, AdminError> {

@@ -35,6 +35,8 @@ pub(crate) const WAL_VERIFY: &str = "/v1/wal/verify";
 pub(crate) const WAL_RECORDS: &str = "/v1/wal/records";
 /// `GET`: stored modules; `POST ?name=LABEL` with the module as the body: adds one.
 pub(crate) const MODULES: &str = "/v1/modules";
+/// `GET`: the cluster as the answering node sees it ([`ClusterStatus`](crate::ClusterStatus)).
+pub(crate) const CLUSTER: &str = "/v1/cluster";
 
 /// `pattern` with its `{…}` segments replaced by `values`, in order.
 pub(crate) fn path(pattern: &str, values: &[&(dyn Display + Sync)]) -> String {
@@ -66,5 +68,6 @@ mod tests {
             "/v1/agents/kv/checkpoints/42/export"
         );
         assert_eq!(path(LINEAGE, &[&"kv"]), "/v1/agents/kv/lineage");
+        assert_eq!(path(CLUSTER, &[]), "/v1/cluster");
     }
 }

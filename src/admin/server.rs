@@ -51,6 +51,7 @@ pub(crate) async fn serve(
         .route(routes::WAL_VERIFY, get(wal_verify))
         .route(routes::WAL_RECORDS, get(wal_records))
         .route(routes::MODULES, get(modules).post(module_add))
+        .route(routes::CLUSTER, get(cluster_status))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&served),
@@ -109,6 +110,8 @@ impl IntoResponse for Failure {
             AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // The host is fine; what was asked does not apply to how it runs.
+            AdminError::NotClustered => StatusCode::CONFLICT,
         };
         let body = ApiError {
             kind: self.0.kind().into(),
@@ -297,4 +300,8 @@ async fn module_add(
     body: Bytes,
 ) -> Answer<super::api::ModuleRow> {
     Ok(Json(s.operator.module_add(&query.name, &body).await?))
+}
+
+async fn cluster_status(State(s): State<Arc<Served>>) -> Answer<super::api::Cluster> {
+    Ok(Json(s.operator.cluster_status().await?))
 }

@@ -10,10 +10,12 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arbor::admin::api::{
-    AgentRow, ApiError, CheckpointRow, Evaluation, LineageRow, ModuleRow, RestoreSource, Status,
-    WalRecord, WalVerify,
+    AgentRow, ApiError, CheckpointRow, Cluster, Evaluation, LineageRow, ModuleRow, RestoreSource,
+    Status, WalRecord, WalVerify,
 };
-use arbor::admin::{Admin, AdminError, AdminToken, Candidate, HttpAdmin, Operator};
+use arbor::admin::{
+    Admin, AdminError, AdminToken, Candidate, HttpAdmin, NEEDS_RUNNING_NODE, Operator,
+};
 use arbor::agent::AfterRestore;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -27,7 +29,8 @@ Exit codes:
   3  no such agent, checkpoint, module or evaluation
   4  unauthorized (no token, or a wrong one)
   5  unavailable: the host cannot be reached, or (offline) a running host holds the directory
-  6  not now: the agent or evaluation is in a state that does not allow it";
+  6  not now: the agent or evaluation is in a state that does not allow it
+  7  not in cluster mode (`cluster` commands on a host that runs on its own)";
 
 /// Operate an arbor host: agents, checkpoints, the WAL, modules and evolution.
 #[derive(Parser)]
@@ -79,6 +82,16 @@ enum Command {
     /// Evolution: candidates, shadows, verdicts, promotion and rollback (needs a running host).
     #[command(subcommand)]
     Evolve(EvolveCommand),
+    /// Cluster mode: nodes, owners and leases (needs a running node; any node answers).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// The nodes (live, draining, heartbeat age, agents owned) and every agent (state, owner,
+    /// lease epoch and time left, where placement puts it), as the asked node sees them.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -215,6 +228,7 @@ fn code_of(kind: &str) -> u8 {
         "unauthorized" => 4,
         "busy" => 5,
         "conflict" => 6,
+        "not_clustered" => 7,
         _ => 1,
     }
 }
@@ -255,6 +269,7 @@ fn kind_of(code: u8) -> &'static str {
         4 => "unauthorized",
         5 => "busy",
         6 => "conflict",
+        7 => "not_clustered",
         _ => "failed",
     }
 }
@@ -267,6 +282,11 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
         let admin = HttpAdmin::new(&cli.admin, token(cli)?);
         return tokio_runtime()?.block_on(command(&admin, &out, &cli.command));
     };
+    if let Command::Cluster(_) = &cli.command {
+        // Not even opened: a directory holds none of the cluster's state, and opening a
+        // cluster node's directory offline would create a WAL in it.
+        return Err(AdminError::Busy(NEEDS_RUNNING_NODE.into()).into());
+    }
     if let Command::Wal(WalCommand::Verify) = &cli.command {
         // Without opening the log: opening refuses a damaged one, verify reports it.
         let progress = out.spinner("verifying the WAL");
@@ -328,6 +348,9 @@ async fn command(admin: &impl Admin, out: &Output, command: &Command) -> Result<
             out.show(&vec![module], |m| show_modules(m))
         }
         Command::Evolve(command) => evolve(admin, out, command).await,
+        Command::Cluster(ClusterCommand::Status) => {
+            out.show(&admin.cluster_status().await?, show_cluster)
+        }
     }
 }
 
@@ -752,6 +775,69 @@ fn show_evaluation(s: &Evaluation) {
             r.pause.as_secs_f64() * 1000.0
         );
     }
+}
+
+/// Milliseconds for people: `850ms`, `4.2s`, `3m`.
+fn millis(ms: u64) -> String {
+    match ms {
+        0..1000 => format!("{ms}ms"),
+        1000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m", ms / 60_000),
+        _ => format!("{}h", ms / 3_600_000),
+    }
+}
+
+fn yes(flag: bool) -> String {
+    if flag { "yes" } else { "no" }.into()
+}
+
+fn show_cluster(c: &Cluster) {
+    let live = c.nodes.iter().filter(|n| n.live).count();
+    let owned = c.agents.iter().filter(|a| a.owner.is_some()).count();
+    println!(
+        "seen from {}: {} nodes ({live} live), {} agents ({owned} owned)\n",
+        c.node,
+        c.nodes.len(),
+        c.agents.len()
+    );
+    let nodes: Vec<Vec<String>> = c
+        .nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                yes(n.live),
+                yes(n.draining),
+                format!("{} ago", millis(n.heartbeat_age_ms)),
+                n.agents.to_string(),
+            ]
+        })
+        .collect();
+    table(&["node", "live", "draining", "heartbeat", "agents"], &nodes);
+    println!();
+    let agents: Vec<Vec<String>> = c
+        .agents
+        .iter()
+        .map(|a| {
+            vec![
+                a.name.clone(),
+                a.state.clone(),
+                opt(a.owner.as_ref()),
+                a.epoch.to_string(),
+                // An ended lease (released, expired, or never claimed) has no time left.
+                if a.owner.is_some() {
+                    millis(a.lease_left_ms)
+                } else {
+                    "-".into()
+                },
+                opt(a.placed.as_ref()),
+            ]
+        })
+        .collect();
+    table(
+        &["agent", "state", "owner", "epoch", "lease left", "placed"],
+        &agents,
+    );
 }
 
 fn show_history(rows: &[LineageRow]) {

@@ -57,6 +57,7 @@ impl Members {
         node: &str,
         replicas: usize,
         ttl: Duration,
+        draining: bool,
     ) -> Result<Members, ClusterError> {
         let bucket = match js.get_key_value(NODES).await {
             Ok(store) => store,
@@ -83,16 +84,15 @@ impl Members {
             view: Arc::default(),
             changed: Arc::new(Notify::new()),
         };
-        members.beat(false).await?;
-        let mut watch =
-            members
-                .bucket
-                .watch_with_history(">")
-                .await
-                .map_err(|e| ClusterError::Bucket {
-                    what: "watching arbor_nodes".into(),
-                    source: e.into(),
-                })?;
+        // A node that hosts no agents is draining from its first heartbeat, so no other node
+        // ever places an agent on it.
+        super::while_new(|| members.beat(draining)).await?;
+        let mut watch = super::while_new(|| members.bucket.watch_with_history(">"))
+            .await
+            .map_err(|e| ClusterError::Bucket {
+                what: "watching arbor_nodes".into(),
+                source: e.into(),
+            })?;
         let feed = members.clone();
         let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

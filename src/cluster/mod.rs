@@ -195,8 +195,16 @@ impl Node {
         )
         .await?;
         let registry = Registry::open(&js, options.replicas).await?;
-        let members = Members::open(&js, &options.node, options.replicas, options.lease).await?;
-        let owner = Arc::new(Owner::new(&options.node));
+        let draining = !options.hosts_agents;
+        let members = Members::open(
+            &js,
+            &options.node,
+            options.replicas,
+            options.lease,
+            draining,
+        )
+        .await?;
+        let owner = Arc::new(Owner::new(&options.node, draining));
         let journal = store.clone();
         Ok((
             Node {
@@ -222,5 +230,27 @@ impl Node {
     /// Where placement puts `agent` now, as this node sees the membership.
     pub(crate) fn placed(&self, agent: &str) -> Option<String> {
         placement::place(agent, &self.members.placeable()).map(str::to_string)
+    }
+}
+
+/// Runs `op` until it succeeds or 10 s have passed: on a fresh cluster, a bucket another node
+/// is creating at this moment exists for a lookup before its stream answers writes and
+/// consumers ("no stream found"), so nodes that join together retry their first operations.
+pub(crate) async fn while_new<T, E, F, Fut>(mut op: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut backoff = std::time::Duration::from_millis(50);
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(error) if std::time::Instant::now() >= until => return Err(error),
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
+            }
+        }
     }
 }

@@ -44,6 +44,11 @@ pub struct ClusterOptions {
     /// Connect only to [`urls`](Self::urls), never to the servers the cluster advertises
     /// (for hosts that reach the servers through a proxy or NAT).
     pub ignore_discovered_servers: bool,
+    /// Whether placement may put agents on this node (default `true`). A node with `false`
+    /// spawns, calls, casts and stops agents like any other but runs none: a client, a batch
+    /// job, a short-lived tool. It is in the membership as draining from its first
+    /// heartbeat, so its joining and leaving move no agent.
+    pub hosts_agents: bool,
 }
 
 impl ClusterOptions {
@@ -65,6 +70,7 @@ impl ClusterOptions {
             append_timeout: Duration::from_secs(5),
             tick: Duration::from_millis(500),
             ignore_discovered_servers: false,
+            hosts_agents: true,
         }
     }
 
@@ -119,6 +125,17 @@ impl ClusterOptions {
     /// Connects only to the given URLs (see the field).
     pub fn ignore_discovered_servers(mut self) -> Self {
         self.ignore_discovered_servers = true;
+        self
+    }
+
+    /// Whether placement may put agents here (see [`hosts_agents`](Self::hosts_agents)).
+    ///
+    /// ```
+    /// let client = arbor::ClusterOptions::new(["nats://127.0.0.1:4222"], "tool").hosts_agents(false);
+    /// assert!(!client.hosts_agents);
+    /// ```
+    pub fn hosts_agents(mut self, hosts: bool) -> Self {
+        self.hosts_agents = hosts;
         self
     }
 

@@ -110,12 +110,13 @@ pub(crate) struct Owner {
 }
 
 impl Owner {
-    pub(crate) fn new(node: &str) -> Owner {
+    /// `draining` from the start: a node that hosts no agents.
+    pub(crate) fn new(node: &str, draining: bool) -> Owner {
         Owner {
             node: node.to_string(),
             owned: Mutex::new(BTreeMap::new()),
             busy: Mutex::new(BTreeSet::new()),
-            draining: AtomicBool::new(false),
+            draining: AtomicBool::new(draining),
             wake: Notify::new(),
         }
     }

@@ -104,9 +104,7 @@ impl Registry {
             view: Arc::default(),
             changed: Arc::new(Notify::new()),
         };
-        let mut watch = registry
-            .agents
-            .watch_with_history(">")
+        let mut watch = super::while_new(|| registry.agents.watch_with_history(">"))
             .await
             .map_err(|e| bucket("watching arbor_agents", e))?;
         // The view is complete once the watch has delivered every key's last value.

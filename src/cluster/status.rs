@@ -25,7 +25,8 @@ pub struct NodeStatus {
     pub name: String,
     /// Whether its heartbeat is younger than a lease.
     pub live: bool,
-    /// Whether it is shutting down (takes no agents).
+    /// Whether it takes no agents: it is shutting down, or it hosts none
+    /// ([`ClusterOptions::hosts_agents`](crate::ClusterOptions::hosts_agents)).
     pub draining: bool,
     /// Milliseconds since its last heartbeat.
     pub heartbeat_age_ms: u64,
