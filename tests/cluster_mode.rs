@@ -358,14 +358,14 @@ async fn evolution_on_the_owner_promotes_kv_v2_rejects_kv_buggy_and_survives_a_f
         .unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = Vec::new();
-    for rt in nodes.iter().cloned() {
+    for rt in nodes.clone() {
         let (stop, unlucky) = (stop.clone(), unlucky.clone());
         load.push(tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 i += 1;
                 for agent in ["orders", "profiles"] {
-                    let key = if (i / 4) % 2 == 0 {
+                    let key = if (i / 4).is_multiple_of(2) {
                         unlucky.clone()
                     } else {
                         format!("k{}", i % 7)
@@ -464,4 +464,24 @@ async fn evolution_on_the_owner_promotes_kv_v2_rejects_kv_buggy_and_survives_a_f
         .0;
     assert_eq!(running, arbor::agent::BehaviourId::Wasm(kv_v2));
     survivor.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_that_join_a_fresh_cluster_together_all_join() {
+    let cluster = NatsCluster::start(3).await.expect("nats cluster");
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    // No bucket exists yet: all three create them at once.
+    let (a, b, c) = tokio::join!(
+        node(&cluster, "node-a", dirs[0].path()),
+        node(&cluster, "node-b", dirs[1].path()),
+        node(&cluster, "node-c", dirs[2].path()),
+    );
+    a.spawn(Spawn::wasm_bytes("kv", arbor_modules::KV))
+        .await
+        .expect("spawn");
+    put(&b, "kv", "k", "v").await.expect("put");
+    assert_eq!(get(&c, "kv", "k").await.expect("get").as_deref(), Some("v"));
+    for rt in [a, b, c] {
+        rt.shutdown().await.unwrap();
+    }
 }
