@@ -46,7 +46,7 @@ pub use rpc::RemoteFailure;
 pub use status::{AgentPlacement, ClusterStatus, NodeStatus};
 
 pub(crate) use members::Members;
-pub(crate) use owner::{Owner, SpawnOutcome, sync_modules};
+pub(crate) use owner::{Owner, SpawnOutcome, upload_modules};
 pub(crate) use registry::Registry;
 pub(crate) use rpc::{RemoteSends, Request, forward, serve};
 

@@ -107,6 +107,8 @@ pub(crate) struct Owner {
     draining: AtomicBool,
     /// Wakes the loop before its tick (a spawn, a stop, a drain).
     pub(crate) wake: Notify,
+    /// When the modules were last fully synced (a listing makes a consumer: rate-limited).
+    last_sync: Mutex<Option<Instant>>,
 }
 
 impl Owner {
@@ -118,6 +120,7 @@ impl Owner {
             busy: Mutex::new(BTreeSet::new()),
             draining: AtomicBool::new(draining),
             wake: Notify::new(),
+            last_sync: Mutex::new(None),
         }
     }
 
@@ -150,10 +153,15 @@ impl Owner {
                     .vault()
                     .and_then(|v| v.list_modules().ok())
                     .map_or(0, |m| m.len());
-                if count != modules_here || last_modules.elapsed() >= Duration::from_secs(5) {
-                    match sync_modules(&n, l.as_ref()).await {
+                if count != modules_here {
+                    match upload_modules(&n, l.as_ref()).await {
                         Ok(()) => modules_here = count,
-                        Err(error) => tracing::warn!(%error, "module sync"),
+                        Err(error) => tracing::warn!(%error, "module upload"),
+                    }
+                }
+                if last_modules.elapsed() >= Duration::from_secs(5) {
+                    if let Err(error) = n.owner.sync_modules_at_most_every_second(&n, &l).await {
+                        tracing::warn!(%error, "module sync");
                     }
                     last_modules = Instant::now();
                 }
@@ -172,6 +180,22 @@ impl Owner {
                 }
             }
         });
+    }
+
+    /// A full module sync (a listing of the store), unless one ran less than a second ago.
+    async fn sync_modules_at_most_every_second(
+        &self,
+        node: &Node,
+        local: &Arc<dyn Local>,
+    ) -> Result<(), super::ClusterError> {
+        {
+            let mut last = self.last_sync.lock();
+            if last.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        sync_modules(node, local.as_ref()).await
     }
 
     /// Wakes the loop now.
@@ -207,7 +231,7 @@ impl Owner {
         // Claimed agents may run (or have journaled swaps to) modules added on other nodes
         // since the last sync: fetch them first, once per pass.
         if unowned > 0
-            && let Err(error) = sync_modules(node, local.as_ref()).await
+            && let Err(error) = self.sync_modules_at_most_every_second(node, local).await
         {
             tracing::warn!(%error, "module sync before claiming");
         }
@@ -318,6 +342,15 @@ impl Owner {
             let vault = local
                 .vault()
                 .ok_or_else(|| String::from("no local vault"))?;
+            // Spawned on another node a moment ago: its module may be newer than this
+            // node's last sync.
+            if let arbor_vault::Behaviour::Wasm(hash) = &registered.record.behaviour
+                && vault.module_meta(hash).ok().flatten().is_none()
+            {
+                sync_modules(node, local.as_ref())
+                    .await
+                    .map_err(|e| format!("fetching its module: {e}"))?;
+            }
             let fresh = node
                 .store
                 .latest_meta(&id)
@@ -430,6 +463,17 @@ impl Owner {
 }
 
 /// Uploads this node's modules and adds the cluster's ones it lacks.
+/// Uploads this node's modules the cluster's store is not known to hold (no listing).
+pub(crate) async fn upload_modules(
+    node: &Node,
+    local: &dyn Local,
+) -> Result<(), super::ClusterError> {
+    match local.vault() {
+        Some(vault) => node.registry.upload_modules(vault).await,
+        None => Ok(()),
+    }
+}
+
 pub(crate) async fn sync_modules(
     node: &Node,
     local: &dyn Local,

@@ -54,6 +54,8 @@ pub(crate) struct Registry {
     agents: kv::Store,
     modules: object_store::ObjectStore,
     view: Arc<RwLock<BTreeMap<String, (Registered, u64)>>>,
+    /// Modules known to be in the module store (uploaded or listed by this node).
+    stored: Arc<parking_lot::Mutex<std::collections::BTreeSet<String>>>,
     /// Wakes whoever waits for the registry to change (the ownership loop).
     pub(crate) changed: Arc<Notify>,
 }
@@ -102,6 +104,7 @@ impl Registry {
             agents,
             modules,
             view: Arc::default(),
+            stored: Arc::default(),
             changed: Arc::new(Notify::new()),
         };
         let mut watch = super::while_new(|| registry.agents.watch_with_history(">"))
@@ -254,16 +257,48 @@ impl Registry {
         Ok(())
     }
 
-    /// Uploads every module of the local vault the module store lacks, and returns the bytes
-    /// of every one the vault lacks, for the caller to add (modules are few and
-    /// content-addressed: both sides only grow).
+    /// Uploads every module of the local vault the module store is not known to hold. Asks
+    /// the store about each unknown one by name (a direct read): no consumer is made, so a
+    /// spawn can call it every time.
+    pub(crate) async fn upload_modules(&self, vault: &Vault) -> Result<(), ClusterError> {
+        for meta in vault.list_modules().map_err(ClusterError::Vault)? {
+            let name = meta.hash.to_string();
+            if self.stored.lock().contains(&name) {
+                continue;
+            }
+            match self.modules.info(name.as_str()).await {
+                Ok(info) if !info.deleted => {}
+                Ok(_) => self.upload(vault, &meta.hash, &name).await?,
+                Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => {
+                    self.upload(vault, &meta.hash, &name).await?;
+                }
+                Err(e) => return Err(bucket("reading arbor_modules", e)),
+            }
+            self.stored.lock().insert(name);
+        }
+        Ok(())
+    }
+
+    async fn upload(
+        &self,
+        vault: &Vault,
+        hash: &ModuleHash,
+        name: &str,
+    ) -> Result<(), ClusterError> {
+        let Some(bytes) = vault.module_bytes(hash).map_err(ClusterError::Vault)? else {
+            return Ok(());
+        };
+        self.modules
+            .put(name, &mut bytes.as_slice())
+            .await
+            .map_err(|e| bucket("uploading a module", e))?;
+        Ok(())
+    }
+
+    /// Uploads what the module store lacks and returns the bytes of every module the local
+    /// vault lacks, for the caller to add (modules are few and content-addressed: both sides
+    /// only grow). Listing makes a consumer on the store's stream: callers rate-limit it.
     pub(crate) async fn sync_modules(&self, vault: &Vault) -> Result<Vec<Vec<u8>>, ClusterError> {
-        let local: Vec<String> = vault
-            .list_modules()
-            .map_err(ClusterError::Vault)?
-            .iter()
-            .map(|meta| meta.hash.to_string())
-            .collect();
         let mut remote = Vec::new();
         let mut list = self
             .modules
@@ -276,18 +311,15 @@ impl Registry {
                 remote.push(info.name);
             }
         }
-        for name in local.iter().filter(|name| !remote.contains(name)) {
-            let Ok(hash) = name.parse::<ModuleHash>() else {
-                continue;
-            };
-            let Some(bytes) = vault.module_bytes(&hash).map_err(ClusterError::Vault)? else {
-                continue;
-            };
-            self.modules
-                .put(name.as_str(), &mut bytes.as_slice())
-                .await
-                .map_err(|e| bucket("uploading a module", e))?;
-        }
+        drop(list);
+        self.stored.lock().extend(remote.iter().cloned());
+        self.upload_modules(vault).await?;
+        let local: Vec<String> = vault
+            .list_modules()
+            .map_err(ClusterError::Vault)?
+            .iter()
+            .map(|meta| meta.hash.to_string())
+            .collect();
         let mut fetched = Vec::new();
         for name in remote.iter().filter(|name| !local.contains(name)) {
             let mut object = self

@@ -113,23 +113,33 @@ impl RemoteFailure {
     }
 }
 
-/// Serves this node's subject until the runtime is gone: each request runs on its own task.
+/// Requests a node answers at once; more wait in the subscription (whose own buffer is
+/// bounded: a flood slows callers down, it does not grow this node's memory).
+const IN_FLIGHT: usize = 1024;
+
+/// Serves this node's subject until the runtime is gone: each request runs on its own task,
+/// at most [`IN_FLIGHT`] at a time.
 pub(crate) async fn serve(
     client: async_nats::Client,
     node: String,
     local: Weak<dyn Local>,
 ) -> Result<(), async_nats::SubscribeError> {
     let mut requests = client.subscribe(subject(&node)).await?;
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     tokio::spawn(async move {
         while let Some(message) = requests.next().await {
             let Some(reply_to) = message.reply.clone() else {
                 continue;
+            };
+            let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                return;
             };
             let Some(local) = local.upgrade() else {
                 return;
             };
             let client = client.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let reply = match rmp_serde::from_slice::<Request>(&message.payload) {
                     Ok(request) => answer(local.as_ref(), request).await,
                     Err(error) => Reply::Failed {

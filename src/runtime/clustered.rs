@@ -42,7 +42,7 @@ impl Runtime {
             source: Arc::new(e),
         })?;
         // Every node must be able to fetch the module before anyone claims the agent.
-        crate::cluster::sync_modules(node, self.local().as_ref())
+        crate::cluster::upload_modules(node, self.local().as_ref())
             .await
             .map_err(Error::cluster)?;
         if !node
