@@ -28,6 +28,10 @@ use tokio::sync::Notify;
 
 use super::{Local, Node, placement};
 
+/// Agents claimed, renewed or handed off at once: each is a few round trips to the servers,
+/// so a failover of many agents is bounded by round trips in flight, not by their sum.
+const AT_ONCE: usize = 16;
+
 /// What the loop does about one agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Action {
@@ -235,10 +239,8 @@ impl Owner {
         {
             tracing::warn!(%error, "module sync before claiming");
         }
-        // Claims and hand-offs run a few at a time: a failover of many agents is bounded by
-        // the round trips of each, not by their sum.
         futures_util::stream::iter(actions)
-            .for_each_concurrent(16, |(name, action)| async move {
+            .for_each_concurrent(AT_ONCE, |(name, action)| async move {
                 if !self.busy.lock().insert(name.clone()) {
                     return;
                 }
@@ -455,7 +457,7 @@ impl Owner {
         }
         let names: Vec<String> = self.owned.lock().keys().cloned().collect();
         futures_util::stream::iter(names)
-            .for_each_concurrent(16, |name| async move {
+            .for_each_concurrent(AT_ONCE, |name| async move {
                 self.give_up(node, local, &name, GiveUp::HandOff).await;
             })
             .await;
