@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, kv};
-use futures_util::StreamExt;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -87,38 +86,20 @@ impl Members {
         // A node that hosts no agents is draining from its first heartbeat, so no other node
         // ever places an agent on it.
         super::while_new(|| members.beat(draining)).await?;
-        let mut watch = super::while_new(|| members.bucket.watch_with_history(">"))
-            .await
-            .map_err(|e| ClusterError::Bucket {
-                what: "watching arbor_nodes".into(),
-                source: e.into(),
-            })?;
         let feed = members.clone();
-        let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            loop {
-                while let Some(entry) = watch.next().await {
-                    match entry {
-                        Ok(entry) => {
-                            let current = entry.seen_current || entry.delta == 0;
-                            feed.apply(entry);
-                            if current {
-                                let _ = ready.send(true);
-                            }
-                        }
-                        Err(error) => tracing::warn!(%error, "membership watch"),
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                if Arc::strong_count(&feed.view) == 1 {
-                    return;
-                }
-                match feed.bucket.watch_with_history(">").await {
-                    Ok(again) => watch = again,
-                    Err(error) => tracing::warn!(%error, "membership watch could not restart"),
-                }
-            }
-        });
+        let view = Arc::downgrade(&members.view);
+        let mut ready_rx = super::follow::follow(
+            members.bucket.clone(),
+            "arbor_nodes",
+            move |entry| feed.apply(entry),
+            // The task's own clone is the last one once the node is gone.
+            move || view.strong_count() > 1,
+        )
+        .await
+        .map_err(|e| ClusterError::Bucket {
+            what: "watching arbor_nodes".into(),
+            source: e.into(),
+        })?;
         // Our own heartbeat is in the bucket, so the watch delivers at least one entry.
         let _ = tokio::time::timeout(Duration::from_secs(10), ready_rx.wait_for(|r| *r)).await;
         Ok(members)

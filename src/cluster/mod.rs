@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `options` | [`ClusterOptions`]: servers, node name, credentials, replicas, lease |
 //! | `registry` | the cluster-wide registry (KV `arbor_agents`) and module store (object store `arbor_modules`) |
+//! | `follow` | a KV bucket's keys followed into a view (registry, membership) |
 //! | `members` | the live nodes (KV `arbor_nodes`, a heartbeat per node) |
 //! | `placement` | rendezvous hashing: which node an agent belongs on |
 //! | `owner` | the ownership loop: claim, renew, hand off, step down (a decision table) |
@@ -33,6 +34,7 @@
 //! The embedded single-node mode (local WAL + sled vault) is the default and does not use any
 //! of this.
 
+mod follow;
 mod members;
 mod options;
 mod owner;

@@ -107,38 +107,18 @@ impl Registry {
             stored: Arc::default(),
             changed: Arc::new(Notify::new()),
         };
-        let mut watch = super::while_new(|| registry.agents.watch_with_history(">"))
-            .await
-            .map_err(|e| bucket("watching arbor_agents", e))?;
         // The view is complete once the watch has delivered every key's last value.
-        let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
         let feed = registry.clone();
-        tokio::spawn(async move {
-            loop {
-                while let Some(entry) = watch.next().await {
-                    match entry {
-                        Ok(entry) => {
-                            let current = entry.seen_current || entry.delta == 0;
-                            feed.apply(entry);
-                            if current {
-                                let _ = ready.send(true);
-                            }
-                        }
-                        Err(error) => tracing::warn!(%error, "registry watch"),
-                    }
-                }
-                // The watch ended (connection lost for long): start it again, from the
-                // last value of every key.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                match feed.agents.watch_with_history(">").await {
-                    Ok(again) => watch = again,
-                    Err(error) => tracing::warn!(%error, "registry watch could not restart"),
-                }
-                if Arc::strong_count(&feed.view) == 1 {
-                    return;
-                }
-            }
-        });
+        let view = Arc::downgrade(&registry.view);
+        let mut ready_rx = super::follow::follow(
+            registry.agents.clone(),
+            "arbor_agents",
+            move |entry| feed.apply(entry),
+            // The task's own clone is the last one once the node is gone.
+            move || view.strong_count() > 1,
+        )
+        .await
+        .map_err(|e| bucket("watching arbor_agents", e))?;
         // An empty bucket delivers nothing: don't wait for a first entry that never comes.
         let empty = registry
             .agents
