@@ -362,6 +362,8 @@ fn main() {
     throughput(&mut criterion, &rt, &backends);
     criterion.final_summary();
     latency_percentiles(&rt, &agents);
+    nodes_throughput(&rt);
+    shadow_placement(&rt);
     failover_time(&rt);
 
     // The systems stop (their writers drained) before their servers do.
@@ -469,5 +471,238 @@ fn failover_time(rt: &tokio::runtime::Runtime) {
             fmt_duration(last.saturating_sub(FAILOVER_LEASE)),
         );
         survivor.shutdown().await.ok();
+    });
+}
+
+/// A cluster-mode runtime named `name` on `cluster` (R3), its data in `dir`.
+async fn cluster_node(
+    cluster: &NatsCluster,
+    name: &str,
+    dir: &std::path::Path,
+    lease: Duration,
+) -> arbor::Runtime {
+    let options = arbor::ClusterOptions::new(cluster.urls(), name)
+        .replicas(3)
+        .lease(lease)
+        .max_clock_skew(Duration::from_millis(100));
+    arbor::Runtime::builder()
+        .data_dir(dir)
+        .call_timeout(Duration::from_secs(30))
+        .cluster(options)
+        .build()
+        .await
+        .expect("cluster node")
+}
+
+/// Sequential calls each caller makes in `cluster_nodes`.
+const NODE_CALLS: usize = 40;
+
+/// `cluster_nodes`: the same 64 kv agents and 64 callers (one per agent, each calling through
+/// the agent's owner) on 1 node and on 3 nodes of one 3-server R3 cluster, all on this machine.
+fn nodes_throughput(rt: &tokio::runtime::Runtime) {
+    use arbor::Spawn;
+    use arbor_modules::kv::{KvMsg, KvReply};
+
+    let mut rates = Vec::new();
+    for count in [1usize, 3] {
+        let rate = rt.block_on(async {
+            let cluster = NatsCluster::start(3).await.expect("nats cluster");
+            let dirs: Vec<tempfile::TempDir> = (0..count)
+                .map(|_| tempfile::tempdir().expect("dir"))
+                .collect();
+            let mut nodes = Vec::new();
+            for (i, dir) in dirs.iter().enumerate() {
+                nodes.push(
+                    cluster_node(
+                        &cluster,
+                        &format!("n{i}"),
+                        dir.path(),
+                        Duration::from_secs(6),
+                    )
+                    .await,
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let module = nodes[0]
+                .add_module("kv", arbor_modules::KV)
+                .expect("module");
+            let mut owners = Vec::new();
+            for i in 0..FLEET {
+                let name = format!("tp-{i}");
+                let spawned = nodes[0]
+                    .spawn(Spawn::module(name.clone(), module))
+                    .await
+                    .expect("spawn");
+                let owner = nodes
+                    .iter()
+                    .find(|rt| rt.node() == spawned.node())
+                    .expect("owner")
+                    .clone();
+                owners.push((name, owner));
+            }
+            // Warm up every agent through its owner.
+            for (name, owner) in &owners {
+                let _: KvReply = owner
+                    .call(name, &KvMsg::Get { key: "k".into() })
+                    .await
+                    .expect("warm-up");
+            }
+            let per_node: Vec<usize> = nodes
+                .iter()
+                .map(|rt| owners.iter().filter(|(_, o)| o.node() == rt.node()).count())
+                .collect();
+            let started = Instant::now();
+            let callers: Vec<_> = owners
+                .into_iter()
+                .map(|(name, owner)| {
+                    tokio::spawn(async move {
+                        for i in 0..NODE_CALLS {
+                            let put = KvMsg::Put {
+                                key: format!("k{i}"),
+                                value: "v".into(),
+                            };
+                            let _: KvReply = owner.call(&name, &put).await.expect("call");
+                        }
+                    })
+                })
+                .collect();
+            for caller in callers {
+                caller.await.expect("caller");
+            }
+            let rate = (FLEET * NODE_CALLS) as f64 / started.elapsed().as_secs_f64();
+            println!(
+                "cluster_nodes: {count} node(s), agents per node {per_node:?}: {rate:.0} calls/s"
+            );
+            for rt in nodes {
+                rt.shutdown().await.ok();
+            }
+            rate
+        });
+        rates.push(rate);
+    }
+    println!(
+        "cluster_nodes: {FLEET} callers x {NODE_CALLS} kv puts, R3: 3 nodes / 1 node = {:.2}x",
+        rates[1] / rates[0]
+    );
+}
+
+/// Calls timed per block of `shadow_placement`, and the blocks per placement.
+const SHADOW_BLOCK: usize = 300;
+const SHADOW_BLOCKS: usize = 4;
+
+/// `shadow_placement`: production's call latency on the owner while an evaluation's shadows
+/// run nowhere (no evaluation), on the owner, and on the other node.
+fn shadow_placement(rt: &tokio::runtime::Runtime) {
+    use arbor::Spawn;
+    use arbor::shadow::{
+        Arbiter, ArbiterConfig, EvaluationOptions, Policy, ShadowLimits, ShadowPlace, Stage,
+    };
+    use arbor_modules::kv::{KvMsg, KvReply};
+
+    rt.block_on(async {
+        let cluster = NatsCluster::start(3).await.expect("nats cluster");
+        let dirs: Vec<tempfile::TempDir> =
+            (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
+        let a = cluster_node(&cluster, "sh-a", dirs[0].path(), Duration::from_secs(6)).await;
+        let b = cluster_node(&cluster, "sh-b", dirs[1].path(), Duration::from_secs(6)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // An agent `sh-a` owns (placement decides; spawn until one lands there).
+        let mut agent = None;
+        for i in 0.. {
+            let name = format!("prod-{i}");
+            let spawned = a
+                .spawn(Spawn::wasm_bytes(&name, arbor_modules::KV))
+                .await
+                .expect("spawn");
+            if spawned.node() == Some("sh-a") {
+                agent = Some(name);
+                break;
+            }
+        }
+        let agent = agent.expect("an agent on sh-a");
+        let config = ArbiterConfig {
+            // Tens of thousands of samples: the shadows run for the whole measurement.
+            policy: Policy {
+                target_failure_rate: 0.000_1,
+                ..Policy::default()
+            },
+            limits: ShadowLimits {
+                deadline: Duration::from_secs(3_600),
+                ..ShadowLimits::default()
+            },
+            ..ArbiterConfig::default()
+        };
+        let arbiter = Arbiter::new(a.system().clone(), config).expect("arbiter");
+        arbiter.place_shadows_on(a.shadow_nodes().expect("clustered"));
+        let v2 = arbiter
+            .admit(&agent, "kv-v2", arbor_modules::KV_V2)
+            .expect("admit");
+        let mut i = 0u64;
+        let mut call = || {
+            i += 1;
+            match i % 2 {
+                0 => KvMsg::Put {
+                    key: format!("k{}", i % 50),
+                    value: i.to_string(),
+                },
+                _ => KvMsg::Get {
+                    key: format!("k{}", i % 50),
+                },
+            }
+        };
+        for _ in 0..200 {
+            let _: KvReply = a.call(&agent, &call()).await.expect("warm-up");
+        }
+        let labels = ["no_shadows", "shadows_same_node", "shadows_other_node"];
+        let mut latencies: Vec<Vec<Duration>> = labels.iter().map(|_| Vec::new()).collect();
+        for _ in 0..SHADOW_BLOCKS {
+            for (at, label) in labels.iter().enumerate() {
+                let place = match at {
+                    0 => None,
+                    1 => Some(ShadowPlace::Here),
+                    _ => Some(ShadowPlace::Elsewhere),
+                };
+                if let Some(shadows) = place {
+                    let options = EvaluationOptions {
+                        shadows,
+                        ..EvaluationOptions::default()
+                    };
+                    arbiter
+                        .evaluate_with(&agent, v2, options)
+                        .expect("evaluate");
+                    let status = arbiter
+                        .wait(&agent, |s| s.stage != Stage::Gate)
+                        .await
+                        .expect("status");
+                    assert_eq!(status.stage, Stage::Shadowing, "{label}: {status:?}");
+                }
+                for _ in 0..SHADOW_BLOCK {
+                    let message = call();
+                    let started = Instant::now();
+                    let _: KvReply = a.call(&agent, &message).await.expect("call");
+                    latencies[at].push(started.elapsed());
+                }
+                if at > 0 {
+                    let status = arbiter.status(&agent).expect("status");
+                    assert_eq!(status.stage, Stage::Shadowing, "{label}: {status:?}");
+                    arbiter.cancel(&agent).expect("cancel");
+                    arbiter
+                        .wait(&agent, |s| s.is_settled())
+                        .await
+                        .expect("cancelled");
+                }
+            }
+        }
+        print_percentiles(
+            &format!(
+                "shadow_placement: production's kv calls on the owner (R3), {SHADOW_BLOCKS} \
+                 blocks of {SHADOW_BLOCK} per placement, alternating; the shadows (kv-v2 and \
+                 the control) mirror every call; both nodes on this machine:"
+            ),
+            &labels,
+            &mut latencies,
+        );
+        b.shutdown().await.ok();
+        a.shutdown().await.ok();
     });
 }

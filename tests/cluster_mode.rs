@@ -340,38 +340,28 @@ async fn an_agents_send_reaches_an_agent_on_another_node() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn evolution_on_the_owner_promotes_kv_v2_rejects_kv_buggy_and_survives_a_failover() {
-    use arbor::shadow::{Approval, Arbiter, ArbiterConfig, Outcome, Policy, ShadowLimits, Stage};
-    let cluster = NatsCluster::start(3).await.expect("nats cluster");
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes = vec![
-        node(&cluster, "node-a", dirs[0].path()).await,
-        node(&cluster, "node-b", dirs[1].path()).await,
-    ];
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for agent in ["orders", "profiles"] {
-        nodes[0]
-            .spawn(Spawn::wasm_bytes(agent, arbor_modules::KV))
-            .await
-            .expect("spawn");
-    }
-    // Traffic from both nodes (most of it crosses to the owner), every message kind.
-    // kv-buggy answers a `Get` of an "unlucky" key (~1 % of keys) wrongly: every other round
-    // of four (put, get, scan, delete) uses one.
+/// Traffic from every node (most of it crosses to the owner) to `agents`, every message kind,
+/// until `stop`. kv-buggy answers a `Get` of an "unlucky" key (~1 % of keys) wrongly: every
+/// other round of four (put, get, scan, delete) uses one.
+fn kv_load(
+    nodes: &[Runtime],
+    agents: &[&str],
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let unlucky = (0..)
         .map(|n| format!("u{n}"))
         .find(|key| arbor_protocols::kv::is_unlucky(key))
         .unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let agents: Vec<String> = agents.iter().map(|a| a.to_string()).collect();
     let mut load = Vec::new();
-    for rt in nodes.clone() {
-        let (stop, unlucky) = (stop.clone(), unlucky.clone());
+    for rt in nodes {
+        let (rt, stop, unlucky, agents) =
+            (rt.clone(), stop.clone(), unlucky.clone(), agents.clone());
         load.push(tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 i += 1;
-                for agent in ["orders", "profiles"] {
+                for agent in &agents {
                     let key = if (i / 4).is_multiple_of(2) {
                         unlucky.clone()
                     } else {
@@ -394,7 +384,13 @@ async fn evolution_on_the_owner_promotes_kv_v2_rejects_kv_buggy_and_survives_a_f
             }
         }));
     }
-    let config = ArbiterConfig {
+    load
+}
+
+/// An arbiter configuration that decides on a few hundred samples (< 3 % at 95 %).
+fn quick_evolution(watch: Duration) -> arbor::shadow::ArbiterConfig {
+    use arbor::shadow::{Approval, ArbiterConfig, Policy, ShadowLimits};
+    ArbiterConfig {
         approval: Approval::Suggest,
         policy: Policy {
             target_failure_rate: 0.03,
@@ -405,10 +401,31 @@ async fn evolution_on_the_owner_promotes_kv_v2_rejects_kv_buggy_and_survives_a_f
             deadline: Duration::from_secs(60),
             ..ShadowLimits::default()
         },
-        watch: Duration::from_millis(300),
+        watch,
         watch_samples: 0,
         ..ArbiterConfig::default()
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn evolution_on_the_owner_promotes_kv_v2_rejects_kv_buggy_and_survives_a_failover() {
+    use arbor::shadow::{Arbiter, Outcome, Stage};
+    let cluster = NatsCluster::start(3).await.expect("nats cluster");
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = vec![
+        node(&cluster, "node-a", dirs[0].path()).await,
+        node(&cluster, "node-b", dirs[1].path()).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for agent in ["orders", "profiles"] {
+        nodes[0]
+            .spawn(Spawn::wasm_bytes(agent, arbor_modules::KV))
+            .await
+            .expect("spawn");
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = kv_load(&nodes, &["orders", "profiles"], &stop);
+    let config = quick_evolution(Duration::from_millis(300));
     let plans = [
         ("orders", arbor_modules::KV_V2, "kv-v2"),
         ("profiles", arbor_modules::KV_BUGGY, "kv-buggy"),
@@ -471,6 +488,224 @@ async fn evolution_on_the_owner_promotes_kv_v2_rejects_kv_buggy_and_survives_a_f
         .0;
     assert_eq!(running, arbor::agent::BehaviourId::Wasm(kv_v2));
     survivor.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn evolution_with_shadows_on_another_node_promotes_kv_v2_rejects_kv_buggy_and_rolls_back() {
+    use arbor::shadow::{Arbiter, EvaluationOptions, Outcome, ShadowPlace, Stage};
+    let cluster = NatsCluster::start(3).await.expect("nats cluster");
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = vec![
+        node(&cluster, "node-a", dirs[0].path()).await,
+        node(&cluster, "node-b", dirs[1].path()).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for agent in ["orders", "profiles"] {
+        nodes[0]
+            .spawn(Spawn::wasm_bytes(agent, arbor_modules::KV))
+            .await
+            .expect("spawn");
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = kv_load(&nodes, &["orders", "profiles"], &stop);
+    // Every node sees the other live (where the shadows go).
+    for rt in &nodes {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = rt.cluster_status().await.expect("cluster").expect("status");
+            if status.nodes.iter().filter(|n| n.live).count() == nodes.len() {
+                break;
+            }
+            assert!(Instant::now() < until, "nodes not all live: {status:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // A long watch: the rollback is asked for while it runs.
+    let config = quick_evolution(Duration::from_secs(300));
+    let plans = [
+        ("orders", arbor_modules::KV_V2, "kv-v2"),
+        ("profiles", arbor_modules::KV_BUGGY, "kv-buggy"),
+    ];
+    let mut arbiters = BTreeMap::new();
+    for (agent, bytes, name) in plans {
+        let owner = owner_of(&nodes, agent).await;
+        let arbiter = Arbiter::new(owner.system().clone(), config.clone()).expect("arbiter");
+        arbiter.place_shadows_on(owner.shadow_nodes().expect("clustered"));
+        let candidate = arbiter.admit(agent, name, bytes).expect("admit");
+        let options = EvaluationOptions {
+            shadows: ShadowPlace::Elsewhere,
+            ..EvaluationOptions::default()
+        };
+        arbiter
+            .evaluate_with(agent, candidate, options)
+            .expect("evaluate");
+        let other = nodes
+            .iter()
+            .find_map(|rt| rt.node().filter(|n| Some(*n) != owner.node()))
+            .unwrap()
+            .to_string();
+        arbiters.insert(agent, (arbiter, other));
+    }
+    for (agent, (arbiter, other)) in &arbiters {
+        let status = tokio::time::timeout(
+            Duration::from_secs(120),
+            arbiter.wait(agent, |s| s.is_settled()),
+        )
+        .await
+        .expect("settled in time")
+        .expect("status");
+        // The shadows ran on the node that does not own the agent.
+        assert_eq!(status.shadows_on.as_ref(), Some(other), "{status:?}");
+        match *agent {
+            "orders" => {
+                assert_eq!(status.stage, Stage::AwaitingApproval, "{status:?}");
+                assert!(status.shadow.samples > 0, "{status:?}");
+            }
+            _ => assert_eq!(status.stage, Stage::Done(Outcome::Rejected), "{status:?}"),
+        }
+        let history = arbiter.history(agent).expect("history");
+        let placed = format!("shadows on node `{other}`");
+        assert!(
+            history
+                .iter()
+                .any(|r| format!("{:?}", r.event).contains(&placed)),
+            "the lineage says where the shadows ran: {history:?}"
+        );
+    }
+
+    // Promoted, watched by the previous module on the other node, rolled back by an operator.
+    let (orders, _) = &arbiters["orders"];
+    orders.promote("orders").await.expect("promote");
+    // The watch's tally is published every 64 samples (read, not waited on).
+    let within = Instant::now() + Duration::from_secs(60);
+    let watching = loop {
+        let status = orders.status("orders").expect("status");
+        if status.watch.samples >= 64 {
+            break status;
+        }
+        assert!(
+            Instant::now() < within,
+            "the watch compares no inputs: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(watching.stage, Stage::Watching, "{watching:?}");
+    put(&nodes[1], "orders", "before", "rollback")
+        .await
+        .expect("put");
+    orders
+        .rollback("orders", "operator test")
+        .await
+        .expect("rollback");
+    let status = orders.status("orders").expect("status");
+    assert_eq!(status.stage, Stage::Done(Outcome::RolledBack), "{status:?}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let owner = owner_of(&nodes, "orders").await;
+    let running = owner.lookup("orders").unwrap().running().await.unwrap().0;
+    assert_eq!(
+        running, watching.current,
+        "back on the module it ran before"
+    );
+    assert_eq!(
+        get(&nodes[0], "orders", "before")
+            .await
+            .expect("get")
+            .as_deref(),
+        Some("rollback")
+    );
+    drop(arbiters);
+    for rt in nodes {
+        rt.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_shadow_node_fails_the_evaluation_and_production_goes_on() {
+    use arbor::shadow::{Arbiter, EvaluationOptions, Outcome, Policy, ShadowPlace, Stage};
+    let cluster = NatsCluster::start(3).await.expect("nats cluster");
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = node(&cluster, "node-a", dirs[0].path()).await;
+    let b = node(&cluster, "node-b", dirs[1].path()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // An agent node-a owns.
+    let mut agent = String::new();
+    for i in 0.. {
+        agent = format!("kv-{i}");
+        let spawned = a
+            .spawn(Spawn::wasm_bytes(&agent, arbor_modules::KV))
+            .await
+            .expect("spawn");
+        if spawned.node() == Some("node-a") {
+            break;
+        }
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = kv_load(std::slice::from_ref(&a), &[agent.as_str()], &stop);
+    let config = arbor::shadow::ArbiterConfig {
+        // Far more samples than the test lets it see: the shadows are still running when
+        // their node goes.
+        policy: Policy {
+            target_failure_rate: 0.000_1,
+            ..Policy::default()
+        },
+        ..quick_evolution(Duration::from_secs(1))
+    };
+    let arbiter = Arbiter::new(a.system().clone(), config).expect("arbiter");
+    arbiter.place_shadows_on(a.shadow_nodes().expect("clustered"));
+    let candidate = arbiter
+        .admit(&agent, "kv-v2", arbor_modules::KV_V2)
+        .expect("admit");
+    let options = EvaluationOptions {
+        shadows: ShadowPlace::Node("node-b".into()),
+        ..EvaluationOptions::default()
+    };
+    arbiter
+        .evaluate_with(&agent, candidate, options)
+        .expect("evaluate");
+    let shadowing = tokio::time::timeout(
+        Duration::from_secs(60),
+        arbiter.wait(&agent, |s| s.stage != Stage::Gate),
+    )
+    .await
+    .expect("past the gate in time")
+    .expect("status");
+    assert_eq!(shadowing.stage, Stage::Shadowing, "{shadowing:?}");
+    assert_eq!(shadowing.shadows_on.as_deref(), Some("node-b"));
+    drop(b);
+    let status = tokio::time::timeout(
+        Duration::from_secs(60),
+        arbiter.wait(&agent, |s| s.is_settled()),
+    )
+    .await
+    .expect("the evaluation ends")
+    .expect("status");
+    match &status.stage {
+        Stage::Done(Outcome::Failed(reason)) => {
+            assert!(
+                reason.contains("node-b"),
+                "the reason names the node: {reason}"
+            )
+        }
+        other => panic!("expected a failed evaluation, got {other:?}: {status:?}"),
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    // Production never noticed: it answers, and runs the module it ran.
+    put(&a, &agent, "after", "lost shadows").await.expect("put");
+    assert_eq!(
+        get(&a, &agent, "after").await.expect("get").as_deref(),
+        Some("lost shadows")
+    );
+    assert_eq!(
+        a.lookup(&agent).unwrap().running().await.unwrap().0,
+        shadowing.current
+    );
+    a.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

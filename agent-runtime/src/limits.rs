@@ -4,8 +4,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// Per-agent limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use serde::{Deserialize, Serialize};
+
+/// Per-agent limits (serialisable: shadows on another node run under exactly these).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentLimits {
     /// The most linear memory the agent may have; a `memory.grow` past it fails. Capped by the
     /// engine's [`EngineConfig::max_memory_bytes`](crate::wasm::EngineConfig::max_memory_bytes).
@@ -45,7 +47,7 @@ impl Default for AgentLimits {
 
 /// Which `arbor` imports an agent is granted. A module importing one that is not granted is
 /// refused at instantiation.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
     /// `log`.
     pub log: bool,

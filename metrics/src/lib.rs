@@ -150,6 +150,8 @@ catalog! {
         "Agents this node stepped down from because their lease was lost or a journal append was fenced (another node claimed them).";
     CLUSTER_REMOTE_CALLS = "arbor_cluster_remote_calls_total", Counter, ["outcome"], Count,
         "Calls this node forwarded to the agent's owner on another node, by outcome: ok, error (the call failed) or unavailable (no owner could be reached).";
+    CLUSTER_SHADOWS_HOSTED = "arbor_cluster_shadows_hosted", Gauge, [], Count,
+        "Shadow instances this node runs for evaluations whose arbiter is on another node (their agent's owner).";
 }
 
 /// The label that carries the node's name in cluster mode, on every metric: the runtime sets

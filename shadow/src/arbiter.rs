@@ -15,6 +15,7 @@ use crate::config::{ArbiterConfig, EvaluationOptions};
 use crate::context::Context;
 use crate::error::{ShadowError, agent_id};
 use crate::evaluation::EvaluationStatus;
+use crate::instance::ShadowNodes;
 use crate::report::{Promotion, Rollback};
 use crate::stage::Event;
 use crate::{pipeline, promotion};
@@ -75,6 +76,7 @@ impl Arbiter {
             system,
             config,
             evaluations: Mutex::new(BTreeMap::new()),
+            nodes: Mutex::new(None),
         });
         promotion::reconcile(&ctx)?;
         Ok(Arbiter { ctx })
@@ -88,6 +90,15 @@ impl Arbiter {
     /// The configuration.
     pub fn config(&self) -> &ArbiterConfig {
         &self.ctx.config
+    }
+
+    /// Lets evaluations run their shadows on the cluster's other nodes
+    /// ([`ShadowPlace::Node`](crate::ShadowPlace::Node),
+    /// [`ShadowPlace::Elsewhere`](crate::ShadowPlace::Elsewhere)). A clustered
+    /// `arbor::Runtime` gives its own arbiter its nodes; `Runtime::shadow_nodes` gives them to
+    /// another.
+    pub fn place_shadows_on(&self, nodes: Arc<dyn ShadowNodes>) {
+        *self.ctx.nodes.lock() = Some(nodes);
     }
 
     /// Admits `bytes` as a candidate module for `agent`: checks it against the ABI, compiles

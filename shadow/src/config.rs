@@ -83,4 +83,21 @@ pub struct EvaluationOptions {
     pub ignore: Vec<IgnoreRule>,
     /// How the candidate's migration of production's state is judged.
     pub migration: MigrationRule,
+    /// Where the shadows (the gate's, the live evaluation's and the watch's) run.
+    pub shadows: ShadowPlace,
+}
+
+/// Where an evaluation's shadows run. On another node, production's inputs are mirrored to it
+/// over the network and what each shadow did comes back: the Wasm work, the shadows' memory
+/// and their compile cache are that node's, not production's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShadowPlace {
+    /// In the arbiter's process, beside production.
+    #[default]
+    Here,
+    /// On the named node of the cluster.
+    Node(String),
+    /// On a live node of the cluster other than the arbiter's (chosen per agent).
+    Elsewhere,
 }

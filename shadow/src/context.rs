@@ -9,12 +9,12 @@ use arbor_vault::{LineageEvent, ModuleHash, Step, Vault};
 use parking_lot::Mutex;
 
 use crate::compare::IgnoreRule;
-use crate::config::ArbiterConfig;
+use crate::config::{ArbiterConfig, EvaluationOptions, ShadowPlace};
 use crate::error::{ShadowError, agent_id};
 use crate::evaluation::Evaluation;
+use crate::instance::ShadowNodes;
 use crate::live::{Live, Progress};
-use crate::migration::MigrationRule;
-use crate::shadow::Factory;
+use crate::shadow::{Factory, Place};
 use crate::stage::Event;
 
 /// The arbiter's shared state (an [`Arbiter`](crate::Arbiter) is an `Arc` of it).
@@ -23,6 +23,8 @@ pub(crate) struct Context {
     pub(crate) config: ArbiterConfig,
     /// Each agent's current or last evaluation.
     pub(crate) evaluations: Mutex<BTreeMap<String, Arc<Evaluation>>>,
+    /// The cluster's other nodes, where evaluations may place their shadows.
+    pub(crate) nodes: Mutex<Option<Arc<dyn ShadowNodes>>>,
 }
 
 impl Context {
@@ -55,20 +57,46 @@ impl Context {
         Ok(self.running(agent)?.spec().behaviour.clone())
     }
 
-    /// Shadow instances for `running`: its grants and its exact limits, or why they cannot
-    /// run under them.
+    /// Shadow instances for `running`: its grants and its exact limits, where `options`
+    /// place them, or why they cannot run under them or there.
     pub(crate) fn factory(
         &self,
         running: &AgentRef,
-        migration: &MigrationRule,
+        options: &EvaluationOptions,
     ) -> Result<Factory, ShadowError> {
         let spec = running.spec();
+        let place = match &options.shadows {
+            ShadowPlace::Here => Place::Here,
+            elsewhere => {
+                let Some(nodes) = self.nodes.lock().clone() else {
+                    return Err(ShadowError::Refused(
+                        "shadows on another node need a cluster: this arbiter has no other \
+                         nodes (Arbiter::place_shadows_on)"
+                            .into(),
+                    ));
+                };
+                let node = match elsewhere {
+                    ShadowPlace::Node(node) => node.clone(),
+                    _ => nodes.choose(running.name()).map_err(ShadowError::Refused)?,
+                };
+                if node == nodes.this_node() {
+                    Place::Here
+                } else {
+                    Place::On {
+                        nodes,
+                        node,
+                        lost: Default::default(),
+                    }
+                }
+            }
+        };
         Factory::new(
             self.system.clone(),
             &spec.limits,
             spec.capabilities.clone(),
             &self.config.limits,
-            migration.clone(),
+            options.migration.clone(),
+            place,
         )
     }
 

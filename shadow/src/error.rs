@@ -9,7 +9,7 @@
 //! [`ShadowError::Refused`] is the one variant with a reason rather than a cause: the arbiter
 //! refusing a candidate is a decision, and the reason it states is what a person reads.
 
-use arbor_agent::{AgentError, BehaviourError};
+use arbor_agent::AgentError;
 use arbor_vault::AgentId;
 use tokio::task::JoinError;
 
@@ -81,9 +81,12 @@ pub enum ShadowError {
     /// The configuration is not usable (a threshold out of range, …).
     #[error("configuration: {0}")]
     Config(String),
+    /// The node running the evaluation's shadows was lost: no verdict on the candidate.
+    #[error("the shadows' node was lost: {0}")]
+    ShadowNode(#[source] crate::instance::InstanceError),
     /// The control shadow could not give its state for the gate's last state check.
     #[error("the control shadow cannot give its state: {0}")]
-    Snapshot(#[source] BehaviourError),
+    Snapshot(#[source] crate::instance::InstanceError),
     /// The watch could not start, so the promotion was not attempted (production runs the
     /// module it ran).
     #[error("the watch could not start: {0}")]

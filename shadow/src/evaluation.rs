@@ -44,6 +44,9 @@ pub struct EvaluationStatus {
     pub watch: Tally,
     /// The rollback, if any.
     pub rollback: Option<Rollback>,
+    /// The node the shadows run on, when not the arbiter's.
+    #[serde(default)]
+    pub shadows_on: Option<String>,
 }
 
 impl EvaluationStatus {
@@ -69,6 +72,7 @@ impl Evaluation {
         candidate: ModuleHash,
         current: BehaviourId,
         options: EvaluationOptions,
+        shadows_on: Option<String>,
     ) -> Evaluation {
         let status = EvaluationStatus {
             agent: agent.into(),
@@ -81,6 +85,7 @@ impl Evaluation {
             promotion: None,
             watch: Tally::default(),
             rollback: None,
+            shadows_on,
         };
         Evaluation {
             status: watch::Sender::new(status),

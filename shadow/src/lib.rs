@@ -74,11 +74,12 @@
 //! | [`stats`] | paired comparisons, rank tests, the failure-rate bound |
 //! | [`compare`] | reply comparison with ignore rules, message kinds and input classes |
 //! | [`migration`] | a state migration checked against production's state |
+//! | [`instance`] | one isolated instance, here or on another node ([`ShadowNodes`]) |
 //! | `error` | [`ShadowError`] |
 //! | `tally` | what an evaluation counts ([`Tally`], [`Divergence`]), bounded |
 //! | [`policy`] | the decision rule ([`Policy`], [`decide`](policy::decide)) |
 //! | `journal` | the agent's journal as the gate reads it: the agent system's steps and its table's gate column |
-//! | [`shadow`] | isolated instances and the candidate/control pair |
+//! | [`shadow`] | shadows where the evaluation placed them, and the candidate/control pair |
 //! | [`gate`] | the replay gate |
 //! | `live` | following production's mirror: the loop the live evaluation and the watch share |
 //! | `evaluating` | the live evaluation: candidate and control on mirrored inputs |
@@ -104,6 +105,7 @@ mod error;
 mod evaluating;
 mod evaluation;
 pub mod gate;
+pub mod instance;
 mod journal;
 mod live;
 pub mod migration;
@@ -119,10 +121,11 @@ mod watching;
 
 pub use arbiter::Arbiter;
 pub use compare::IgnoreRule;
-pub use config::{Approval, ArbiterConfig, EvaluationOptions};
+pub use config::{Approval, ArbiterConfig, EvaluationOptions, ShadowPlace};
 pub use error::ShadowError;
 pub use evaluation::EvaluationStatus;
 pub use gate::GateReport;
+pub use instance::{InstanceError, ShadowNodes};
 pub use migration::MigrationRule;
 pub use policy::{Decision, Divergence, FailureBound, KindCost, Policy, ShadowLimits, Tally};
 pub use report::{Promotion, Rollback, VerdictDetail};
@@ -131,10 +134,11 @@ pub use stage::{Outcome, Stage};
 #[cfg(test)]
 mod layering {
     /// The modules in the crate docs' dependency order, with their source.
-    const ORDER: [(&str, &str); 20] = [
+    const ORDER: [(&str, &str); 21] = [
         ("stats", include_str!("stats.rs")),
         ("compare", include_str!("compare.rs")),
         ("migration", include_str!("migration.rs")),
+        ("instance", include_str!("instance.rs")),
         ("error", include_str!("error.rs")),
         ("tally", include_str!("tally.rs")),
         ("policy", include_str!("policy.rs")),

@@ -32,7 +32,7 @@ pub(crate) fn start(
 ) -> Result<(), ShadowError> {
     let running = ctx.running(agent)?;
     let current = ctx.current_module(agent)?;
-    let factory = ctx.factory(&running, &options.migration)?;
+    let factory = ctx.factory(&running, &options)?;
     let mut evaluations = ctx.evaluations.lock();
     if evaluations.get(agent).is_some_and(|e| !e.is_done()) {
         return Err(ShadowError::Busy(agent.into()));
@@ -43,7 +43,14 @@ pub(crate) fn start(
         return Err(ShadowError::TooManyEvaluations(max));
     }
     let ignore = options.ignore.clone();
-    let evaluation = Arc::new(Evaluation::new(agent, candidate, current.clone(), options));
+    let shadows_on = factory.node().map(str::to_string);
+    let evaluation = Arc::new(Evaluation::new(
+        agent,
+        candidate,
+        current.clone(),
+        options,
+        shadows_on,
+    ));
     evaluations.insert(agent.into(), Arc::clone(&evaluation));
     drop(evaluations);
     let ctx = Arc::clone(ctx);
@@ -75,7 +82,22 @@ async fn run(
     ignore: Vec<IgnoreRule>,
 ) -> Result<(), ShadowError> {
     let config = &ctx.config;
-    ctx.step(agent, candidate, Step::Gate, &format!("against {current}"))?;
+    let on = match factory.node() {
+        Some(node) => format!(", shadows on node `{node}`"),
+        None => String::new(),
+    };
+    ctx.step(
+        agent,
+        candidate,
+        Step::Gate,
+        &format!("against {current}{on}"),
+    )?;
+    // A lost shadow node is no verdict on the candidate: the evaluation fails instead.
+    let lost = factory.lost();
+    let node_lost = || {
+        lost.take()
+            .map_or(Ok(()), |e| Err(ShadowError::ShadowNode(e)))
+    };
     let (gate, resume) = {
         let (factory, agent, current, ignore) = (
             factory.clone(),
@@ -96,6 +118,7 @@ async fn run(
             source,
         })??
     };
+    node_lost()?;
     evaluation.set_gate(gate.clone());
     if !gate.passed {
         let decision = Decision {
@@ -137,6 +160,7 @@ async fn run(
     })?;
     let tally = progress.tally.lock().clone();
     evaluation.set_shadow(tally.clone());
+    node_lost()?;
     let mut decision = decide(&tally, &config.policy);
     match end {
         LiveEnd::Cancelled => {

@@ -41,7 +41,7 @@ pub(crate) async fn promote(ctx: &Arc<Context>, agent: &str) -> Result<Promotion
     let promoted = async {
         let running = ctx.running(agent)?;
         let live = ctx.live(
-            ctx.factory(&running, &evaluation.options.migration)?,
+            ctx.factory(&running, &evaluation.options)?,
             agent,
             evaluation.options.ignore.clone(),
             Arc::new(Progress::default()),

@@ -1,24 +1,62 @@
 //! Shadows: behaviour instances that handle production's inputs in isolation, and the pairwise
 //! comparison of what they did.
 //!
-//! A shadow is an instance of a module outside the agent directory (nothing can send to it) and
-//! outside the journal (it writes nothing). It handles an input with a [`Host`] holding
-//! the answers production's host gave for that input: `now`, `random` and tool calls return
-//! production's recorded values, and sends are captured for comparison, never delivered. That
-//! is what keeps a shadow's effects inside it.
+//! A shadow is an [`Instance`](crate::instance::Instance) (see [`instance`](crate::instance):
+//! recorded answers, sends captured, never delivered) in this process or on another node of a
+//! cluster; the [`Factory`] decides which, once per evaluation, and everything else here is the
+//! same for both.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use arbor_agent::envelope::Answer;
 use arbor_agent::wasm::{AgentLimits, Capabilities};
-use arbor_agent::{AgentSystem, Behaviour, BehaviourError, BehaviourId, Host, MirroredStatus};
+use arbor_agent::{AgentSystem, BehaviourId};
 
 use crate::compare::{IgnoreRule, message_kind, render, replies_match};
 use crate::error::ShadowError;
+pub(crate) use crate::instance::{Ended, Run};
+use crate::instance::{Instance, InstanceError, InstanceSpec, RemoteInstance, ShadowNodes};
 use crate::migration::MigrationRule;
 use crate::policy::{Divergence, Policy, ShadowLimits, Tally};
 
-/// Makes shadow instances: the agent's grants and exactly its limits.
+/// Where a factory's shadows run.
+#[derive(Clone)]
+pub(crate) enum Place {
+    /// In this process.
+    Here,
+    /// On `node`, through `nodes`.
+    On {
+        nodes: Arc<dyn ShadowNodes>,
+        node: String,
+        /// Set when the node was lost: what comes after is no verdict on the candidate.
+        lost: Lost,
+    },
+}
+
+/// Why a factory's shadow node was lost, once it was (shared by the factory's instances).
+#[derive(Clone, Default)]
+pub(crate) struct Lost(Arc<parking_lot::Mutex<Option<InstanceError>>>);
+
+impl Lost {
+    /// Passes `result` on, remembering a lost node.
+    fn note<T>(&self, result: Result<T, InstanceError>) -> Result<T, InstanceError> {
+        if let Err(InstanceError::Node { node, reason }) = &result {
+            self.0.lock().get_or_insert(InstanceError::Node {
+                node: node.clone(),
+                reason: reason.clone(),
+            });
+        }
+        result
+    }
+
+    /// How the node was lost, if it was.
+    pub(crate) fn take(&self) -> Option<InstanceError> {
+        self.0.lock().take()
+    }
+}
+
+/// Makes shadow instances: the agent's grants and exactly its limits, where the evaluation
+/// placed them.
 #[derive(Clone)]
 pub(crate) struct Factory {
     pub(crate) system: AgentSystem,
@@ -26,6 +64,7 @@ pub(crate) struct Factory {
     pub(crate) capabilities: Capabilities,
     /// How migrations of production's state into the candidate are judged.
     pub(crate) migration: MigrationRule,
+    pub(crate) place: Place,
 }
 
 impl Factory {
@@ -42,6 +81,7 @@ impl Factory {
         capabilities: Capabilities,
         budget: &ShadowLimits,
         migration: MigrationRule,
+        place: Place,
     ) -> Result<Factory, ShadowError> {
         if agent.memory_bytes > budget.memory_bytes {
             return Err(ShadowError::Refused(format!(
@@ -58,7 +98,24 @@ impl Factory {
             limits,
             capabilities,
             migration,
+            place,
         })
+    }
+
+    /// The node the shadows run on, when not this process.
+    pub(crate) fn node(&self) -> Option<&str> {
+        match &self.place {
+            Place::Here => None,
+            Place::On { node, .. } => Some(node),
+        }
+    }
+
+    /// Where the loss of the shadows' node is noted (nothing is, for shadows here).
+    pub(crate) fn lost(&self) -> Lost {
+        match &self.place {
+            Place::Here => Lost::default(),
+            Place::On { lost, .. } => lost.clone(),
+        }
     }
 
     /// A candidate instance holding production's `state` migrated (its restore), checked
@@ -73,15 +130,27 @@ impl Factory {
 
     /// An instance of `id` holding `state` (restore: for a different module, a migration).
     pub(crate) fn seeded(&self, id: &BehaviourId, state: &[u8]) -> Result<Shadow, String> {
-        let mut behaviour = self
-            .system
-            .instantiate(id, &self.limits, &self.capabilities)
-            .map_err(|e| e.to_string())?;
-        behaviour
-            .restore(state)
-            .map_err(|e| format!("{id} cannot restore the state: {e}"))?;
+        let instance = match &self.place {
+            Place::Here => Placed::Here(Instance::open(
+                &self.system,
+                id,
+                &self.limits,
+                &self.capabilities,
+                state,
+            )?),
+            Place::On { nodes, node, lost } => {
+                let spec = InstanceSpec {
+                    module: id.clone(),
+                    limits: self.limits.clone(),
+                    capabilities: self.capabilities.clone(),
+                    state: state.to_vec(),
+                };
+                let opened = lost.note(nodes.open(node, spec));
+                Placed::There(opened.map_err(|e| e.to_string())?, lost.clone())
+            }
+        };
         Ok(Shadow {
-            behaviour,
+            instance,
             id: id.clone(),
             age: 0,
             _active: Active::new(),
@@ -89,9 +158,15 @@ impl Factory {
     }
 }
 
+/// An instance where its factory placed it.
+enum Placed {
+    Here(Instance),
+    There(Box<dyn RemoteInstance>, Lost),
+}
+
 /// One isolated instance.
 pub(crate) struct Shadow {
-    behaviour: Box<dyn Behaviour>,
+    instance: Placed,
     pub(crate) id: BehaviourId,
     /// Inputs this instance has handled since it was made.
     pub(crate) age: u64,
@@ -114,77 +189,26 @@ impl Drop for Active {
     }
 }
 
-/// How one run of an input ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Ended {
-    Replied(Vec<u8>),
-    Refused(String),
-    Crashed(String),
-}
-
-impl Ended {
-    fn render(&self) -> String {
-        match self {
-            Ended::Replied(reply) => render(reply, 200),
-            Ended::Refused(why) => format!("refused: {why}"),
-            Ended::Crashed(why) => format!("crashed: {why}"),
-        }
-    }
-}
-
-impl From<&MirroredStatus> for Ended {
-    fn from(status: &MirroredStatus) -> Ended {
-        match status {
-            MirroredStatus::Applied(reply) => Ended::Replied(reply.clone()),
-            MirroredStatus::Refused(why) => Ended::Refused(why.clone()),
-            MirroredStatus::Crashed(why) => Ended::Crashed(why.clone()),
-        }
-    }
-}
-
-/// What a run did.
-pub(crate) struct Run {
-    pub(crate) ended: Ended,
-    pub(crate) sends: Vec<(String, Vec<u8>)>,
-    /// The tool calls it made (tool, arguments), answered from the recording.
-    pub(crate) tools: Vec<(String, Vec<u8>)>,
-    /// The run asked the host for something else than production did.
-    pub(crate) divergence: Option<String>,
-    pub(crate) fuel: Option<u64>,
-    pub(crate) took: Duration,
-}
-
 impl Shadow {
-    /// Handles `payload` with production's recorded `answers`.
-    pub(crate) fn run(&mut self, payload: &[u8], answers: Vec<Answer>) -> Run {
+    /// Handles `payload` with production's recorded `answers`; `Err` only when the node
+    /// running the instance is lost.
+    pub(crate) fn run(
+        &mut self,
+        payload: &[u8],
+        answers: Vec<Answer>,
+    ) -> Result<Run, InstanceError> {
         self.age += 1;
-        let mut host = Host::replay(answers);
-        let started = Instant::now();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.behaviour.handle(payload, &mut host)
-        }))
-        .unwrap_or_else(|_| Err(BehaviourError::Trap("panicked".into())));
-        let took = started.elapsed();
-        let ended = match result {
-            Ok(reply) => Ended::Replied(reply),
-            Err(error) if error.is_crash() => Ended::Crashed(error.to_string()),
-            Err(error) => Ended::Refused(error.to_string()),
-        };
-        let replayed = host.replayed();
-        Run {
-            ended,
-            sends: replayed.map(|r| r.sends().to_vec()).unwrap_or_default(),
-            tools: replayed
-                .map(|r| r.tool_calls().to_vec())
-                .unwrap_or_default(),
-            divergence: replayed.and_then(|r| r.divergence()),
-            fuel: self.behaviour.last_cost().fuel,
-            took,
+        match &mut self.instance {
+            Placed::Here(instance) => Ok(instance.run(payload, answers)),
+            Placed::There(instance, lost) => lost.note(instance.run(payload, answers)),
         }
     }
 
-    pub(crate) fn snapshot(&mut self) -> Result<Vec<u8>, BehaviourError> {
-        self.behaviour.snapshot()
+    pub(crate) fn snapshot(&mut self) -> Result<Vec<u8>, InstanceError> {
+        match &mut self.instance {
+            Placed::Here(instance) => Ok(instance.snapshot()?),
+            Placed::There(instance, lost) => lost.note(instance.snapshot()),
+        }
     }
 }
 
@@ -319,12 +343,13 @@ impl Pair {
         policy: &Policy,
         live: bool,
     ) -> Result<Run, String> {
+        let lost = |e: InstanceError| e.to_string();
         let (control, candidate) = if seq.is_multiple_of(2) {
-            let control = self.control.run(payload, answers.clone());
-            (control, self.candidate.run(payload, answers))
+            let control = self.control.run(payload, answers.clone()).map_err(lost)?;
+            (control, self.candidate.run(payload, answers).map_err(lost)?)
         } else {
-            let candidate = self.candidate.run(payload, answers.clone());
-            (self.control.run(payload, answers), candidate)
+            let candidate = self.candidate.run(payload, answers.clone()).map_err(lost)?;
+            (self.control.run(payload, answers).map_err(lost)?, candidate)
         };
         let tally = &mut self.tally;
         metrics::counter!(arbor_metrics::SHADOW_COMPARISONS).increment(1);
@@ -369,7 +394,7 @@ impl Pair {
     /// candidate re-seeded so it does not count again on every later input. A candidate that
     /// cannot take the control's state counts as a divergence too. `Err` only when the
     /// control cannot give its state (its instance is gone).
-    pub(crate) fn check_state(&mut self, seq: u64) -> Result<(), BehaviourError> {
+    pub(crate) fn check_state(&mut self, seq: u64) -> Result<(), InstanceError> {
         self.since_state_check = 0;
         let control = self.control.snapshot()?;
         self.tally.state_checks += 1;
@@ -407,7 +432,7 @@ impl Pair {
 
     /// A crashed candidate is replaced by a fresh one holding the control's state; one that
     /// cannot take it counts as a state divergence (and the dead one stays, failing on).
-    fn reseed_candidate(&mut self, seq: u64) -> Result<(), BehaviourError> {
+    fn reseed_candidate(&mut self, seq: u64) -> Result<(), InstanceError> {
         let control = self.control.snapshot()?;
         match self.factory.migrated(&self.candidate.id, &control) {
             Ok(candidate) => self.candidate = candidate,

@@ -127,7 +127,10 @@ impl Watching<'_> {
                     return Ok(());
                 }
                 self.tally.caught_up += 1;
-                let run = self.shadow.run(&input.payload, answers);
+                let run = self
+                    .shadow
+                    .run(&input.payload, answers)
+                    .map_err(|e| e.to_string())?;
                 let agrees = matches!(
                     (&status, &run.ended),
                     (Status::Applied, Ended::Replied(_))
@@ -167,7 +170,11 @@ impl Watching<'_> {
         record: &Mirrored,
         verification: Option<Verification>,
     ) -> Result<(), LiveEnd> {
-        let run = self.shadow.run(&record.payload, record.answers.clone());
+        let run = match self.shadow.run(&record.payload, record.answers.clone()) {
+            Ok(run) => run,
+            // A verification dropped unanswered agrees: production's reply goes out.
+            Err(lost) => return Err(self.end(LiveEnd::Failed(lost.to_string()))),
+        };
         if &record.behaviour != self.promoted {
             // Still (or again, after a rollback) the previous module in production.
             if let Some(verification) = verification {

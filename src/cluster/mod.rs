@@ -10,6 +10,7 @@
 //! | `placement` | rendezvous hashing: which node an agent belongs on |
 //! | `owner` | the ownership loop: claim, renew, hand off, step down (a decision table) |
 //! | `rpc` | calls and casts from any node to the owner (NATS request/reply) |
+//! | `shadows` | evaluations' shadow instances run on another node than production's |
 //! | `status` | [`ClusterStatus`], what `arborctl cluster status` shows |
 //! | here | [`Node`], what the runtime holds in cluster mode, and [`ClusterError`] |
 //!
@@ -41,6 +42,7 @@ mod owner;
 mod placement;
 mod registry;
 mod rpc;
+mod shadows;
 mod status;
 
 pub use options::ClusterOptions;
@@ -51,12 +53,13 @@ pub(crate) use members::Members;
 pub(crate) use owner::{Owner, SpawnOutcome, upload_modules};
 pub(crate) use registry::Registry;
 pub(crate) use rpc::{RemoteSends, Request, forward, serve};
+pub(crate) use shadows::{Shadows, serve as serve_shadows};
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use arbor_agent::{AgentRef, AgentSpec};
+use arbor_agent::{AgentRef, AgentSpec, AgentSystem};
 use arbor_cluster::{JetStreamStore, Leases};
 use arbor_vault::Vault;
 
@@ -71,6 +74,8 @@ pub(crate) trait Local: Send + Sync + 'static {
     fn lookup(&self, name: &str) -> Option<AgentRef>;
     /// The node's local vault.
     fn vault(&self) -> Option<&Vault>;
+    /// The node's agent system (shadows run on it for other nodes' arbiters).
+    fn system(&self) -> &AgentSystem;
     /// Adds a module (checked and compiled) to the local system.
     fn add_module(&self, bytes: &[u8]) -> Result<(), crate::Error>;
     /// Starts `name` under the supervisor at `path`: recovered from the journal when `spec`

@@ -275,6 +275,25 @@ impl Registry {
         Ok(())
     }
 
+    /// The bytes of module `hash` from the module store, `None` if it holds none by that name
+    /// (a direct read: no consumer is made).
+    pub(crate) async fn fetch_module(
+        &self,
+        hash: &ModuleHash,
+    ) -> Result<Option<Vec<u8>>, ClusterError> {
+        let mut object = match self.modules.get(hash.to_string().as_str()).await {
+            Ok(object) => object,
+            Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(bucket("downloading a module", e)),
+        };
+        let mut bytes = Vec::new();
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| bucket("downloading a module", e))?;
+        Ok(Some(bytes))
+    }
+
     /// Uploads what the module store lacks and returns the bytes of every module the local
     /// vault lacks, for the caller to add (modules are few and content-addressed: both sides
     /// only grow). Listing makes a consumer on the store's stream: callers rate-limit it.

@@ -304,6 +304,21 @@ impl RuntimeBuilder {
                     local: local.clone(),
                     timeout: inner.call_timeout,
                 }));
+            crate::cluster::serve_shadows(node, local.clone())
+                .await
+                .map_err(|e| {
+                    Error::cluster(crate::cluster::ClusterError::Bucket {
+                        what: format!("subscribing to {}'s shadow subject", node.name()),
+                        source: e.into(),
+                    })
+                })?;
+            inner
+                .arbiter
+                .place_shadows_on(Arc::new(crate::cluster::Shadows {
+                    node: Arc::downgrade(node),
+                    local: local.clone(),
+                    handle: tokio::runtime::Handle::current(),
+                }));
             Owner::start(Arc::downgrade(node), local);
         }
         let runtime = Runtime { inner };

@@ -25,6 +25,20 @@ impl Runtime {
         self.inner.cluster.as_deref().map(Node::name)
     }
 
+    /// The cluster's other nodes as places for an arbiter's shadows (in cluster mode): the
+    /// runtime's own [`arbiter`](Self::arbiter) has them already; give them to another with
+    /// [`Arbiter::place_shadows_on`](arbor_shadow::Arbiter::place_shadows_on), then evaluate
+    /// with [`ShadowPlace::Elsewhere`](arbor_shadow::ShadowPlace::Elsewhere). `None` in
+    /// single-node mode or outside the async runtime.
+    pub fn shadow_nodes(&self) -> Option<Arc<dyn arbor_shadow::ShadowNodes>> {
+        let node = self.inner.cluster.as_ref()?;
+        Some(Arc::new(crate::cluster::Shadows {
+            node: Arc::downgrade(node),
+            local: Arc::downgrade(&self.local()),
+            handle: tokio::runtime::Handle::try_current().ok()?,
+        }))
+    }
+
     fn local(&self) -> Arc<dyn Local> {
         Arc::clone(&self.inner) as Arc<dyn Local>
     }

@@ -1,7 +1,7 @@
 //! The runtime as the cluster layer sees it on this node ([`Local`]): its running agents, its
 //! local vault and its supervision tree.
 
-use arbor_agent::{AgentRef, AgentSpec};
+use arbor_agent::{AgentRef, AgentSpec, AgentSystem};
 use arbor_supervisor::SupervisorRef;
 use arbor_vault::Vault;
 
@@ -26,6 +26,10 @@ impl Local for Inner {
 
     fn vault(&self) -> Option<&Vault> {
         self.system.vault()
+    }
+
+    fn system(&self) -> &AgentSystem {
+        &self.system
     }
 
     fn add_module(&self, bytes: &[u8]) -> Result<(), crate::Error> {
