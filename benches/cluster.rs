@@ -22,8 +22,7 @@
 //! cluster (the stream's leader may be another server than the one it talks to: a hop a real
 //! node has too). All configurations keep arbor's default checkpoint policy.
 //!
-//! Groups, one per measurement (failover time and 3 nodes against 1 are to come as groups of
-//! their own):
+//! Groups, one per measurement:
 //!
 //! - `cluster_call`: one `call` round trip, sequential calls to one agent (criterion's mean).
 //! - `cluster_throughput`: 64 agents per configuration, one caller task per agent making
@@ -35,6 +34,12 @@
 //!   alternating in blocks so that drift in the machine's load hits all alike (as
 //!   `agent_latency_fsync` does), with each one's p50 and p99 as a ratio of `local_wal`'s.
 //!
+//! - printed, `cluster_nodes`: the same 64 kv agents and 64 callers (each calling through the
+//!   agent's owner) on 1 node and on 3 nodes of one 3-server R3 cluster, in calls/s, and the
+//!   ratio.
+//! - printed, `shadow_placement`: production's call latency on the owner (R3) with no
+//!   evaluation, with an evaluation's shadows on the same node, and with them on the other
+//!   node (`ShadowPlace::Elsewhere`), in alternating blocks, each as a ratio of the first.
 //! - printed last, `cluster_failover`: two runtimes in cluster mode (`RuntimeBuilder::cluster`,
 //!   R3, a 3 s lease) share `FAILOVER_AGENTS` kv agents by placement; one of them stops
 //!   without draining or releasing its leases (dropped, as a crash leaves them), and the
