@@ -33,10 +33,16 @@ where
                             let _ = ready.send(true);
                         }
                     }
-                    Err(error) => tracing::warn!(%error, what, "watch"),
+                    Err(error) => {
+                        // Watch again rather than poll on: async-nats 0.51's ordered push
+                        // consumer panics when polled after it reported its connection's state
+                        // watcher dropped ("`async fn` resumed after completion").
+                        tracing::warn!(%error, what, "watch");
+                        break;
+                    }
                 }
             }
-            // The watch ended (connection lost for long): start it again.
+            // The watch ended or failed (connection lost for long): start it again.
             tokio::time::sleep(Duration::from_millis(200)).await;
             if !alive() {
                 return;
