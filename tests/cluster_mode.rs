@@ -14,6 +14,12 @@ use arbor_protocols::kv::{KvMsg, KvReply};
 
 const LEASE: Duration = Duration::from_millis(1500);
 
+/// The tests run one at a time: each holds several runtimes, and sled 0.34's concurrency
+/// control is one lock for the whole process, so a runtime dropped (its databases flushed)
+/// while another test's runtime writes a transaction can deadlock the process (seen with
+/// gdb: a drop's flush waiting on stability while a transaction waits for the write lock).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn node(cluster: &NatsCluster, name: &str, dir: &std::path::Path) -> Runtime {
     let options = ClusterOptions::new(cluster.urls(), name)
         .replicas(3)
@@ -112,6 +118,7 @@ async fn settled(rt: &Runtime, nodes: &[&str], within: Duration) -> BTreeMap<Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agents_spread_answer_from_every_node_and_survive_a_dead_node() {
+    let _serial = SERIAL.lock().await;
     let cluster = NatsCluster::start(3).await.expect("nats cluster");
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let names = ["node-a", "node-b", "node-c"];
@@ -208,6 +215,7 @@ async fn agents_spread_answer_from_every_node_and_survive_a_dead_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn names_are_cluster_wide_and_a_stop_from_any_node_stops_the_agent() {
+    let _serial = SERIAL.lock().await;
     let cluster = NatsCluster::start(3).await.expect("nats cluster");
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let a = node(&cluster, "node-a", dirs[0].path()).await;
@@ -265,6 +273,7 @@ async fn owner_of<'a>(nodes: &'a [Runtime], agent: &str) -> &'a Runtime {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agents_send_reaches_an_agent_on_another_node() {
+    let _serial = SERIAL.lock().await;
     use arbor_protocols::counter::{CounterMsg, CounterReply};
     use arbor_protocols::toolbox::{ToolboxMsg, ToolboxReply};
     let cluster = NatsCluster::start(3).await.expect("nats cluster");
@@ -409,6 +418,7 @@ fn quick_evolution(watch: Duration) -> arbor::shadow::ArbiterConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn evolution_on_the_owner_promotes_kv_v2_rejects_kv_buggy_and_survives_a_failover() {
+    let _serial = SERIAL.lock().await;
     use arbor::shadow::{Arbiter, Outcome, Stage};
     let cluster = NatsCluster::start(3).await.expect("nats cluster");
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -492,6 +502,7 @@ async fn evolution_on_the_owner_promotes_kv_v2_rejects_kv_buggy_and_survives_a_f
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn evolution_with_shadows_on_another_node_promotes_kv_v2_rejects_kv_buggy_and_rolls_back() {
+    let _serial = SERIAL.lock().await;
     use arbor::shadow::{Arbiter, EvaluationOptions, Outcome, ShadowPlace, Stage};
     let cluster = NatsCluster::start(3).await.expect("nats cluster");
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -624,6 +635,7 @@ async fn evolution_with_shadows_on_another_node_promotes_kv_v2_rejects_kv_buggy_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_shadow_node_fails_the_evaluation_and_production_goes_on() {
+    let _serial = SERIAL.lock().await;
     use arbor::shadow::{Arbiter, EvaluationOptions, Outcome, Policy, ShadowPlace, Stage};
     let cluster = NatsCluster::start(3).await.expect("nats cluster");
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -710,6 +722,7 @@ async fn a_lost_shadow_node_fails_the_evaluation_and_production_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nodes_that_join_a_fresh_cluster_together_all_join() {
+    let _serial = SERIAL.lock().await;
     let cluster = NatsCluster::start(3).await.expect("nats cluster");
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     // No bucket exists yet: all three create them at once.
