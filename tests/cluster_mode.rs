@@ -396,6 +396,23 @@ fn kv_load(
     load
 }
 
+/// Two nodes, `node-a` and `node-b`, and the kv agents `orders` and `profiles` spawned
+/// through the first (for the evolution tests).
+async fn orders_and_profiles(cluster: &NatsCluster, dirs: &[tempfile::TempDir]) -> Vec<Runtime> {
+    let nodes = vec![
+        node(cluster, "node-a", dirs[0].path()).await,
+        node(cluster, "node-b", dirs[1].path()).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for agent in ["orders", "profiles"] {
+        nodes[0]
+            .spawn(Spawn::wasm_bytes(agent, arbor_modules::KV))
+            .await
+            .expect("spawn");
+    }
+    nodes
+}
+
 /// An arbiter configuration that decides on a few hundred samples (< 3 % at 95 %).
 fn quick_evolution(watch: Duration) -> arbor::shadow::ArbiterConfig {
     use arbor::shadow::{Approval, ArbiterConfig, Policy, ShadowLimits};
@@ -422,17 +439,7 @@ async fn evolution_on_the_owner_promotes_kv_v2_rejects_kv_buggy_and_survives_a_f
     use arbor::shadow::{Arbiter, Outcome, Stage};
     let cluster = NatsCluster::start(3).await.expect("nats cluster");
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes = vec![
-        node(&cluster, "node-a", dirs[0].path()).await,
-        node(&cluster, "node-b", dirs[1].path()).await,
-    ];
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for agent in ["orders", "profiles"] {
-        nodes[0]
-            .spawn(Spawn::wasm_bytes(agent, arbor_modules::KV))
-            .await
-            .expect("spawn");
-    }
+    let mut nodes = orders_and_profiles(&cluster, &dirs).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = kv_load(&nodes, &["orders", "profiles"], &stop);
     let config = quick_evolution(Duration::from_millis(300));
@@ -506,17 +513,7 @@ async fn evolution_with_shadows_on_another_node_promotes_kv_v2_rejects_kv_buggy_
     use arbor::shadow::{Arbiter, EvaluationOptions, Outcome, ShadowPlace, Stage};
     let cluster = NatsCluster::start(3).await.expect("nats cluster");
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes = vec![
-        node(&cluster, "node-a", dirs[0].path()).await,
-        node(&cluster, "node-b", dirs[1].path()).await,
-    ];
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for agent in ["orders", "profiles"] {
-        nodes[0]
-            .spawn(Spawn::wasm_bytes(agent, arbor_modules::KV))
-            .await
-            .expect("spawn");
-    }
+    let nodes = orders_and_profiles(&cluster, &dirs).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = kv_load(&nodes, &["orders", "profiles"], &stop);
     // Every node sees the other live (where the shadows go).

@@ -148,18 +148,28 @@ pub(crate) async fn serve(
                     },
                 };
                 drop(local);
-                match rmp_serde::to_vec_named(&reply) {
-                    Ok(bytes) => {
-                        if let Err(error) = client.publish(reply_to, Bytes::from(bytes)).await {
-                            tracing::warn!(%error, "reply not sent");
-                        }
-                    }
-                    Err(error) => tracing::error!(%error, "reply does not encode"),
-                }
+                respond(&client, reply_to, &reply).await;
             });
         }
     });
     Ok(())
+}
+
+/// Publishes `reply` (MessagePack) to a request's `reply_to`; a reply that cannot be sent is
+/// logged (the requester times out and retries or reports it).
+pub(crate) async fn respond(
+    client: &async_nats::Client,
+    reply_to: async_nats::Subject,
+    reply: &impl Serialize,
+) {
+    match rmp_serde::to_vec_named(reply) {
+        Ok(bytes) => {
+            if let Err(error) = client.publish(reply_to, Bytes::from(bytes)).await {
+                tracing::warn!(%error, "reply not sent");
+            }
+        }
+        Err(error) => tracing::error!(%error, "reply does not encode"),
+    }
 }
 
 async fn answer(local: &dyn Local, request: Request) -> Reply {

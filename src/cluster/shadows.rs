@@ -158,14 +158,7 @@ pub(crate) async fn serve(
                 let Some(reply_to) = message.reply else {
                     return; // a close
                 };
-                match rmp_serde::to_vec_named(&reply) {
-                    Ok(bytes) => {
-                        if let Err(error) = client.publish(reply_to, Bytes::from(bytes)).await {
-                            tracing::warn!(%error, "shadow reply not sent");
-                        }
-                    }
-                    Err(error) => tracing::error!(%error, "shadow reply does not encode"),
-                }
+                super::rpc::respond(&client, reply_to, &reply).await;
             });
         }
     });
