@@ -124,6 +124,9 @@ pub struct Cost {
     /// Wasm fuel consumed (deterministic: the same code on the same input always uses the same
     /// fuel); `None` for native behaviours.
     pub fuel: Option<u64>,
+    /// The instance's linear memory after the input, in bytes (Wasm memory only grows, so
+    /// this is its peak so far); `None` for native behaviours.
+    pub memory: Option<u64>,
 }
 
 /// An agent's behaviour: a Wasm module instance or native Rust code. The contract is the agent

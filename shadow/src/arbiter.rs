@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arbor_agent::{AgentSystem, BehaviourId};
-use arbor_vault::{LineageEvent, LineageRecord, ModuleHash};
+use arbor_vault::{LineageEvent, LineageRecord, ModuleHash, Step};
 use parking_lot::Mutex;
 
 use crate::compare::IgnoreRule;
@@ -16,6 +16,7 @@ use crate::context::Context;
 use crate::error::{ShadowError, agent_id};
 use crate::evaluation::EvaluationStatus;
 use crate::instance::ShadowNodes;
+use crate::objective::{Comparator, Judge};
 use crate::report::{Promotion, Rollback};
 use crate::stage::Event;
 use crate::{pipeline, promotion};
@@ -77,6 +78,8 @@ impl Arbiter {
             config,
             evaluations: Mutex::new(BTreeMap::new()),
             nodes: Mutex::new(None),
+            judges: Mutex::new(BTreeMap::new()),
+            comparators: Mutex::new(BTreeMap::new()),
         });
         promotion::reconcile(&ctx)?;
         Ok(Arbiter { ctx })
@@ -99,6 +102,32 @@ impl Arbiter {
     /// another.
     pub fn place_shadows_on(&self, nodes: Arc<dyn ShadowNodes>) {
         *self.ctx.nodes.lock() = Some(nodes);
+    }
+
+    /// Registers the host's `judge` as `name`: evaluations whose objectives name
+    /// `score.<name>` pair its scores of the control's and the candidate's runs
+    /// ([`objective`](crate::objective)). A later registration of the same name replaces it
+    /// for evaluations started after.
+    pub fn register_judge(&self, name: &str, judge: Arc<dyn Judge>) {
+        self.ctx.judges.lock().insert(name.to_string(), judge);
+    }
+
+    /// Registers the host's `comparator` as `name`: an evaluation whose
+    /// [`EvaluationOptions::comparator`] names it has its reply differences graded by it
+    /// (better, same, worse, wrong) instead of every one failing.
+    pub fn register_comparator(&self, name: &str, comparator: Arc<dyn Comparator>) {
+        self.ctx
+            .comparators
+            .lock()
+            .insert(name.to_string(), comparator);
+    }
+
+    /// The names of the registered judges and comparators.
+    pub fn registered(&self) -> (Vec<String>, Vec<String>) {
+        (
+            self.ctx.judges.lock().keys().cloned().collect(),
+            self.ctx.comparators.lock().keys().cloned().collect(),
+        )
     }
 
     /// Admits `bytes` as a candidate module for `agent`: checks it against the ABI, compiles
@@ -170,6 +199,29 @@ impl Arbiter {
     /// background. Returns once the swap is done.
     pub async fn promote(&self, agent: &str) -> Result<Promotion, ShadowError> {
         promotion::promote(&self.ctx, agent).await
+    }
+
+    /// Accepts `agent`'s rejected candidate, for `reason` (recorded in the lineage as the
+    /// step `accepted`): a person read the graded differences and declares them intended.
+    /// The candidate then awaits approval; [`promote`](Self::promote) swaps it in, checking
+    /// its migration of production's state as for any promotion, and the watch follows.
+    /// Refused without a reason, or when the evaluation is not rejected
+    /// ([`ShadowError::NotRejected`]).
+    pub fn accept(&self, agent: &str, reason: &str) -> Result<(), ShadowError> {
+        if reason.trim().is_empty() {
+            return Err(ShadowError::Refused(
+                "accepting a rejected candidate needs a reason".into(),
+            ));
+        }
+        let evaluation = self.ctx.evaluation(agent)?;
+        evaluation
+            .apply(&Event::Accepted(reason.to_string()))
+            .map_err(|stage| ShadowError::NotRejected {
+                agent: agent.into(),
+                stage: format!("{stage:?}"),
+            })?;
+        let candidate = evaluation.get().candidate;
+        self.ctx.step(agent, candidate, Step::Accepted, reason)
     }
 
     /// Rolls `agent` back to the module before its promotion, while the promotion is being

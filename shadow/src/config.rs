@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::compare::IgnoreRule;
 use crate::error::ShadowError;
 use crate::migration::MigrationRule;
+use crate::objective::Objective;
 use crate::policy::{MAX_WINDOW, Policy, ShadowLimits};
 
 /// Who promotes an approved candidate.
@@ -76,7 +77,21 @@ impl Default for ArbiterConfig {
 }
 
 /// What an evaluation compares and how, beyond the arbiter's configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// ```
+/// use arbor_shadow::{EvaluationOptions, IgnoreRule};
+/// let options = EvaluationOptions {
+///     ignore: vec![IgnoreRule::path("*.generated_at")],
+///     // Cheaper by more than 10 %, and the host's `hits` judge no lower.
+///     objectives: vec!["fuel:better:0.1".parse()?, "score.hits:no-worse".parse()?],
+///     // Reply differences graded by the comparator the host registered as `nil-fix`.
+///     comparator: Some("nil-fix".into()),
+///     ..EvaluationOptions::default()
+/// };
+/// # let _ = options;
+/// # Ok::<(), arbor_shadow::ShadowError>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EvaluationOptions {
     /// Parts of replies that may differ by design (GitHub Scientist's ignore rules).
@@ -85,6 +100,15 @@ pub struct EvaluationOptions {
     pub migration: MigrationRule,
     /// Where the shadows (the gate's, the live evaluation's and the watch's) run.
     pub shadows: ShadowPlace,
+    /// What the candidate must improve or hold beyond "no worse"
+    /// ([`objective`](crate::objective)); scores name judges registered with
+    /// [`Arbiter::register_judge`](crate::Arbiter::register_judge).
+    pub objectives: Vec<Objective>,
+    /// The comparator (registered with
+    /// [`Arbiter::register_comparator`](crate::Arbiter::register_comparator)) that grades reply
+    /// differences: the changes the candidate is meant to make. Without one every
+    /// difference is wrong.
+    pub comparator: Option<String>,
 }
 
 /// Where an evaluation's shadows run. On another node, production's inputs are mirrored to it

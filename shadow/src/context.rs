@@ -8,12 +8,12 @@ use arbor_agent::{AgentRef, AgentSystem, BehaviourId};
 use arbor_vault::{LineageEvent, ModuleHash, Step, Vault};
 use parking_lot::Mutex;
 
-use crate::compare::IgnoreRule;
 use crate::config::{ArbiterConfig, EvaluationOptions, ShadowPlace};
 use crate::error::{ShadowError, agent_id};
 use crate::evaluation::Evaluation;
 use crate::instance::ShadowNodes;
 use crate::live::{Live, Progress};
+use crate::objective::{Comparator, Judge, Measure, Rules};
 use crate::shadow::{Factory, Place};
 use crate::stage::Event;
 
@@ -25,6 +25,10 @@ pub(crate) struct Context {
     pub(crate) evaluations: Mutex<BTreeMap<String, Arc<Evaluation>>>,
     /// The cluster's other nodes, where evaluations may place their shadows.
     pub(crate) nodes: Mutex<Option<Arc<dyn ShadowNodes>>>,
+    /// The host's judges, by name.
+    pub(crate) judges: Mutex<BTreeMap<String, Arc<dyn Judge>>>,
+    /// The host's comparators, by name.
+    pub(crate) comparators: Mutex<BTreeMap<String, Arc<dyn Comparator>>>,
 }
 
 impl Context {
@@ -55,6 +59,40 @@ impl Context {
             });
         }
         Ok(self.running(agent)?.spec().behaviour.clone())
+    }
+
+    /// What an evaluation with `options` compares with: its ignore rules, its comparator and
+    /// the judges its objectives name, or why not (an objective that cannot be tested, a
+    /// name the host did not register).
+    pub(crate) fn rules(&self, options: &EvaluationOptions) -> Result<Rules, ShadowError> {
+        let mut judges = Vec::new();
+        for objective in &options.objectives {
+            objective.validate()?;
+            if let Measure::Score(name) = &objective.measure
+                && !judges.iter().any(|(known, _)| known == name)
+            {
+                let judge = self.judges.lock().get(name).cloned().ok_or_else(|| {
+                    ShadowError::Refused(format!(
+                        "objective {objective}: no judge `{name}` is registered \
+                         (Arbiter::register_judge)"
+                    ))
+                })?;
+                judges.push((name.clone(), judge));
+            }
+        }
+        let comparator = match &options.comparator {
+            None => None,
+            Some(name) => Some(self.comparators.lock().get(name).cloned().ok_or_else(|| {
+                ShadowError::Refused(format!(
+                    "no comparator `{name}` is registered (Arbiter::register_comparator)"
+                ))
+            })?),
+        };
+        Ok(Rules {
+            ignore: options.ignore.clone(),
+            comparator,
+            judges,
+        })
     }
 
     /// Shadow instances for `running`: its grants and its exact limits, where `options`
@@ -105,13 +143,13 @@ impl Context {
         &self,
         factory: Factory,
         agent: &str,
-        ignore: Vec<IgnoreRule>,
+        rules: Rules,
         progress: Arc<Progress>,
     ) -> Live {
         Live {
             factory,
             agent: agent.into(),
-            ignore,
+            rules,
             policy: self.config.policy.clone(),
             limits: self.config.limits.clone(),
             progress,

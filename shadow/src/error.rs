@@ -60,6 +60,16 @@ pub enum ShadowError {
         /// Where its evaluation is.
         stage: String,
     },
+    /// Acceptance asked for an evaluation whose verdict is not a rejection.
+    #[error(
+        "agent `{agent}`'s evaluation is not rejected (it is {stage}): only a rejected candidate can be accepted"
+    )]
+    NotRejected {
+        /// The agent.
+        agent: String,
+        /// Where its evaluation is.
+        stage: String,
+    },
     /// Rollback asked for an agent whose promotion is not being watched (its checkpoint is no
     /// longer held).
     #[error("agent `{agent}` has no promotion under watch (it is {stage})")]

@@ -40,7 +40,7 @@ impl Live {
                     control,
                     candidate,
                     &tapped.state,
-                    self.ignore.clone(),
+                    self.rules.clone(),
                 )
                 .map_err(migration_failed)
             }),

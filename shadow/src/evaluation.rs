@@ -47,6 +47,11 @@ pub struct EvaluationStatus {
     /// The node the shadows run on, when not the arbiter's.
     #[serde(default)]
     pub shadows_on: Option<String>,
+    /// Why a person accepted the rejected candidate ([`Arbiter::accept`](crate::Arbiter::accept)):
+    /// its reply differences are intended, and the watch after its promotion does not roll
+    /// back on them.
+    #[serde(default)]
+    pub accepted: Option<String>,
 }
 
 impl EvaluationStatus {
@@ -86,6 +91,7 @@ impl Evaluation {
             watch: Tally::default(),
             rollback: None,
             shadows_on,
+            accepted: None,
         };
         Evaluation {
             status: watch::Sender::new(status),
@@ -109,6 +115,7 @@ impl Evaluation {
             match event {
                 Event::Promoted(promotion) => status.promotion = Some(promotion.clone()),
                 Event::RolledBack(rollback) => status.rollback = Some(rollback.clone()),
+                Event::Accepted(reason) => status.accepted = Some(reason.clone()),
                 _ => {}
             }
             true

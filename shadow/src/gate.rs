@@ -15,9 +15,9 @@ use arbor_agent::{AgentError, AgentSystem, BehaviourId};
 use arbor_wal::Lsn;
 use serde::{Deserialize, Serialize};
 
-use crate::compare::IgnoreRule;
 use crate::error::{ShadowError, agent_id};
 use crate::journal::{self, Read};
+use crate::objective::Rules;
 use crate::policy::{Divergence, Policy, ShadowLimits, Tally, already_failed, judge_cost};
 use crate::shadow::{Ended, Factory, Pair};
 use crate::stats::PairedComparison;
@@ -64,7 +64,7 @@ pub(crate) fn run(
     agent: &str,
     current: &BehaviourId,
     candidate: &BehaviourId,
-    ignore: Vec<IgnoreRule>,
+    rules: Rules,
     policy: &Policy,
     limits: &ShadowLimits,
 ) -> Result<(GateReport, Option<Resume>), ShadowError> {
@@ -116,7 +116,7 @@ pub(crate) fn run(
         current,
         candidate,
         &checkpoint.state,
-        ignore,
+        rules,
     ) {
         Ok(pair) => pair,
         Err(reason) => {

@@ -61,6 +61,9 @@ pub struct Run {
     pub divergence: Option<String>,
     /// The fuel it used (Wasm behaviours).
     pub fuel: Option<u64>,
+    /// Its linear memory after the input, in bytes (Wasm behaviours).
+    #[serde(default)]
+    pub memory: Option<u64>,
     /// How long the behaviour took.
     pub took: Duration,
 }
@@ -147,6 +150,7 @@ impl Instance {
             Err(error) => Ended::Refused(error.to_string()),
         };
         let replayed = host.replayed();
+        let cost = self.behaviour.last_cost();
         Run {
             ended,
             sends: replayed.map(|r| r.sends().to_vec()).unwrap_or_default(),
@@ -154,7 +158,8 @@ impl Instance {
                 .map(|r| r.tool_calls().to_vec())
                 .unwrap_or_default(),
             divergence: replayed.and_then(|r| r.divergence()),
-            fuel: self.behaviour.last_cost().fuel,
+            fuel: cost.fuel,
+            memory: cost.memory,
             took,
         }
     }

@@ -52,9 +52,15 @@
 //!                       cancelled
 //! rolling back          rollback done                                  done(rolled back)
 //! any but done          failed                                         done(failed)
-//! done(any)             any                                            refused
+//! done(rejected)        accepted (a person, with a reason)             awaiting approval
+//! done(any)             any other                                      refused
 //! any other pair                                                       refused
 //! ```
+//!
+//! Done is final but for that one row: a person who has read a rejected candidate's graded
+//! differences may accept them ([`Arbiter::accept`], with the reason in the lineage); the
+//! candidate then waits for promotion like an approved one, and the swap still checks its
+//! migration of production's state.
 //!
 //! A refused move changes nothing, and the party that asked learns the stage it found: a
 //! person gets [`ShadowError::NotAwaitingApproval`] or [`ShadowError::NotWatching`]; a watch
@@ -76,6 +82,7 @@
 //! | [`migration`] | a state migration checked against production's state |
 //! | [`instance`] | one isolated instance, here or on another node ([`ShadowNodes`]) |
 //! | `error` | [`ShadowError`] |
+//! | [`objective`] | objectives ([`Objective`]) and the host's [`Judge`]s and [`Comparator`]s |
 //! | `tally` | what an evaluation counts ([`Tally`], [`Divergence`]), bounded |
 //! | [`policy`] | the decision rule ([`Policy`], [`decide`](policy::decide)) |
 //! | `journal` | the agent's journal as the gate reads it: the agent system's steps and its table's gate column |
@@ -109,6 +116,7 @@ pub mod instance;
 mod journal;
 mod live;
 pub mod migration;
+pub mod objective;
 mod pipeline;
 pub mod policy;
 mod promotion;
@@ -127,19 +135,22 @@ pub use evaluation::EvaluationStatus;
 pub use gate::GateReport;
 pub use instance::{InstanceError, ShadowNodes};
 pub use migration::MigrationRule;
+pub use objective::{Comparator, Goal, Grade, Judge, Measure, Objective, ObjectiveResult};
 pub use policy::{Decision, Divergence, FailureBound, KindCost, Policy, ShadowLimits, Tally};
 pub use report::{Promotion, Rollback, VerdictDetail};
 pub use stage::{Outcome, Stage};
+pub use tally::Graded;
 
 #[cfg(test)]
 mod layering {
     /// The modules in the crate docs' dependency order, with their source.
-    const ORDER: [(&str, &str); 21] = [
+    const ORDER: [(&str, &str); 22] = [
         ("stats", include_str!("stats.rs")),
         ("compare", include_str!("compare.rs")),
         ("migration", include_str!("migration.rs")),
         ("instance", include_str!("instance.rs")),
         ("error", include_str!("error.rs")),
+        ("objective", include_str!("objective.rs")),
         ("tally", include_str!("tally.rs")),
         ("policy", include_str!("policy.rs")),
         ("journal", include_str!("journal.rs")),

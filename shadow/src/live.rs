@@ -41,8 +41,8 @@ use arbor_wal::Lsn;
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
 
-use crate::compare::IgnoreRule;
 use crate::journal::{self, Read};
+use crate::objective::Rules;
 use crate::policy::{Policy, ShadowLimits, Tally};
 use crate::shadow::Factory;
 
@@ -83,7 +83,7 @@ pub(crate) enum LiveEnd {
 pub(crate) struct Live {
     pub(crate) factory: Factory,
     pub(crate) agent: String,
-    pub(crate) ignore: Vec<IgnoreRule>,
+    pub(crate) rules: Rules,
     pub(crate) policy: Policy,
     pub(crate) limits: ShadowLimits,
     pub(crate) progress: Arc<Progress>,

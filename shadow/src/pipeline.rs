@@ -9,14 +9,14 @@ use arbor_agent::BehaviourId;
 use arbor_vault::{Evidence, LineageEvent, ModuleHash, Step, Verdict};
 use tokio::sync::oneshot;
 
-use crate::compare::IgnoreRule;
 use crate::config::{Approval, EvaluationOptions};
 use crate::context::Context;
 use crate::error::{ShadowError, agent_id};
 use crate::evaluation::Evaluation;
 use crate::gate;
 use crate::live::LiveEnd;
-use crate::policy::{Decision, decide};
+use crate::objective::Rules;
+use crate::policy::{Decision, apply_objectives, decide};
 use crate::promotion;
 use crate::report::VerdictDetail;
 use crate::shadow::Factory;
@@ -42,7 +42,7 @@ pub(crate) fn start(
     if busy >= max {
         return Err(ShadowError::TooManyEvaluations(max));
     }
-    let ignore = options.ignore.clone();
+    let rules = ctx.rules(&options)?;
     let shadows_on = factory.node().map(str::to_string);
     let evaluation = Arc::new(Evaluation::new(
         agent,
@@ -63,7 +63,7 @@ pub(crate) fn start(
             &agent,
             current,
             candidate,
-            ignore,
+            rules,
         );
         if let Err(error) = run.await {
             ctx.fail(&evaluation, &agent, candidate, &error);
@@ -79,7 +79,7 @@ async fn run(
     agent: &str,
     current: BehaviourId,
     candidate: ModuleHash,
-    ignore: Vec<IgnoreRule>,
+    rules: Rules,
 ) -> Result<(), ShadowError> {
     let config = &ctx.config;
     let on = match factory.node() {
@@ -99,17 +99,17 @@ async fn run(
             .map_or(Ok(()), |e| Err(ShadowError::ShadowNode(e)))
     };
     let (gate, resume) = {
-        let (factory, agent, current, ignore) = (
+        let (factory, agent, current, rules) = (
             factory.clone(),
             agent.to_string(),
             current.clone(),
-            ignore.clone(),
+            rules.clone(),
         );
         let (policy, limits) = (config.policy.clone(), config.limits.clone());
         tokio::task::spawn_blocking(move || {
             let candidate = BehaviourId::Wasm(candidate);
             gate::run(
-                &factory, &agent, &current, &candidate, ignore, &policy, &limits,
+                &factory, &agent, &current, &candidate, rules, &policy, &limits,
             )
         })
         .await
@@ -128,6 +128,7 @@ async fn run(
             fuel_by_kind: BTreeMap::new(),
             latency: None,
             bound: None,
+            objectives: Vec::new(),
         };
         record_verdict(ctx, evaluation, agent, candidate, decision)?;
         let _ = evaluation.apply(&Event::GateFailed);
@@ -142,7 +143,7 @@ async fn run(
         "candidate and A/A control on mirrored traffic",
     )?;
     let progress = evaluation.progress();
-    let live = ctx.live(factory, agent, ignore, Arc::clone(&progress));
+    let live = ctx.live(factory, agent, rules.clone(), Arc::clone(&progress));
     let control = current.clone();
     let (mirroring, mirrored) = oneshot::channel();
     let shadows = tokio::task::spawn_blocking(move || {
@@ -162,6 +163,13 @@ async fn run(
     evaluation.set_shadow(tally.clone());
     node_lost()?;
     let mut decision = decide(&tally, &config.policy);
+    apply_objectives(
+        &mut decision,
+        &tally,
+        &evaluation.options.objectives,
+        &rules,
+        &config.policy,
+    );
     match end {
         LiveEnd::Cancelled => {
             let _ = evaluation.apply(&Event::ShadowsCancelled);

@@ -42,6 +42,13 @@
 //!    datum production's state holds ([`migration`](crate::migration)); a candidate that cannot
 //!    show it is rejected, at the gate, at the shadows and again at the promotion's swap.
 //!
+//! 8. **Objectives.** An evaluation may ask more than "no worse": each of its
+//!    [`Objective`]s (fuel, latency, memory or a host judge's score, to be better by an
+//!    amount or no worse than one) is tested on the paired measurements at [`Policy::alpha`]
+//!    divided among them, and one not met rejects ([`objective`](crate::objective)). Reply
+//!    differences the evaluation's comparator grades *better* or *same* are not failures
+//!    (rules 1 and 4 count only *worse* and *wrong*).
+//!
 //! After a promotion, the **watch** is part of the rule: the previous module runs as a reverse
 //! shadow for at least [`ArbiterConfig::watch`](crate::ArbiterConfig::watch) *and*
 //! [`ArbiterConfig::watch_samples`](crate::ArbiterConfig::watch_samples) compared inputs; inputs
@@ -56,6 +63,7 @@ use std::time::Duration;
 use arbor_vault::Verdict;
 use serde::{Deserialize, Serialize};
 
+use crate::objective::{Measure, Objective, ObjectiveResult, Rules, judge};
 use crate::stats::{PairedComparison, Ratio, Summary, compare_paired};
 // What the rule judges; counted by `tally`, re-exported here as the rule's input.
 pub use crate::tally::{Divergence, Pairs, Tally};
@@ -453,6 +461,10 @@ pub struct Decision {
     /// The bound on the failure rate the samples prove (`None` without samples).
     #[serde(default)]
     pub bound: Option<FailureBound>,
+    /// How each of the evaluation's objectives fared
+    /// ([`objective`](crate::objective)).
+    #[serde(default)]
+    pub objectives: Vec<ObjectiveResult>,
 }
 
 /// Applies the rule (see the module docs) to what has been counted.
@@ -580,7 +592,60 @@ pub fn decide(tally: &Tally, policy: &Policy) -> Decision {
         fuel_by_kind,
         latency,
         bound,
+        objectives: Vec::new(),
     }
+}
+
+/// Tests the evaluation's `objectives` on what was counted (rule 8 of the module docs) and
+/// adds them to `decision`: an objective not met rejects.
+pub(crate) fn apply_objectives(
+    decision: &mut Decision,
+    tally: &Tally,
+    objectives: &[Objective],
+    rules: &Rules,
+    policy: &Policy,
+) {
+    if objectives.is_empty() {
+        return;
+    }
+    let alpha = policy.alpha / objectives.len() as f64;
+    let none = Pairs::default();
+    let mut unmet = Vec::new();
+    for objective in objectives {
+        let (pairs, higher_is_better) = match &objective.measure {
+            Measure::Fuel => (&tally.fuel, false),
+            Measure::Latency => (&tally.latency, false),
+            Measure::Memory => (&tally.memory, false),
+            Measure::Score(name) => (
+                tally.scores.get(name).unwrap_or(&none),
+                rules
+                    .judges
+                    .iter()
+                    .find(|(judge, _)| judge == name)
+                    .is_none_or(|(_, judge)| judge.higher_is_better()),
+            ),
+        };
+        let result = judge(
+            objective,
+            pairs.as_slice(),
+            higher_is_better,
+            alpha,
+            policy.max_rank_pairs,
+        );
+        if !result.met {
+            unmet.push(format!("objective {result}"));
+        }
+        decision.objectives.push(result);
+    }
+    if unmet.is_empty() {
+        return;
+    }
+    if decision.verdict != Verdict::Rejected {
+        // Rejection outranks inconclusive, as in `decide`.
+        decision.reasons.clear();
+        decision.verdict = Verdict::Rejected;
+    }
+    decision.reasons.extend(unmet);
 }
 
 /// Classes compared fewer than `min(min_per_class, seen)` times: (class, compared, seen).

@@ -43,7 +43,8 @@ pub(crate) async fn promote(ctx: &Arc<Context>, agent: &str) -> Result<Promotion
         let live = ctx.live(
             ctx.factory(&running, &evaluation.options)?,
             agent,
-            evaluation.options.ignore.clone(),
+            ctx.rules(&evaluation.options)?
+                .accepting(status.accepted.is_some()),
             Arc::new(Progress::default()),
         );
         swap_and_watch(

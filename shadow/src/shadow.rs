@@ -17,6 +17,7 @@ use crate::error::ShadowError;
 pub(crate) use crate::instance::{Ended, Run};
 use crate::instance::{Instance, InstanceError, InstanceSpec, RemoteInstance, ShadowNodes};
 use crate::migration::MigrationRule;
+use crate::objective::{Grade, Outcome, Rules};
 use crate::policy::{Divergence, Policy, ShadowLimits, Tally};
 
 /// Where a factory's shadows run.
@@ -297,7 +298,7 @@ pub(crate) struct Pair {
     pub(crate) factory: Factory,
     pub(crate) control: Shadow,
     pub(crate) candidate: Shadow,
-    pub(crate) ignore: Vec<IgnoreRule>,
+    pub(crate) rules: Rules,
     pub(crate) tally: Tally,
     since_state_check: u64,
 }
@@ -310,7 +311,7 @@ impl Pair {
         control: &BehaviourId,
         candidate: &BehaviourId,
         state: &[u8],
-        ignore: Vec<IgnoreRule>,
+        rules: Rules,
     ) -> Result<Pair, String> {
         let control = factory.seeded(control, state)?;
         let candidate = factory.migrated(candidate, state)?;
@@ -318,7 +319,7 @@ impl Pair {
             factory,
             control,
             candidate,
-            ignore,
+            rules,
             tally: Tally::default(),
             since_state_check: 0,
         })
@@ -362,16 +363,20 @@ impl Pair {
             control.took.as_nanos() as f64,
             candidate.took.as_nanos() as f64,
         );
+        if let (Some(a), Some(b)) = (control.memory, candidate.memory) {
+            tally.pair_memory(a as f64, b as f64);
+        }
+        let candidate_dead = matches!(candidate.ended, Ended::Crashed(_));
+        self.score(&kind, payload, &control, &candidate);
         let divergence = difference(
             seq,
             payload,
             Side::of(&control),
             Side::of(&candidate),
-            &self.ignore,
+            &self.rules.ignore,
         );
-        let candidate_dead = matches!(candidate.ended, Ended::Crashed(_));
         if let Some(divergence) = divergence {
-            self.tally.diverged(divergence);
+            self.judge_difference(divergence, payload, &control, &candidate);
         }
         if matches!(control.ended, Ended::Crashed(_)) {
             // The control's instance is gone; the caller re-seeds from production.
@@ -387,6 +392,90 @@ impl Pair {
         };
         checked.map_err(|e| e.to_string())?;
         Ok(control)
+    }
+
+    /// Pairs the judges' scores of both runs of one input. A judge that reads state gets each
+    /// instance's snapshot after the input (none from an instance that cannot give it).
+    fn score(&mut self, kind: &str, payload: &[u8], control: &Run, candidate: &Run) {
+        if self.rules.judges.is_empty() {
+            return;
+        }
+        let states = if self.rules.needs_state() {
+            (self.control.snapshot().ok(), self.candidate.snapshot().ok())
+        } else {
+            (None, None)
+        };
+        for (name, judge) in &self.rules.judges {
+            let score = |run: &Run, state: &Option<Vec<u8>>| {
+                let reply = match &run.ended {
+                    Ended::Replied(reply) => Some(reply.as_slice()),
+                    _ => None,
+                };
+                judge
+                    .score(&Outcome {
+                        kind,
+                        input: payload,
+                        reply,
+                        state: state.as_deref(),
+                    })
+                    .filter(|score| score.is_finite())
+            };
+            let a = score(control, &states.0);
+            let b = score(candidate, &states.1);
+            if let (Some(a), Some(b)) = (a, b) {
+                self.tally.pair_score(name, a, b);
+            }
+        }
+    }
+
+    /// Counts a difference between the runs: replies that differ are graded (by the
+    /// comparator, else `wrong`), and only `worse` and `wrong` ones are failures; a reply
+    /// graded better or the same still fails on different sends or tool calls.
+    fn judge_difference(
+        &mut self,
+        divergence: Divergence,
+        payload: &[u8],
+        control: &Run,
+        candidate: &Run,
+    ) {
+        let (Ended::Replied(a), Ended::Replied(b), "reply") =
+            (&control.ended, &candidate.ended, divergence.what.as_str())
+        else {
+            self.tally.diverged(divergence);
+            return;
+        };
+        let grade = self
+            .rules
+            .comparator
+            .as_ref()
+            .map_or(Grade::Wrong, |comparator| {
+                comparator.grade(&divergence.kind, payload, a, b)
+            });
+        self.tally.graded(grade, &divergence);
+        match grade {
+            Grade::Wrong => self.tally.diverged(divergence),
+            Grade::Worse => self.tally.diverged(Divergence {
+                what: "worse".into(),
+                ..divergence
+            }),
+            Grade::Better | Grade::Same => {
+                // The reply is accepted; what else it did must still match.
+                let what = if control.sends != candidate.sends {
+                    Some(("sends", format!("{} sends", candidate.sends.len())))
+                } else if control.tools != candidate.tools {
+                    Some(("tools", "different tool calls or arguments".to_string()))
+                } else {
+                    None
+                };
+                if let Some((what, got)) = what {
+                    self.tally.diverged(Divergence {
+                        what: what.into(),
+                        got,
+                        ..divergence
+                    });
+                }
+            }
+        }
     }
 
     /// Compares the candidate's state with the control's migrated into the candidate (a fresh

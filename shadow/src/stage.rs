@@ -83,6 +83,9 @@ pub(crate) enum Event {
     RolledBack(Rollback),
     /// The arbiter cannot go on: the lineage, a swap or a rollback failed, a task panicked.
     Failed(String),
+    /// A person accepts a rejected candidate (its differences are intended), with a reason;
+    /// it then waits for promotion like an approved one.
+    Accepted(String),
 }
 
 /// How a watch ended without a regression. Each keeps the promotion; the lineage says which.
@@ -115,6 +118,7 @@ impl WatchEnd {
 pub(crate) fn next(stage: &Stage, event: &Event) -> Option<Stage> {
     use Stage::{AwaitingApproval, Done, Gate, Promoting, RollingBack, Shadowing, Watching};
     Some(match (stage, event) {
+        (Done(Outcome::Rejected), Event::Accepted(_)) => AwaitingApproval,
         (Done(_), _) => return None,
         (_, Event::Failed(reason)) => Done(Outcome::Failed(reason.clone())),
         (Gate, Event::GatePassed) => Gate,
@@ -181,6 +185,7 @@ mod tests {
     ];
 
     const REASON: &str = "vault: the disk is full";
+    const ACCEPTED: &str = "the differences fix the zz bug";
 
     fn stage(s: S) -> Stage {
         match s {
@@ -239,6 +244,7 @@ mod tests {
             Event::WatchEnded(WatchEnd::Cancelled),
             Event::RolledBack(rollback()),
             Event::Failed(REASON.into()),
+            Event::Accepted(ACCEPTED.into()),
         ]
     }
 
@@ -287,6 +293,16 @@ mod tests {
                 .collect(),
             next: None,
         };
+        // The events refused in a done stage: all but its legal ones.
+        let except_done = |stages: &'static [S], legal: &[Event]| Case {
+            stages,
+            events: all
+                .iter()
+                .filter(|event| !legal.contains(event))
+                .cloned()
+                .collect(),
+            next: None,
+        };
         vec![
             case(&[S::Gate], &[E::GatePassed], Some(S::Gate)),
             case(&[S::Gate], &[E::GateFailed], Some(S::Rejected)),
@@ -331,7 +347,23 @@ mod tests {
                 Some(S::RolledBack),
             ),
             case(running, &[E::Failed(REASON.into())], Some(S::Failed)),
-            case(DONE, &all, None),
+            case(
+                &[S::Rejected],
+                &[E::Accepted(ACCEPTED.into())],
+                Some(S::Awaiting),
+            ),
+            except_done(&[S::Rejected], &[E::Accepted(ACCEPTED.into())]),
+            case(
+                &[
+                    S::Inconclusive,
+                    S::Promoted,
+                    S::RolledBack,
+                    S::Failed,
+                    S::Cancelled,
+                ],
+                &all,
+                None,
+            ),
             // Any other pair: refused.
             except(
                 &[S::Gate],
@@ -397,8 +429,17 @@ mod tests {
         }
     }
 
+    /// Done is final but for one move: a person accepting a rejected candidate.
     #[test]
     fn done_is_final_and_a_failure_ends_any_other_stage() {
+        for s in STAGES {
+            let accepted = next(&stage(s), &Event::Accepted(ACCEPTED.into()));
+            if s == S::Rejected {
+                assert_eq!(accepted, Some(stage(S::Awaiting)));
+            } else {
+                assert_eq!(accepted, None, "{s:?}");
+            }
+        }
         for s in STAGES {
             let failed = next(&stage(s), &Event::Failed(REASON.into()));
             if DONE.contains(&s) {

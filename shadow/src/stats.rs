@@ -65,7 +65,57 @@ pub fn compare_paired(
         .map(|(control, candidate)| (candidate / control).ln())
         .filter(|r| r.is_finite())
         .collect();
-    let rel = evenly_spaced(&usable, max_pairs.max(2));
+    rank_compare(
+        &usable,
+        tolerance.ln_1p(),
+        tolerance,
+        alpha,
+        max_pairs,
+        f64::exp_m1,
+    )
+}
+
+/// [`compare_paired`] on differences instead of ratios, for measures that may be zero or
+/// negative (a host's quality score): each pair becomes d = candidate - control; the test is
+/// H0: median d <= `tolerance` against H1: median d > `tolerance`, and `shift`, `ci_low` and
+/// `ci_high` are the Hodges-Lehmann estimate of the median difference and its interval, in the
+/// measure's own units. Pairs with a value that is not finite are skipped.
+///
+/// ```
+/// use arbor_shadow::stats::compare_differences;
+/// // The candidate scores one point more on every input but the first.
+/// let pairs: Vec<(f64, f64)> = (0..50).map(|i| (i as f64, i as f64 + f64::from(i > 0))).collect();
+/// let higher = compare_differences(&pairs, 0.0, 0.05, 1_000).unwrap();
+/// assert!(higher.worse && (higher.shift - 1.0).abs() < 1e-9);
+/// // Not shown to be higher by more than one point.
+/// assert!(!compare_differences(&pairs, 1.0, 0.05, 1_000).unwrap().worse);
+/// ```
+pub fn compare_differences(
+    pairs: &[(f64, f64)],
+    tolerance: f64,
+    alpha: f64,
+    max_pairs: usize,
+) -> Option<PairedComparison> {
+    let usable: Vec<f64> = pairs
+        .iter()
+        .map(|(control, candidate)| candidate - control)
+        .filter(|d| d.is_finite())
+        .collect();
+    rank_compare(&usable, tolerance, tolerance, alpha, max_pairs, |d| d)
+}
+
+/// The signed-rank test and Hodges-Lehmann interval of `values` (already transformed: log
+/// ratios or differences) against `threshold` (in the same transform); `back` maps estimates
+/// back to the reported scale, and `tolerance` is reported as given.
+fn rank_compare(
+    values: &[f64],
+    threshold: f64,
+    tolerance: f64,
+    alpha: f64,
+    max_pairs: usize,
+    back: fn(f64) -> f64,
+) -> Option<PairedComparison> {
+    let rel = evenly_spaced(values, max_pairs.max(2));
     let n = rel.len();
     if n < 2 {
         return None;
@@ -90,7 +140,7 @@ pub fn compare_paired(
     } else {
         f64::midpoint(nth(total / 2 - 1), nth(total / 2))
     };
-    let shift = median.exp_m1();
+    let shift = back(median);
 
     let z_crit = if alpha <= 0.0 {
         f64::INFINITY
@@ -109,10 +159,10 @@ pub fn compare_paired(
     } else {
         0
     };
-    let ci_low = nth(c).exp_m1();
-    let ci_high = nth(total - 1 - c).exp_m1();
+    let ci_low = back(nth(c));
+    let ci_high = back(nth(total - 1 - c));
 
-    let p_worse = signed_rank_p_upper(&rel, tolerance.ln_1p(), &normal);
+    let p_worse = signed_rank_p_upper(&rel, threshold, &normal);
     Some(PairedComparison {
         n,
         shift,

@@ -1,11 +1,14 @@
 //! What an evaluation counts ([`Tally`]): samples per kind and input class, mismatches, state
 //! divergences, traps, errors, the A/A pair's disagreements, the journal gaps caught up, and
-//! the paired cost samples ([`Pairs`]) the rule compares. Everything is bounded: kinds,
+//! the paired cost samples ([`Pairs`]) the rule compares, and the graded reply differences
+//! ([`Graded`]). Everything is bounded: kinds,
 //! classes, kept divergences and pairs have caps, so a long evaluation costs fixed memory.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::objective::Grade;
 
 /// One input on which two runs differed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +137,67 @@ pub struct Tally {
     /// Handle time per input in nanoseconds: (reference, candidate).
     #[serde(skip)]
     pub latency: Pairs,
+    /// Linear memory after each input in bytes: (reference, candidate).
+    #[serde(skip)]
+    pub memory: Pairs,
+    /// Each judge's scores per input: (reference, candidate), by judge name.
+    #[serde(skip)]
+    pub scores: BTreeMap<String, Pairs>,
+    /// Replies that differed (after the ignore rules), graded per message kind: by the
+    /// evaluation's comparator, else every one `wrong`.
+    pub grades: BTreeMap<String, Graded>,
+}
+
+/// The graded reply differences of one message kind, with a few examples of each grade.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Graded {
+    /// Better than the control's (intended changes).
+    pub better: u64,
+    /// Different but equivalent.
+    pub same: u64,
+    /// Correct but worse.
+    pub worse: u64,
+    /// Wrong.
+    pub wrong: u64,
+    /// Examples, at most [`KEPT_PER_GRADE`] of each grade; `what` names the grade.
+    pub examples: Vec<Divergence>,
+}
+
+/// Examples of each grade kept per message kind.
+pub const KEPT_PER_GRADE: usize = 3;
+
+impl Graded {
+    /// How many had `grade`.
+    pub fn count(&self, grade: Grade) -> u64 {
+        match grade {
+            Grade::Better => self.better,
+            Grade::Same => self.same,
+            Grade::Worse => self.worse,
+            Grade::Wrong => self.wrong,
+        }
+    }
+
+    fn add(&mut self, grade: Grade, example: &Divergence) {
+        let slot = match grade {
+            Grade::Better => &mut self.better,
+            Grade::Same => &mut self.same,
+            Grade::Worse => &mut self.worse,
+            Grade::Wrong => &mut self.wrong,
+        };
+        *slot += 1;
+        let kept = self
+            .examples
+            .iter()
+            .filter(|e| e.what == grade.name())
+            .count();
+        if kept < KEPT_PER_GRADE {
+            self.examples.push(Divergence {
+                what: grade.name().into(),
+                ..example.clone()
+            });
+        }
+    }
 }
 
 impl Default for Tally {
@@ -160,6 +224,9 @@ impl Default for Tally {
             fuel: Pairs::new(MAX_PAIRS),
             fuel_by_kind: BTreeMap::new(),
             latency: Pairs::new(MAX_PAIRS),
+            memory: Pairs::new(MAX_PAIRS),
+            scores: BTreeMap::new(),
+            grades: BTreeMap::new(),
         }
     }
 }
@@ -265,6 +332,34 @@ impl Tally {
 
     pub(crate) fn pair_latency(&mut self, control: f64, candidate: f64) {
         self.latency.push((control, candidate));
+    }
+
+    pub(crate) fn pair_memory(&mut self, control: f64, candidate: f64) {
+        self.memory.push((control, candidate));
+    }
+
+    /// One input's scores by the judge `name` (judges are the evaluation's, a handful).
+    pub(crate) fn pair_score(&mut self, name: &str, control: f64, candidate: f64) {
+        self.scores
+            .entry(name.to_string())
+            .or_default()
+            .push((control, candidate));
+    }
+
+    /// A reply difference graded `grade` (the example is the divergence as found).
+    pub(crate) fn graded(&mut self, grade: Grade, example: &Divergence) {
+        if !self.grades.contains_key(&example.kind) && self.grades.len() >= MAX_KINDS {
+            return;
+        }
+        self.grades
+            .entry(example.kind.clone())
+            .or_default()
+            .add(grade, example);
+    }
+
+    /// Reply differences graded better (intended changes), over every kind.
+    pub fn improvements(&self) -> u64 {
+        self.grades.values().map(|graded| graded.better).sum()
     }
 
     pub(crate) fn diverged(&mut self, divergence: Divergence) {

@@ -195,8 +195,9 @@ impl Watching<'_> {
             &record.payload,
             Side::of(&run),
             got,
-            &self.live.ignore,
-        );
+            &self.live.rules.ignore,
+        )
+        .filter(|divergence| !self.intended(divergence, &run.ended, &production, &record.payload));
         let Some(divergence) = divergence else {
             if let Some(verification) = verification {
                 verification.verdict(Verdict::Agree);
@@ -221,6 +222,27 @@ impl Watching<'_> {
         );
         self.tally.diverged(divergence);
         self.regress(reason)
+    }
+
+    /// Whether `divergence` between the previous module's reply (`before`) and the promoted
+    /// one's (`after`) is a change the evaluation's comparator grades better or the same:
+    /// the change the promotion was accepted for, not a regression.
+    fn intended(
+        &self,
+        divergence: &crate::policy::Divergence,
+        before: &Ended,
+        after: &Ended,
+        payload: &[u8],
+    ) -> bool {
+        let (Some(comparator), Ended::Replied(a), Ended::Replied(b)) =
+            (&self.live.rules.comparator, before, after)
+        else {
+            return false;
+        };
+        divergence.what == "reply"
+            && !comparator
+                .grade(&divergence.kind, payload, a, b)
+                .is_failure()
     }
 
     /// A regression: a plain watch ends with it; a verified one tells the arbiter and goes on

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use arbor_agent::AfterRestore;
+use arbor_shadow::EvaluationOptions;
 use serde::de::DeserializeOwned;
 
 use super::api::{
@@ -254,8 +255,11 @@ impl Admin for HttpAdmin {
         &self,
         agent: &str,
         candidate: Candidate,
+        options: EvaluationOptions,
     ) -> Result<Evaluation, AdminError> {
-        let request = Request::post(path(routes::EVOLUTION, &[&agent]));
+        let options = serde_json::to_string(&options)
+            .map_err(|e| AdminError::BadRequest(format!("options: {e}")))?;
+        let request = Request::post(path(routes::EVOLUTION, &[&agent])).query("options", options);
         let request = match candidate {
             Candidate::Stored(hash) => request.query("module", hash),
             Candidate::Bytes { name, bytes } => request.query("name", name).body(bytes),
@@ -276,6 +280,12 @@ impl Admin for HttpAdmin {
     async fn evolve_rollback(&self, agent: &str, reason: &str) -> Result<Evaluation, AdminError> {
         let request =
             Request::post(path(routes::EVOLUTION_ROLLBACK, &[&agent])).query("reason", reason);
+        self.json(request).await
+    }
+
+    async fn evolve_accept(&self, agent: &str, reason: &str) -> Result<Evaluation, AdminError> {
+        let request =
+            Request::post(path(routes::EVOLUTION_ACCEPT, &[&agent])).query("reason", reason);
         self.json(request).await
     }
 

@@ -109,7 +109,8 @@ impl From<ShadowError> for AdminError {
             ShadowError::Busy(_)
             | ShadowError::TooManyEvaluations(_)
             | ShadowError::NotWatching { .. }
-            | ShadowError::NotAwaitingApproval { .. } => AdminError::Conflict(text),
+            | ShadowError::NotAwaitingApproval { .. }
+            | ShadowError::NotRejected { .. } => AdminError::Conflict(text),
             ShadowError::Config(_) => AdminError::BadRequest(text),
             _ => AdminError::Failed(text),
         }

@@ -37,6 +37,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use arbor_agent::AfterRestore;
+use arbor_shadow::EvaluationOptions;
 
 use api::{
     AgentRow, CheckpointRow, CheckpointShow, Cluster, Evaluation, LineageRow, ModuleRow, Removed,
@@ -153,12 +154,22 @@ pub trait Admin {
         bytes: &[u8],
     ) -> impl Future<Output = Result<ModuleRow, AdminError>> + Send;
 
-    /// Admits `candidate` for `agent` and starts its evaluation (replay gate, then shadows).
-    /// Needs a running host, as do the other `evolve_*` operations.
+    /// Admits `candidate` for `agent` and starts its evaluation (replay gate, then shadows)
+    /// with `options` (ignore rules, objectives, comparator, where the shadows run). Needs a
+    /// running host, as do the other `evolve_*` operations.
     fn evolve_start(
         &self,
         agent: &str,
         candidate: Candidate,
+        options: EvaluationOptions,
+    ) -> impl Future<Output = Result<Evaluation, AdminError>> + Send;
+
+    /// Accepts `agent`'s rejected candidate for `reason` (recorded in the lineage); it then
+    /// awaits promotion.
+    fn evolve_accept(
+        &self,
+        agent: &str,
+        reason: &str,
     ) -> impl Future<Output = Result<Evaluation, AdminError>> + Send;
 
     /// `agent`'s current or last evaluation.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use arbor_agent::report::chain;
 use arbor_agent::{AfterRestore, AgentSystem, RestoreFrom};
-use arbor_shadow::{Arbiter, VerdictDetail};
+use arbor_shadow::{Arbiter, EvaluationOptions, VerdictDetail};
 use arbor_vault::{AgentId, Behaviour as Registered, LineageEvent, ModuleHash, Vault};
 use arbor_wal::Wal;
 
@@ -468,6 +468,7 @@ impl Admin for Operator {
         &self,
         agent: &str,
         candidate: Candidate,
+        options: EvaluationOptions,
     ) -> Result<Evaluation, AdminError> {
         let arbiter = self.arbiter()?;
         let (name, bytes) = match candidate {
@@ -486,7 +487,12 @@ impl Admin for Operator {
             }
         };
         let hash = arbiter.admit(agent, &name, &bytes)?;
-        arbiter.evaluate(agent, hash, Vec::new())?;
+        arbiter.evaluate_with(agent, hash, options)?;
+        self.evolve_status(agent).await
+    }
+
+    async fn evolve_accept(&self, agent: &str, reason: &str) -> Result<Evaluation, AdminError> {
+        self.arbiter()?.accept(agent, reason)?;
         self.evolve_status(agent).await
     }
 

@@ -27,6 +27,8 @@ pub(crate) const EVOLUTION_PROMOTE: &str = "/v1/agents/{agent}/evolution/promote
 pub(crate) const EVOLUTION_ROLLBACK: &str = "/v1/agents/{agent}/evolution/rollback";
 /// `POST`: stops the evaluation or watch.
 pub(crate) const EVOLUTION_CANCEL: &str = "/v1/agents/{agent}/evolution/cancel";
+/// POST `?reason=`: accept a rejected candidate.
+pub(crate) const EVOLUTION_ACCEPT: &str = "/v1/agents/{agent}/evolution/accept";
 /// `GET`: the agent's lineage.
 pub(crate) const LINEAGE: &str = "/v1/agents/{agent}/lineage";
 /// `GET`: a check of every WAL segment.

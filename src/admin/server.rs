@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arbor_agent::AfterRestore;
+use arbor_shadow::EvaluationOptions;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -47,6 +48,7 @@ pub(crate) async fn serve(
         .route(routes::EVOLUTION_PROMOTE, post(evolve_promote))
         .route(routes::EVOLUTION_ROLLBACK, post(evolve_rollback))
         .route(routes::EVOLUTION_CANCEL, post(evolve_cancel))
+        .route(routes::EVOLUTION_ACCEPT, post(evolve_accept))
         .route(routes::LINEAGE, get(lineage))
         .route(routes::WAL_VERIFY, get(wal_verify))
         .route(routes::WAL_RECORDS, get(wal_records))
@@ -199,6 +201,8 @@ struct StartQuery {
     /// A stored module's hash; without it the body is the module and `name` its label.
     module: Option<String>,
     name: Option<String>,
+    /// The evaluation's options as JSON (`EvaluationOptions`); the defaults without it.
+    options: Option<String>,
 }
 
 async fn evolve_start(
@@ -214,7 +218,28 @@ async fn evolve_start(
             bytes: body.to_vec(),
         },
     };
-    Ok(Json(s.operator.evolve_start(&agent, candidate).await?))
+    let options = match query.options {
+        None => EvaluationOptions::default(),
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| AdminError::BadRequest(format!("options: {e}")))?,
+    };
+    Ok(Json(
+        s.operator.evolve_start(&agent, candidate, options).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct AcceptQuery {
+    reason: Option<String>,
+}
+
+async fn evolve_accept(
+    State(s): State<Arc<Served>>,
+    Path(agent): Path<String>,
+    Query(query): Query<AcceptQuery>,
+) -> Answer<super::api::Evaluation> {
+    let reason = query.reason.unwrap_or_default();
+    Ok(Json(s.operator.evolve_accept(&agent, &reason).await?))
 }
 
 async fn evolve_status(

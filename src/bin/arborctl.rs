@@ -17,6 +17,7 @@ use arbor::admin::{
     Admin, AdminError, AdminToken, Candidate, HttpAdmin, NEEDS_RUNNING_NODE, Operator,
 };
 use arbor::agent::AfterRestore;
+use arbor::shadow::{EvaluationOptions, IgnoreRule, Objective, ShadowPlace};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -181,9 +182,31 @@ enum EvolveCommand {
         /// The candidate's label (default: the file's name).
         #[arg(long)]
         name: Option<String>,
+        /// A part of replies that may differ by design, as a dot path (`*.generated_at`);
+        /// repeatable.
+        #[arg(long = "ignore", value_name = "PATH")]
+        ignore: Vec<String>,
+        /// What the candidate must improve or hold: MEASURE:GOAL[:BY], the measure `fuel`,
+        /// `latency`, `memory` or `score.JUDGE`, the goal `better` or `no-worse`
+        /// (`fuel:better:0.1`); repeatable.
+        #[arg(long = "objective", value_name = "SPEC")]
+        objectives: Vec<String>,
+        /// The host's comparator that grades reply differences (intended changes).
+        #[arg(long)]
+        comparator: Option<String>,
+        /// Where the shadows run: `here`, `elsewhere` (another live node) or a node's name.
+        #[arg(long, default_value = "here")]
+        shadows: String,
         /// Wait until a verdict (or the end), showing progress.
         #[arg(long)]
         wait: bool,
+    },
+    /// Accepts a rejected candidate whose differences are intended (it then awaits
+    /// promotion); the reason goes into the lineage.
+    Accept {
+        agent: String,
+        #[arg(long)]
+        reason: String,
     },
     /// An agent's current or last evaluation.
     Status {
@@ -441,8 +464,27 @@ async fn evolve(admin: &impl Admin, out: &Output, command: &EvolveCommand) -> Re
             module,
             wasm,
             name,
+            ignore,
+            objectives,
+            comparator,
+            shadows,
             wait,
         } => {
+            let options = EvaluationOptions {
+                ignore: ignore.iter().map(|path| IgnoreRule::path(path)).collect(),
+                objectives: objectives
+                    .iter()
+                    .map(|spec| spec.parse::<Objective>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| fail(2, e.to_string()))?,
+                comparator: comparator.clone(),
+                shadows: match shadows.as_str() {
+                    "here" => ShadowPlace::Here,
+                    "elsewhere" => ShadowPlace::Elsewhere,
+                    node => ShadowPlace::Node(node.to_string()),
+                },
+                ..EvaluationOptions::default()
+            };
             let candidate = match (module, wasm) {
                 (Some(hash), _) => Candidate::stored(hash)?,
                 (None, Some(file)) => Candidate::Bytes {
@@ -454,7 +496,10 @@ async fn evolve(admin: &impl Admin, out: &Output, command: &EvolveCommand) -> Re
                 },
                 (None, None) => return Err(fail(2, "give --module or --wasm")),
             };
-            (admin.evolve_start(agent, candidate).await?, *wait)
+            (admin.evolve_start(agent, candidate, options).await?, *wait)
+        }
+        EvolveCommand::Accept { agent, reason } => {
+            (admin.evolve_accept(agent, reason).await?, false)
         }
         EvolveCommand::Status { agent, wait } => (admin.evolve_status(agent).await?, *wait),
         EvolveCommand::Promote { agent } => {
@@ -755,10 +800,25 @@ fn show_evaluation(s: &Evaluation) {
             divergence.seq, divergence.kind, divergence.what, divergence.expected, divergence.got
         );
     }
+    for (kind, graded) in &s.shadow.grades {
+        println!(
+            "  `{kind}` replies differed: {} better, {} same, {} worse, {} wrong",
+            graded.better, graded.same, graded.worse, graded.wrong
+        );
+        for example in &graded.examples {
+            println!(
+                "    {} at input {}: {} → expected {}, got {}",
+                example.what, example.seq, example.input, example.expected, example.got
+            );
+        }
+    }
     if let Some(decision) = &s.decision {
         println!("verdict      {:?}", decision.verdict);
         for reason in &decision.reasons {
             println!("  {reason}");
+        }
+        for objective in &decision.objectives {
+            println!("  {objective}");
         }
     }
     if let Some(p) = &s.promotion {

@@ -142,6 +142,9 @@ pub enum Step {
     RollingBack,
     /// The arbiter could not go on (`failed`).
     Failed,
+    /// A person accepted a rejected candidate, with the reason in the step's detail; it then
+    /// waits for promotion (`accepted`).
+    Accepted,
     /// A step this build does not know, by name (a newer build wrote it). Made with a known
     /// name, it reads back as that step.
     Other(String),
@@ -149,7 +152,7 @@ pub enum Step {
 
 impl Step {
     /// Every step this build knows by name (all but [`Step::Other`]).
-    pub const KNOWN: [Step; 11] = [
+    pub const KNOWN: [Step; 12] = [
         Step::Gate,
         Step::Shadows,
         Step::Cancelled,
@@ -161,6 +164,7 @@ impl Step {
         Step::WatchInterrupted,
         Step::RollingBack,
         Step::Failed,
+        Step::Accepted,
     ];
 
     /// Its name, as stored.
@@ -177,6 +181,7 @@ impl Step {
             Step::WatchInterrupted => "watch-interrupted",
             Step::RollingBack => "rolling-back",
             Step::Failed => "failed",
+            Step::Accepted => "accepted",
             Step::Other(name) => name,
         }
     }

@@ -407,6 +407,7 @@ impl WasmBehaviour {
         // Measured before arbor_last_error runs, so the cost is the message's alone.
         self.last_cost = Cost {
             fuel: self.fuel_used(),
+            memory: Some(self.memory_bytes() as u64),
         };
         let packed = called?;
         match abi::unpack(packed) {
