@@ -277,6 +277,96 @@ async fn an_evolution_is_started_awaited_promoted_rolled_back_and_explained() {
     fx.stop().await;
 }
 
+/// An objective the candidate cannot meet rejects it; a person accepts the rejection with a
+/// reason (kept in the lineage) and it awaits promotion; bad specs and a missing reason are
+/// usage errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_objective_rejects_and_a_person_accepts_with_a_reason() {
+    let fx = Fixture::start().await;
+    let ctl = &fx.ctl;
+    let v2_hash = fx
+        .runtime
+        .add_module("kv-v2", arbor_modules::KV_V2)
+        .unwrap()
+        .to_string();
+    let bad = ctl
+        .online(&[
+            "evolve",
+            "start",
+            "kv",
+            "--module",
+            &v2_hash,
+            "--objective",
+            "fuel:faster",
+        ])
+        .await;
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    let (stop, traffic) = load(&fx.runtime);
+    let start = [
+        "--json",
+        "evolve",
+        "start",
+        "kv",
+        "--module",
+        &v2_hash,
+        "--ignore",
+        "*.generated_at",
+        "--objective",
+        "fuel:better:0.9",
+        "--shadows",
+        "here",
+    ];
+    ctl.online(&start).await.ok();
+    let settled = ctl
+        .online(&["--json", "evolve", "status", "kv", "--wait"])
+        .await
+        .json();
+    assert_eq!(settled["stage"], serde_json::json!({"done": "rejected"}));
+    let reasons = settled["decision"]["reasons"].to_string();
+    assert!(
+        reasons.contains("objective fuel:better:0.9 not met"),
+        "{reasons}"
+    );
+    assert_eq!(
+        settled["decision"]["objectives"][0]["met"],
+        serde_json::json!(false)
+    );
+    assert_eq!(ctl.online(&["evolve", "accept", "kv"]).await.code, 2);
+    let accepted = ctl
+        .online(&[
+            "--json",
+            "evolve",
+            "accept",
+            "kv",
+            "--reason",
+            "fuel is fine",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(accepted["stage"], "awaiting_approval");
+    assert_eq!(accepted["accepted"], "fuel is fine");
+    // Accepted once: the second is a conflict.
+    assert_eq!(
+        ctl.online(&["evolve", "accept", "kv", "--reason", "again"])
+            .await
+            .code,
+        6
+    );
+    stop.store(true, Ordering::Release);
+    traffic.await.unwrap();
+    let history = ctl
+        .online(&["--json", "evolve", "history", "kv"])
+        .await
+        .ok()
+        .json();
+    assert!(
+        history.to_string().contains("fuel is fine"),
+        "the reason is in the lineage: {history}"
+    );
+    fx.stop().await;
+}
+
 /// Offline: refused while a host holds the directory; once it stopped, inspected and restored
 /// in place, and the next host starts from the restored state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
