@@ -71,10 +71,17 @@ pub struct Outcome<'a> {
 ///         if outcome.kind != "Get" {
 ///             return None;
 ///         }
-///         let reply: rmpv::Value = rmp_serde::from_slice(outcome.reply?).ok()?;
-///         let value = &reply["Value"]["value"];
-///         Some(if value.is_nil() { 0.0 } else { 1.0 })
+///         match rmp_serde::from_slice(outcome.reply?).ok()? {
+///             Reply::Value { value: Some(_) } => Some(1.0),
+///             Reply::Value { value: None } => Some(0.0),
+///         }
 ///     }
+/// }
+///
+/// /// The part of the kv agent's reply this judge reads.
+/// #[derive(serde::Deserialize)]
+/// enum Reply {
+///     Value { value: Option<String> },
 /// }
 /// # let _ = Hits;
 /// ```
@@ -135,15 +142,21 @@ impl Grade {
 /// struct NilFix;
 /// impl Comparator for NilFix {
 ///     fn grade(&self, kind: &str, _input: &[u8], control: &[u8], candidate: &[u8]) -> Grade {
-///         let value = |reply: &[u8]| -> Option<bool> {
-///             let reply: rmpv::Value = rmp_serde::from_slice(reply).ok()?;
-///             Some(reply["Value"]["value"].is_nil())
+///         let nil = |reply: &[u8]| match rmp_serde::from_slice(reply) {
+///             Ok(Reply::Value { value }) => Some(value.is_none()),
+///             Err(_) => None,
 ///         };
-///         match (kind, value(control), value(candidate)) {
+///         match (kind, nil(control), nil(candidate)) {
 ///             ("Get", Some(true), Some(false)) => Grade::Better,
 ///             _ => Grade::Wrong,
 ///         }
 ///     }
+/// }
+///
+/// /// The part of the kv agent's reply this comparator reads.
+/// #[derive(serde::Deserialize)]
+/// enum Reply {
+///     Value { value: Option<String> },
 /// }
 /// # let _ = NilFix;
 /// ```
