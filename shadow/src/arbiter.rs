@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arbor_agent::{AgentSystem, BehaviourId};
-use arbor_vault::{LineageEvent, LineageRecord, ModuleHash, Step};
+use arbor_vault::{ArchiveEntry, LineageEvent, LineageRecord, ModuleHash, Origin, Step};
 use parking_lot::Mutex;
 
+use crate::archive;
 use crate::compare::IgnoreRule;
 use crate::config::{ArbiterConfig, EvaluationOptions};
 use crate::context::Context;
@@ -134,6 +135,108 @@ impl Arbiter {
     /// it, stores it in the vault by content hash, checks the agent's grants cover its imports,
     /// and records it in the lineage with the agent's current module as its parent.
     pub fn admit(&self, agent: &str, name: &str, bytes: &[u8]) -> Result<ModuleHash, ShadowError> {
+        let origin = Origin::Submitted {
+            author: String::new(),
+            description: String::new(),
+        };
+        self.admit_from(agent, name, bytes, origin, None)
+    }
+
+    /// [`admit`](Self::admit) with where the candidate came from and what it derives from
+    /// (`None`: the agent's current module), both kept in the vault's archive
+    /// ([`archive`](Self::archive)); the origin is also a lineage step. A module that is not
+    /// admitted is archived as refused, with the reason.
+    ///
+    /// ```no_run
+    /// # async fn example(arbiter: arbor_shadow::Arbiter, bytes: Vec<u8>) -> Result<(), arbor_shadow::ShadowError> {
+    /// use arbor_vault::Origin;
+    ///
+    /// let origin = Origin::Submitted {
+    ///     author: "ana@example.com".into(),
+    ///     description: "Get by direct lookup".into(),
+    /// };
+    /// let candidate = arbiter.admit_from("kv", "kv-v2", &bytes, origin, None)?;
+    /// arbiter.evaluate("kv", candidate, Vec::new())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn admit_from(
+        &self,
+        agent: &str,
+        name: &str,
+        bytes: &[u8],
+        origin: Origin,
+        parents: Option<Vec<ModuleHash>>,
+    ) -> Result<ModuleHash, ShadowError> {
+        let parents = match parents {
+            Some(parents) => parents,
+            None => match self.ctx.current_module(agent)? {
+                BehaviourId::Wasm(hash) => vec![hash],
+                BehaviourId::Native(_) => Vec::new(),
+            },
+        };
+        match self.admit_module(agent, name, bytes) {
+            Ok(candidate) => {
+                archive::enter(&self.ctx, agent, candidate, &parents, origin.clone(), None)?;
+                let anonymous = matches!(&origin, Origin::Submitted { author, description }
+                    if author.is_empty() && description.is_empty());
+                if !anonymous {
+                    self.ctx
+                        .step(agent, candidate, Step::Origin, &origin.to_string())?;
+                }
+                Ok(candidate)
+            }
+            Err(error @ (ShadowError::Refused(_) | ShadowError::NotGranted { .. })) => {
+                self.refuse(
+                    agent,
+                    ModuleHash::of(bytes),
+                    origin,
+                    parents,
+                    &error.to_string(),
+                )?;
+                Err(error)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Records a candidate that never became a module (its source did not build): archived
+    /// as refused under `offered` (a hash of what was offered), and a lineage step with the
+    /// reason.
+    pub fn refuse(
+        &self,
+        agent: &str,
+        offered: ModuleHash,
+        origin: Origin,
+        parents: Vec<ModuleHash>,
+        reason: &str,
+    ) -> Result<(), ShadowError> {
+        let detail = format!("{origin}: {reason}");
+        archive::enter(
+            &self.ctx,
+            agent,
+            offered,
+            &parents,
+            origin,
+            Some(reason.into()),
+        )?;
+        self.ctx.step(agent, offered, Step::Refused, &detail)
+    }
+
+    /// `agent`'s evolution archive: every candidate admitted or refused, with its parents,
+    /// origin, scores and how far it got (empty without a vault).
+    pub fn archive(&self, agent: &str) -> Result<Vec<ArchiveEntry>, ShadowError> {
+        let Some(vault) = self.ctx.system.vault() else {
+            return Ok(Vec::new());
+        };
+        vault.archive(&agent_id(agent)?).map_err(ShadowError::Vault)
+    }
+
+    fn admit_module(
+        &self,
+        agent: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<ModuleHash, ShadowError> {
         let ctx = &self.ctx;
         let running = ctx.running(agent)?;
         let current = ctx.current_module(agent)?;

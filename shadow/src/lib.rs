@@ -96,6 +96,7 @@
 //! | `stage` | [`Stage`], [`Outcome`], the events and the table `next` |
 //! | `evaluation` | [`EvaluationStatus`] and the one writer of the stage |
 //! | `context` | the arbiter's shared state and its lineage writes |
+//! | `archive` | its writes to the evolution archive: admitted, refused, how far each got |
 //! | `promotion` | swap → watch → rollback, and the lineage reconciled after a restart |
 //! | `pipeline` | gate → shadows → verdict (→ promotion with [`Approval::Auto`]) |
 //! | `arbiter` | [`Arbiter`], the facade |
@@ -105,6 +106,7 @@
 //! state the rule the code follows point by point.
 
 mod arbiter;
+mod archive;
 pub mod compare;
 mod config;
 mod context;
@@ -144,7 +146,7 @@ pub use tally::Graded;
 #[cfg(test)]
 mod layering {
     /// The modules in the crate docs' dependency order, with their source.
-    const ORDER: [(&str, &str); 22] = [
+    const ORDER: [(&str, &str); 23] = [
         ("stats", include_str!("stats.rs")),
         ("compare", include_str!("compare.rs")),
         ("migration", include_str!("migration.rs")),
@@ -164,6 +166,7 @@ mod layering {
         ("stage", include_str!("stage.rs")),
         ("evaluation", include_str!("evaluation.rs")),
         ("context", include_str!("context.rs")),
+        ("archive", include_str!("archive.rs")),
         ("promotion", include_str!("promotion.rs")),
         ("pipeline", include_str!("pipeline.rs")),
         ("arbiter", include_str!("arbiter.rs")),

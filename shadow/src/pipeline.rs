@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arbor_agent::BehaviourId;
-use arbor_vault::{Evidence, LineageEvent, ModuleHash, Step, Verdict};
+use arbor_vault::{Evidence, LineageEvent, ModuleHash, Reached, Step, Verdict};
 use tokio::sync::oneshot;
 
+use crate::archive;
 use crate::config::{Approval, EvaluationOptions};
 use crate::context::Context;
 use crate::error::{ShadowError, agent_id};
@@ -265,6 +266,18 @@ fn record_verdict(
             detail,
         },
     })?;
+    let gate_failed = status.gate.as_ref().is_some_and(|gate| !gate.passed);
+    let reached = match (gate_failed, decision.verdict) {
+        (true, _) => Reached::Gate,
+        (false, Verdict::Approved) => Reached::Approved,
+        (false, _) => Reached::Shadows,
+    };
+    let scores = match &status.gate {
+        Some(gate) if tally.samples == 0 => gate.tally.measured(),
+        _ => tally.measured(),
+    };
+    let reasons = (!decision.reasons.is_empty()).then(|| decision.reasons.join("; "));
+    archive::reached(ctx, agent, candidate, reached, reasons, Some(scores))?;
     evaluation.set_decision(decision);
     Ok(())
 }

@@ -12,9 +12,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arbor_agent::BehaviourId;
-use arbor_vault::{AgentId, LineageEvent, ModuleHash, Step};
+use arbor_vault::{AgentId, LineageEvent, ModuleHash, Reached, Step};
 use tokio::sync::oneshot;
 
+use crate::archive;
 use crate::context::Context;
 use crate::error::{ShadowError, agent_id};
 use crate::evaluation::Evaluation;
@@ -159,6 +160,9 @@ pub(crate) async fn swap_and_watch(
         if let Err(error) = promoted {
             tracing::warn!(agent, %error, "promotion not recorded in the lineage");
         }
+    }
+    if let Err(error) = archive::reached(ctx, &agent, candidate, Reached::Promoted, None, None) {
+        tracing::warn!(agent, %error, "promotion not recorded in the archive");
     }
     let _ = evaluation.apply(&Event::Promoted(promotion.clone()));
     let ctx = Arc::clone(ctx);
@@ -316,6 +320,9 @@ async fn roll_back_inner(
             reason: reason.clone(),
         })?;
     }
+    // Approved once, so still a possible parent; the reason says it did not last.
+    let rolled_back = Some(format!("rolled back: {reason}"));
+    archive::reached(ctx, agent, candidate, Reached::Approved, rolled_back, None)?;
     let rollback = Rollback {
         reason,
         pause: report.pause,

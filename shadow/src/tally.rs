@@ -357,6 +357,39 @@ impl Tally {
             .add(grade, example);
     }
 
+    /// The candidate's mean per input of each measure (`fuel`, `latency` in nanoseconds,
+    /// `memory` in bytes, `score.<judge>`), and the control's under `<measure>.control`: what
+    /// the archive keeps of an evaluation. A measure with no pairs is left out.
+    pub fn measured(&self) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        let named = [
+            ("fuel", &self.fuel),
+            ("latency", &self.latency),
+            ("memory", &self.memory),
+        ]
+        .into_iter()
+        .map(|(name, pairs)| (name.to_string(), pairs))
+        .chain(
+            self.scores
+                .iter()
+                .map(|(n, pairs)| (format!("score.{n}"), pairs)),
+        );
+        for (name, pairs) in named {
+            let pairs = pairs.as_slice();
+            if pairs.is_empty() {
+                continue;
+            }
+            let n = pairs.len() as f64;
+            let control = pairs.iter().map(|p| p.0).sum::<f64>() / n;
+            let candidate = pairs.iter().map(|p| p.1).sum::<f64>() / n;
+            if control.is_finite() && candidate.is_finite() {
+                out.insert(format!("{name}.control"), control);
+                out.insert(name, candidate);
+            }
+        }
+        out
+    }
+
     /// Reply differences graded better (intended changes), over every kind.
     pub fn improvements(&self) -> u64 {
         self.grades.values().map(|graded| graded.better).sum()

@@ -215,6 +215,39 @@ pub struct LineageRow {
     pub evidence: Option<serde_json::Value>,
 }
 
+/// Who submitted a candidate and why, kept in the lineage and the evolution archive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitter {
+    /// Who: a person or a program.
+    pub author: String,
+    /// What the candidate is meant to change.
+    pub description: String,
+}
+
+/// One candidate in an agent's evolution archive, as `arborctl evolve tree` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveRow {
+    /// The module (or, refused, a hash of what was offered), hex.
+    pub module: String,
+    /// The modules it derives from, hex.
+    pub parents: Vec<String>,
+    /// `production`, `submitted`, `built`, `params` or `placebo`.
+    pub origin: String,
+    /// Where it came from, for people.
+    pub detail: String,
+    /// Its generation (0 for the root).
+    pub generation: u32,
+    /// What it measured, per objective (the candidate's mean per input; `<name>.control` the
+    /// control's).
+    pub scores: BTreeMap<String, f64>,
+    /// How far it got: `refused`, `admitted`, `gate`, `shadows`, `approved`, `promoted`.
+    pub reached: String,
+    /// Why it stopped there.
+    pub reason: Option<String>,
+    /// When the entry was last written, ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
 /// An evaluation, as `arborctl evolve status` shows it.
 pub type Evaluation = EvaluationStatus;
 

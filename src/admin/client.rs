@@ -8,8 +8,8 @@ use arbor_shadow::EvaluationOptions;
 use serde::de::DeserializeOwned;
 
 use super::api::{
-    AgentRow, ApiError, CheckpointRow, CheckpointShow, Cluster, Evaluation, LineageRow, ModuleRow,
-    Removed, RestoreDone, RestoreSource, Status, WalRecord, WalVerify,
+    AgentRow, ApiError, ArchiveRow, CheckpointRow, CheckpointShow, Cluster, Evaluation, LineageRow,
+    ModuleRow, Removed, RestoreDone, RestoreSource, Status, Submitter, WalRecord, WalVerify,
 };
 use super::routes::{self, path};
 use super::{Admin, AdminError, Candidate};
@@ -257,9 +257,28 @@ impl Admin for HttpAdmin {
         candidate: Candidate,
         options: EvaluationOptions,
     ) -> Result<Evaluation, AdminError> {
+        self.evolve_submit(agent, candidate, &Submitter::default(), options)
+            .await
+    }
+
+    async fn evolve_archive(&self, agent: &str) -> Result<Vec<ArchiveRow>, AdminError> {
+        self.json(Request::get(path(routes::EVOLUTION_ARCHIVE, &[&agent])))
+            .await
+    }
+
+    async fn evolve_submit(
+        &self,
+        agent: &str,
+        candidate: Candidate,
+        submitter: &Submitter,
+        options: EvaluationOptions,
+    ) -> Result<Evaluation, AdminError> {
         let options = serde_json::to_string(&options)
             .map_err(|e| AdminError::BadRequest(format!("options: {e}")))?;
-        let request = Request::post(path(routes::EVOLUTION, &[&agent])).query("options", options);
+        let request = Request::post(path(routes::EVOLUTION, &[&agent]))
+            .query("options", options)
+            .query("author", &submitter.author)
+            .query("description", &submitter.description);
         let request = match candidate {
             Candidate::Stored(hash) => request.query("module", hash),
             Candidate::Bytes { name, bytes } => request.query("name", name).body(bytes),

@@ -40,8 +40,8 @@ use arbor_agent::AfterRestore;
 use arbor_shadow::EvaluationOptions;
 
 use api::{
-    AgentRow, CheckpointRow, CheckpointShow, Cluster, Evaluation, LineageRow, ModuleRow, Removed,
-    RestoreDone, RestoreSource, Status, WalRecord, WalVerify,
+    AgentRow, ArchiveRow, CheckpointRow, CheckpointShow, Cluster, Evaluation, LineageRow,
+    ModuleRow, Removed, RestoreDone, RestoreSource, Status, Submitter, WalRecord, WalVerify,
 };
 pub use client::HttpAdmin;
 pub use error::AdminError;
@@ -163,6 +163,23 @@ pub trait Admin {
         candidate: Candidate,
         options: EvaluationOptions,
     ) -> impl Future<Output = Result<Evaluation, AdminError>> + Send;
+
+    /// [`evolve_start`](Self::evolve_start) for a candidate `submitter` brings: who and why
+    /// are kept in the lineage and the evolution archive.
+    fn evolve_submit(
+        &self,
+        agent: &str,
+        candidate: Candidate,
+        submitter: &Submitter,
+        options: EvaluationOptions,
+    ) -> impl Future<Output = Result<Evaluation, AdminError>> + Send;
+
+    /// `agent`'s evolution archive: every candidate admitted or refused, with its parents,
+    /// origin, scores and how far it got. Works offline too.
+    fn evolve_archive(
+        &self,
+        agent: &str,
+    ) -> impl Future<Output = Result<Vec<ArchiveRow>, AdminError>> + Send;
 
     /// Accepts `agent`'s rejected candidate for `reason` (recorded in the lineage); it then
     /// awaits promotion.

@@ -7,17 +7,18 @@ use std::path::{Path, PathBuf};
 use arbor_agent::report::chain;
 use arbor_agent::{AfterRestore, AgentSystem, RestoreFrom};
 use arbor_shadow::{Arbiter, EvaluationOptions, VerdictDetail};
-use arbor_vault::{AgentId, Behaviour as Registered, LineageEvent, ModuleHash, Vault};
+use arbor_vault::{AgentId, Behaviour as Registered, LineageEvent, ModuleHash, Origin, Vault};
 use arbor_wal::Wal;
 
 use super::Admin;
 use super::api::{
-    AgentRow, CheckpointRow, CheckpointShow, Cluster, Evaluation, LineageRow, ModuleRow, Removed,
-    RestoreDone, RestoreSource, Status, WalRecord, WalStatus, WalVerify,
+    AgentRow, ArchiveRow, CheckpointRow, CheckpointShow, Cluster, Evaluation, LineageRow,
+    ModuleRow, Removed, RestoreDone, RestoreSource, Status, Submitter, WalRecord, WalStatus,
+    WalVerify,
 };
 use super::error::{AdminError, vault_error};
 use super::rows::{
-    agent_id, check_stopped_host, checkpoint_row, no_checkpoint, registered_behaviour,
+    agent_id, archive_row, check_stopped_host, checkpoint_row, no_checkpoint, registered_behaviour,
     registry_state, stage_name, state_name, verified, wal_record,
 };
 use crate::Runtime;
@@ -464,10 +465,11 @@ impl Admin for Operator {
         })
     }
 
-    async fn evolve_start(
+    async fn evolve_submit(
         &self,
         agent: &str,
         candidate: Candidate,
+        submitter: &Submitter,
         options: EvaluationOptions,
     ) -> Result<Evaluation, AdminError> {
         let arbiter = self.arbiter()?;
@@ -486,9 +488,29 @@ impl Admin for Operator {
                 (meta.name, bytes)
             }
         };
-        let hash = arbiter.admit(agent, &name, &bytes)?;
+        let origin = Origin::Submitted {
+            author: submitter.author.clone(),
+            description: submitter.description.clone(),
+        };
+        let hash = arbiter.admit_from(agent, &name, &bytes, origin, None)?;
         arbiter.evaluate_with(agent, hash, options)?;
         self.evolve_status(agent).await
+    }
+
+    async fn evolve_start(
+        &self,
+        agent: &str,
+        candidate: Candidate,
+        options: EvaluationOptions,
+    ) -> Result<Evaluation, AdminError> {
+        self.evolve_submit(agent, candidate, &Submitter::default(), options)
+            .await
+    }
+
+    async fn evolve_archive(&self, agent: &str) -> Result<Vec<ArchiveRow>, AdminError> {
+        let id = agent_id(agent)?;
+        let entries = self.vault()?.archive(&id).map_err(vault_error)?;
+        Ok(entries.into_iter().map(archive_row).collect())
     }
 
     async fn evolve_accept(&self, agent: &str, reason: &str) -> Result<Evaluation, AdminError> {

@@ -18,8 +18,8 @@ pub(crate) const CHECKPOINT_EXPORT: &str = "/v1/agents/{agent}/checkpoints/{lsn}
 /// `POST ?after=replay|discard[&lsn=N]`: restores an agent (without `lsn`, the body is an
 /// export file).
 pub(crate) const RESTORE: &str = "/v1/agents/{agent}/restore";
-/// `GET`: the evaluation; `POST ?module=HASH` or `?name=LABEL` with the module as the body:
-/// starts one.
+/// `GET`: the evaluation; `POST ?module=HASH` or `?name=LABEL` with the module as the body
+/// (and `author`, `description`, `options`): starts one.
 pub(crate) const EVOLUTION: &str = "/v1/agents/{agent}/evolution";
 /// `POST`: promotes the approved candidate.
 pub(crate) const EVOLUTION_PROMOTE: &str = "/v1/agents/{agent}/evolution/promote";
@@ -29,6 +29,8 @@ pub(crate) const EVOLUTION_ROLLBACK: &str = "/v1/agents/{agent}/evolution/rollba
 pub(crate) const EVOLUTION_CANCEL: &str = "/v1/agents/{agent}/evolution/cancel";
 /// POST `?reason=`: accept a rejected candidate.
 pub(crate) const EVOLUTION_ACCEPT: &str = "/v1/agents/{agent}/evolution/accept";
+/// `GET`: the agent's evolution archive.
+pub(crate) const EVOLUTION_ARCHIVE: &str = "/v1/agents/{agent}/evolution/archive";
 /// `GET`: the agent's lineage.
 pub(crate) const LINEAGE: &str = "/v1/agents/{agent}/lineage";
 /// `GET`: a check of every WAL segment.

@@ -8,9 +8,9 @@ use std::path::Path;
 use arbor_agent::envelope::Entry;
 use arbor_shadow::compare::render;
 use arbor_supervisor::ChildState;
-use arbor_vault::{AgentId, AgentState, Behaviour as Registered, CheckpointMeta};
+use arbor_vault::{AgentId, AgentState, ArchiveEntry, Behaviour as Registered, CheckpointMeta};
 
-use super::api::{CheckpointRow, WalRecord, WalSegment, WalVerify};
+use super::api::{ArchiveRow, CheckpointRow, WalRecord, WalSegment, WalVerify};
 
 /// Refuses a directory that is not arbor's, or that a running host holds (its WAL lock).
 pub(super) fn check_stopped_host(dir: &Path) -> Result<(), AdminError> {
@@ -178,4 +178,19 @@ pub(crate) fn scratch_file(bytes: &[u8]) -> Result<tempfile::NamedTempFile, Admi
     std::io::Write::write_all(&mut file, bytes)
         .map_err(|e| AdminError::Failed(format!("temporary file: {e}")))?;
     Ok(file)
+}
+
+/// An archive entry as the admin API shows it.
+pub(crate) fn archive_row(entry: ArchiveEntry) -> ArchiveRow {
+    ArchiveRow {
+        module: entry.module.to_string(),
+        parents: entry.parents.iter().map(ToString::to_string).collect(),
+        origin: entry.origin.kind().into(),
+        detail: entry.origin.to_string(),
+        generation: entry.generation,
+        scores: entry.scores,
+        reached: entry.reached.name().into(),
+        reason: entry.reason,
+        at_ms: entry.at_ms,
+    }
 }

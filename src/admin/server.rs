@@ -49,6 +49,7 @@ pub(crate) async fn serve(
         .route(routes::EVOLUTION_ROLLBACK, post(evolve_rollback))
         .route(routes::EVOLUTION_CANCEL, post(evolve_cancel))
         .route(routes::EVOLUTION_ACCEPT, post(evolve_accept))
+        .route(routes::EVOLUTION_ARCHIVE, get(evolve_archive))
         .route(routes::LINEAGE, get(lineage))
         .route(routes::WAL_VERIFY, get(wal_verify))
         .route(routes::WAL_RECORDS, get(wal_records))
@@ -203,6 +204,9 @@ struct StartQuery {
     name: Option<String>,
     /// The evaluation's options as JSON (`EvaluationOptions`); the defaults without it.
     options: Option<String>,
+    /// Who submitted the candidate, and why.
+    author: Option<String>,
+    description: Option<String>,
 }
 
 async fn evolve_start(
@@ -223,9 +227,22 @@ async fn evolve_start(
         Some(json) => serde_json::from_str(&json)
             .map_err(|e| AdminError::BadRequest(format!("options: {e}")))?,
     };
+    let submitter = super::api::Submitter {
+        author: query.author.unwrap_or_default(),
+        description: query.description.unwrap_or_default(),
+    };
     Ok(Json(
-        s.operator.evolve_start(&agent, candidate, options).await?,
+        s.operator
+            .evolve_submit(&agent, candidate, &submitter, options)
+            .await?,
     ))
+}
+
+async fn evolve_archive(
+    State(s): State<Arc<Served>>,
+    Path(agent): Path<String>,
+) -> Answer<Vec<super::api::ArchiveRow>> {
+    Ok(Json(s.operator.evolve_archive(&agent).await?))
 }
 
 #[derive(Deserialize)]

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arbor::admin::api::{
-    AgentRow, ApiError, CheckpointRow, Cluster, Evaluation, LineageRow, ModuleRow, RestoreSource,
-    Status, WalRecord, WalVerify,
+    AgentRow, ApiError, ArchiveRow, CheckpointRow, Cluster, Evaluation, LineageRow, ModuleRow,
+    RestoreSource, Status, Submitter, WalRecord, WalVerify,
 };
 use arbor::admin::{
     Admin, AdminError, AdminToken, Candidate, HttpAdmin, NEEDS_RUNNING_NODE, Operator,
@@ -182,25 +182,30 @@ enum EvolveCommand {
         /// The candidate's label (default: the file's name).
         #[arg(long)]
         name: Option<String>,
-        /// A part of replies that may differ by design, as a dot path (`*.generated_at`);
-        /// repeatable.
-        #[arg(long = "ignore", value_name = "PATH")]
-        ignore: Vec<String>,
-        /// What the candidate must improve or hold: MEASURE:GOAL[:BY], the measure `fuel`,
-        /// `latency`, `memory` or `score.JUDGE`, the goal `better` or `no-worse`
-        /// (`fuel:better:0.1`); repeatable.
-        #[arg(long = "objective", value_name = "SPEC")]
-        objectives: Vec<String>,
-        /// The host's comparator that grades reply differences (intended changes).
-        #[arg(long)]
-        comparator: Option<String>,
-        /// Where the shadows run: `here`, `elsewhere` (another live node) or a node's name.
-        #[arg(long, default_value = "here")]
-        shadows: String,
-        /// Wait until a verdict (or the end), showing progress.
-        #[arg(long)]
-        wait: bool,
+        #[command(flatten)]
+        evaluation: EvaluationArgs,
     },
+    /// Submits a module as a candidate, with who brought it and why (kept in the lineage and
+    /// the evolution archive), and starts its evaluation.
+    Submit {
+        agent: String,
+        /// The Wasm file.
+        file: PathBuf,
+        /// Who submits it: a person or a program.
+        #[arg(long)]
+        author: String,
+        /// What it is meant to change.
+        #[arg(long)]
+        description: String,
+        /// The candidate's label (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        evaluation: EvaluationArgs,
+    },
+    /// The agent's evolution archive as a tree: every candidate under its parent, with its
+    /// origin, how far it got and what it measured.
+    Tree { agent: String },
     /// Accepts a rejected candidate whose differences are intended (it then awaits
     /// promotion); the reason goes into the lineage.
     Accept {
@@ -227,6 +232,65 @@ enum EvolveCommand {
     Cancel { agent: String },
     /// The agent's lineage and the evidence behind each verdict.
     History { agent: String },
+}
+
+/// How a candidate is evaluated (`evolve start` and `evolve submit`).
+#[derive(clap::Args)]
+struct EvaluationArgs {
+    /// A part of replies that may differ by design, as a dot path (`*.generated_at`);
+    /// repeatable.
+    #[arg(long = "ignore", value_name = "PATH")]
+    ignore: Vec<String>,
+    /// What the candidate must improve or hold: MEASURE:GOAL[:BY], the measure `fuel`,
+    /// `latency`, `memory` or `score.JUDGE`, the goal `better` or `no-worse`
+    /// (`fuel:better:0.1`); repeatable.
+    #[arg(long = "objective", value_name = "SPEC")]
+    objectives: Vec<String>,
+    /// The host's comparator that grades reply differences (intended changes).
+    #[arg(long)]
+    comparator: Option<String>,
+    /// Where the shadows run: `here`, `elsewhere` (another live node) or a node's name.
+    #[arg(long, default_value = "here")]
+    shadows: String,
+    /// Wait until a verdict (or the end), showing progress.
+    #[arg(long)]
+    wait: bool,
+}
+
+impl EvaluationArgs {
+    fn options(&self) -> Result<EvaluationOptions, Failure> {
+        Ok(EvaluationOptions {
+            ignore: self
+                .ignore
+                .iter()
+                .map(|path| IgnoreRule::path(path))
+                .collect(),
+            objectives: self
+                .objectives
+                .iter()
+                .map(|spec| spec.parse::<Objective>())
+                .collect::<Result<_, _>>()
+                .map_err(|e| fail(2, e.to_string()))?,
+            comparator: self.comparator.clone(),
+            shadows: match self.shadows.as_str() {
+                "here" => ShadowPlace::Here,
+                "elsewhere" => ShadowPlace::Elsewhere,
+                node => ShadowPlace::Node(node.to_string()),
+            },
+            ..EvaluationOptions::default()
+        })
+    }
+}
+
+/// A Wasm file as a candidate, labelled `name` or by the file's name.
+fn file_candidate(file: &Path, name: &Option<String>) -> Result<Candidate, Failure> {
+    Ok(Candidate::Bytes {
+        name: name.clone().unwrap_or_else(|| {
+            file.file_stem()
+                .map_or_else(|| "candidate".into(), |s| s.to_string_lossy().into())
+        }),
+        bytes: read(file)?,
+    })
 }
 
 /// What a command failed with, and its exit code.
@@ -464,39 +528,41 @@ async fn evolve(admin: &impl Admin, out: &Output, command: &EvolveCommand) -> Re
             module,
             wasm,
             name,
-            ignore,
-            objectives,
-            comparator,
-            shadows,
-            wait,
+            evaluation,
         } => {
-            let options = EvaluationOptions {
-                ignore: ignore.iter().map(|path| IgnoreRule::path(path)).collect(),
-                objectives: objectives
-                    .iter()
-                    .map(|spec| spec.parse::<Objective>())
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| fail(2, e.to_string()))?,
-                comparator: comparator.clone(),
-                shadows: match shadows.as_str() {
-                    "here" => ShadowPlace::Here,
-                    "elsewhere" => ShadowPlace::Elsewhere,
-                    node => ShadowPlace::Node(node.to_string()),
-                },
-                ..EvaluationOptions::default()
-            };
+            let options = evaluation.options()?;
             let candidate = match (module, wasm) {
                 (Some(hash), _) => Candidate::stored(hash)?,
-                (None, Some(file)) => Candidate::Bytes {
-                    name: name.clone().unwrap_or_else(|| {
-                        file.file_stem()
-                            .map_or_else(|| "candidate".into(), |s| s.to_string_lossy().into())
-                    }),
-                    bytes: read(file)?,
-                },
+                (None, Some(file)) => file_candidate(file, name)?,
                 (None, None) => return Err(fail(2, "give --module or --wasm")),
             };
-            (admin.evolve_start(agent, candidate, options).await?, *wait)
+            let status = admin.evolve_start(agent, candidate, options).await?;
+            (status, evaluation.wait)
+        }
+        EvolveCommand::Submit {
+            agent,
+            file,
+            author,
+            description,
+            name,
+            evaluation,
+        } => {
+            if author.trim().is_empty() || description.trim().is_empty() {
+                return Err(fail(2, "--author and --description must say something"));
+            }
+            let submitter = Submitter {
+                author: author.clone(),
+                description: description.clone(),
+            };
+            let options = evaluation.options()?;
+            let candidate = file_candidate(file, name)?;
+            let status = admin
+                .evolve_submit(agent, candidate, &submitter, options)
+                .await?;
+            (status, evaluation.wait)
+        }
+        EvolveCommand::Tree { agent } => {
+            return out.show(&admin.evolve_archive(agent).await?, |rows| show_tree(rows));
         }
         EvolveCommand::Accept { agent, reason } => {
             (admin.evolve_accept(agent, reason).await?, false)
@@ -898,6 +964,61 @@ fn show_cluster(c: &Cluster) {
         &["agent", "state", "owner", "epoch", "lease left", "placed"],
         &agents,
     );
+}
+
+/// The archive as a tree: each candidate under its first parent, siblings oldest first; a
+/// candidate whose parent is not in the archive starts a tree of its own.
+fn show_tree(rows: &[ArchiveRow]) {
+    if rows.is_empty() {
+        println!("no candidates yet");
+        return;
+    }
+    let known: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.module.as_str()).collect();
+    let mut children: std::collections::BTreeMap<&str, Vec<&ArchiveRow>> = Default::default();
+    let mut roots = Vec::new();
+    for row in rows {
+        match row.parents.first() {
+            Some(parent) if known.contains(parent.as_str()) && *parent != row.module => {
+                children.entry(parent.as_str()).or_default().push(row)
+            }
+            _ => roots.push(row),
+        }
+    }
+    for list in children.values_mut() {
+        list.sort_by_key(|r| r.at_ms);
+    }
+    roots.sort_by_key(|r| r.at_ms);
+    let mut stack: Vec<(&ArchiveRow, usize)> = roots.into_iter().rev().map(|r| (r, 0)).collect();
+    while let Some((row, depth)) = stack.pop() {
+        let scores: Vec<String> = row
+            .scores
+            .iter()
+            .filter(|(name, _)| !name.ends_with(".control"))
+            .map(|(name, value)| format!("{name}={value:.1}"))
+            .collect();
+        let reason = row
+            .reason
+            .as_deref()
+            .map(|r| format!(" — {}", r.lines().next().unwrap_or_default()))
+            .unwrap_or_default();
+        println!(
+            "{}{} {} [{}] {}{}{}",
+            "  ".repeat(depth),
+            short(&row.module),
+            row.reached,
+            row.origin,
+            row.detail,
+            if scores.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", scores.join(", "))
+            },
+            reason
+        );
+        if let Some(list) = children.get(row.module.as_str()) {
+            stack.extend(list.iter().rev().map(|child| (*child, depth + 1)));
+        }
+    }
 }
 
 fn show_history(rows: &[LineageRow]) {

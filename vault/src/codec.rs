@@ -40,6 +40,7 @@ pub(crate) enum Kind {
     ModuleBytes = 5,
     LineageEvent = 6,
     AgentRecord = 7,
+    ArchiveEntry = 8,
 }
 
 fn checksum(key: &[u8], head: &[u8], body: &[u8]) -> [u8; 32] {

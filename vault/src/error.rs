@@ -84,6 +84,16 @@ pub enum Error {
         input: String,
     },
 
+    /// A value the vault will not store as it is, e.g. an archive score that is not a finite
+    /// number. Nothing was stored.
+    #[error("cannot store {what}: {reason}")]
+    Refused {
+        /// What was offered.
+        what: String,
+        /// Why it is refused.
+        reason: String,
+    },
+
     /// A configuration value out of range.
     #[error("invalid vault config: {reason}")]
     InvalidConfig {

@@ -15,6 +15,7 @@
 //! | `module_bytes`      | same key as `modules`                        | the Wasm bytes                           |
 //! | `lineage`           | sequence number (u64 big-endian, from 1)     | time + [`LineageEvent`], MessagePack     |
 //! | `agents`            | agent id                                     | [`AgentRecord`], MessagePack, named      |
+//! | `archive`           | agent id ‖ `0x00` ‖ [`ModuleHash`]           | [`ArchiveEntry`], MessagePack, named     |
 //!
 //! Checkpoint keys of agent `kv` at LSN 42 are `6b 76 00 00 00 00 00 00 00 00 2a`: big-endian
 //! LSNs sort numerically, so "the latest checkpoint at or before LSN L" is one reverse range scan
@@ -32,7 +33,7 @@
 //!      0     2  magic "AV"
 //!      2     1  format version (1)
 //!      3     1  kind: 1 vault meta, 2 checkpoint meta, 3 checkpoint state, 4 module meta,
-//!               5 module bytes, 6 lineage event, 7 agent record
+//!               5 module bytes, 6 lineage event, 7 agent record, 8 archive entry
 //!      4     4  body length n, u32 little-endian
 //!      8    32  BLAKE3 of: key length (u32 LE) ‖ key ‖ bytes 0..8 ‖ body
 //!     40     n  body
@@ -134,6 +135,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod archive;
 mod checkpoint;
 mod codec;
 mod config;
@@ -145,6 +147,7 @@ mod module;
 mod registry;
 mod vault;
 
+pub use archive::{ArchiveEntry, Origin, Reached};
 pub use checkpoint::{
     Checkpoint, CheckpointMeta, LatestValid, NewCheckpoint, Skipped, open_checkpoint,
     seal_checkpoint,

@@ -145,6 +145,12 @@ pub enum Step {
     /// A person accepted a rejected candidate, with the reason in the step's detail; it then
     /// waits for promotion (`accepted`).
     Accepted,
+    /// Where an admitted candidate came from: submitted (author and description), built from
+    /// source, a configuration of parameters, a placebo (`origin`).
+    Origin,
+    /// A candidate was refused before evaluation (it did not build or load), with the reason
+    /// in the detail (`refused`).
+    Refused,
     /// A step this build does not know, by name (a newer build wrote it). Made with a known
     /// name, it reads back as that step.
     Other(String),
@@ -152,7 +158,7 @@ pub enum Step {
 
 impl Step {
     /// Every step this build knows by name (all but [`Step::Other`]).
-    pub const KNOWN: [Step; 12] = [
+    pub const KNOWN: [Step; 14] = [
         Step::Gate,
         Step::Shadows,
         Step::Cancelled,
@@ -165,6 +171,8 @@ impl Step {
         Step::RollingBack,
         Step::Failed,
         Step::Accepted,
+        Step::Origin,
+        Step::Refused,
     ];
 
     /// Its name, as stored.
@@ -182,6 +190,8 @@ impl Step {
             Step::RollingBack => "rolling-back",
             Step::Failed => "failed",
             Step::Accepted => "accepted",
+            Step::Origin => "origin",
+            Step::Refused => "refused",
             Step::Other(name) => name,
         }
     }

@@ -18,6 +18,7 @@ pub(crate) mod tree {
     pub(crate) const MODULE_BYTES: &str = "module_bytes";
     pub(crate) const LINEAGE: &str = "lineage";
     pub(crate) const AGENTS: &str = "agents";
+    pub(crate) const ARCHIVE: &str = "archive";
 }
 
 /// The key in [`tree::META`] holding the format version.
@@ -53,6 +54,7 @@ pub(crate) struct Inner {
     pub(crate) module_bytes: sled::Tree,
     pub(crate) lineage: sled::Tree,
     pub(crate) agents: sled::Tree,
+    pub(crate) archive: sled::Tree,
     /// Serializes lineage appends (the next sequence number is the last key + 1).
     pub(crate) lineage_lock: std::sync::Mutex<()>,
 }
@@ -101,6 +103,7 @@ impl Vault {
             module_bytes: open_tree(tree::MODULE_BYTES)?,
             lineage: open_tree(tree::LINEAGE)?,
             agents: open_tree(tree::AGENTS)?,
+            archive: open_tree(tree::ARCHIVE)?,
             lineage_lock: std::sync::Mutex::new(()),
             db,
             path,

@@ -13,6 +13,15 @@ pub(crate) const SNAPSHOT: &str = "arbor_snapshot";
 pub(crate) const RESTORE: &str = "arbor_restore";
 /// Optional; every other export is required.
 pub(crate) const LAST_ERROR: &str = "arbor_last_error";
+/// Optional: receives the module's parameters (its `arbor:params` section) once per instance,
+/// before `arbor_init`/`arbor_restore`. Required of a module that carries parameters.
+pub(crate) const CONFIGURE: &str = "arbor_configure";
+
+/// The custom section holding a module's parameters: the bytes `arbor_configure` receives.
+pub const PARAMS_SECTION: &str = "arbor:params";
+/// The custom section in which a module declares its tunable parameters (JSON, read by the
+/// host's evolution; the host's runtime ignores it).
+pub const TUNABLES_SECTION: &str = "arbor:tunables";
 
 /// Every function export and its type, as [`signature_of`](super::engine) writes types.
 pub(crate) const EXPORTS: &[(&str, &str)] = &[
@@ -23,6 +32,7 @@ pub(crate) const EXPORTS: &[(&str, &str)] = &[
     (SNAPSHOT, "() -> i64"),
     (RESTORE, "(i32, i32) -> i32"),
     (LAST_ERROR, "() -> i64"),
+    (CONFIGURE, "(i32, i32) -> i32"),
 ];
 
 /// The module every import must come from.

@@ -96,6 +96,9 @@ struct Compiled {
     hash: ModuleHash,
     pre: InstancePre<StoreState>,
     imports: Vec<Import>,
+    /// The `arbor:params` section, when the module exports `arbor_configure` (empty without
+    /// the section).
+    params: Option<Arc<[u8]>>,
 }
 
 impl LoadedModule {
@@ -120,6 +123,12 @@ impl LoadedModule {
 
     pub(crate) fn import_list(&self) -> &[Import] {
         &self.users.compiled.imports
+    }
+
+    /// What each instance's `arbor_configure` receives: the module's `arbor:params` section
+    /// (empty when it has none), or `None` when the module does not export `arbor_configure`.
+    pub fn params(&self) -> Option<&[u8]> {
+        self.users.compiled.params.as_deref()
     }
 }
 
@@ -324,12 +333,18 @@ impl WasmHost {
         let module = Module::from_binary(&self.inner.engine, bytes)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let imports = check_module(&module)?;
+        let params = params_for(&module, bytes)?;
         let pre = self
             .inner
             .linker
             .instantiate_pre(&module)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        let compiled = Compiled { hash, pre, imports };
+        let compiled = Compiled {
+            hash,
+            pre,
+            imports,
+            params,
+        };
         let cache = &self.inner.cache;
         let (loaded, duplicate) = cache.lock().insert(compiled, cache);
         drop(duplicate);
@@ -409,7 +424,7 @@ fn spawn_ticker(engine: &Engine, tick: Duration) -> Result<(), LoadError> {
 fn check_module(module: &Module) -> Result<Vec<Import>, LoadError> {
     for (name, expected) in abi::EXPORTS {
         match module.get_export(name) {
-            None if *name == abi::LAST_ERROR => {}
+            None if *name == abi::LAST_ERROR || *name == abi::CONFIGURE => {}
             None => {
                 return Err(LoadError::MissingExport {
                     name: name.to_string(),
@@ -462,6 +477,53 @@ fn check_module(module: &Module) -> Result<Vec<Import>, LoadError> {
         found_imports.push(known);
     }
     Ok(found_imports)
+}
+
+/// The parameters each instance is configured with: the `arbor:params` section for a module
+/// exporting `arbor_configure` (empty without one). A module with parameters but no
+/// `arbor_configure` could not receive them, so it is refused; one with two sections is
+/// ambiguous, so it is refused too.
+fn params_for(module: &Module, bytes: &[u8]) -> Result<Option<Arc<[u8]>>, LoadError> {
+    let mut sections = custom_sections(bytes, abi::PARAMS_SECTION)?;
+    if sections.len() > 1 {
+        return Err(LoadError::Invalid(format!(
+            "{} `{}` sections, expected at most one",
+            sections.len(),
+            abi::PARAMS_SECTION
+        )));
+    }
+    let section = sections.pop();
+    match (module.get_export(abi::CONFIGURE).is_some(), section) {
+        (true, section) => Ok(Some(section.unwrap_or_default().into())),
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(LoadError::MissingExport {
+            name: format!(
+                "{} (the module carries `{}`)",
+                abi::CONFIGURE,
+                abi::PARAMS_SECTION
+            ),
+        }),
+    }
+}
+
+/// The payloads of every custom section called `name` in the module `bytes`, in order.
+///
+/// ```
+/// let module = wat::parse_str(r#"(module (@custom "arbor:params" "\01\02"))"#).unwrap();
+/// let found = arbor_agent::wasm::custom_sections(&module, "arbor:params").unwrap();
+/// assert_eq!(found, vec![vec![1, 2]]);
+/// ```
+pub fn custom_sections(bytes: &[u8], name: &str) -> Result<Vec<Vec<u8>>, LoadError> {
+    let mut found = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|e| LoadError::Invalid(format!("{e}")))?;
+        if let wasmparser::Payload::CustomSection(section) = payload
+            && section.name() == name
+        {
+            found.push(section.data().to_vec());
+        }
+    }
+    Ok(found)
 }
 
 fn check_sig(name: &str, expected: &str, found: &FuncType) -> Result<(), LoadError> {

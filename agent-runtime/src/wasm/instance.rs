@@ -159,7 +159,13 @@ impl WasmBehaviour {
         if found != abi::ABI_VERSION {
             return Err(LoadError::UnsupportedAbi { found });
         }
-        Ok(WasmBehaviour {
+        let configure: Option<TypedFunc<(i32, i32), i32>> =
+            match instance.get_typed_func(&mut store, abi::CONFIGURE) {
+                Ok(configure) => Some(configure),
+                Err(_) if module.params().is_none() => None,
+                Err(e) => return Err(missing(e)),
+            };
+        let mut agent = WasmBehaviour {
             store,
             exports,
             module: module.clone(),
@@ -168,7 +174,31 @@ impl WasmBehaviour {
             last_cost: Cost::default(),
             dead: None,
             lost: false,
-        })
+        };
+        if let (Some(configure), Some(params)) = (configure, module.params()) {
+            agent.configure(&configure, params)?;
+        }
+        Ok(agent)
+    }
+
+    /// Hands the module's parameters to `arbor_configure`, once, before the agent exists.
+    /// Refused parameters or a crash doing so mean the module cannot run at all.
+    fn configure(
+        &mut self,
+        configure: &TypedFunc<(i32, i32), i32>,
+        params: &[u8],
+    ) -> Result<(), LoadError> {
+        let result = self.guarded(|this| {
+            let (ptr, len) = this.put(params)?;
+            match configure
+                .call(&mut this.store, (ptr, len))
+                .map_err(|e| this.crash(e))?
+            {
+                0 => Ok(()),
+                code => Err(this.code_error(abi::CONFIGURE, code)),
+            }
+        });
+        result.map_err(|e| LoadError::Instantiate(format!("{}: {e}", abi::CONFIGURE)))
     }
 
     /// A new agent: instantiates and calls `arbor_init(config)`.

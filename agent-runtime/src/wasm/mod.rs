@@ -48,6 +48,7 @@ mod error;
 mod imports;
 mod instance;
 
-pub use engine::{EngineConfig, LoadedModule, WasmHost};
+pub use abi::{PARAMS_SECTION, TUNABLES_SECTION};
+pub use engine::{EngineConfig, LoadedModule, WasmHost, custom_sections};
 pub use error::LoadError;
 pub use instance::{AgentLimits, Capabilities, SpawnError, WasmBehaviour};

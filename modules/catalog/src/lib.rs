@@ -18,8 +18,8 @@
 //! ```
 //!
 //! Every module speaks ABI version 1 (`modules/ABI.md`): it exports `memory`, `arbor_abi_version`,
-//! `arbor_alloc`, `arbor_init`, `arbor_handle`, `arbor_snapshot`, `arbor_restore` and
-//! `arbor_last_error`, plus the two globals rustc gives every wasm32-unknown-unknown module,
+//! `arbor_alloc`, `arbor_configure`, `arbor_init`, `arbor_handle`, `arbor_snapshot`,
+//! `arbor_restore` and `arbor_last_error`, plus the two globals rustc gives every wasm32-unknown-unknown module,
 //! `__data_end` and `__heap_base`; and it imports from `arbor` exactly the functions its code
 //! calls. Payloads are MessagePack with named fields; each constant below gives its agent's
 //! protocol, and the agents' crate docs give it in full.
@@ -34,6 +34,7 @@
 //! | [`KV_PLACEBO`] | kv's behaviour, different bytes | none |
 //! | [`KV_BADMIGRATE`] | kv's behaviour; cannot restore kv's state | none |
 //! | [`KV_HOSTILE`] | kv as built; [`kv_hostile`] patches in one of ten [`Hostile`] defects | none |
+//! | [`CACHE`] | records behind a read cache tuned by its parameters | none |
 //! | [`TOOLBOX`] | calls every import | `log`, `send`, `now`, `random`, `call_tool` |
 //!
 //! The agents' protocols are host-side types here, the very types the guests use: [`counter`],
@@ -95,6 +96,14 @@ pub const KV_BADMIGRATE: &[u8] = guest_module!("kv_badmigrate.wasm");
 /// each [`Hostile`] variant; this constant is `kv_hostile(Hostile::Kv)`.
 pub const KV_HOSTILE: &[u8] = guest_module!("kv_hostile.wasm");
 
+/// `cache`: `{"Put": {"key": u32, "value"}}` → `"Stored"`, `{"Get": {"key": u32}}` →
+/// `{"Value": {"value": str|nil}}`, records behind a read cache whose capacity, eviction policy
+/// and admission rule are the module's parameters (`arbor:params`; the space it declares is in
+/// its `arbor:tunables` section). Every configuration answers the same and keeps the same state
+/// (`{"records": {key: value}}`); fuel per read is lowest at a capacity that depends on the
+/// traffic. Types: [`cache`].
+pub const CACHE: &[u8] = guest_module!("cache.wasm");
+
 /// `toolbox`: `"Now"`, `"Random"`, `{"Echo": {"text"}}` (tool `echo`, which must return its
 /// arguments), `{"Send": {"to", "by": i64}}` (sends counter's `{"Inc": {"by"}}` to `to`),
 /// `{"Log": {"level": 0..=4, "text"}}`, and `{"All": {"to", "by", "text"}}` (all five imports,
@@ -115,6 +124,7 @@ pub const MODULES: &[(&str, &[u8])] = &[
     ("kv-badmigrate", KV_BADMIGRATE),
     ("kv-hostile", KV_HOSTILE),
     ("toolbox", TOOLBOX),
+    ("cache", CACHE),
 ];
 
 /// The module of the agent `name` (as in [`MODULES`]), if there is one.
@@ -125,7 +135,7 @@ pub fn module(name: &str) -> Option<&'static [u8]> {
         .map(|(_, bytes)| *bytes)
 }
 
-pub use arbor_protocols::{counter, fnv1a, kv, toolbox};
+pub use arbor_protocols::{cache, counter, fnv1a, kv, toolbox};
 
 /// Hand-written WAT modules, each a complete ABI v1 module except for exactly one defect, which
 /// its leading comment states. Turn them into bytes with wasmtime's `Module::new` (it accepts

@@ -21,6 +21,7 @@ const EXPECTED_IMPORTS: &[(&str, &[&str])] = &[
     ("kv-badmigrate", &[]),
     ("kv-hostile", &[]),
     ("toolbox", &["log", "send", "now", "random", "call_tool"]),
+    ("cache", &[]),
 ];
 
 /// Every module to check: [`MODULES`], then each kv-hostile variant but `Kv` (which is

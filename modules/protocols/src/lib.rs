@@ -20,6 +20,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`cache`] | `cache`'s messages, replies and parameters |
 //! | [`counter`] | `counter`'s messages and reply |
 //! | [`kv`] | the kv family's messages and replies, and kv-buggy's rule ([`kv::is_unlucky`]) |
 //! | [`toolbox`] | `toolbox`'s messages and replies, and the `echo` tool's arguments |
@@ -33,6 +34,7 @@
 
 extern crate alloc;
 
+pub mod cache;
 pub mod counter;
 mod fnv;
 pub mod hostile;

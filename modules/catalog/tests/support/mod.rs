@@ -49,6 +49,12 @@ pub const ABI_EXPORTS: &[(&str, &[ValType], &[ValType], Need)] = &[
         Need::Required,
     ),
     ("arbor_last_error", &[], &[ValType::I64], Need::Optional),
+    (
+        "arbor_configure",
+        &[ValType::I32, ValType::I32],
+        &[ValType::I32],
+        Need::Optional,
+    ),
 ];
 
 /// ABI v1's imports, all from module `arbor`: name, params, results.

@@ -191,6 +191,18 @@ mod wasm {
         LAST_ERROR.with(|last| last.set(String::new()));
     }
 
+    /// `arbor_configure`: keeps the module's parameters for [`crate::params_as`].
+    ///
+    /// # Safety
+    /// As [`take_buffer`] for `(ptr, len)`.
+    pub unsafe fn configure(ptr: i32, len: i32) -> i32 {
+        begin();
+        // SAFETY: forwarded contract.
+        let params = unsafe { take_buffer(ptr as u32, len as u32) };
+        crate::params::set(params);
+        0
+    }
+
     /// `arbor_init`.
     ///
     /// # Safety

@@ -82,6 +82,8 @@
 //! - [`Ctx`]: the host's imports (`log`, `send`, `now`, `random`, `call_tool`), available inside
 //!   `handle` only.
 //! - [`export_agent!`]: generates the ABI's exports for one `Agent` type; one per module.
+//! - [`params_as`] and [`tunables!`]: parameters the host hands the module, and the space of
+//!   them it declares for evolution to search.
 //! - [`abi`]: the exact contract with the host (the text of `modules/ABI.md`), with its error
 //!   codes as constants.
 //! - [`testing`] (native targets only): run an agent without Wasm against a fake host.
@@ -109,17 +111,19 @@ pub mod abi;
 mod agent;
 mod ctx;
 mod exports;
+mod params;
 mod sys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
 pub use agent::{Agent, MAX_DECODE_DEPTH, decode, encode};
 pub use ctx::{Ctx, Level, SendError, ToolError};
+pub use params::{params, params_as};
 
 /// Exports the ABI for one [`Agent`] type; write it once per module, at the crate root.
 ///
-/// On wasm32 it defines `arbor_abi_version`, `arbor_alloc`, `arbor_init`, `arbor_handle`,
-/// `arbor_snapshot`, `arbor_restore` and `arbor_last_error` (see [`abi`]) over a single instance
+/// On wasm32 it defines `arbor_abi_version`, `arbor_alloc`, `arbor_configure`, `arbor_init`,
+/// `arbor_handle`, `arbor_snapshot`, `arbor_restore` and `arbor_last_error` (see [`abi`]) over a single instance
 /// of the agent held in a module-global. On other targets it only checks that the type is an
 /// `Agent`, so agent crates also build natively for tests (drive them with [`testing::Harness`]).
 #[macro_export]
@@ -145,6 +149,12 @@ macro_rules! export_agent {
             #[unsafe(no_mangle)]
             extern "C" fn arbor_alloc(len: i32) -> i32 {
                 $crate::__private::alloc(len)
+            }
+
+            #[unsafe(no_mangle)]
+            extern "C" fn arbor_configure(ptr: i32, len: i32) -> i32 {
+                // SAFETY: the ABI obliges the host to pass a buffer from arbor_alloc(len).
+                unsafe { $crate::__private::configure(ptr, len) }
             }
 
             #[unsafe(no_mangle)]
@@ -182,5 +192,5 @@ macro_rules! export_agent {
 #[doc(hidden)]
 pub mod __private {
     #[cfg(target_arch = "wasm32")]
-    pub use crate::exports::{alloc, handle, init, last_error, restore, snapshot};
+    pub use crate::exports::{alloc, configure, handle, init, last_error, restore, snapshot};
 }

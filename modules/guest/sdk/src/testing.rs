@@ -88,6 +88,12 @@ impl<A: Agent> Harness<A> {
         harness
     }
 
+    /// `arbor_configure(params)`: what [`crate::params_as`] returns from now on, on this
+    /// thread (the parameters are per instance in Wasm, per thread natively).
+    pub fn configure(&self, params: &[u8]) {
+        crate::params::set(params.to_vec());
+    }
+
     /// `arbor_init(config)`.
     pub fn init(&self, config: &[u8]) -> Result<(), AbiError> {
         Ok(init_agent(&self.slot, config)?)
