@@ -367,6 +367,108 @@ async fn an_objective_rejects_and_a_person_accepts_with_a_reason() {
     fx.stop().await;
 }
 
+/// A submitted module carries its author and description into the lineage and the archive;
+/// `evolve tree` shows the archive online and offline; a submission without an author or of
+/// bytes that are not a module is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_says_who_and_why_and_the_tree_shows_it() {
+    let fx = Fixture::start().await;
+    let ctl = &fx.ctl;
+    let v2 = fx.tmp.path().join("kv-v2.wasm");
+    std::fs::write(&v2, arbor_modules::KV_V2).unwrap();
+    let junk = fx.tmp.path().join("junk.wasm");
+    std::fs::write(&junk, b"not a module").unwrap();
+    let (v2, junk) = (v2.to_str().unwrap(), junk.to_str().unwrap());
+    let blank = ctl
+        .online(&[
+            "evolve",
+            "submit",
+            "kv",
+            v2,
+            "--author",
+            " ",
+            "--description",
+            "x",
+        ])
+        .await;
+    assert_eq!(blank.code, 2, "{}", blank.stderr);
+    let refused = ctl
+        .online(&[
+            "evolve",
+            "submit",
+            "kv",
+            junk,
+            "--author",
+            "mallory",
+            "--description",
+            "junk",
+        ])
+        .await;
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    let (stop, traffic) = load(&fx.runtime);
+    let submit = [
+        "--json",
+        "evolve",
+        "submit",
+        "kv",
+        v2,
+        "--author",
+        "ana@example.com",
+        "--description",
+        "direct lookups",
+        "--ignore",
+        "*.generated_at",
+        "--wait",
+    ];
+    let settled = ctl.online(&submit).await.json();
+    stop.store(true, Ordering::Release);
+    traffic.await.unwrap();
+    assert_eq!(settled["stage"], "awaiting_approval", "{settled}");
+    let history = ctl
+        .online(&["--json", "evolve", "history", "kv"])
+        .await
+        .ok()
+        .json()
+        .to_string();
+    assert!(
+        history.contains("submitted by ana@example.com: direct lookups"),
+        "{history}"
+    );
+    let tree = ctl
+        .online(&["--json", "evolve", "tree", "kv"])
+        .await
+        .ok()
+        .json();
+    let rows = tree.as_array().unwrap();
+    let reached = |origin: &str| -> Vec<String> {
+        rows.iter()
+            .filter(|r| r["origin"] == origin)
+            .map(|r| r["reached"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(reached("production"), ["promoted"], "{tree}");
+    let mut submitted = reached("submitted");
+    submitted.sort();
+    assert_eq!(submitted, ["approved", "refused"], "{tree}");
+    let text = ctl.online(&["evolve", "tree", "kv"]).await.ok().stdout;
+    let v2_line = text
+        .lines()
+        .find(|l| l.contains("direct lookups"))
+        .unwrap_or_else(|| panic!("{text}"));
+    // Under the root, indented, with what it measured.
+    assert!(
+        v2_line.starts_with("  ") && v2_line.contains("fuel="),
+        "{text}"
+    );
+    let (_tmp, ctl) = fx.stop().await;
+    let offline = ctl
+        .offline_once_released(&["--json", "evolve", "tree", "kv"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(offline.as_array().unwrap().len(), 3, "{offline}");
+}
+
 /// Offline: refused while a host holds the directory; once it stopped, inspected and restored
 /// in place, and the next host starts from the restored state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
