@@ -28,6 +28,10 @@ pub enum EvolveError {
         #[source]
         source: std::io::Error,
     },
+    /// The arbiter refused (the agent is unknown, busy with an evaluation a person must
+    /// decide, …).
+    #[error(transparent)]
+    Arbiter(#[from] arbor_shadow::ShadowError),
     /// The vault refused a read or write.
     #[error(transparent)]
     Vault(#[from] arbor_vault::Error),

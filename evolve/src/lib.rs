@@ -18,6 +18,9 @@
 //!   (the root and every approved candidate, with their children and the [`pareto_front`]),
 //!   and [`choose_parents`] (half from the front, half by the Darwin Gödel Machine's
 //!   [`parent_weights`]).
+//! - **The loop** ([`EvolutionLoop`]): each cycle draws parents, asks the sources, takes every
+//!   candidate through the arbiter (promotion as the agent's approval mode allows), tells the
+//!   sources what each measured, and reports ([`CycleReport`], JSON and Markdown).
 //!
 //! # Modules
 //!
@@ -32,10 +35,12 @@
 //! | `select` | [`pareto_front`], [`parent_weights`], [`contenders`], [`choose_parents`] |
 //! | `build` | [`build`], [`SourceCode`], [`BuildLimits`] |
 //! | `source` | [`CandidateSource`] and the four sources |
+//! | `cycle` | [`EvolutionLoop`]: parents, sources, the arbiter, [`CycleReport`] |
 
 #![deny(missing_docs)]
 
 mod build;
+mod cycle;
 mod error;
 mod genetic;
 mod rewrite;
@@ -44,6 +49,7 @@ mod source;
 mod tunable;
 
 pub use build::{BuildLimits, Built, SourceCode, build, source_hash};
+pub use cycle::{CycleReport, EvolutionLoop, LoopConfig, Tried};
 pub use error::EvolveError;
 pub use genetic::{Genetic, GeneticConfig, Scored};
 pub use rewrite::{PLACEBO_SECTION, params_of, placebo, space_of, with_params};

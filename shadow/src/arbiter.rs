@@ -185,7 +185,7 @@ impl Arbiter {
                 }
                 Ok(candidate)
             }
-            Err(error @ (ShadowError::Refused(_) | ShadowError::NotGranted { .. })) => {
+            Err(error) if error.is_refusal() => {
                 self.refuse(
                     agent,
                     ModuleHash::of(bytes),
@@ -220,6 +220,11 @@ impl Arbiter {
             Some(reason.into()),
         )?;
         self.ctx.step(agent, offered, Step::Refused, &detail)
+    }
+
+    /// The module `agent` runs now (its registry record when journaling).
+    pub fn current_module(&self, agent: &str) -> Result<BehaviourId, ShadowError> {
+        self.ctx.current_module(agent)
     }
 
     /// `agent`'s evolution archive: every candidate admitted or refused, with its parents,

@@ -129,6 +129,17 @@ pub enum ShadowError {
     },
 }
 
+impl ShadowError {
+    /// Whether the candidate itself was refused (not a module, not under ABI v1, importing
+    /// what the agent was not granted), rather than the arbiter being unable to go on.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ShadowError::Refused(_) | ShadowError::NotGranted { .. }
+        )
+    }
+}
+
 /// `agent` as the vault's id; a name no agent can have is [`ShadowError::InvalidAgent`].
 pub(crate) fn agent_id(agent: &str) -> Result<AgentId, ShadowError> {
     AgentId::new(agent).map_err(|source| ShadowError::InvalidAgent {

@@ -1,0 +1,272 @@
+//! The continuous loop on the cache agent, started from a poor configuration: each cycle draws
+//! parents from the archive, tries the genetic search's configurations and a source that does
+//! not build, promotes (approval auto) only candidates the arbiter approved on
+//! `fuel:better`, so production's fuel only goes down, and reports every candidate. Under
+//! approval suggest, a cycle stops at the first approved candidate and the next waits for a
+//! person.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arbor_agent::{AgentSpec, AgentSystem};
+use arbor_evolve::{
+    BuildLimits, CandidateSource, Direction, EvolutionLoop, FromSource, Genetic, GeneticConfig,
+    LoopConfig, ParameterSearch, Params, SourceCode, Value, space_of, with_params,
+};
+use arbor_modules::CACHE;
+use arbor_modules::cache::{CacheMsg, CacheReply};
+use arbor_shadow::{
+    Approval, Arbiter, ArbiterConfig, EvaluationOptions, Policy, ShadowLimits, Stage,
+};
+use arbor_vault::{ModuleHash, Reached};
+
+fn config(approval: Approval) -> ArbiterConfig {
+    ArbiterConfig {
+        approval,
+        policy: Policy {
+            target_failure_rate: 0.01,
+            min_per_kind: 30,
+            latency_tolerance: 2.0,
+            // A bigger cache makes `Put` (which drops the record from the cache) a few percent
+            // dearer while `Get` gets several times cheaper; the per-kind rule's default 5 %
+            // would refuse that trade.
+            fuel_tolerance: 0.25,
+            ..Policy::default()
+        },
+        limits: ShadowLimits {
+            deadline: Duration::from_secs(60),
+            ..ShadowLimits::default()
+        },
+        watch: Duration::from_millis(300),
+        watch_samples: 100,
+        watch_max: Duration::from_secs(30),
+        ..ArbiterConfig::default()
+    }
+}
+
+/// A poor configuration: two entries, FIFO, admitted at the third miss.
+fn poor() -> Vec<u8> {
+    let mut params = Params::default();
+    params.0.insert("capacity".into(), Value::Int(2));
+    params
+        .0
+        .insert("policy".into(), Value::Choice("fifo".into()));
+    params.0.insert("admit_after".into(), Value::Int(3));
+    with_params(CACHE, &params).unwrap()
+}
+
+fn traffic(n: u64) -> CacheMsg {
+    let key = if n.is_multiple_of(5) {
+        10 + (n % 30) as u32
+    } else {
+        (n % 6) as u32
+    };
+    if n.is_multiple_of(50) {
+        CacheMsg::Put {
+            key,
+            value: format!("v{n}"),
+        }
+    } else {
+        CacheMsg::Get { key }
+    }
+}
+
+struct Load {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(system: &AgentSystem) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (system, stopped) = (system.clone(), Arc::clone(&stop));
+        let task = tokio::spawn(async move {
+            let mut n = 0;
+            while !stopped.load(Ordering::Acquire) {
+                match system.lookup("cache") {
+                    Some(agent) => {
+                        let _ = agent.call_msg::<_, CacheReply>(&traffic(n)).await;
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(2)).await,
+                }
+                n += 1;
+                if n.is_multiple_of(8) {
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        Load { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        self.task.await.unwrap();
+    }
+}
+
+async fn production(dir: &std::path::Path) -> AgentSystem {
+    let system = AgentSystem::builder().journal(dir).build().unwrap();
+    let hash = system.add_module("cache-poor", &poor()).unwrap();
+    let agent = system.spawn(AgentSpec::wasm("cache", hash)).await.unwrap();
+    for key in 0..40 {
+        let put = CacheMsg::Put {
+            key,
+            value: format!("record {key}"),
+        };
+        let _: CacheReply = agent.call_msg(&put).await.unwrap();
+    }
+    system
+}
+
+fn search(seed: u64) -> Box<dyn CandidateSource> {
+    let genetic = Genetic::new(
+        space_of(CACHE).unwrap(),
+        GeneticConfig {
+            population: 4,
+            elitism: 1,
+            seed,
+            ..GeneticConfig::default()
+        },
+    )
+    .unwrap();
+    Box::new(ParameterSearch::new(&poor(), genetic).unwrap())
+}
+
+fn loop_config(candidates: usize) -> LoopConfig {
+    LoopConfig {
+        options: EvaluationOptions {
+            objectives: vec!["fuel:better:0.05".parse().unwrap()],
+            ..EvaluationOptions::default()
+        },
+        candidates_per_cycle: candidates,
+        evaluation_deadline: Duration::from_secs(120),
+        fitness: ("fuel".into(), Direction::Lower),
+        ..LoopConfig::new("cache")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_promotes_only_what_the_arbiter_approved_and_reports_every_candidate() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = production(dir.path()).await;
+    let arbiter = Arbiter::new(system.clone(), config(Approval::Auto)).unwrap();
+    let broken = FromSource::new(BuildLimits::default());
+    broken.add(
+        "typo",
+        SourceCode::Wat("(module (func (result i32)))".into()),
+    );
+    let mut evolution = EvolutionLoop::new(
+        arbiter.clone(),
+        loop_config(3),
+        vec![search(5), Box::new(broken)],
+    )
+    .unwrap();
+    let load = Load::start(&system);
+    let mut reports = Vec::new();
+    for _ in 0..3 {
+        reports.push(evolution.cycle().await.unwrap());
+    }
+    load.stop().await;
+
+    let tried: Vec<_> = reports.iter().flat_map(|r| r.tried.iter()).collect();
+    assert!(tried.len() >= 6, "{reports:#?}");
+    let refused = tried
+        .iter()
+        .find(|t| t.name == "typo")
+        .expect("the broken source was tried");
+    assert_eq!(refused.outcome, "refused");
+    assert!(
+        refused.reason.as_deref().unwrap().contains("type mismatch"),
+        "{refused:?}"
+    );
+    for t in &tried {
+        assert!(
+            ["refused", "gate", "shadows", "promoted", "rolled back"].contains(&t.outcome.as_str()),
+            "{t:?}"
+        );
+    }
+
+    // Every promotion was approved on `fuel:better:0.05` (a rank test on the per-input log
+    // ratios), so each promoted configuration's mean fuel is below its control's.
+    let archive = arbiter.archive("cache").unwrap();
+    let promoted: Vec<_> = archive
+        .iter()
+        .filter(|e| e.reached == Reached::Promoted && !e.parents.is_empty())
+        .collect();
+    assert!(
+        !promoted.is_empty(),
+        "nothing promoted from a poor start: {reports:#?}"
+    );
+    for entry in &promoted {
+        assert!(
+            entry.scores["fuel"] < entry.scores["fuel.control"],
+            "{entry:?}"
+        );
+    }
+    let trend: Vec<f64> = reports
+        .last()
+        .unwrap()
+        .trend
+        .iter()
+        .flatten()
+        .copied()
+        .collect();
+    assert!(trend.windows(2).all(|w| w[1] <= w[0]), "{trend:?}");
+    let last = reports.last().unwrap();
+    assert_ne!(last.production_after, ModuleHash::of(&poor()).to_string());
+    let markdown = last.markdown();
+    assert!(
+        markdown.contains("| candidate | source | origin | outcome | fuel"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains(&format!("cycle {}", last.cycle)),
+        "{markdown}"
+    );
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_suggest_a_cycle_stops_at_the_first_approval_and_waits_for_a_person() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = production(dir.path()).await;
+    let arbiter = Arbiter::new(system.clone(), config(Approval::Suggest)).unwrap();
+    // Capacity 16, LRU, admitted at once: holds every hot record, far cheaper than production.
+    let mut good = Params::default();
+    good.0.insert("capacity".into(), Value::Int(16));
+    good.0.insert("policy".into(), Value::Choice("lru".into()));
+    good.0.insert("admit_after".into(), Value::Int(1));
+    let submitted = arbor_evolve::Submitted::new();
+    for name in ["good", "also good"] {
+        submitted.submit(arbor_evolve::Submission {
+            name: name.into(),
+            bytes: with_params(&poor(), &good).unwrap(),
+            author: "test".into(),
+            description: "a bigger cache".into(),
+        });
+    }
+    let mut evolution =
+        EvolutionLoop::new(arbiter.clone(), loop_config(4), vec![Box::new(submitted)]).unwrap();
+    let load = Load::start(&system);
+    let first = evolution.cycle().await.unwrap();
+    assert_eq!(first.tried.len(), 1, "{first:#?}");
+    assert_eq!(first.tried[0].outcome, "awaiting approval");
+    assert!(first.waiting.is_some());
+    let second = evolution.cycle().await.unwrap();
+    assert!(second.tried.is_empty(), "{second:#?}");
+    assert!(
+        second
+            .waiting
+            .as_deref()
+            .unwrap()
+            .contains("AwaitingApproval")
+    );
+    assert_eq!(
+        arbiter.status("cache").unwrap().stage,
+        Stage::AwaitingApproval
+    );
+    load.stop().await;
+    system.shutdown().await.unwrap();
+}
