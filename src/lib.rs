@@ -25,6 +25,7 @@ mod runtime;
 mod telemetry;
 
 pub use arbor_agent as agent;
+pub use arbor_evolve as evolve;
 pub use arbor_metrics as metrics;
 pub use arbor_shadow as shadow;
 pub use arbor_supervisor as supervisor;

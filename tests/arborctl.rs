@@ -469,6 +469,115 @@ async fn a_submission_says_who_and_why_and_the_tree_shows_it() {
     assert_eq!(offline.as_array().unwrap().len(), 3, "{offline}");
 }
 
+/// `evolve loop`: refused for a module with nothing to tune and unknown when none runs; a
+/// one-cycle loop over the cache agent's parameters and placebos runs, reports its candidates
+/// (JSON and Markdown) and writes its cycle into the lineage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evolution_loop_runs_its_cycles_and_reports_them() {
+    use arbor_modules::cache::{CacheMsg, CacheReply};
+    let fx = Fixture::start().await;
+    let ctl = &fx.ctl;
+    let no_tunables = ctl
+        .online(&["evolve", "loop", "start", "kv", "--source", "params"])
+        .await;
+    assert_eq!(no_tunables.code, 2, "{}", no_tunables.stderr);
+    assert!(
+        no_tunables.stderr.contains("tunable"),
+        "{}",
+        no_tunables.stderr
+    );
+    assert_eq!(
+        ctl.online(&["evolve", "loop", "status", "kv"]).await.code,
+        3
+    );
+    fx.runtime
+        .spawn(Spawn::wasm_bytes("cache", arbor_modules::CACHE))
+        .await
+        .unwrap();
+    for key in 0..40 {
+        let put = CacheMsg::Put {
+            key,
+            value: format!("record {key}"),
+        };
+        let _: CacheReply = fx.runtime.call("cache", &put).await.unwrap();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (runtime, stop) = (fx.runtime.clone(), std::sync::Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Acquire) {
+                let get = CacheMsg::Get { key: n % 7 };
+                let _ = runtime.call::<_, CacheReply>("cache", &get).await;
+                n += 1;
+            }
+        })
+    };
+    let start = [
+        "--json",
+        "evolve",
+        "loop",
+        "start",
+        "cache",
+        "--source",
+        "params",
+        "--source",
+        "placebo",
+        "--candidates",
+        "2",
+        "--population",
+        "2",
+        "--cycles",
+        "1",
+        "--pause-ms",
+        "10",
+        "--wait",
+    ];
+    let status = ctl.online(&start).await.ok().json();
+    stop.store(true, Ordering::Release);
+    traffic.await.unwrap();
+    assert_eq!(status["running"], false, "{status}");
+    assert_eq!(status["cycles"], 1, "{status}");
+    let tried = status["reports"][0]["tried"].as_array().unwrap().clone();
+    assert!(!tried.is_empty() && tried.len() <= 2, "{status}");
+    for t in &tried {
+        let outcome = t["outcome"].as_str().unwrap();
+        assert!(
+            ["gate", "shadows", "awaiting approval"].contains(&outcome),
+            "{status}"
+        );
+    }
+    let human = ctl
+        .online(&["evolve", "loop", "status", "cache"])
+        .await
+        .ok();
+    assert!(
+        human.stdout.contains("loop stopped, 1 cycle(s)"),
+        "{}",
+        human.stdout
+    );
+    assert!(
+        human.stdout.contains("| candidate | source |"),
+        "{}",
+        human.stdout
+    );
+    let history = ctl
+        .online(&["--json", "evolve", "history", "cache"])
+        .await
+        .ok()
+        .json()
+        .to_string();
+    assert!(history.contains("cycle 1:"), "{history}");
+    // A stopped loop can be asked to stop again; it stays stopped.
+    let stopped = ctl
+        .online(&["--json", "evolve", "loop", "stop", "cache"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(stopped["running"], false);
+    fx.stop().await;
+}
+
 /// Offline: refused while a host holds the directory; once it stopped, inspected and restored
 /// in place, and the next host starts from the restored state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

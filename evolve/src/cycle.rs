@@ -293,6 +293,20 @@ impl EvolutionLoop {
     }
 
     fn finish(&mut self, mut report: CycleReport, started: std::time::Instant) -> CycleReport {
+        metrics::counter!(arbor_metrics::EVOLUTION_CYCLES).increment(1);
+        for tried in &report.tried {
+            let outcome = match tried.outcome.as_str() {
+                "refused" => "refused",
+                "gate" => "gate",
+                "shadows" => "shadows",
+                "awaiting approval" => "approved",
+                "promoted" => "promoted",
+                "rolled back" => "rolled_back",
+                _ => "failed",
+            };
+            metrics::counter!(arbor_metrics::EVOLUTION_CANDIDATES, "outcome" => outcome)
+                .increment(1);
+        }
         if let Ok(after) = self.current(&report.agent) {
             report.production_after = after.to_string();
         }
@@ -434,7 +448,7 @@ impl EvolutionLoop {
         };
         self.arbiter
             .evaluate_with(&agent, hash, self.config.options.clone())?;
-        let status = self.settle(&agent).await?;
+        let status = settle(&self.arbiter, &agent, self.config.evaluation_deadline).await?;
         tried.outcome = outcome(&status);
         tried.reason = status
             .decision
@@ -462,36 +476,37 @@ impl EvolutionLoop {
         }
         Ok(tried)
     }
+}
 
-    /// Waits until the evaluation is over, or awaits a person; past the deadline, cancels it.
-    async fn settle(&self, agent: &str) -> Result<EvaluationStatus, EvolveError> {
-        let suggest = self.arbiter.config().approval == Approval::Suggest;
-        let over = move |s: &EvaluationStatus| {
-            matches!(s.stage, Stage::Done(_)) || (suggest && s.stage == Stage::AwaitingApproval)
-        };
-        let deadline = self.config.evaluation_deadline;
-        match tokio::time::timeout(deadline, self.arbiter.wait(agent, over)).await {
-            Ok(status) => Ok(status?),
-            Err(_) => {
-                let _ = self.arbiter.cancel(agent);
-                let ended = tokio::time::timeout(
-                    Duration::from_secs(30),
-                    self.arbiter
-                        .wait(agent, |s| matches!(s.stage, Stage::Done(_))),
-                )
-                .await;
-                let mut status = match ended {
-                    Ok(status) => status?,
-                    Err(_) => self
-                        .arbiter
-                        .status(agent)
-                        .ok_or_else(|| arbor_shadow::ShadowError::NoEvaluation(agent.into()))?,
-                };
-                status.stage = Stage::Done(Outcome::Failed(format!(
-                    "the evaluation took longer than {deadline:?} and was cancelled"
-                )));
-                Ok(status)
-            }
+/// Waits until the evaluation is over, or awaits a person; past the deadline, cancels it.
+async fn settle(
+    arbiter: &Arbiter,
+    agent: &str,
+    deadline: Duration,
+) -> Result<EvaluationStatus, EvolveError> {
+    let suggest = arbiter.config().approval == Approval::Suggest;
+    let over = move |s: &EvaluationStatus| {
+        matches!(s.stage, Stage::Done(_)) || (suggest && s.stage == Stage::AwaitingApproval)
+    };
+    match tokio::time::timeout(deadline, arbiter.wait(agent, over)).await {
+        Ok(status) => Ok(status?),
+        Err(_) => {
+            let _ = arbiter.cancel(agent);
+            let ended = tokio::time::timeout(
+                Duration::from_secs(30),
+                arbiter.wait(agent, |s| matches!(s.stage, Stage::Done(_))),
+            )
+            .await;
+            let mut status = match ended {
+                Ok(status) => status?,
+                Err(_) => arbiter
+                    .status(agent)
+                    .ok_or_else(|| arbor_shadow::ShadowError::NoEvaluation(agent.into()))?,
+            };
+            status.stage = Stage::Done(Outcome::Failed(format!(
+                "the evaluation took longer than {deadline:?} and was cancelled"
+            )));
+            Ok(status)
         }
     }
 }

@@ -36,6 +36,7 @@
 //! | `build` | [`build`], [`SourceCode`], [`BuildLimits`] |
 //! | `source` | [`CandidateSource`] and the four sources |
 //! | `cycle` | [`EvolutionLoop`]: parents, sources, the arbiter, [`CycleReport`] |
+//! | `loops` | [`Loops`]: loops in the background, started from a [`LoopSpec`] |
 
 #![deny(missing_docs)]
 
@@ -43,6 +44,7 @@ mod build;
 mod cycle;
 mod error;
 mod genetic;
+mod loops;
 mod rewrite;
 mod select;
 mod source;
@@ -52,6 +54,7 @@ pub use build::{BuildLimits, Built, SourceCode, build, source_hash};
 pub use cycle::{CycleReport, EvolutionLoop, LoopConfig, Tried};
 pub use error::EvolveError;
 pub use genetic::{Genetic, GeneticConfig, Scored};
+pub use loops::{KEPT_REPORTS, LoopSpec, LoopStatus, Loops, SourceKind};
 pub use rewrite::{PLACEBO_SECTION, params_of, placebo, space_of, with_params};
 pub use select::{
     Contender, Direction, STEEPNESS, choose_parents, contenders, parent_weights, pareto_front,

@@ -132,6 +132,10 @@ catalog! {
         "Time an agent's mailbox was paused for a promotion's swap or a rollback's rebuild.";
     ROLLBACKS = "arbor_rollbacks_total", Counter, ["trigger"], Count,
         "Promotions rolled back, by trigger: watch (a regression in the watch window) or operator.";
+    EVOLUTION_CYCLES = "arbor_evolution_cycles_total", Counter, [], Count,
+        "Cycles of the continuous evolution loop (parents from the archive, candidates from the sources, each through the arbiter).";
+    EVOLUTION_CANDIDATES = "arbor_evolution_candidates_total", Counter, ["outcome"], Count,
+        "Candidates the evolution loop tried, by how far each got: refused, gate, shadows, approved, promoted, rolled_back, failed.";
     // Operation.
     ADMIN_REQUESTS = "arbor_admin_requests_total", Counter, ["outcome"], Count,
         "Admin API requests by outcome: ok, error (the operation failed) or unauthorized.";
@@ -205,6 +209,19 @@ const FIXED_SERIES: &[(&str, &str, &[&str])] = &[
         &["approved", "rejected", "inconclusive"],
     ),
     (ROLLBACKS, "trigger", &["watch", "operator"]),
+    (
+        EVOLUTION_CANDIDATES,
+        "outcome",
+        &[
+            "refused",
+            "gate",
+            "shadows",
+            "approved",
+            "promoted",
+            "rolled_back",
+            "failed",
+        ],
+    ),
     (ADMIN_REQUESTS, "outcome", &["ok", "error", "unauthorized"]),
     (
         CLUSTER_CLAIMS,

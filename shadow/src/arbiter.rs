@@ -222,6 +222,18 @@ impl Arbiter {
         self.ctx.step(agent, offered, Step::Refused, &detail)
     }
 
+    /// Appends a step about `module` to `agent`'s lineage (for the parties that drive the
+    /// arbiter, such as an evolution loop recording its cycles).
+    pub fn record_step(
+        &self,
+        agent: &str,
+        module: ModuleHash,
+        step: Step,
+        detail: &str,
+    ) -> Result<(), ShadowError> {
+        self.ctx.step(agent, module, step, detail)
+    }
+
     /// The module `agent` runs now (its registry record when journaling).
     pub fn current_module(&self, agent: &str) -> Result<BehaviourId, ShadowError> {
         self.ctx.current_module(agent)

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use arbor_agent::AfterRestore;
+use arbor_evolve::{LoopSpec, LoopStatus};
 use arbor_shadow::EvaluationOptions;
 use serde::de::DeserializeOwned;
 
@@ -258,6 +259,27 @@ impl Admin for HttpAdmin {
         options: EvaluationOptions,
     ) -> Result<Evaluation, AdminError> {
         self.evolve_submit(agent, candidate, &Submitter::default(), options)
+            .await
+    }
+
+    async fn evolve_loop_start(
+        &self,
+        agent: &str,
+        spec: &LoopSpec,
+    ) -> Result<LoopStatus, AdminError> {
+        let spec = serde_json::to_string(spec)
+            .map_err(|e| AdminError::BadRequest(format!("spec: {e}")))?;
+        let request = Request::post(path(routes::EVOLUTION_LOOP, &[&agent])).query("spec", spec);
+        self.json(request).await
+    }
+
+    async fn evolve_loop_stop(&self, agent: &str) -> Result<LoopStatus, AdminError> {
+        self.json(Request::post(path(routes::EVOLUTION_LOOP_STOP, &[&agent])))
+            .await
+    }
+
+    async fn evolve_loop_status(&self, agent: &str) -> Result<LoopStatus, AdminError> {
+        self.json(Request::get(path(routes::EVOLUTION_LOOP, &[&agent])))
             .await
     }
 

@@ -2,6 +2,7 @@
 
 use arbor_agent::report::chain;
 use arbor_agent::{AgentError, SystemError};
+use arbor_evolve::EvolveError;
 use arbor_shadow::ShadowError;
 
 use super::api::ApiError;
@@ -112,6 +113,23 @@ impl From<ShadowError> for AdminError {
             | ShadowError::NotAwaitingApproval { .. }
             | ShadowError::NotRejected { .. } => AdminError::Conflict(text),
             ShadowError::Config(_) => AdminError::BadRequest(text),
+            // The candidate itself: not a module, or importing what the agent lacks.
+            error if error.is_refusal() => AdminError::BadRequest(text),
+            _ => AdminError::Failed(text),
+        }
+    }
+}
+
+impl From<EvolveError> for AdminError {
+    fn from(error: EvolveError) -> Self {
+        let text = chain(&error);
+        match error {
+            EvolveError::Arbiter(error) => error.into(),
+            EvolveError::Vault(error) => vault_error(error),
+            EvolveError::BadSpace(_)
+            | EvolveError::BadParams(_)
+            | EvolveError::BadModule(_)
+            | EvolveError::BadConfig(_) => AdminError::BadRequest(text),
             _ => AdminError::Failed(text),
         }
     }

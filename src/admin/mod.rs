@@ -37,6 +37,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use arbor_agent::AfterRestore;
+use arbor_evolve::{LoopSpec, LoopStatus};
 use arbor_shadow::EvaluationOptions;
 
 use api::{
@@ -180,6 +181,27 @@ pub trait Admin {
         &self,
         agent: &str,
     ) -> impl Future<Output = Result<Vec<ArchiveRow>, AdminError>> + Send;
+
+    /// Starts an evolution loop for `agent` (needs a running host): cycles of candidates from
+    /// the spec's sources, each through the arbiter, until stopped or its cycle count is
+    /// reached.
+    fn evolve_loop_start(
+        &self,
+        agent: &str,
+        spec: &LoopSpec,
+    ) -> impl Future<Output = Result<LoopStatus, AdminError>> + Send;
+
+    /// Stops `agent`'s evolution loop.
+    fn evolve_loop_stop(
+        &self,
+        agent: &str,
+    ) -> impl Future<Output = Result<LoopStatus, AdminError>> + Send;
+
+    /// `agent`'s evolution loop, running or ended, with its last cycle reports.
+    fn evolve_loop_status(
+        &self,
+        agent: &str,
+    ) -> impl Future<Output = Result<LoopStatus, AdminError>> + Send;
 
     /// Accepts `agent`'s rejected candidate for `reason` (recorded in the lineage); it then
     /// awaits promotion.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use arbor_agent::report::chain;
 use arbor_agent::{AfterRestore, AgentSystem, RestoreFrom};
+use arbor_evolve::{LoopSpec, LoopStatus};
 use arbor_shadow::{Arbiter, EvaluationOptions, VerdictDetail};
 use arbor_vault::{AgentId, Behaviour as Registered, LineageEvent, ModuleHash, Origin, Vault};
 use arbor_wal::Wal;
@@ -118,6 +119,15 @@ impl Operator {
                 .map(Some)
                 .ok_or_else(|| AdminError::Conflict("the runtime has stopped".into())),
         }
+    }
+
+    /// The running host, for what only it has (loops).
+    fn running_host(&self) -> Result<Runtime, AdminError> {
+        self.runtime()?.ok_or_else(|| {
+            AdminError::Busy(
+                "evolution needs a running host: use --admin ADDR, not --data-dir".into(),
+            )
+        })
     }
 
     fn arbiter(&self) -> Result<&Arbiter, AdminError> {
@@ -505,6 +515,31 @@ impl Admin for Operator {
     ) -> Result<Evaluation, AdminError> {
         self.evolve_submit(agent, candidate, &Submitter::default(), options)
             .await
+    }
+
+    async fn evolve_loop_start(
+        &self,
+        agent: &str,
+        spec: &LoopSpec,
+    ) -> Result<LoopStatus, AdminError> {
+        let runtime = self.running_host()?;
+        Ok(runtime
+            .loops()
+            .start(runtime.arbiter(), agent, spec.clone())?)
+    }
+
+    async fn evolve_loop_stop(&self, agent: &str) -> Result<LoopStatus, AdminError> {
+        self.running_host()?
+            .loops()
+            .stop(agent)
+            .ok_or_else(|| AdminError::NotFound(format!("no evolution loop for `{agent}`")))
+    }
+
+    async fn evolve_loop_status(&self, agent: &str) -> Result<LoopStatus, AdminError> {
+        self.running_host()?
+            .loops()
+            .status(agent)
+            .ok_or_else(|| AdminError::NotFound(format!("no evolution loop for `{agent}`")))
     }
 
     async fn evolve_archive(&self, agent: &str) -> Result<Vec<ArchiveRow>, AdminError> {

@@ -29,6 +29,10 @@ pub(crate) const EVOLUTION_ROLLBACK: &str = "/v1/agents/{agent}/evolution/rollba
 pub(crate) const EVOLUTION_CANCEL: &str = "/v1/agents/{agent}/evolution/cancel";
 /// POST `?reason=`: accept a rejected candidate.
 pub(crate) const EVOLUTION_ACCEPT: &str = "/v1/agents/{agent}/evolution/accept";
+/// `GET`: the agent's evolution loop; `POST ?spec=JSON` (a `LoopSpec`): starts one.
+pub(crate) const EVOLUTION_LOOP: &str = "/v1/agents/{agent}/evolution/loop";
+/// `POST`: stops the agent's evolution loop.
+pub(crate) const EVOLUTION_LOOP_STOP: &str = "/v1/agents/{agent}/evolution/loop/stop";
 /// `GET`: the agent's evolution archive.
 pub(crate) const EVOLUTION_ARCHIVE: &str = "/v1/agents/{agent}/evolution/archive";
 /// `GET`: the agent's lineage.

@@ -50,6 +50,11 @@ pub(crate) async fn serve(
         .route(routes::EVOLUTION_CANCEL, post(evolve_cancel))
         .route(routes::EVOLUTION_ACCEPT, post(evolve_accept))
         .route(routes::EVOLUTION_ARCHIVE, get(evolve_archive))
+        .route(
+            routes::EVOLUTION_LOOP,
+            get(evolve_loop_status).post(evolve_loop_start),
+        )
+        .route(routes::EVOLUTION_LOOP_STOP, post(evolve_loop_stop))
         .route(routes::LINEAGE, get(lineage))
         .route(routes::WAL_VERIFY, get(wal_verify))
         .route(routes::WAL_RECORDS, get(wal_records))
@@ -236,6 +241,40 @@ async fn evolve_start(
             .evolve_submit(&agent, candidate, &submitter, options)
             .await?,
     ))
+}
+
+#[derive(Deserialize)]
+struct LoopQuery {
+    /// The loop's `LoopSpec` as JSON; the defaults without it.
+    spec: Option<String>,
+}
+
+async fn evolve_loop_start(
+    State(s): State<Arc<Served>>,
+    Path(agent): Path<String>,
+    Query(query): Query<LoopQuery>,
+) -> Answer<arbor_evolve::LoopStatus> {
+    let spec = match query.spec {
+        None => arbor_evolve::LoopSpec::default(),
+        Some(json) => {
+            serde_json::from_str(&json).map_err(|e| AdminError::BadRequest(format!("spec: {e}")))?
+        }
+    };
+    Ok(Json(s.operator.evolve_loop_start(&agent, &spec).await?))
+}
+
+async fn evolve_loop_stop(
+    State(s): State<Arc<Served>>,
+    Path(agent): Path<String>,
+) -> Answer<arbor_evolve::LoopStatus> {
+    Ok(Json(s.operator.evolve_loop_stop(&agent).await?))
+}
+
+async fn evolve_loop_status(
+    State(s): State<Arc<Served>>,
+    Path(agent): Path<String>,
+) -> Answer<arbor_evolve::LoopStatus> {
+    Ok(Json(s.operator.evolve_loop_status(&agent).await?))
 }
 
 async fn evolve_archive(

@@ -17,6 +17,7 @@ use arbor::admin::{
     Admin, AdminError, AdminToken, Candidate, HttpAdmin, NEEDS_RUNNING_NODE, Operator,
 };
 use arbor::agent::AfterRestore;
+use arbor::evolve::{Direction, LoopSpec, LoopStatus, SourceKind};
 use arbor::shadow::{EvaluationOptions, IgnoreRule, Objective, ShadowPlace};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -206,6 +207,10 @@ enum EvolveCommand {
     /// The agent's evolution archive as a tree: every candidate under its parent, with its
     /// origin, how far it got and what it measured.
     Tree { agent: String },
+    /// The continuous evolution loop: cycles of candidates from its sources, each through the
+    /// arbiter (promotion as the host's approval mode allows), each cycle reported.
+    #[command(subcommand)]
+    Loop(LoopCommand),
     /// Accepts a rejected candidate whose differences are intended (it then awaits
     /// promotion); the reason goes into the lineage.
     Accept {
@@ -232,6 +237,51 @@ enum EvolveCommand {
     Cancel { agent: String },
     /// The agent's lineage and the evidence behind each verdict.
     History { agent: String },
+}
+
+#[derive(Subcommand)]
+enum LoopCommand {
+    /// Starts a loop for an agent.
+    Start {
+        agent: String,
+        /// Where candidates come from: `params` (a genetic search over the parameters the
+        /// agent's module declares) or `placebo`; repeatable (default: params).
+        #[arg(long = "source", value_name = "SOURCE")]
+        sources: Vec<String>,
+        /// Candidates per cycle at most.
+        #[arg(long, default_value_t = 4)]
+        candidates: usize,
+        /// The archive score the search learns from: `fuel`, `latency`, `memory`,
+        /// `score.JUDGE`.
+        #[arg(long, default_value = "fuel")]
+        fitness: String,
+        /// Higher fitness is better (default: lower is better).
+        #[arg(long)]
+        higher: bool,
+        /// Configurations per generation of the parameter search.
+        #[arg(long, default_value_t = 8)]
+        population: usize,
+        /// Seeds the search and the choice of parents.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Milliseconds between cycles.
+        #[arg(long, default_value_t = 1_000)]
+        pause_ms: u64,
+        /// Stop after this many cycles (default: until stopped).
+        #[arg(long)]
+        cycles: Option<u32>,
+        #[command(flatten)]
+        evaluation: EvaluationArgs,
+    },
+    /// Stops an agent's loop (an evaluation it started goes on to its verdict).
+    Stop { agent: String },
+    /// An agent's loop and its last cycle's report.
+    Status {
+        agent: String,
+        /// Wait until the loop stops, showing its cycles.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 /// How a candidate is evaluated (`evolve start` and `evolve submit`).
@@ -564,6 +614,7 @@ async fn evolve(admin: &impl Admin, out: &Output, command: &EvolveCommand) -> Re
         EvolveCommand::Tree { agent } => {
             return out.show(&admin.evolve_archive(agent).await?, |rows| show_tree(rows));
         }
+        EvolveCommand::Loop(command) => return evolve_loop(admin, out, command).await,
         EvolveCommand::Accept { agent, reason } => {
             (admin.evolve_accept(agent, reason).await?, false)
         }
@@ -606,6 +657,92 @@ async fn evolve(admin: &impl Admin, out: &Output, command: &EvolveCommand) -> Re
                 if !matches!(outcome, arbor::shadow::Outcome::Promoted)
         );
     Ok(u8::from(failed))
+}
+
+async fn evolve_loop(
+    admin: &impl Admin,
+    out: &Output,
+    command: &LoopCommand,
+) -> Result<u8, Failure> {
+    let (status, wait) = match command {
+        LoopCommand::Start {
+            agent,
+            sources,
+            candidates,
+            fitness,
+            higher,
+            population,
+            seed,
+            pause_ms,
+            cycles,
+            evaluation,
+        } => {
+            let sources = if sources.is_empty() {
+                vec![SourceKind::Params]
+            } else {
+                sources
+                    .iter()
+                    .map(|s| s.parse::<SourceKind>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| fail(2, e.to_string()))?
+            };
+            let spec = LoopSpec {
+                sources,
+                candidates_per_cycle: *candidates,
+                options: evaluation.options()?,
+                fitness: fitness.clone(),
+                direction: if *higher {
+                    Direction::Higher
+                } else {
+                    Direction::Lower
+                },
+                population: *population,
+                seed: *seed,
+                pause_ms: *pause_ms,
+                cycles: *cycles,
+                ..LoopSpec::default()
+            };
+            (
+                admin.evolve_loop_start(agent, &spec).await?,
+                evaluation.wait,
+            )
+        }
+        LoopCommand::Stop { agent } => (admin.evolve_loop_stop(agent).await?, false),
+        LoopCommand::Status { agent, wait } => (admin.evolve_loop_status(agent).await?, *wait),
+    };
+    let status = if wait {
+        let progress = out.spinner("evolving");
+        let mut status = status;
+        while status.running {
+            progress.set_message(format!("{}: cycle {}", status.agent, status.cycles));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            status = admin.evolve_loop_status(&status.agent).await?;
+        }
+        progress.finish_and_clear();
+        status
+    } else {
+        status
+    };
+    out.show(&status, show_loop)?;
+    Ok(u8::from(status.error.is_some()))
+}
+
+fn show_loop(status: &LoopStatus) {
+    println!(
+        "{}: loop {}, {} cycle(s){}",
+        status.agent,
+        if status.running { "running" } else { "stopped" },
+        status.cycles,
+        status
+            .error
+            .as_deref()
+            .map(|e| format!(", stopped by: {e}"))
+            .unwrap_or_default()
+    );
+    if let Some(report) = status.reports.last() {
+        println!();
+        print!("{}", report.markdown());
+    }
 }
 
 fn read(file: &Path) -> Result<Vec<u8>, Failure> {

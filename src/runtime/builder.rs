@@ -260,6 +260,7 @@ impl RuntimeBuilder {
         let inner = Arc::new(Inner {
             system,
             arbiter,
+            loops: arbor_evolve::Loops::default(),
             data_dir: self.data_dir.clone(),
             endpoints: Mutex::new(Endpoints::default()),
             stop,

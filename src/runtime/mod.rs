@@ -104,6 +104,8 @@ pub struct Runtime {
 pub(crate) struct Inner {
     pub(crate) system: AgentSystem,
     pub(super) arbiter: Arbiter,
+    /// Evolution loops running in the background, by agent.
+    pub(super) loops: arbor_evolve::Loops,
     pub(super) data_dir: Option<PathBuf>,
     pub(super) endpoints: Mutex<Endpoints>,
     /// Tells the endpoints and the sampler to stop.
@@ -418,6 +420,12 @@ impl Runtime {
         &self.inner.arbiter
     }
 
+    /// The evolution loops running over this runtime's agents (started through the admin API
+    /// or here; [`arbor_evolve::Loops::start`]); they stop when the runtime shuts down.
+    pub fn loops(&self) -> &arbor_evolve::Loops {
+        &self.inner.loops
+    }
+
     /// The data directory, if the runtime has one.
     pub fn data_dir(&self) -> Option<&Path> {
         self.inner.data_dir.as_deref()
@@ -459,6 +467,7 @@ impl Runtime {
         {
             self.drain(node).await;
         }
+        self.inner.loops.stop_all();
         self.inner.tree.shutting_down.store(true, Ordering::Release);
         let _ = self.inner.stop.send(true);
         self.inner.root.shutdown().await;

@@ -151,6 +151,8 @@ pub enum Step {
     /// A candidate was refused before evaluation (it did not build or load), with the reason
     /// in the detail (`refused`).
     Refused,
+    /// A cycle of the evolution loop ended, with its summary in the detail (`cycle`).
+    Cycle,
     /// A step this build does not know, by name (a newer build wrote it). Made with a known
     /// name, it reads back as that step.
     Other(String),
@@ -158,7 +160,7 @@ pub enum Step {
 
 impl Step {
     /// Every step this build knows by name (all but [`Step::Other`]).
-    pub const KNOWN: [Step; 14] = [
+    pub const KNOWN: [Step; 15] = [
         Step::Gate,
         Step::Shadows,
         Step::Cancelled,
@@ -173,6 +175,7 @@ impl Step {
         Step::Accepted,
         Step::Origin,
         Step::Refused,
+        Step::Cycle,
     ];
 
     /// Its name, as stored.
@@ -192,6 +195,7 @@ impl Step {
             Step::Accepted => "accepted",
             Step::Origin => "origin",
             Step::Refused => "refused",
+            Step::Cycle => "cycle",
             Step::Other(name) => name,
         }
     }
