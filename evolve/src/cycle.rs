@@ -191,6 +191,12 @@ pub struct EvolutionLoop {
     rng: ChaCha8Rng,
     cycles: u32,
     trend: Vec<Option<f64>>,
+    /// Production's fitness on a scale that is the same across evaluations: each evaluation
+    /// measures candidate and control on the same inputs, so the candidate's level is
+    /// production's level times (lower is better) or plus (higher) that paired comparison,
+    /// and a promotion makes it production's. Means alone would move with each evaluation's
+    /// inputs (how many came from the journal, how warm the traffic found the module).
+    level: f64,
 }
 
 impl std::fmt::Debug for EvolutionLoop {
@@ -217,7 +223,12 @@ impl EvolutionLoop {
         if sources.is_empty() {
             return Err(EvolveError::BadConfig("no candidate sources".into()));
         }
+        let level = match config.fitness.1 {
+            Direction::Lower => 1.0,
+            Direction::Higher => 0.0,
+        };
         Ok(EvolutionLoop {
+            level,
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             arbiter,
             config,
@@ -376,6 +387,18 @@ impl EvolutionLoop {
         }
     }
 
+    /// The candidate's level (see [`EvolutionLoop::level`]) from its paired measurement.
+    fn level_of(&self, scores: &BTreeMap<String, f64>) -> Option<f64> {
+        let name = &self.config.fitness.0;
+        let candidate = *scores.get(name)?;
+        let control = *scores.get(&format!("{name}.control"))?;
+        match self.config.fitness.1 {
+            Direction::Lower if control > 0.0 => Some(self.level * candidate / control),
+            Direction::Lower => None,
+            Direction::Higher => Some(self.level + (candidate - control)),
+        }
+    }
+
     fn best_promoted(&self, agent: &str) -> Option<f64> {
         let archive = self.arbiter.archive(agent).ok()?;
         let (name, direction) = &self.config.fitness;
@@ -464,15 +487,26 @@ impl EvolutionLoop {
             .archive(&agent)?
             .into_iter()
             .find(|e| e.module == hash);
-        if let Some(entry) = entry
-            && entry.scores.contains_key(&self.config.fitness.0)
-        {
-            let fitness = self.fitness_of(&entry.scores);
+        let level = entry
+            .as_ref()
+            .and_then(|entry| self.level_of(&entry.scores));
+        if let Some(entry) = entry {
             tried.fitness = entry.scores.get(&self.config.fitness.0).copied();
             tried.scores = entry.scores;
-            self.sources[source_at].learn(&[(hash, Some(fitness))]);
-        } else {
-            self.sources[source_at].learn(&[(hash, None)]);
+        }
+        match level {
+            Some(level) => {
+                if tried.outcome == "promoted" || tried.outcome == "awaiting approval" {
+                    self.level = level;
+                }
+                // Sources learn "higher is fitter".
+                let fitness = match self.config.fitness.1 {
+                    Direction::Lower => -level,
+                    Direction::Higher => level,
+                };
+                self.sources[source_at].learn(&[(hash, Some(fitness))]);
+            }
+            None => self.sources[source_at].learn(&[(hash, None)]),
         }
         Ok(tried)
     }

@@ -288,6 +288,10 @@ impl CandidateSource for ParameterSearch {
             };
             let bytes = with_params(&self.base, &params)?;
             let hash = ModuleHash::of(&bytes);
+            // The base's own configuration (a seed) runs already: nothing to compare.
+            if hash == self.base_hash {
+                continue;
+            }
             // An elite carried into the next generation is already measured.
             if let Some(fitness) = self.known.get(&params.encode()) {
                 self.scored.push(Scored {

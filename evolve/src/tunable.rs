@@ -264,18 +264,20 @@ impl Kind {
         }
     }
 
-    /// `value` moved by a random step of up to a tenth of the range either way (at least 1 for
-    /// an integer), kept in range; a choice becomes another option, drawn uniformly.
+    /// `value` moved by a random step either way of up to a tenth of the range or, as often, a
+    /// fiftieth (long jumps and fine tuning; at least 1 for an integer), kept in range; a
+    /// choice becomes another option, drawn uniformly.
     pub fn mutate(&self, value: &Value, rng: &mut impl Rng) -> Value {
+        let scale: i32 = if rng.random_bool(0.5) { 10 } else { 50 };
         match (self, value) {
             (Kind::Int { min, max }, Value::Int(v)) => {
-                let reach = ((max - min) / 10).max(1);
+                let reach = ((max - min) / i64::from(scale)).max(1);
                 let step = rng.random_range(-reach..=reach);
                 let step = if step == 0 { 1 } else { step };
                 Value::Int(v.saturating_add(step).clamp(*min, *max))
             }
             (Kind::Float { min, max }, Value::Float(v)) => {
-                let reach = (max - min) / 10.0;
+                let reach = (max - min) / f64::from(scale);
                 let step = rng.random_range(-reach..=reach);
                 Value::Float((v + step).clamp(*min, *max))
             }

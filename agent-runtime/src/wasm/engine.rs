@@ -94,6 +94,9 @@ impl Drop for Users {
 /// The compiled, pre-linked module.
 struct Compiled {
     hash: ModuleHash,
+    /// BLAKE3 of everything but the sections that do not reach the code ([`code_key`]):
+    /// modules that differ only there share one compilation.
+    code: [u8; 32],
     pre: InstancePre<StoreState>,
     imports: Vec<Import>,
     /// The `arbor:params` section, when the module exports `arbor_configure` (empty without
@@ -254,6 +257,14 @@ impl Cache {
         evicted
     }
 
+    /// The compiled code of a module held in memory whose code key is `code`.
+    fn code(&self, code: &[u8; 32]) -> Option<(InstancePre<StoreState>, Vec<Import>)> {
+        self.entries.values().find_map(|entry| {
+            let compiled = entry.compiled.upgrade()?;
+            (compiled.code == *code).then(|| (compiled.pre.clone(), compiled.imports.clone()))
+        })
+    }
+
     /// How many modules are held in memory.
     fn held(&mut self) -> usize {
         self.entries
@@ -329,18 +340,28 @@ impl WasmHost {
         if let Some(found) = self.cached(&hash) {
             return Ok(found);
         }
-        // Compiled outside the lock: a slow compile must not block loads of other modules.
-        let module = Module::from_binary(&self.inner.engine, bytes)
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        let imports = check_module(&module)?;
-        let params = params_for(&module, bytes)?;
-        let pre = self
-            .inner
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let code = code_key(bytes)?;
+        let shared = self.inner.cache.lock().code(&code);
+        let (pre, imports) = match shared {
+            // The same code with other parameters (or a placebo section): compiled already.
+            Some(found) => found,
+            None => {
+                // Compiled outside the lock: a slow compile must not block other loads.
+                let module = Module::from_binary(&self.inner.engine, bytes)
+                    .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+                let imports = check_module(&module)?;
+                let pre = self
+                    .inner
+                    .linker
+                    .instantiate_pre(&module)
+                    .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+                (pre, imports)
+            }
+        };
+        let params = params_for(pre.module(), bytes)?;
         let compiled = Compiled {
             hash,
+            code,
             pre,
             imports,
             params,
@@ -506,6 +527,35 @@ fn params_for(module: &Module, bytes: &[u8]) -> Result<Option<Arc<[u8]>>, LoadEr
     }
 }
 
+/// Custom sections no engine reads that evolution rewrites: a module that differs from another
+/// only in these has the same code.
+const NOT_CODE: [&str; 2] = [abi::PARAMS_SECTION, "arbor:placebo"];
+
+/// BLAKE3 over every section of the module but the custom sections in [`NOT_CODE`], each
+/// with its id and length so that sections cannot run into each other.
+fn code_key(bytes: &[u8]) -> Result<[u8; 32], LoadError> {
+    let mut hasher = blake3::Hasher::new();
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|e| LoadError::Invalid(format!("{e}")))?;
+        if let wasmparser::Payload::CustomSection(section) = &payload
+            && NOT_CODE.contains(&section.name())
+        {
+            continue;
+        }
+        if let Some((id, range)) = payload.as_section() {
+            let section = bytes
+                .get(range.clone())
+                .ok_or_else(|| LoadError::Invalid("a section past the end".into()))?;
+            hasher.update(&[id]);
+            hasher.update(&(section.len() as u64).to_le_bytes());
+            hasher.update(section);
+        }
+    }
+    // The header (magic and version) is part of the code too.
+    hasher.update(bytes.get(..8).unwrap_or(bytes));
+    Ok(*hasher.finalize().as_bytes())
+}
+
 /// The payloads of every custom section called `name` in the module `bytes`, in order.
 ///
 /// ```
@@ -558,5 +608,60 @@ fn extern_kind(ty: &ExternType) -> &'static str {
         ExternType::Table(_) => "table",
         ExternType::Memory(_) => "memory",
         ExternType::Tag(_) => "tag",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn module(sections: &str, answer: i32) -> Vec<u8> {
+        wat::parse_str(format!(
+            r#"(module
+              (memory (export "memory") 1)
+              (func (export "arbor_abi_version") (result i32) (i32.const 1))
+              (func (export "arbor_alloc") (param i32) (result i32) (i32.const 1024))
+              (func (export "arbor_configure") (param i32 i32) (result i32) (i32.const 0))
+              (func (export "arbor_init") (param i32 i32) (result i32) (i32.const 0))
+              (func (export "arbor_snapshot") (result i64) (i64.const 0))
+              (func (export "arbor_restore") (param i32 i32) (result i32) (i32.const 0))
+              (func (export "arbor_handle") (param i32 i32) (result i64) (i64.const {answer}))
+              {sections})"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn modules_that_differ_only_in_parameters_or_placebo_share_their_compilation() {
+        let host = WasmHost::new(EngineConfig {
+            max_instances: 4,
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let plain = host.load(&module("", 1)).unwrap();
+        let tuned = host
+            .load(&module(r#"(@custom "arbor:params" "\80")"#, 1))
+            .unwrap();
+        let placebo = host
+            .load(&module(r#"(@custom "arbor:placebo" "\01")"#, 1))
+            .unwrap();
+        let other = host.load(&module("", 2)).unwrap();
+        let declared = host
+            .load(&module(r#"(@custom "arbor:tunables" "[]")"#, 1))
+            .unwrap();
+        assert_ne!(plain.hash(), tuned.hash());
+        assert!(Module::same(plain.pre().module(), tuned.pre().module()));
+        assert!(Module::same(plain.pre().module(), placebo.pre().module()));
+        // Other code, or another section that is not one evolution rewrites: compiled anew.
+        assert!(!Module::same(plain.pre().module(), other.pre().module()));
+        assert!(!Module::same(plain.pre().module(), declared.pre().module()));
+        assert_eq!(tuned.params(), Some(&b"\x80"[..]));
+        assert_eq!(plain.params(), Some(&[][..]));
+        assert_eq!(host.cached_modules(), 5);
+        // Dropped and gone from the cache, the code is compiled again when needed.
+        drop((plain, tuned, placebo, other, declared));
+        assert!(host.load(&module("", 1)).is_ok());
     }
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 /// Mixing rounds to decode a record from the store.
 pub const DECODE_ROUNDS: u32 = 2_000;
 /// Mixing rounds to compare one cache entry with the key looked up.
-pub const PROBE_ROUNDS: u32 = 24;
+pub const PROBE_ROUNDS: u32 = 40;
 /// Bytes a decoded record holds in the cache.
 pub const DECODED_BYTES: usize = 1_024;
 
