@@ -270,3 +270,76 @@ async fn under_suggest_a_cycle_stops_at_the_first_approval_and_waits_for_a_perso
     load.stop().await;
     system.shutdown().await.unwrap();
 }
+
+/// Placebos (kv's code and data, a new hash each) through the loop under the default rule and
+/// approval auto: every one must be approved and promoted. A rejection is a false rejection by
+/// the arbiter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placebos_are_approved_and_promoted_one_after_another() {
+    use arbor_modules::kv::{KvMsg, KvReply};
+    const PLACEBOS: usize = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let system = AgentSystem::builder().journal(dir.path()).build().unwrap();
+    let hash = system.add_module("kv", arbor_modules::KV).unwrap();
+    let agent = system.spawn(AgentSpec::wasm("kv", hash)).await.unwrap();
+    for i in 0..100 {
+        let put = KvMsg::Put {
+            key: format!("key-{i}"),
+            value: format!("h{i}"),
+        };
+        let _: KvReply = agent.call_msg(&put).await.unwrap();
+    }
+    let arbiter = Arbiter::new(system.clone(), config(Approval::Auto)).unwrap();
+    let config = LoopConfig {
+        candidates_per_cycle: PLACEBOS,
+        evaluation_deadline: Duration::from_secs(120),
+        ..LoopConfig::new("kv")
+    };
+    let mut evolution = EvolutionLoop::new(
+        arbiter.clone(),
+        config,
+        vec![Box::new(arbor_evolve::Placebos::new())],
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (system, stop) = (system.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let msg = if n.is_multiple_of(3) {
+                    KvMsg::Put {
+                        key: format!("key-{}", n % 150),
+                        value: format!("v{n}"),
+                    }
+                } else {
+                    KvMsg::Get {
+                        key: format!("key-{}", n % 150),
+                    }
+                };
+                match system.lookup("kv") {
+                    Some(agent) => {
+                        let _ = agent.call_msg::<_, KvReply>(&msg).await;
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(2)).await,
+                }
+                n += 1;
+                if n.is_multiple_of(8) {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    let report = evolution.cycle().await.unwrap();
+    stop.store(true, Ordering::Release);
+    load.await.unwrap();
+    assert_eq!(report.tried.len(), PLACEBOS, "{report:#?}");
+    let rejected: Vec<_> = report
+        .tried
+        .iter()
+        .filter(|t| t.outcome != "promoted")
+        .collect();
+    assert!(rejected.is_empty(), "false rejections: {rejected:#?}");
+    assert_ne!(report.production_after, report.production_before);
+    system.shutdown().await.unwrap();
+}
