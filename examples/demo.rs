@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 use arbor::admin::{AdminConfig, AdminToken};
 use arbor::agent::{AgentError, Behaviour, BehaviourError, BehaviourId, CheckpointPolicy, Host};
 use arbor::shadow::{
-    Approval, ArbiterConfig, EvaluationStatus, Outcome, Policy, ShadowLimits, Stage,
+    Approval, ArbiterConfig, EvaluationOptions, EvaluationStatus, Outcome, Policy, ShadowLimits,
+    Stage,
 };
 use arbor::supervisor::{ChildState, Intensity, SupervisorTree};
 use arbor::vault::LineageEvent;
@@ -744,6 +745,72 @@ fn print_tree(tree: &SupervisorTree) {
 }
 
 /// Runs `load` for `duration` behind a progress bar; returns the clients and what they did.
+/// Spawns `cache` with a poor configuration (200 entries, LRU, admitted at once: its reads walk
+/// far), runs one cycle of two candidates from a seeded search over its parameters under
+/// traffic, and returns the report. An approved candidate is left awaiting a person.
+async fn evolution_cycle(runtime: &Runtime) -> DemoResult<arbor::evolve::CycleReport> {
+    use arbor::evolve::{
+        EvolutionLoop, Genetic, GeneticConfig, LoopConfig, ParameterSearch, Params, Value,
+        space_of, with_params,
+    };
+    use arbor_modules::cache::{CacheMsg, CacheReply};
+    let mut params = Params::default();
+    params.0.insert("capacity".into(), Value::Int(200));
+    params
+        .0
+        .insert("policy".into(), Value::Choice("lru".into()));
+    params.0.insert("admit_after".into(), Value::Int(1));
+    let poor = with_params(arbor_modules::CACHE, &params)?;
+    runtime
+        .spawn(Spawn::wasm_bytes("cache", poor.clone()).under("stores"))
+        .await?;
+    for key in 0..50 {
+        let put = CacheMsg::Put {
+            key,
+            value: format!("record {key}"),
+        };
+        let _: CacheReply = runtime.call("cache", &put).await?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (runtime, stop) = (runtime.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Acquire) {
+                let key = if n % 4 == 0 { 10 + n % 40 } else { n % 5 };
+                let _ = runtime
+                    .call::<_, CacheReply>("cache", &CacheMsg::Get { key })
+                    .await;
+                n = n.wrapping_add(1);
+            }
+        })
+    };
+    let genetic = Genetic::new(
+        space_of(arbor_modules::CACHE)?,
+        GeneticConfig {
+            population: 4,
+            seed: 1,
+            ..GeneticConfig::default()
+        },
+    )?;
+    let search = ParameterSearch::new(&poor, genetic)?;
+    let config = LoopConfig {
+        options: EvaluationOptions {
+            objectives: vec!["fuel:better:0.02".parse()?],
+            ..EvaluationOptions::default()
+        },
+        candidates_per_cycle: 2,
+        evaluation_deadline: Duration::from_secs(90),
+        ..LoopConfig::new("cache")
+    };
+    let mut evolution =
+        EvolutionLoop::new(runtime.arbiter().clone(), config, vec![Box::new(search)])?;
+    let report = evolution.cycle().await;
+    stop.store(true, Ordering::Release);
+    traffic.await?;
+    Ok(report?)
+}
+
 async fn run_for(
     load: Load,
     duration: Duration,
@@ -1438,6 +1505,32 @@ async fn demo() -> DemoResult<()> {
         })
         .collect();
     println!("   orders' lineage in the vault: {}", steps.join(" → "));
+
+    // One cycle of the evolution loop: the cache agent, badly configured, tunes itself.
+    let report = evolution_cycle(&runtime).await?;
+    println!(
+        "   one cycle of the evolution loop on `cache` (its parameters searched by a genetic algorithm, each configuration through the arbiter):"
+    );
+    for line in report.markdown().lines() {
+        println!("     {line}");
+    }
+    story.check(
+        !report.tried.is_empty()
+            && report.tried.iter().all(|t| {
+                [
+                    "refused",
+                    "gate",
+                    "shadows",
+                    "awaiting approval",
+                    "promoted",
+                ]
+                .contains(&t.outcome.as_str())
+            }),
+        format!(
+            "the loop's report names each of the {} candidates it tried and how far it got",
+            report.tried.len()
+        ),
+    )?;
 
     // 6. Operating it.
     chapter(6, "Operating it: metrics, the admin endpoint, arborctl");
