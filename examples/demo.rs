@@ -777,7 +777,11 @@ async fn evolution_cycle(runtime: &Runtime) -> DemoResult<arbor::evolve::CycleRe
         tokio::spawn(async move {
             let mut n = 0u32;
             while !stop.load(Ordering::Acquire) {
-                let key = if n % 4 == 0 { 10 + n % 40 } else { n % 5 };
+                let key = if n.is_multiple_of(4) {
+                    10 + n % 40
+                } else {
+                    n % 5
+                };
                 let _ = runtime
                     .call::<_, CacheReply>("cache", &CacheMsg::Get { key })
                     .await;
