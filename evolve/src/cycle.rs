@@ -70,8 +70,9 @@ pub struct Tried {
     pub source: String,
     /// Where it came from, for people.
     pub origin: String,
-    /// How far it got: `refused`, `gate`, `shadows`, `approved`, `promoted`, `awaiting
-    /// approval`, `rolled back`, `failed`.
+    /// How far it got: `refused`, `gate`, `shadows`, `promoted`, `awaiting approval`,
+    /// `rolled back`, `cancelled`, `failed`, or `production` (the module production runs,
+    /// proposed again: not evaluated).
     pub outcome: String,
     /// Why it stopped there.
     pub reason: Option<String>,
@@ -313,6 +314,8 @@ impl EvolutionLoop {
                 "awaiting approval" => "approved",
                 "promoted" => "promoted",
                 "rolled back" => "rolled_back",
+                // Not a candidate: production proposed again.
+                "production" => continue,
                 _ => "failed",
             };
             metrics::counter!(arbor_metrics::EVOLUTION_CANDIDATES, "outcome" => outcome)
@@ -442,6 +445,26 @@ impl EvolutionLoop {
             Offer::Candidate(candidate) => candidate,
         };
         let origin_text = candidate.origin.to_string();
+        let module = ModuleHash::of(&candidate.bytes);
+        // Production itself, proposed again (after a restart, the search does not know what
+        // it tried): nothing to compare; it is as fit as production.
+        if self.current(&agent)? == module {
+            let fitness = match self.config.fitness.1 {
+                Direction::Lower => -self.level,
+                Direction::Higher => self.level,
+            };
+            self.sources[source_at].learn(&[(module, Some(fitness))]);
+            return Ok(Tried {
+                module: module.to_string(),
+                name: candidate.name,
+                source,
+                origin: origin_text,
+                outcome: "production".into(),
+                reason: Some("the module production runs".into()),
+                fitness: None,
+                scores: BTreeMap::new(),
+            });
+        }
         let mut tried = Tried {
             module: ModuleHash::of(&candidate.bytes).to_string(),
             name: candidate.name.clone(),

@@ -5,48 +5,17 @@
 //! refused with the reason, and the archive survives a restart.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+mod support;
+
 use std::time::Duration;
 
 use arbor_agent::{AgentSpec, AgentSystem};
-use arbor_evolve::{Direction, Params, Value, contenders, with_params};
+use arbor_evolve::{Direction, contenders, with_params};
 use arbor_modules::CACHE;
 use arbor_modules::cache::{CacheMsg, CacheReply};
-use arbor_shadow::{
-    Approval, Arbiter, ArbiterConfig, EvaluationOptions, EvaluationStatus, Policy, ShadowError,
-    ShadowLimits, Stage,
-};
+use arbor_shadow::{Approval, Arbiter, EvaluationOptions, EvaluationStatus, ShadowError, Stage};
 use arbor_vault::{LineageEvent, ModuleHash, Origin, Reached, Step};
-
-fn config() -> ArbiterConfig {
-    ArbiterConfig {
-        approval: Approval::Suggest,
-        policy: Policy {
-            // < 1 % at 95 %: 299 clean samples.
-            target_failure_rate: 0.01,
-            min_per_kind: 30,
-            // Fuel decides here; latency on a shared 2-core machine says little.
-            latency_tolerance: 2.0,
-            ..Policy::default()
-        },
-        limits: ShadowLimits {
-            deadline: Duration::from_secs(60),
-            ..ShadowLimits::default()
-        },
-        ..ArbiterConfig::default()
-    }
-}
-
-fn params(capacity: i64) -> Params {
-    let mut params = Params::default();
-    params.0.insert("capacity".into(), Value::Int(capacity));
-    params
-        .0
-        .insert("policy".into(), Value::Choice("lru".into()));
-    params.0.insert("admit_after".into(), Value::Int(1));
-    params
-}
+use support::{Load, arbiter_config, cache_params};
 
 /// Reads mostly of six hot records, a few of cold ones, now and then a write.
 fn traffic(n: u64) -> CacheMsg {
@@ -66,20 +35,7 @@ fn traffic(n: u64) -> CacheMsg {
 }
 
 async fn settle(system: &AgentSystem, arbiter: &Arbiter) -> EvaluationStatus {
-    let stop = Arc::new(AtomicBool::new(false));
-    let (load_system, stopped) = (system.clone(), Arc::clone(&stop));
-    let load = tokio::spawn(async move {
-        let mut n = 0;
-        while !stopped.load(Ordering::Acquire) {
-            if let Some(agent) = load_system.lookup("cache") {
-                let _ = agent.call_msg::<_, CacheReply>(&traffic(n)).await;
-            }
-            n += 1;
-            if n.is_multiple_of(8) {
-                tokio::task::yield_now().await;
-            }
-        }
-    });
+    let load = Load::start::<_, CacheReply>(system, "cache", 0, traffic);
     let status = tokio::time::timeout(
         Duration::from_secs(120),
         arbiter.wait("cache", EvaluationStatus::is_settled),
@@ -87,8 +43,7 @@ async fn settle(system: &AgentSystem, arbiter: &Arbiter) -> EvaluationStatus {
     .await
     .expect("the evaluation settles")
     .unwrap();
-    stop.store(true, Ordering::Release);
-    load.await.unwrap();
+    load.stop().await;
     status
 }
 
@@ -107,14 +62,14 @@ async fn every_candidate_is_archived_with_how_far_it_got_and_parents_come_from_i
             };
             let _: CacheReply = agent.call_msg(&put).await.unwrap();
         }
-        let arbiter = Arbiter::new(system.clone(), config()).unwrap();
+        let arbiter = Arbiter::new(system.clone(), arbiter_config(Approval::Suggest)).unwrap();
         let options = EvaluationOptions {
             objectives: vec!["fuel:better:0.1".parse().unwrap()],
             ..EvaluationOptions::default()
         };
         let mut outcomes = Vec::new();
         for capacity in [16, 0] {
-            let p = params(capacity);
+            let p = cache_params(capacity, "lru", 1);
             let bytes = with_params(CACHE, &p).unwrap();
             let origin = Origin::Params { params: p.render() };
             let candidate = arbiter
@@ -232,7 +187,7 @@ async fn every_candidate_is_archived_with_how_far_it_got_and_parents_come_from_i
     }
     // The archive is in the vault: a restarted host has it all.
     let system = AgentSystem::builder().journal(dir.path()).build().unwrap();
-    let arbiter = Arbiter::new(system.clone(), config()).unwrap();
+    let arbiter = Arbiter::new(system.clone(), arbiter_config(Approval::Suggest)).unwrap();
     assert_eq!(arbiter.archive("cache").unwrap().len(), 5);
     system.shutdown().await.unwrap();
 }

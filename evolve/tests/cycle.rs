@@ -6,55 +6,24 @@
 //! person.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+mod support;
+
 use std::time::Duration;
 
 use arbor_agent::{AgentSpec, AgentSystem};
 use arbor_evolve::{
     BuildLimits, CandidateSource, Direction, EvolutionLoop, FromSource, Genetic, GeneticConfig,
-    LoopConfig, ParameterSearch, Params, SourceCode, Value, space_of, with_params,
+    LoopConfig, ParameterSearch, SourceCode, space_of, with_params,
 };
 use arbor_modules::CACHE;
 use arbor_modules::cache::{CacheMsg, CacheReply};
-use arbor_shadow::{
-    Approval, Arbiter, ArbiterConfig, EvaluationOptions, Policy, ShadowLimits, Stage,
-};
+use arbor_shadow::{Approval, Arbiter, EvaluationOptions, Stage};
 use arbor_vault::{ModuleHash, Reached};
-
-fn config(approval: Approval) -> ArbiterConfig {
-    ArbiterConfig {
-        approval,
-        policy: Policy {
-            target_failure_rate: 0.01,
-            min_per_kind: 30,
-            latency_tolerance: 2.0,
-            // A bigger cache makes `Put` (which drops the record from the cache) a few percent
-            // dearer while `Get` gets several times cheaper; the per-kind rule's default 5 %
-            // would refuse that trade.
-            fuel_tolerance: 0.25,
-            ..Policy::default()
-        },
-        limits: ShadowLimits {
-            deadline: Duration::from_secs(60),
-            ..ShadowLimits::default()
-        },
-        watch: Duration::from_millis(300),
-        watch_samples: 100,
-        watch_max: Duration::from_secs(30),
-        ..ArbiterConfig::default()
-    }
-}
+use support::{Load, arbiter_config, cache_params};
 
 /// A poor configuration: two entries, FIFO, admitted at the third miss.
 fn poor() -> Vec<u8> {
-    let mut params = Params::default();
-    params.0.insert("capacity".into(), Value::Int(2));
-    params
-        .0
-        .insert("policy".into(), Value::Choice("fifo".into()));
-    params.0.insert("admit_after".into(), Value::Int(3));
-    with_params(CACHE, &params).unwrap()
+    with_params(CACHE, &cache_params(2, "fifo", 3)).unwrap()
 }
 
 fn traffic(n: u64) -> CacheMsg {
@@ -70,39 +39,6 @@ fn traffic(n: u64) -> CacheMsg {
         }
     } else {
         CacheMsg::Get { key }
-    }
-}
-
-struct Load {
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Load {
-    fn start(system: &AgentSystem) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (system, stopped) = (system.clone(), Arc::clone(&stop));
-        let task = tokio::spawn(async move {
-            let mut n = 0;
-            while !stopped.load(Ordering::Acquire) {
-                match system.lookup("cache") {
-                    Some(agent) => {
-                        let _ = agent.call_msg::<_, CacheReply>(&traffic(n)).await;
-                    }
-                    None => tokio::time::sleep(Duration::from_millis(2)).await,
-                }
-                n += 1;
-                if n.is_multiple_of(8) {
-                    tokio::task::yield_now().await;
-                }
-            }
-        });
-        Load { stop, task }
-    }
-
-    async fn stop(self) {
-        self.stop.store(true, Ordering::Release);
-        self.task.await.unwrap();
     }
 }
 
@@ -151,7 +87,7 @@ fn loop_config(candidates: usize) -> LoopConfig {
 async fn the_loop_promotes_only_what_the_arbiter_approved_and_reports_every_candidate() {
     let dir = tempfile::tempdir().unwrap();
     let system = production(dir.path()).await;
-    let arbiter = Arbiter::new(system.clone(), config(Approval::Auto)).unwrap();
+    let arbiter = Arbiter::new(system.clone(), arbiter_config(Approval::Auto)).unwrap();
     let broken = FromSource::new(BuildLimits::default());
     broken.add(
         "typo",
@@ -163,7 +99,7 @@ async fn the_loop_promotes_only_what_the_arbiter_approved_and_reports_every_cand
         vec![search(5), Box::new(broken)],
     )
     .unwrap();
-    let load = Load::start(&system);
+    let load = Load::start::<_, CacheReply>(&system, "cache", 0, traffic);
     let mut reports = Vec::new();
     for _ in 0..3 {
         reports.push(evolution.cycle().await.unwrap());
@@ -232,12 +168,9 @@ async fn the_loop_promotes_only_what_the_arbiter_approved_and_reports_every_cand
 async fn under_suggest_a_cycle_stops_at_the_first_approval_and_waits_for_a_person() {
     let dir = tempfile::tempdir().unwrap();
     let system = production(dir.path()).await;
-    let arbiter = Arbiter::new(system.clone(), config(Approval::Suggest)).unwrap();
+    let arbiter = Arbiter::new(system.clone(), arbiter_config(Approval::Suggest)).unwrap();
     // Capacity 16, LRU, admitted at once: holds every hot record, far cheaper than production.
-    let mut good = Params::default();
-    good.0.insert("capacity".into(), Value::Int(16));
-    good.0.insert("policy".into(), Value::Choice("lru".into()));
-    good.0.insert("admit_after".into(), Value::Int(1));
+    let good = cache_params(16, "lru", 1);
     let submitted = arbor_evolve::Submitted::new();
     for name in ["good", "also good"] {
         submitted.submit(arbor_evolve::Submission {
@@ -249,7 +182,7 @@ async fn under_suggest_a_cycle_stops_at_the_first_approval_and_waits_for_a_perso
     }
     let mut evolution =
         EvolutionLoop::new(arbiter.clone(), loop_config(4), vec![Box::new(submitted)]).unwrap();
-    let load = Load::start(&system);
+    let load = Load::start::<_, CacheReply>(&system, "cache", 0, traffic);
     let first = evolution.cycle().await.unwrap();
     assert_eq!(first.tried.len(), 1, "{first:#?}");
     assert_eq!(first.tried[0].outcome, "awaiting approval");
@@ -271,6 +204,19 @@ async fn under_suggest_a_cycle_stops_at_the_first_approval_and_waits_for_a_perso
     system.shutdown().await.unwrap();
 }
 
+fn kv_traffic(n: u64) -> arbor_modules::kv::KvMsg {
+    use arbor_modules::kv::KvMsg;
+    let key = format!("key-{}", n % 150);
+    if n.is_multiple_of(3) {
+        KvMsg::Put {
+            key,
+            value: format!("v{n}"),
+        }
+    } else {
+        KvMsg::Get { key }
+    }
+}
+
 /// Placebos (kv's code and data, a new hash each) through the loop under the default rule and
 /// approval auto: every one must be approved and promoted. A rejection is a false rejection by
 /// the arbiter.
@@ -289,7 +235,7 @@ async fn placebos_are_approved_and_promoted_one_after_another() {
         };
         let _: KvReply = agent.call_msg(&put).await.unwrap();
     }
-    let arbiter = Arbiter::new(system.clone(), config(Approval::Auto)).unwrap();
+    let arbiter = Arbiter::new(system.clone(), arbiter_config(Approval::Auto)).unwrap();
     let config = LoopConfig {
         candidates_per_cycle: PLACEBOS,
         evaluation_deadline: Duration::from_secs(120),
@@ -301,38 +247,9 @@ async fn placebos_are_approved_and_promoted_one_after_another() {
         vec![Box::new(arbor_evolve::Placebos::new())],
     )
     .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (system, stop) = (system.clone(), Arc::clone(&stop));
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Acquire) {
-                let msg = if n.is_multiple_of(3) {
-                    KvMsg::Put {
-                        key: format!("key-{}", n % 150),
-                        value: format!("v{n}"),
-                    }
-                } else {
-                    KvMsg::Get {
-                        key: format!("key-{}", n % 150),
-                    }
-                };
-                match system.lookup("kv") {
-                    Some(agent) => {
-                        let _ = agent.call_msg::<_, KvReply>(&msg).await;
-                    }
-                    None => tokio::time::sleep(Duration::from_millis(2)).await,
-                }
-                n += 1;
-                if n.is_multiple_of(8) {
-                    tokio::task::yield_now().await;
-                }
-            }
-        })
-    };
+    let load = Load::start::<_, KvReply>(&system, "kv", 0, kv_traffic);
     let report = evolution.cycle().await.unwrap();
-    stop.store(true, Ordering::Release);
-    load.await.unwrap();
+    load.stop().await;
     assert_eq!(report.tried.len(), PLACEBOS, "{report:#?}");
     let rejected: Vec<_> = report
         .tried

@@ -20,9 +20,9 @@
 //! random sampling here.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arbor_agent::wasm::{AgentLimits, Capabilities, EngineConfig, WasmBehaviour, WasmHost};
@@ -33,8 +33,9 @@ use arbor_evolve::{
 };
 use arbor_modules::CACHE;
 use arbor_modules::cache::{CacheMsg, CacheReply};
-use arbor_shadow::{Approval, Arbiter, ArbiterConfig, EvaluationOptions, Policy, ShadowLimits};
+use arbor_shadow::{Approval, Arbiter, EvaluationOptions};
 use arbor_vault::Reached;
+use support::{Load, arbiter_config, cache_params};
 
 /// Cycles the loop may take to come within 5 % of the optimum.
 const MAX_CYCLES: u32 = 12;
@@ -72,18 +73,6 @@ fn fill() -> impl Iterator<Item = CacheMsg> {
         key,
         value: format!("record {key}"),
     })
-}
-
-fn config(capacity: i64, policy: &str, admit_after: i64) -> Params {
-    let mut params = Params::default();
-    params.0.insert("capacity".into(), Value::Int(capacity));
-    params
-        .0
-        .insert("policy".into(), Value::Choice(policy.into()));
-    params
-        .0
-        .insert("admit_after".into(), Value::Int(admit_after));
-    params
 }
 
 /// Every configuration's fuel over the recorded workload (the records filled first, not
@@ -138,29 +127,6 @@ fn brute_force() -> BTreeMap<Vec<u8>, u64> {
     fuel
 }
 
-fn arbiter_config() -> ArbiterConfig {
-    ArbiterConfig {
-        approval: Approval::Auto,
-        policy: Policy {
-            target_failure_rate: 0.01,
-            min_per_kind: 30,
-            latency_tolerance: 2.0,
-            // Smaller caches make a write a little dearer (its record leaves the cache) while
-            // reads get much cheaper; the per-kind rule's 5 % would refuse that trade.
-            fuel_tolerance: 0.25,
-            ..Policy::default()
-        },
-        limits: ShadowLimits {
-            deadline: Duration::from_secs(60),
-            ..ShadowLimits::default()
-        },
-        watch: Duration::from_millis(300),
-        watch_samples: 100,
-        watch_max: Duration::from_secs(30),
-        ..ArbiterConfig::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_loop_brings_a_poor_configuration_within_five_percent_of_the_optimum() {
     let fuel = brute_force();
@@ -170,8 +136,8 @@ async fn the_loop_brings_a_poor_configuration_within_five_percent_of_the_optimum
         .values()
         .filter(|f| (**f as f64) <= 1.05 * optimum as f64)
         .count();
-    let poor = with_params(CACHE, &config(256, "lru", 1)).unwrap();
-    let poor_fuel = fuel[&config(256, "lru", 1).encode()];
+    let poor = with_params(CACHE, &cache_params(256, "lru", 1)).unwrap();
+    let poor_fuel = fuel[&cache_params(256, "lru", 1).encode()];
     assert!(
         poor_fuel as f64 > 1.5 * optimum as f64,
         "{poor_fuel} vs {optimum}"
@@ -184,7 +150,7 @@ async fn the_loop_brings_a_poor_configuration_within_five_percent_of_the_optimum
     for put in fill() {
         let _: CacheReply = agent.call_msg(&put).await.unwrap();
     }
-    let arbiter = Arbiter::new(system.clone(), arbiter_config()).unwrap();
+    let arbiter = Arbiter::new(system.clone(), arbiter_config(Approval::Auto)).unwrap();
     let genetic = Genetic::new(
         space_of(CACHE).unwrap(),
         GeneticConfig {
@@ -210,25 +176,7 @@ async fn the_loop_brings_a_poor_configuration_within_five_percent_of_the_optimum
     let mut evolution =
         EvolutionLoop::new(arbiter.clone(), config, vec![Box::new(search)]).unwrap();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (system, stop) = (system.clone(), Arc::clone(&stop));
-        tokio::spawn(async move {
-            let mut n = 1_000_000u64;
-            while !stop.load(Ordering::Acquire) {
-                match system.lookup("cache") {
-                    Some(agent) => {
-                        let _ = agent.call_msg::<_, CacheReply>(&workload(n)).await;
-                    }
-                    None => tokio::time::sleep(Duration::from_millis(2)).await,
-                }
-                n += 1;
-                if n.is_multiple_of(8) {
-                    tokio::task::yield_now().await;
-                }
-            }
-        })
-    };
+    let load = Load::start::<_, CacheReply>(&system, "cache", 1_000_000, workload);
     let production_fuel = |arbiter: &Arbiter| -> (u64, Params) {
         let BehaviourId::Wasm(current) = arbiter.current_module("cache").unwrap() else {
             panic!("a native behaviour");
@@ -254,8 +202,7 @@ async fn the_loop_brings_a_poor_configuration_within_five_percent_of_the_optimum
             break;
         }
     }
-    stop.store(true, Ordering::Release);
-    load.await.unwrap();
+    load.stop().await;
     let path: Vec<String> = trajectory
         .iter()
         .map(|(f, p)| format!("{p}: {:.3}× the optimum", *f as f64 / optimum as f64))

@@ -3,17 +3,20 @@
 //! reproducible from its seed, and placebos behave exactly like their original.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 
 use arbor_agent::wasm::{AgentLimits, Capabilities, EngineConfig, WasmBehaviour, WasmHost};
 use arbor_agent::{Behaviour, Host};
 use arbor_evolve::{
-    CandidateSource, Genetic, GeneticConfig, Offer, ParameterSearch, Params, Parent, Placebos,
-    Request, Value, params_of, space_of, with_params,
+    CandidateSource, Genetic, GeneticConfig, Offer, ParameterSearch, Parent, Placebos, Request,
+    Value, params_of, space_of, with_params,
 };
 use arbor_modules::cache::{CacheMsg, CacheParams, CacheReply};
 use arbor_modules::{CACHE, KV};
 use arbor_vault::{ModuleHash, Origin};
+use support::cache_params;
 
 fn host() -> WasmHost {
     WasmHost::new(EngineConfig {
@@ -60,18 +63,6 @@ fn workload() -> Vec<Vec<u8>> {
         inputs.push(rmp_serde::to_vec_named(&CacheMsg::Get { key }).unwrap());
     }
     inputs
-}
-
-fn cache_params(capacity: i64, policy: &str, admit_after: i64) -> Params {
-    let mut params = Params::default();
-    params.0.insert("capacity".into(), Value::Int(capacity));
-    params
-        .0
-        .insert("policy".into(), Value::Choice(policy.into()));
-    params
-        .0
-        .insert("admit_after".into(), Value::Int(admit_after));
-    params
 }
 
 #[test]

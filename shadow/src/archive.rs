@@ -37,20 +37,15 @@ pub(crate) fn enter(
         Some(reason) => (Reached::Refused, Some(reason)),
         None => (Reached::Admitted, None),
     };
-    // Admitting a module the archive already has (a placebo offered twice, a resubmission)
-    // keeps what it measured.
-    if let Some(known) = vault
-        .archive_entry(&id, &candidate)
-        .map_err(ShadowError::Vault)?
-        && reached == Reached::Admitted
+    // Admitting a module the archive already has (a resubmission, a search proposing it again
+    // after a restart) keeps its entry as it is until the new evaluation ends.
+    if reached == Reached::Admitted
+        && vault
+            .archive_entry(&id, &candidate)
+            .map_err(ShadowError::Vault)?
+            .is_some()
     {
-        return put(
-            vault,
-            &ArchiveEntry {
-                reached: Reached::Admitted,
-                ..known
-            },
-        );
+        return Ok(());
     }
     put(
         vault,
