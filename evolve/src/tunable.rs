@@ -131,8 +131,23 @@ impl fmt::Display for Params {
 /// # Ok::<(), arbor_evolve::EvolveError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(into = "Vec<Tunable>", try_from = "Vec<Tunable>")]
 pub struct Space(Vec<Tunable>);
+
+impl TryFrom<Vec<Tunable>> for Space {
+    type Error = EvolveError;
+
+    /// Checked as [`Space::new`] checks, so a space read from anywhere is a valid one.
+    fn try_from(tunables: Vec<Tunable>) -> Result<Space, EvolveError> {
+        Space::new(tunables)
+    }
+}
+
+impl From<Space> for Vec<Tunable> {
+    fn from(space: Space) -> Vec<Tunable> {
+        space.0
+    }
+}
 
 impl Space {
     /// A space from its JSON (as in `arbor:tunables`), checked: names unique and non-empty,
@@ -245,14 +260,18 @@ impl Space {
 }
 
 impl Kind {
-    /// A value drawn uniformly.
+    /// A value drawn uniformly. A kind no [`Space`] would accept (bounds out of order or not
+    /// finite, no options) gives its lowest value instead of panicking.
     pub fn random(&self, rng: &mut impl Rng) -> Value {
         match self {
-            Kind::Int { min, max } => Value::Int(rng.random_range(*min..=*max)),
-            Kind::Float { min, max } => Value::Float(rng.random_range(*min..=*max)),
-            Kind::Choice { options } => {
+            Kind::Int { min, max } if min <= max => Value::Int(rng.random_range(*min..=*max)),
+            Kind::Float { min, max } if min.is_finite() && max.is_finite() && min <= max => {
+                Value::Float(rng.random_range(*min..=*max))
+            }
+            Kind::Choice { options } if !options.is_empty() => {
                 Value::Choice(options[rng.random_range(0..options.len())].clone())
             }
+            _ => self.lowest(),
         }
     }
 
@@ -260,7 +279,7 @@ impl Kind {
         match self {
             Kind::Int { min, .. } => Value::Int(*min),
             Kind::Float { min, .. } => Value::Float(*min),
-            Kind::Choice { options } => Value::Choice(options[0].clone()),
+            Kind::Choice { options } => Value::Choice(options.first().cloned().unwrap_or_default()),
         }
     }
 
@@ -270,13 +289,15 @@ impl Kind {
     pub fn mutate(&self, value: &Value, rng: &mut impl Rng) -> Value {
         let scale: i32 = if rng.random_bool(0.5) { 10 } else { 50 };
         match (self, value) {
-            (Kind::Int { min, max }, Value::Int(v)) => {
+            (Kind::Int { min, max }, Value::Int(v)) if min <= max => {
                 let reach = ((max - min) / i64::from(scale)).max(1);
                 let step = rng.random_range(-reach..=reach);
                 let step = if step == 0 { 1 } else { step };
                 Value::Int(v.saturating_add(step).clamp(*min, *max))
             }
-            (Kind::Float { min, max }, Value::Float(v)) => {
+            (Kind::Float { min, max }, Value::Float(v))
+                if min.is_finite() && max.is_finite() && min <= max =>
+            {
                 let reach = (max - min) / f64::from(scale);
                 let step = rng.random_range(-reach..=reach);
                 Value::Float((v + step).clamp(*min, *max))
@@ -327,6 +348,26 @@ mod tests {
         ] {
             let err = Space::parse(json).unwrap_err().to_string();
             assert!(err.contains(expect), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_space_read_from_anywhere_is_checked_and_a_bad_kind_does_not_panic() {
+        let empty: Result<Space, _> = serde_json::from_str("[]");
+        assert!(empty.is_err());
+        let space: Space = serde_json::from_slice(CACHE).unwrap();
+        assert_eq!(space, Space::parse(CACHE).unwrap());
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for kind in [
+            Kind::Int { min: 2, max: 1 },
+            Kind::Float {
+                min: f64::NAN,
+                max: 1.0,
+            },
+            Kind::Choice { options: vec![] },
+        ] {
+            let value = kind.random(&mut rng);
+            let _ = kind.mutate(&value, &mut rng);
         }
     }
 

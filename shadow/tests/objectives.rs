@@ -10,6 +10,8 @@
 //!   same comparator.
 //! - A rejected fix is accepted by a person with a reason (in the lineage), promoted, and
 //!   watched without rolling back on the accepted differences.
+//! - A candidate that writes misleading values into its replies raises a judge that trusts
+//!   replies, not one that checks them against the state.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -21,7 +23,7 @@ use std::time::Duration;
 use arbor_agent::{AgentSpec, AgentSystem};
 use arbor_modules::kv::{KvMsg, KvReply};
 use arbor_modules::{Hostile, kv_hostile};
-use arbor_shadow::objective::{Comparator, Grade, Judge, Outcome as Run};
+use arbor_shadow::objective::{Comparator, Grade, Judge, Measure, Outcome as Run};
 use arbor_shadow::{
     Approval, Arbiter, EvaluationOptions, EvaluationStatus, Outcome, ShadowError, Stage, Tally,
 };
@@ -429,5 +431,101 @@ async fn a_person_accepts_a_rejected_fix_with_a_reason_and_its_watch_keeps_it() 
     load.stop().await;
     assert_eq!(status.stage, Stage::Done(Outcome::Promoted), "{status:#?}");
     assert!(status.watch.samples >= 100);
+    system.shutdown().await.unwrap();
+}
+
+/// The host's judge that checks what a reply claims against the state the run left: a Get
+/// scores 1 only when it answers the value the store holds for the key. A reply cannot raise
+/// it by claiming more.
+struct VerifiedHits;
+
+impl Judge for VerifiedHits {
+    fn score(&self, run: &Run<'_>) -> Option<f64> {
+        let Ok(KvMsg::Get { key }) = rmp_serde::from_slice::<KvMsg>(run.input) else {
+            return None;
+        };
+        let store: std::collections::BTreeMap<String, String> =
+            rmp_serde::from_slice(run.state?).ok()?;
+        let answered = match rmp_serde::from_slice(run.reply?).ok()? {
+            KvReply::Value { value } => value,
+            _ => return Some(0.0),
+        };
+        let held = store.get(&key);
+        Some(f64::from(u8::from(
+            answered.is_some() && answered.as_ref() == held,
+        )))
+    }
+
+    fn needs_state(&self) -> bool {
+        true
+    }
+}
+
+/// Grades every reply difference `same`.
+struct AnythingGoes;
+
+impl Comparator for AnythingGoes {
+    fn grade(&self, _: &str, _: &[u8], _: &[u8], _: &[u8]) -> Grade {
+        Grade::Same
+    }
+}
+
+/// A candidate that writes misleading values into its replies (kv-hostile `AllWrong`: every Get
+/// answers "wrong", a value where production often has none), with every reply difference let
+/// through, raises the score of a judge that trusts replies, and not the score of one that
+/// checks them against the state: it is rejected on that objective, its verified score no
+/// higher than production's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misleading_replies_do_not_raise_a_verified_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = production(dir.path(), &kv_hostile(Hostile::RarePrefix)).await;
+    let arbiter = Arbiter::new(system.clone(), fix_config(Approval::Suggest)).unwrap();
+    arbiter.register_judge("hits", Arc::new(Hits));
+    arbiter.register_judge("verified", Arc::new(VerifiedHits));
+    // A host that let every reply difference through (graded `same`), so that only the
+    // scores decide: the worst case for a judge that believes replies.
+    arbiter.register_comparator("anything-goes", Arc::new(AnythingGoes));
+    let options = EvaluationOptions {
+        comparator: Some("anything-goes".into()),
+        ..objectives(&["score.hits:better", "score.verified:better"])
+    };
+    let status = evaluate(
+        &system,
+        &arbiter,
+        &kv_hostile(Hostile::AllWrong),
+        options,
+        zz_gets,
+        false,
+    )
+    .await;
+    assert_eq!(
+        status.stage,
+        Stage::Done(Outcome::Rejected),
+        "{}",
+        reasons(&status)
+    );
+    let measured = compared(&status).measured();
+    assert!(
+        measured.contains_key("score.verified") && measured.contains_key("score.hits"),
+        "{measured:?}; {}",
+        reasons(&status)
+    );
+    // The lie works on the judge that believes replies…
+    assert!(
+        measured["score.hits"] > measured["score.hits.control"],
+        "{measured:?}"
+    );
+    // …and not on the one that checks them.
+    assert!(
+        measured["score.verified"] <= measured["score.verified.control"],
+        "{measured:?}"
+    );
+    let decision = status.decision.as_ref().unwrap();
+    let verified = decision
+        .objectives
+        .iter()
+        .find(|o| o.objective.measure == Measure::Score("verified".into()))
+        .unwrap();
+    assert!(!verified.met, "{verified}");
     system.shutdown().await.unwrap();
 }
