@@ -57,19 +57,31 @@ async fn kv_v2_is_promoted_automatically_and_keeps_every_write() {
     // Every acknowledged write survived the swap and the migration to v2's state layout.
     assert_eq!(store(&system).await, model);
 
-    let steps: Vec<String> = arbiter
-        .history("kv")
-        .unwrap()
-        .iter()
-        .map(|r| match &r.event {
-            LineageEvent::ModuleAdmitted { .. } => "admitted".to_string(),
-            LineageEvent::Verdict { verdict, .. } => format!("verdict {verdict:?}"),
-            LineageEvent::Promoted { .. } => "promoted".into(),
-            LineageEvent::RolledBack { .. } => "rolled back".into(),
-            LineageEvent::Step { step, .. } => step.to_string(),
-            other => format!("{other:?}"),
-        })
-        .collect();
+    let lineage = || -> Vec<String> {
+        arbiter
+            .history("kv")
+            .unwrap()
+            .iter()
+            .map(|r| match &r.event {
+                LineageEvent::ModuleAdmitted { .. } => "admitted".to_string(),
+                LineageEvent::Verdict { verdict, .. } => format!("verdict {verdict:?}"),
+                LineageEvent::Promoted { .. } => "promoted".into(),
+                LineageEvent::RolledBack { .. } => "rolled back".into(),
+                LineageEvent::Step { step, .. } => step.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    };
+    // The watch's end is recorded just after the stage moves to done (the stage table decides
+    // first, so a rollback racing the watch's end is never written as a pass).
+    let mut steps = lineage();
+    for _ in 0..100 {
+        if steps.last().is_some_and(|s| s == "watch-passed") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        steps = lineage();
+    }
     assert_eq!(
         steps,
         [
@@ -548,15 +560,26 @@ async fn a_person_can_roll_back_or_end_a_watch() {
     ));
     let model = traffic.stop().await;
     assert_eq!(store(&system).await, model);
-    let steps: Vec<String> = arbiter
-        .history("kv")
-        .unwrap()
-        .iter()
-        .filter_map(|r| match &r.event {
-            LineageEvent::Step { step, .. } => Some(step.to_string()),
-            _ => None,
-        })
-        .collect();
+    let lineage = || -> Vec<String> {
+        arbiter
+            .history("kv")
+            .unwrap()
+            .iter()
+            .filter_map(|r| match &r.event {
+                LineageEvent::Step { step, .. } => Some(step.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    // Recorded just after the stage moves to done.
+    let mut steps = lineage();
+    for _ in 0..100 {
+        if steps.last().is_some_and(|s| s == "watch-cancelled") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        steps = lineage();
+    }
     assert!(
         steps.ends_with(&["watch-cancelled".to_string()]),
         "{steps:?}"
