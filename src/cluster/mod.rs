@@ -174,13 +174,18 @@ impl Node {
         let client = options.connect().await?;
         arbor_cluster::check_server(&client)?;
         let js = async_nats::jetstream::new(client.clone());
-        let leases = Leases::open(
-            js.clone(),
-            arbor_cluster::LeaseConfig::default()
-                .replicas(options.replicas)
-                .duration(options.lease)
-                .max_clock_skew(options.max_clock_skew),
-        )
+        // Creating the buckets and the stream is retried: nodes joining a fresh cluster
+        // together race to create them, and on a loaded machine a creation request can time
+        // out while another node's succeeds (seen in CI: "jetstream request timed out").
+        let leases = while_new(|| {
+            Leases::open(
+                js.clone(),
+                arbor_cluster::LeaseConfig::default()
+                    .replicas(options.replicas)
+                    .duration(options.lease)
+                    .max_clock_skew(options.max_clock_skew),
+            )
+        })
         .await?;
         let vault = Vault::open(data_dir.join("vault"), arbor_vault::Config::default())
             .map_err(ClusterError::Vault)?;
@@ -192,16 +197,18 @@ impl Node {
                 .map_err(ClusterError::Vault)?;
         }
         vault.sync().map_err(ClusterError::Vault)?;
-        let store = JetStreamStore::open_with_vault(
-            js.clone(),
-            &options.node,
-            arbor_cluster::StoreConfig::default()
-                .replicas(options.replicas)
-                .append_timeout(options.append_timeout),
-            vault,
-        )
+        let store = while_new(|| {
+            JetStreamStore::open_with_vault(
+                js.clone(),
+                &options.node,
+                arbor_cluster::StoreConfig::default()
+                    .replicas(options.replicas)
+                    .append_timeout(options.append_timeout),
+                vault.clone(),
+            )
+        })
         .await?;
-        let registry = Registry::open(&js, options.replicas).await?;
+        let registry = while_new(|| Registry::open(&js, options.replicas)).await?;
         let draining = !options.hosts_agents;
         let members = Members::open(
             &js,
@@ -240,15 +247,16 @@ impl Node {
     }
 }
 
-/// Runs `op` until it succeeds or 10 s have passed: on a fresh cluster, a bucket another node
+/// Runs `op` until it succeeds or 30 s have passed: on a fresh cluster, a bucket another node
 /// is creating at this moment exists for a lookup before its stream answers writes and
-/// consumers ("no stream found"), so nodes that join together retry their first operations.
+/// consumers ("no stream found"), and creations racing on a loaded machine time out, so nodes
+/// that join together retry their first operations.
 pub(crate) async fn while_new<T, E, F, Fut>(mut op: F) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut backoff = std::time::Duration::from_millis(50);
     loop {
         match op().await {
