@@ -15,27 +15,10 @@ use arbor_modules::CACHE;
 use arbor_modules::cache::{CacheMsg, CacheReply};
 use arbor_shadow::{Approval, Arbiter, EvaluationOptions, EvaluationStatus, ShadowError, Stage};
 use arbor_vault::{LineageEvent, ModuleHash, Origin, Reached, Step};
-use support::{Load, arbiter_config, cache_params};
-
-/// Reads mostly of six hot records, a few of cold ones, now and then a write.
-fn traffic(n: u64) -> CacheMsg {
-    let key = if n.is_multiple_of(5) {
-        10 + (n % 30) as u32
-    } else {
-        (n % 6) as u32
-    };
-    if n.is_multiple_of(50) {
-        CacheMsg::Put {
-            key,
-            value: format!("v{n}"),
-        }
-    } else {
-        CacheMsg::Get { key }
-    }
-}
+use support::{Load, arbiter_config, cache_params, hot_reads};
 
 async fn settle(system: &AgentSystem, arbiter: &Arbiter) -> EvaluationStatus {
-    let load = Load::start::<_, CacheReply>(system, "cache", 0, traffic);
+    let load = Load::start::<_, CacheReply>(system, "cache", 0, hot_reads);
     let status = tokio::time::timeout(
         Duration::from_secs(120),
         arbiter.wait("cache", EvaluationStatus::is_settled),

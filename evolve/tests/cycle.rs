@@ -19,27 +19,11 @@ use arbor_modules::CACHE;
 use arbor_modules::cache::{CacheMsg, CacheReply};
 use arbor_shadow::{Approval, Arbiter, EvaluationOptions, Stage};
 use arbor_vault::{ModuleHash, Reached};
-use support::{Load, arbiter_config, cache_params};
+use support::{Load, arbiter_config, cache_params, hot_reads};
 
 /// A poor configuration: two entries, FIFO, admitted at the third miss.
 fn poor() -> Vec<u8> {
     with_params(CACHE, &cache_params(2, "fifo", 3)).unwrap()
-}
-
-fn traffic(n: u64) -> CacheMsg {
-    let key = if n.is_multiple_of(5) {
-        10 + (n % 30) as u32
-    } else {
-        (n % 6) as u32
-    };
-    if n.is_multiple_of(50) {
-        CacheMsg::Put {
-            key,
-            value: format!("v{n}"),
-        }
-    } else {
-        CacheMsg::Get { key }
-    }
 }
 
 async fn production(dir: &std::path::Path) -> AgentSystem {
@@ -99,7 +83,7 @@ async fn the_loop_promotes_only_what_the_arbiter_approved_and_reports_every_cand
         vec![search(5), Box::new(broken)],
     )
     .unwrap();
-    let load = Load::start::<_, CacheReply>(&system, "cache", 0, traffic);
+    let load = Load::start::<_, CacheReply>(&system, "cache", 0, hot_reads);
     let mut reports = Vec::new();
     for _ in 0..3 {
         reports.push(evolution.cycle().await.unwrap());
@@ -182,7 +166,7 @@ async fn under_suggest_a_cycle_stops_at_the_first_approval_and_waits_for_a_perso
     }
     let mut evolution =
         EvolutionLoop::new(arbiter.clone(), loop_config(4), vec![Box::new(submitted)]).unwrap();
-    let load = Load::start::<_, CacheReply>(&system, "cache", 0, traffic);
+    let load = Load::start::<_, CacheReply>(&system, "cache", 0, hot_reads);
     let first = evolution.cycle().await.unwrap();
     assert_eq!(first.tried.len(), 1, "{first:#?}");
     assert_eq!(first.tried[0].outcome, "awaiting approval");

@@ -52,6 +52,25 @@ pub fn cache_params(capacity: i64, policy: &str, admit_after: i64) -> Params {
     params
 }
 
+/// The cache agent's traffic: reads mostly of six hot records, a few of 30 cold ones, a write
+/// in 50.
+pub fn hot_reads(n: u64) -> arbor_modules::cache::CacheMsg {
+    use arbor_modules::cache::CacheMsg;
+    let key = if n.is_multiple_of(5) {
+        10 + (n % 30) as u32
+    } else {
+        (n % 6) as u32
+    };
+    if n.is_multiple_of(50) {
+        CacheMsg::Put {
+            key,
+            value: format!("v{n}"),
+        }
+    } else {
+        CacheMsg::Get { key }
+    }
+}
+
 /// Calls `agent` with `traffic(n)` for n = `from`, `from` + 1, … until stopped; a call that
 /// fails (while a promotion swaps the module) is skipped.
 pub struct Load {
