@@ -33,12 +33,12 @@
 //! it, and the next claim could not tell which epoch to write; the deadline in the value keeps
 //! the epoch for ever and needs no server feature beyond revision CAS.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, kv, stream::LastRawMessageErrorKind};
 use bytes::Bytes;
 
-use crate::conflict::is_conflict;
+use crate::conflict::{CasError, update_checked};
 use crate::names::encode_agent;
 
 const VALUE_PREFIX: &str = "arbor-lease/1 ";
@@ -293,7 +293,6 @@ impl Leases {
 
     /// Claims `agent` for `node` (see the module docs for when it succeeds).
     pub async fn claim(&self, agent: &str, node: &str) -> Result<Lease, LeaseError> {
-        let key = encode_agent(agent);
         let latest = self.latest(agent).await?;
         let now = SystemTime::now();
         let until = now + self.config.duration;
@@ -324,10 +323,16 @@ impl Leases {
             }
         };
         let revision = self
-            .store
-            .update(&key, encode(epoch, until, node), expected)
+            .write(
+                agent,
+                epoch,
+                node,
+                encode(epoch, until, node),
+                expected,
+                "claim",
+            )
             .await
-            .map_err(|e| cas_error(e, lost_race(), "claim", agent))?;
+            .map_err(|e| e.unwrap_or_else(lost_race))?;
         Ok(Lease {
             agent: agent.to_string(),
             node: node.to_string(),
@@ -360,14 +365,48 @@ impl Leases {
         value: Bytes,
         op: &'static str,
     ) -> Result<u64, LeaseError> {
-        let lost = LeaseError::Lost {
-            agent: lease.agent.clone(),
-            epoch: lease.epoch,
-        };
-        self.store
-            .update(encode_agent(&lease.agent), value, lease.revision)
+        let (agent, epoch) = (&lease.agent, lease.epoch);
+        self.write(agent, epoch, &lease.node, value, lease.revision, op)
             .await
-            .map_err(|e| cas_error(e, lost, op, &lease.agent))
+            .map_err(|e| {
+                e.unwrap_or_else(|| LeaseError::Lost {
+                    agent: agent.clone(),
+                    epoch,
+                })
+            })
+    }
+
+    /// Writes the agent's entry at `revision` for the holder (`epoch`, `node`). `Err(None)`:
+    /// someone else wrote it since (the caller's lost-race error). A refusal is judged by the
+    /// entry (see [`crate::conflict`]): an entry of the same epoch and node is the holder's
+    /// own earlier write whose reply was lost. Gives up after a third of the lease: the next
+    /// renewal tries again, and a lease that runs out is given up anyway.
+    async fn write(
+        &self,
+        agent: &str,
+        epoch: u64,
+        node: &str,
+        value: Bytes,
+        revision: u64,
+        op: &'static str,
+    ) -> Result<u64, Option<LeaseError>> {
+        let deadline = Instant::now() + self.config.duration / 3;
+        let ours = |value: &[u8]| {
+            parse(agent, value, 0).is_ok_and(|record| record.epoch == epoch && record.node == node)
+        };
+        update_checked(
+            &self.store,
+            &encode_agent(agent),
+            value,
+            revision,
+            deadline,
+            ours,
+        )
+        .await
+        .map_err(|e| match e {
+            CasError::Lost => None,
+            CasError::Failed(e) => Some(nats(op, agent, e)),
+        })
     }
 }
 
@@ -376,20 +415,6 @@ struct Latest {
     deleted: bool,
     value: Bytes,
     revision: u64,
-}
-
-/// `on_conflict` if the update lost its compare-and-swap, else the failure itself.
-fn cas_error(
-    e: kv::UpdateError,
-    on_conflict: LeaseError,
-    op: &'static str,
-    agent: &str,
-) -> LeaseError {
-    if e.kind() == kv::UpdateErrorKind::WrongLastRevision || is_conflict(&e) {
-        on_conflict
-    } else {
-        nats(op, agent, e)
-    }
 }
 
 fn nats(op: &'static str, agent: &str, e: impl Into<async_nats::Error>) -> LeaseError {

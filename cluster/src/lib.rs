@@ -68,6 +68,7 @@ mod store;
 #[cfg(feature = "harness")]
 pub mod harness;
 
+pub use conflict::is_conflict;
 pub use lease::{Lease, LeaseConfig, LeaseError, LeaseRecord, Leases};
 pub use log::{AgentWriter, Appended, Entry, EntryKind, JournalLog, LogConfig, LogError};
 pub use names::encode_agent;

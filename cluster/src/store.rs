@@ -121,7 +121,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arbor_agent::agent::{Ack, Pending, Records};
 use arbor_agent::{JournalError, JournalStore};
@@ -133,7 +133,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::conflict::is_conflict;
+use crate::conflict::{CasError, is_conflict, update_checked};
 use crate::log::{AgentWriter, EntryKind, JournalLog, LogConfig, LogError};
 use crate::names::encode_agent;
 
@@ -602,6 +602,7 @@ impl JetStreamStore {
         };
         let bucket = &self.inner.bucket;
         let key = encode_agent(agent);
+        let mut backoff = Duration::from_millis(20);
         for _ in 0..CLAIM_ATTEMPTS {
             let (value, revision) = latest_at(bucket, &key).await.map_err(failed)?;
             let lsns = match value {
@@ -618,8 +619,12 @@ impl JetStreamStore {
             let value = encode_index(epoch, &lsns).map_err(failed)?;
             match bucket.update(&key, value, revision).await {
                 Ok(revision) => return Ok((lsns, revision)),
-                // A former owner's write landed after our read: read it too.
-                Err(e) if is_conflict(&e) => continue,
+                // A former owner's write landed after our read (read it too), or a leader
+                // elected a moment ago has not applied the log yet (give it a moment).
+                Err(e) if is_conflict(&e) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
                 Err(e) => return Err(failed(e.into())),
             }
         }
@@ -915,7 +920,7 @@ async fn run_writer(
             Op::DeleteCheckpoints(lsns) => {
                 written.index.retain(|lsn| !lsns.contains(lsn));
                 let what = format!("deleting checkpoints of agent `{agent}`");
-                match put_index(&stores.bucket, &agent, &mut written, what).await {
+                match put_index(&stores, &agent, &mut written, what).await {
                     Err(e) => Err(e),
                     Ok(()) => {
                         // Unlisted already: a leftover value or blob is harmless (never read).
@@ -991,7 +996,7 @@ async fn put_checkpoint(
         written.index.push(lsn);
         written.index.sort_unstable();
     }
-    put_index(&stores.bucket, agent, written, what()).await
+    put_index(stores, agent, written, what()).await
 }
 
 /// A checkpoint's value (and blob).
@@ -1055,27 +1060,37 @@ async fn release_entries(log: &JournalLog, agent: &str, written: &mut Written, b
 }
 
 /// Writes the writer's index at the revision it last wrote: if another owner claimed the
-/// index since, the write fails and the writer is fenced (decision 6).
+/// index since, the write fails and the writer is fenced (decision 6). A refusal is believed
+/// only once the index shows another owner's entry (see [`crate::conflict`]): a freshly
+/// elected leader's refusal, or an earlier write of ours whose reply was lost, is retried.
 async fn put_index(
-    bucket: &kv::Store,
+    stores: &Stores,
     agent: &str,
     written: &mut Written,
     what: String,
 ) -> Result<(), JournalError> {
-    let value = encode_index(written.writer.epoch(), &written.index)
-        .map_err(|e| store_error(what.clone(), e))?;
-    match bucket
-        .update(encode_agent(agent), value, written.index_revision)
-        .await
+    let epoch = written.writer.epoch();
+    let value = encode_index(epoch, &written.index).map_err(|e| store_error(what.clone(), e))?;
+    let deadline = Instant::now() + stores.log.config().append_timeout;
+    let ours = |value: &[u8]| rmp_serde::from_slice::<Index>(value).is_ok_and(|i| i.epoch == epoch);
+    match update_checked(
+        &stores.bucket,
+        &encode_agent(agent),
+        value,
+        written.index_revision,
+        deadline,
+        ours,
+    )
+    .await
     {
         Ok(revision) => {
             written.index_revision = revision;
             Ok(())
         }
-        Err(e) if is_conflict(&e) => Err(JournalError::Fenced {
+        Err(CasError::Lost) => Err(JournalError::Fenced {
             agent: agent.to_string(),
         }),
-        Err(e) => Err(store_error(what, e)),
+        Err(CasError::Failed(e)) => Err(store_error(what, e)),
     }
 }
 

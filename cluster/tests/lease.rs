@@ -115,3 +115,46 @@ async fn racing_claims_have_one_winner_per_epoch() {
         "one claim per round, epochs consecutive"
     );
 }
+
+// A renewal whose reply was lost (it timed out, or the connection was cut just after the
+// server stored it) leaves the entry one revision past what the holder knows; the next
+// renewal is refused as if another node had claimed the agent. The holder used to believe it
+// and step down from an agent nobody else held; it now reads the entry, finds its own epoch
+// and node, and renews.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_whose_reply_was_lost_keeps_the_lease() {
+    let s = setup(Duration::from_millis(1500)).await;
+    let leases = &s.leases;
+    let mut lease = leases
+        .claim("agent/lost-reply", "node-a")
+        .await
+        .expect("claim");
+    // The same renewal, landed; the holder's copy never learns its revision.
+    let mut landed = lease.clone();
+    leases.renew(&mut landed).await.expect("renew");
+    leases
+        .renew(&mut lease)
+        .await
+        .expect("renewing after our own renewal landed unseen");
+    assert_eq!(lease.epoch(), 1);
+    let record = leases
+        .get("agent/lost-reply")
+        .await
+        .expect("get")
+        .expect("entry");
+    assert_eq!((record.node.as_str(), record.epoch), ("node-a", 1));
+    assert!(matches!(
+        leases.claim("agent/lost-reply", "node-b").await,
+        Err(LeaseError::Held { .. })
+    ));
+    // Another node's entry is still a lost lease.
+    leases.release(lease).await.expect("release");
+    let _b = leases
+        .claim("agent/lost-reply", "node-b")
+        .await
+        .expect("claim");
+    match leases.renew(&mut landed).await {
+        Err(LeaseError::Lost { epoch: 1, .. }) => {}
+        other => panic!("expected Lost, got {other:?}"),
+    }
+}

@@ -158,6 +158,10 @@ async fn checkpoint_subjects(client: &async_nats::Client, agent: &str) -> Vec<St
 /// Damages the newest checkpoint of `agent` in the bucket (its state's last byte), as a
 /// disk or a bug could; returns its position. Recovery then falls back to the one before,
 /// and replays from there: the records the release rule had to keep.
+///
+/// The index is first rewritten unchanged at the revision read (a compare-and-swap, as a new
+/// owner's claim does): a dead writer's index write still in flight at the server then fails
+/// instead of listing a newer, undamaged checkpoint after this one was chosen.
 async fn damage_newest_checkpoint(client: &async_nats::Client, agent: &str) -> u64 {
     let js = async_nats::jetstream::new(client.clone());
     let bucket = js.get_key_value(CHECKPOINTS).await.expect("bucket");
@@ -174,15 +178,30 @@ async fn damage_newest_checkpoint(client: &async_nats::Client, agent: &str) -> u
                 .get_last_raw_message_by_subject(&format!("$KV.{CHECKPOINTS}.{key}"))
                 .await
                 .expect("stored")
-                .payload
         }
     };
-    let index = latest(agent.to_string()).await;
+    let index = loop {
+        let index = latest(agent.to_string()).await;
+        match bucket
+            .update(agent, index.payload.clone(), index.sequence)
+            .await
+        {
+            Ok(_) => break index.payload,
+            // The dead writer's last index write landed between the read and the update.
+            Err(e)
+                if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision
+                    || arbor_cluster::is_conflict(&e) =>
+            {
+                continue;
+            }
+            Err(e) => panic!("freeze the index: {e}"),
+        }
+    };
     // The index: the owner's epoch and the positions that have a checkpoint.
     let (_epoch, lsns): (u64, Vec<u64>) = rmp_serde::from_slice(&index).expect("the index");
     let newest = lsns.into_iter().max().expect("a checkpoint");
     let key = format!("{agent}.{newest}");
-    let value = latest(key.clone()).await;
+    let value = latest(key.clone()).await.payload;
     // The value ends with the zstd state (inline: the counter's state is small).
     let mut damaged = value.to_vec();
     let last = damaged.len() - 1;
@@ -353,7 +372,11 @@ async fn a_writer_crashing_mid_release_leaves_a_recoverable_log() {
         assert!(!a_run.is_finished(), "node a stopped early");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    a_runtime.shutdown_background();
+    // The crash: A's threads stop at whatever point they reached (waited for, so that nothing
+    // of A runs on after this; what A had sent may still reach the server).
+    tokio::task::spawn_blocking(move || a_runtime.shutdown_timeout(Duration::from_secs(5)))
+        .await
+        .expect("stop node a");
     let acked_at_crash = acked.load(Ordering::SeqCst);
     // Whatever A's last release purged, the checkpoint before its newest still has every
     // record after it.
@@ -383,7 +406,9 @@ async fn a_writer_crashing_mid_release_leaves_a_recoverable_log() {
         (acked_at_crash..=acked + 1).contains(&recovered),
         "recovered {recovered}, acknowledged {acked_at_crash}..{acked}"
     );
-    inc(&counter, 1).await.expect("node b serves");
+    if let Err(e) = inc(&counter, 1).await {
+        panic!("node b serves: {e:?} ({:?})", b.store.cached_records(agent));
+    }
     assert_eq!(count(&counter).await, recovered + 1);
     b.system.shutdown().await.expect("shutdown");
 }

@@ -209,6 +209,81 @@ async fn former_owner_is_fenced_and_loses_nothing_acknowledged() {
     assert_eq!(count(&c_counter).await, 7);
 }
 
+/// Rewrites `agent`'s checkpoint index in the bucket, at its latest revision, as
+/// `(epoch, lsns)` from what it holds: `epoch` given, the positions kept. Returns the epoch
+/// it held.
+async fn rewrite_index(client: &async_nats::Client, agent: &str, epoch: Option<u64>) -> u64 {
+    let js = async_nats::jetstream::new(client.clone());
+    let bucket = js.get_key_value("arbor_checkpoints").await.expect("bucket");
+    let stream = js
+        .get_stream("KV_arbor_checkpoints")
+        .await
+        .expect("the bucket's stream");
+    // The writer's own index write of the checkpoint may still be on its way: read again.
+    for _ in 0..50 {
+        let index = stream
+            .get_last_raw_message_by_subject(&format!("$KV.arbor_checkpoints.{agent}"))
+            .await
+            .expect("an index");
+        let (held, lsns): (u64, Vec<u64>) = rmp_serde::from_slice(&index.payload).expect("decode");
+        let value = rmp_serde::to_vec(&(epoch.unwrap_or(held), lsns)).expect("encode");
+        if bucket
+            .update(agent, value.into(), index.sequence)
+            .await
+            .is_ok()
+        {
+            return held;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the index kept changing");
+}
+
+// A checkpoint index write whose reply was lost (a timeout, a connection cut just after the
+// server stored it) leaves the index one revision past what the writer knows; its next write
+// is refused as if another owner had claimed the index. The writer used to believe it and
+// halt as fenced; it now reads the index, finds its own epoch there, and writes on. An entry
+// of another owner still fences it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_write_whose_reply_was_lost_does_not_fence_its_writer() {
+    let s = setup(LEASE).await;
+    let agent = "counter-lost-reply";
+    let a = node(&s.client, "node-a").await;
+    let lease = s.leases.claim(agent, "node-a").await.expect("claim");
+    a.store
+        .acquire(agent, lease.epoch())
+        .await
+        .expect("acquire");
+    let counter = a
+        .system
+        .spawn(AgentSpec::wasm(agent, a.counter))
+        .await
+        .expect("spawn");
+    inc(&counter, 1).await.expect("inc");
+    counter.checkpoint().await.expect("first checkpoint");
+
+    // Our own write, landed without our writer learning its revision.
+    let held = rewrite_index(&s.client, agent, None).await;
+    assert_eq!(held, lease.epoch());
+    inc(&counter, 2).await.expect("inc");
+    counter
+        .checkpoint()
+        .await
+        .expect("a checkpoint after our own write landed unseen");
+    inc(&counter, 3).await.expect("the writer is not halted");
+    assert_eq!(count(&counter).await, 6);
+
+    // Another owner's claim of the index.
+    rewrite_index(&s.client, agent, Some(lease.epoch() + 1)).await;
+    inc(&counter, 4).await.expect("inc");
+    // Queued behind the checkpoint, whose index write halts the writer.
+    counter.checkpoint().await.expect("queued");
+    let refused = inc(&counter, 5).await.expect_err("fenced by a newer owner");
+    assert!(is_fenced(&refused), "{refused:?}");
+    // Shutting down reports the fenced writer too.
+    let _ = a.system.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_not_acquired_are_refused() {
     let s = setup(LEASE).await;

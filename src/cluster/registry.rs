@@ -192,6 +192,7 @@ impl Registry {
         state: AgentState,
         reason: Option<String>,
     ) -> Result<(), ClusterError> {
+        let mut backoff = Duration::from_millis(20);
         for _ in 0..10 {
             let Some(entry) = self
                 .agents
@@ -217,7 +218,15 @@ impl Registry {
                 .await
             {
                 Ok(_) => return Ok(()),
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                // Another writer's update landed after our read, or a leader elected a moment
+                // ago has not applied the log yet: read again after a moment.
+                Err(e)
+                    if e.kind() == kv::UpdateErrorKind::WrongLastRevision
+                        || arbor_cluster::is_conflict(&e) =>
+                {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
                 Err(e) => return Err(bucket("updating the registry", e)),
             }
         }
