@@ -92,12 +92,15 @@ impl Error {
     }
 
     /// Whether retrying the same operation later may succeed: the agent is restarting, moving
-    /// between nodes, or its mailbox was full.
+    /// between nodes, or its mailbox was full. (A journal fenced by another owner refused the
+    /// input before it was recorded; the agent is moving. A replicated store's failed append
+    /// is not retryable: its outcome is unknown.)
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Restarting(_) | Error::Unavailable { .. } => true,
             Error::Remote { kind, .. } => kind.is_retryable(),
             Error::Agent(AgentError::MailboxFull { .. }) => true,
+            Error::Agent(AgentError::Journal(arbor_agent::JournalError::Fenced { .. })) => true,
             _ => false,
         }
     }

@@ -737,3 +737,54 @@ async fn nodes_that_join_a_fresh_cluster_together_all_join() {
         rt.shutdown().await.unwrap();
     }
 }
+
+// An agent whose journal stopped taking its records on this node (another writer fenced it)
+// used to crash on every input: its restarts re-used the fenced journal, so a burst of calls
+// reached the root supervisor's restart intensity, and the root gave up — every agent of the
+// node gone, the runtime stopped. It now stops here as `shutdown` (not restarted), the owner
+// steps down and claims it again with a fresh takeover, and it serves with its state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fenced_journal_moves_the_agent_instead_of_crashing_the_node() {
+    let _serial = SERIAL.lock().await;
+    let cluster = NatsCluster::start(3).await.expect("nats cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(&cluster, "node-a", dir.path()).await;
+    a.spawn(Spawn::wasm_bytes("fenced", arbor_modules::KV))
+        .await
+        .expect("spawn");
+    a.spawn(Spawn::wasm_bytes("bystander", arbor_modules::KV))
+        .await
+        .expect("spawn");
+    put(&a, "fenced", "x", "1").await.expect("put");
+    put(&a, "bystander", "y", "1").await.expect("put");
+
+    // Another writer takes the journal over at the next epoch (as a node that claimed the
+    // agent would), without touching the lease.
+    let client = cluster.connect().await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let log = arbor_cluster::JournalLog::open(js, arbor_cluster::LogConfig::default().replicas(3))
+        .await
+        .expect("journal stream");
+    let last = log.last("fenced").await.expect("read").expect("an entry");
+    log.take_over("fenced", last.epoch + 1, "elsewhere")
+        .await
+        .expect("take over");
+
+    // A burst of inputs into the fenced journal: more than the root's restart intensity.
+    let mut failed = 0;
+    for i in 0..30 {
+        if put(&a, "fenced", "burst", &i.to_string()).await.is_err() {
+            failed += 1;
+        }
+    }
+    assert!(failed > 0, "the fenced journal refused nothing");
+    retrying(&a, Duration::from_secs(30), || put(&a, "fenced", "x", "2")).await;
+    assert_eq!(get(&a, "fenced", "x").await.expect("get"), Some("2".into()));
+    assert_eq!(
+        get(&a, "bystander", "y")
+            .await
+            .expect("the rest of the node lives"),
+        Some("1".into())
+    );
+    a.shutdown().await.expect("shutdown");
+}

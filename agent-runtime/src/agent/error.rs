@@ -296,6 +296,26 @@ pub enum JournalError {
 }
 
 impl JournalError {
+    /// Whether the journal stopped taking this agent's records from this node until the node
+    /// takes the agent over again: another node owns it ([`Fenced`](Self::Fenced)), or a
+    /// replicated store's writer halted ([`Store`](Self::Store): an append whose outcome is
+    /// unknown). Not the behaviour's fault: the agent stops here instead of crashing, and
+    /// the cluster's owner re-acquires it (or another node does) rather than a supervisor
+    /// restarting it into the same refusal until its restart intensity gives up.
+    ///
+    /// ```
+    /// use arbor_agent::JournalError;
+    /// let fenced = JournalError::Fenced { agent: "counter-7".into() };
+    /// assert!(fenced.needs_takeover());
+    /// assert!(!JournalError::DeliveryStopped.needs_takeover());
+    /// ```
+    pub fn needs_takeover(&self) -> bool {
+        matches!(
+            self,
+            JournalError::Fenced { .. } | JournalError::Store { .. }
+        )
+    }
+
     /// The WAL error underneath, if the WAL failed.
     pub fn wal_error(&self) -> Option<&arbor_wal::Error> {
         match self {

@@ -115,6 +115,16 @@ impl Agent {
                         }
                         Ok(())
                     }
+                    // The journal stopped taking this agent's records from this node (see
+                    // `needs_takeover`): the state holds an input it cannot record, so the
+                    // agent stops here, not as a crash of its behaviour.
+                    Outcome::Applied(_) | Outcome::Crashed(_) if matches!(&error, AgentError::Journal(e) if e.needs_takeover()) =>
+                    {
+                        if let Some(reply) = reply {
+                            send(reply, Err(error.clone()));
+                        }
+                        Err(error)
+                    }
                     // The state holds an input the journal cannot record (or the instance
                     // crashed): it must go; recovery rebuilds the journaled state.
                     Outcome::Applied(_) | Outcome::Crashed(_) => {

@@ -211,6 +211,17 @@ impl Actor for AgentActor {
         };
         match outcome {
             Ok(()) => Ok(()),
+            // Stops with `shutdown`: a transient agent is not restarted into the same refusal;
+            // whoever acquires the journal next starts it again.
+            Err(AgentError::Journal(error)) if error.needs_takeover() => {
+                tracing::info!(agent = agent.spec.name, %error, "the journal needs a takeover: stopping here");
+                agent
+                    .context
+                    .directory
+                    .forget(&agent.spec.name, myself.get_id());
+                myself.stop(Some(format!("shutdown: {error}")));
+                Ok(())
+            }
             Err(crash) => {
                 tracing::warn!(agent = agent.spec.name, error = %crash, "agent crashed");
                 agent
