@@ -322,15 +322,13 @@ impl Leases {
                 (current.epoch + 1, latest.revision)
             }
         };
+        // No newer entry counts as ours: two claims from one node at once write the same
+        // bytes, and both must not believe they won. (A claim whose reply was lost reads as
+        // a lost race; the entry runs out and the agent is claimed again.)
         let revision = self
-            .write(
-                agent,
-                epoch,
-                node,
-                encode(epoch, until, node),
-                expected,
-                "claim",
-            )
+            .write(agent, encode(epoch, until, node), expected, "claim", |_| {
+                false
+            })
             .await
             .map_err(|e| e.unwrap_or_else(lost_race))?;
         Ok(Lease {
@@ -365,8 +363,12 @@ impl Leases {
         value: Bytes,
         op: &'static str,
     ) -> Result<u64, LeaseError> {
-        let (agent, epoch) = (&lease.agent, lease.epoch);
-        self.write(agent, epoch, &lease.node, value, lease.revision, op)
+        let (agent, epoch, node) = (&lease.agent, lease.epoch, &lease.node);
+        // The holder's earlier renewals carry its epoch and node (a new claim has a new epoch).
+        let ours = |value: &[u8]| {
+            parse(agent, value, 0).is_ok_and(|record| record.epoch == epoch && &record.node == node)
+        };
+        self.write(agent, value, lease.revision, op, ours)
             .await
             .map_err(|e| {
                 e.unwrap_or_else(|| LeaseError::Lost {
@@ -376,24 +378,20 @@ impl Leases {
             })
     }
 
-    /// Writes the agent's entry at `revision` for the holder (`epoch`, `node`). `Err(None)`:
-    /// someone else wrote it since (the caller's lost-race error). A refusal is judged by the
-    /// entry (see [`crate::conflict`]): an entry of the same epoch and node is the holder's
-    /// own earlier write whose reply was lost. Gives up after a third of the lease: the next
-    /// renewal tries again, and a lease that runs out is given up anyway.
+    /// Writes the agent's entry at `revision`. `Err(None)`: someone else wrote it since (the
+    /// caller's lost-race error). A refusal is judged by the entry (see [`crate::conflict`]):
+    /// one that `ours` recognises is this writer's own earlier write whose reply was lost.
+    /// Gives up after a third of the lease: the next renewal tries again, and a lease that
+    /// runs out is given up anyway.
     async fn write(
         &self,
         agent: &str,
-        epoch: u64,
-        node: &str,
         value: Bytes,
         revision: u64,
         op: &'static str,
+        ours: impl Fn(&[u8]) -> bool,
     ) -> Result<u64, Option<LeaseError>> {
         let deadline = Instant::now() + self.config.duration / 3;
-        let ours = |value: &[u8]| {
-            parse(agent, value, 0).is_ok_and(|record| record.epoch == epoch && record.node == node)
-        };
         update_checked(
             &self.store,
             &encode_agent(agent),

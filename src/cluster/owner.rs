@@ -128,10 +128,15 @@ impl Owner {
         }
     }
 
-    /// Starts the loop; it ends when the node is gone.
+    /// Starts the loop, and beside it the keeper: the heartbeat and the lease renewals run in
+    /// a task of their own, so that a slow pass (claims that recover agents, on a loaded
+    /// machine, after a partition) cannot hold them up. When they waited for the pass, a
+    /// pass longer than a lease let every other lease of the node run out and its heartbeat
+    /// go stale: the node stepped down from all its agents at once, other nodes claimed them
+    /// in slow passes of their own, and the cluster churned for minutes.
     pub(crate) fn start(node: Weak<Node>, local: Weak<dyn Local>) {
+        Owner::start_keeper(node.clone(), local.clone());
         tokio::spawn(async move {
-            let mut last_beat = Instant::now();
             let mut last_modules = Instant::now() - Duration::from_secs(60);
             let mut modules_here = usize::MAX;
             loop {
@@ -142,14 +147,6 @@ impl Owner {
                     return;
                 }
                 let tick = n.options.tick;
-                if last_beat.elapsed() >= n.options.lease / 3 {
-                    let draining = n.owner.draining.load(Ordering::Acquire);
-                    if let Err(error) = n.members.beat(draining).await {
-                        tracing::warn!(%error, "heartbeat not written");
-                    } else {
-                        last_beat = Instant::now();
-                    }
-                }
                 // A module added here (a candidate admitted, a spawn) goes up at the next tick,
                 // long before any promotion could swap an agent to it: a node that recovers
                 // the agent after a failover must find every module its journal names.
@@ -184,6 +181,48 @@ impl Owner {
                 }
             }
         });
+    }
+
+    /// The keeper: every tick, the heartbeat (a third of a lease after the last) and the
+    /// renewal of every lease due, each agent skipped while the pass claims or gives it up.
+    fn start_keeper(node: Weak<Node>, local: Weak<dyn Local>) {
+        tokio::spawn(async move {
+            let mut last_beat: Option<Instant> = None;
+            loop {
+                let (Some(n), Some(l)) = (node.upgrade(), local.upgrade()) else {
+                    return;
+                };
+                if l.is_stopped() {
+                    return;
+                }
+                let tick = n.options.tick;
+                if last_beat.is_none_or(|at| at.elapsed() >= n.options.lease / 3) {
+                    let draining = n.owner.draining.load(Ordering::Acquire);
+                    if let Err(error) = n.members.beat(draining).await {
+                        tracing::warn!(%error, "heartbeat not written");
+                    } else {
+                        last_beat = Some(Instant::now());
+                    }
+                }
+                n.owner.renew_due(&n, &l).await;
+                drop((n, l));
+                tokio::time::sleep(tick).await;
+            }
+        });
+    }
+
+    /// Renews every lease a third of which has passed (see [`Owner::renew`]).
+    async fn renew_due(&self, node: &Node, local: &Arc<dyn Local>) {
+        let names: Vec<String> = self.owned.lock().keys().cloned().collect();
+        futures_util::stream::iter(names)
+            .for_each_concurrent(AT_ONCE, |name| async move {
+                if !self.busy.lock().insert(name.clone()) {
+                    return;
+                }
+                self.renew(node, local, &name).await;
+                self.busy.lock().remove(&name);
+            })
+            .await;
     }
 
     /// A full module sync (a listing of the store), unless one ran less than a second ago.
@@ -289,9 +328,30 @@ impl Owner {
         }
     }
 
+    /// Claims `name`, which this node registered just now, and starts it here. The ownership
+    /// pass may be claiming it at this moment (it saw the registry entry): one operation per
+    /// agent at a time, so this waits for that one and finds the agent started.
+    pub(crate) async fn claim_spawned(
+        &self,
+        node: &Node,
+        local: &Arc<dyn Local>,
+        name: &str,
+    ) -> SpawnOutcome {
+        while !self.busy.lock().insert(name.to_string()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let outcome = if self.owned.lock().contains_key(name) {
+            SpawnOutcome::Started
+        } else {
+            self.claim(node, local, name, Some(())).await
+        };
+        self.busy.lock().remove(name);
+        outcome
+    }
+
     /// Claims `name` and starts it here (see the module docs). `spawn` is set when this node
-    /// spawned it just now.
-    pub(crate) async fn claim(
+    /// spawned it just now. The caller holds `name` in `busy`.
+    async fn claim(
         &self,
         node: &Node,
         local: &Arc<dyn Local>,
@@ -384,6 +444,9 @@ impl Owner {
                 metrics::counter!(arbor_metrics::CLUSTER_CLAIMS, "reason" => reason.label())
                     .increment(1);
                 self.owned.lock().insert(name.to_string(), lease);
+                // Recovering it may have taken much of the lease (the keeper skips an agent
+                // being claimed).
+                self.renew(node, local, name).await;
                 SpawnOutcome::Started
             }
             Ok((false, _)) | Err(_) => {

@@ -69,7 +69,7 @@ impl Runtime {
         }
         let placed = node.placed(&name);
         if placed.as_deref() == Some(node.name()) {
-            match node.owner.claim(node, &self.local(), &name, Some(())).await {
+            match node.owner.claim_spawned(node, &self.local(), &name).await {
                 SpawnOutcome::Started => {
                     return Ok(Spawned {
                         name: name.clone(),
