@@ -34,12 +34,13 @@ const HOSTS: usize = 3;
 const AGENTS: usize = 6;
 const ROUNDS: usize = 20;
 const LEASE: Duration = Duration::from_millis(1500);
-/// Writes the clients must get acknowledged once the faults have stopped, within
-/// [`QUIET`]. This asks that the cluster serves again, not how fast: after 20 partitions the
-/// clients were measured at about 2.6 acknowledged writes a second for the first 40 s against
-/// some 60 during the faults (agents restarting, fenced journals), a defect not yet found;
-/// one CI run got only 52 in 60 s.
-const AFTER_FAULTS: usize = 30;
+/// Writes the clients must get acknowledged once the faults have stopped, within [`QUIET`].
+/// This asks that the cluster serves again at a rate like the one during the faults, not how
+/// fast: healthy, the clients get 400 in 2–10 s on a 2-core machine. After 20 partitions they
+/// used to get about 2 a second for minutes (an agent crash-looping on a fenced journal until
+/// the root supervisor gave up; then slow passes that let every lease of a node run out, so
+/// nodes stepped down from all their agents and claimed them back in turns).
+const AFTER_FAULTS: usize = 400;
 /// How long the cluster has to serve [`AFTER_FAULTS`] writes after the faults.
 const QUIET: Duration = Duration::from_secs(120);
 
@@ -78,6 +79,20 @@ fn host(child: &CrashChild) {
     let proxied: bool = child.var("ARBOR_PROXIED");
     let seed_agents: bool = child.var("ARBOR_SEED_AGENTS");
     let incarnation: u32 = child.var("ARBOR_INCARNATION");
+    // For diagnosis: `ARBOR_HOST_LOG=<dir>` writes each host's log (RUST_LOG's filter,
+    // default info) to `<dir>/<node>-<incarnation>.log`.
+    if let Ok(dir) = std::env::var("ARBOR_HOST_LOG") {
+        let file = std::fs::File::create(Path::new(&dir).join(format!("{node}-{incarnation}.log")))
+            .expect("host log");
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .init();
+    }
     let dir = child.dir().join(&node);
     let stop_file = child.dir().join(format!("stop-{node}"));
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -851,9 +851,17 @@ fn store_error(
 
 fn log_error(agent: &str, error: LogError) -> JournalError {
     match error {
-        LogError::Fenced { .. } => JournalError::Fenced {
-            agent: agent.to_string(),
-        },
+        LogError::Fenced { epoch, found, .. } => {
+            tracing::warn!(
+                agent,
+                epoch,
+                ?found,
+                "journal append fenced by a later epoch"
+            );
+            JournalError::Fenced {
+                agent: agent.to_string(),
+            }
+        }
         other => store_error(format!("append for agent `{agent}`"), other),
     }
 }
@@ -1087,9 +1095,12 @@ async fn put_index(
             written.index_revision = revision;
             Ok(())
         }
-        Err(CasError::Lost) => Err(JournalError::Fenced {
-            agent: agent.to_string(),
-        }),
+        Err(CasError::Lost) => {
+            tracing::warn!(agent, epoch, "checkpoint index claimed by another owner");
+            Err(JournalError::Fenced {
+                agent: agent.to_string(),
+            })
+        }
         Err(CasError::Failed(e)) => Err(store_error(what, e)),
     }
 }
