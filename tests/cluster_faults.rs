@@ -13,6 +13,9 @@
 //! for it to own every agent, and reads every acknowledged key back: 0 acknowledged writes
 //! lost. Then the journal stream itself is checked: every append carries the epoch of the
 //! takeover before it, so no two owners were ever active on one agent.
+//!
+//! To see what the hosts did, run with `ARBOR_HOST_LOG=<dir>` (and `RUST_LOG`, default info):
+//! each host incarnation writes its log to `<dir>/<node>-<incarnation>.log`.
 
 #![allow(clippy::unwrap_used)]
 

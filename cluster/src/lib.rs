@@ -16,6 +16,10 @@
 //!   bucket, so an `AgentSystem` journals into the replicated stream and recovers from it on
 //!   another node (positions, sync/async, checkpoints, fencing and retention are decided in
 //!   its docs).
+//! - `conflict.rs`: a refused compare-and-swap is judged by the key's entry before anyone is
+//!   declared fenced or a lease lost — a freshly elected stream leader refuses with the same
+//!   error until it has applied the log, and a write whose reply was lost may have landed
+//!   ([`is_conflict`] recognises the refusal).
 //! - [`server`]: the server version and settings arbor requires, from Jepsen's NATS 2.12.1
 //!   analysis: **≥ 2.10.23** and **`jetstream { sync_interval: always }`**.
 //! - `harness` (feature `harness`): a real 3-server cluster on loopback for tests.

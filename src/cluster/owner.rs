@@ -12,6 +12,13 @@
 //! stream, or spawned from its spec on its first start). Giving up: stop it (a final
 //! checkpoint, unless the journal is fenced), flush and release the journal, release the
 //! lease (not after a step-down: the lease is someone else's already).
+//!
+//! Renewing: a keeper task beside the loop writes the heartbeat and renews every lease a
+//! third of which has passed, every tick, whatever the pass is doing — a pass that recovers
+//! many agents can take longer than a lease, and renewals that waited for it let leases run
+//! out. An agent whose journal refused an input because it needs a takeover (fenced, or its
+//! replicated writer halted) stops itself; the pass then finds the journal unsound, steps
+//! down, and claims it again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
