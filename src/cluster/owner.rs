@@ -122,6 +122,18 @@ pub(crate) struct Owner {
     last_sync: Mutex<Option<Instant>>,
 }
 
+/// One operation (claim, renewal, give-up) per agent at a time: see [`Owner::try_busy`].
+struct Busy<'a> {
+    owner: &'a Owner,
+    name: String,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.owner.busy.lock().remove(&self.name);
+    }
+}
+
 impl Owner {
     /// `draining` from the start: a node that hosts no agents.
     pub(crate) fn new(node: &str, draining: bool) -> Owner {
@@ -223,11 +235,10 @@ impl Owner {
         let names: Vec<String> = self.owned.lock().keys().cloned().collect();
         futures_util::stream::iter(names)
             .for_each_concurrent(AT_ONCE, |name| async move {
-                if !self.busy.lock().insert(name.clone()) {
+                let Some(_busy) = self.try_busy(&name) else {
                     return;
-                }
+                };
                 self.renew(node, local, &name).await;
-                self.busy.lock().remove(&name);
             })
             .await;
     }
@@ -287,9 +298,9 @@ impl Owner {
         }
         futures_util::stream::iter(actions)
             .for_each_concurrent(AT_ONCE, |(name, action)| async move {
-                if !self.busy.lock().insert(name.clone()) {
+                let Some(_busy) = self.try_busy(&name) else {
                     return;
-                }
+                };
                 match action {
                     Action::Claim => {
                         self.claim(node, local, &name, None).await;
@@ -300,7 +311,6 @@ impl Owner {
                     Action::StepDown => self.give_up(node, local, &name, GiveUp::StepDown).await,
                     Action::Nothing => {}
                 }
-                self.busy.lock().remove(&name);
             })
             .await;
         let owned_now = self.owned.lock().len();
@@ -344,16 +354,25 @@ impl Owner {
         local: &Arc<dyn Local>,
         name: &str,
     ) -> SpawnOutcome {
-        while !self.busy.lock().insert(name.to_string()) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let outcome = if self.owned.lock().contains_key(name) {
-            SpawnOutcome::Started
-        } else {
-            self.claim(node, local, name, Some(())).await
+        let _busy = loop {
+            match self.try_busy(name) {
+                Some(busy) => break busy,
+                None => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
         };
-        self.busy.lock().remove(name);
-        outcome
+        if self.owned.lock().contains_key(name) {
+            return SpawnOutcome::Started;
+        }
+        self.claim(node, local, name, Some(())).await
+    }
+
+    /// Marks `name` busy for as long as the guard lives; `None` if another operation on it
+    /// runs. (A guard, so that a cancelled operation does not leave the agent busy for ever.)
+    fn try_busy(&self, name: &str) -> Option<Busy<'_>> {
+        self.busy.lock().insert(name.to_string()).then(|| Busy {
+            owner: self,
+            name: name.to_string(),
+        })
     }
 
     /// Claims `name` and starts it here (see the module docs). `spawn` is set when this node
