@@ -171,9 +171,18 @@ impl Members {
         self.view
             .read()
             .values()
-            .filter(|beat| self.is_live(beat, now) && !beat.draining)
+            .filter(|beat| self.beat_is_live(beat, now) && !beat.draining)
             .map(|beat| beat.node.clone())
             .collect()
+    }
+
+    /// Whether `node` is live in the view (a node never seen is not).
+    pub(crate) fn is_live(&self, node: &str) -> bool {
+        let now = now_ms();
+        self.view
+            .read()
+            .get(node)
+            .is_some_and(|beat| self.beat_is_live(beat, now))
     }
 
     /// Every node in the view, live or not, with whether it is live.
@@ -182,11 +191,11 @@ impl Members {
         self.view
             .read()
             .values()
-            .map(|beat| (beat.clone(), self.is_live(beat, now)))
+            .map(|beat| (beat.clone(), self.beat_is_live(beat, now)))
             .collect()
     }
 
-    fn is_live(&self, beat: &Heartbeat, now: u64) -> bool {
+    fn beat_is_live(&self, beat: &Heartbeat, now: u64) -> bool {
         let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         now.saturating_sub(beat.at_ms) < ttl
     }

@@ -265,13 +265,34 @@ pub(crate) async fn forward(
                 None
             }
         };
+        // An owner whose heartbeat is stale (dead, paused, cut off) cannot answer; its lease
+        // runs out within a lease, and another node claims the agent: wait for that.
+        let owner = match owner {
+            Some(owner) if !node.members.is_live(&owner) => {
+                last = format!("`{owner}` holds it but looks dead (waiting for its lease to end)");
+                None
+            }
+            owner => owner,
+        };
         if let Some(owner) = owner {
             let remaining = deadline.saturating_duration_since(now);
-            let sent = tokio::time::timeout(
-                remaining,
-                node.client.request(subject(&owner), payload.clone()),
-            )
-            .await;
+            // Waits for the answer until the call's deadline (not the client's 10 s default,
+            // after which a resend could run the call twice on a slow but live owner), unless
+            // the owner's heartbeat goes stale meanwhile: then its lease is read again.
+            let request = async_nats::Request::new()
+                .payload(payload.clone())
+                .timeout(Some(remaining));
+            let sent = tokio::select! {
+                sent = tokio::time::timeout(
+                    remaining,
+                    node.client.send_request(subject(&owner), request),
+                ) => Some(sent),
+                () = owner_goes_stale(node, &owner) => None,
+            };
+            let Some(sent) = sent else {
+                last = format!("`{owner}` stopped answering (its heartbeat is stale)");
+                continue;
+            };
             match sent {
                 Err(_) => {
                     metrics::counter!(arbor_metrics::CLUSTER_REMOTE_CALLS, "outcome" => "unavailable")
@@ -308,6 +329,14 @@ pub(crate) async fn forward(
         }
         tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
         backoff = (backoff * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// Resolves once `owner`'s heartbeat is stale in this node's view (checked in memory, every
+/// 100 ms; the view follows the heartbeat bucket).
+async fn owner_goes_stale(node: &super::Node, owner: &str) {
+    while node.members.is_live(owner) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
