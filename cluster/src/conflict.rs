@@ -142,9 +142,13 @@ pub(crate) async fn update_checked(
     }
 }
 
+/// The header a KV delete or purge marker carries (async-nats keeps its name private).
+const KV_OPERATION: &str = "KV-Operation";
+
 /// The key's latest entry from the stream leader (a replica's direct get may lag): its
-/// revision and its value (`None` for a delete or purge marker).
-async fn latest_entry(
+/// revision and its value (`None` for a delete or purge marker); `None` if the key holds no
+/// entry at all.
+pub(crate) async fn latest_entry(
     store: &kv::Store,
     key: &str,
 ) -> Result<Option<(u64, Option<Bytes>)>, async_nats::Error> {
@@ -153,7 +157,7 @@ async fn latest_entry(
         Ok(message) => {
             let deleted = message
                 .headers
-                .get("KV-Operation")
+                .get(KV_OPERATION)
                 .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
             Ok(Some((
                 message.sequence,

@@ -35,15 +35,13 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::{self, kv, stream::LastRawMessageErrorKind};
+use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 
-use crate::conflict::{CasError, update_checked};
+use crate::conflict::{CasError, latest_entry, update_checked};
 use crate::names::encode_agent;
 
 const VALUE_PREFIX: &str = "arbor-lease/1 ";
-/// The header a KV delete or purge marker carries (async-nats keeps its name private).
-const KV_OPERATION: &str = "KV-Operation";
 
 /// Settings of the lease bucket.
 #[derive(Debug, Clone)]
@@ -268,27 +266,14 @@ impl Leases {
     /// which a lagging replica may answer with an older entry (a claim would then lose its
     /// CAS for nothing, and `get` would show a former owner).
     async fn latest(&self, agent: &str) -> Result<Option<Latest>, LeaseError> {
-        let subject = format!("{}{}", self.store.prefix, encode_agent(agent));
-        match self
-            .store
-            .stream
-            .get_last_raw_message_by_subject(&subject)
+        let latest = latest_entry(&self.store, &encode_agent(agent))
             .await
-        {
-            Ok(message) => {
-                let deleted = message
-                    .headers
-                    .get(KV_OPERATION)
-                    .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
-                Ok(Some(Latest {
-                    deleted,
-                    value: message.payload,
-                    revision: message.sequence,
-                }))
-            }
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(nats("read", agent, e)),
-        }
+            .map_err(|e| nats("read", agent, e))?;
+        Ok(latest.map(|(revision, value)| Latest {
+            deleted: value.is_none(),
+            value: value.unwrap_or_default(),
+            revision,
+        }))
     }
 
     /// Claims `agent` for `node` (see the module docs for when it succeeds).

@@ -126,14 +126,14 @@ use std::time::{Duration, Instant};
 use arbor_agent::agent::{Ack, Pending, Records};
 use arbor_agent::{JournalError, JournalStore};
 use arbor_vault::{AgentId, Checkpoint, CheckpointMeta, LatestValid, NewCheckpoint};
-use async_nats::jetstream::{self, kv, object_store, stream::LastRawMessageErrorKind};
+use async_nats::jetstream::{self, kv, object_store};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::conflict::{CasError, is_conflict, update_checked};
+use crate::conflict::{CasError, is_conflict, latest_entry, update_checked};
 use crate::log::{AgentWriter, EntryKind, JournalLog, LogConfig, LogError};
 use crate::names::encode_agent;
 
@@ -805,22 +805,9 @@ async fn latest_at(
     bucket: &kv::Store,
     key: &str,
 ) -> Result<(Option<Bytes>, u64), async_nats::Error> {
-    let subject = format!("{}{}", bucket.prefix, key);
-    match bucket
-        .stream
-        .get_last_raw_message_by_subject(&subject)
-        .await
-    {
-        Ok(message) => {
-            let deleted = message
-                .headers
-                .get("KV-Operation")
-                .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
-            Ok(((!deleted).then_some(message.payload), message.sequence))
-        }
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok((None, 0)),
-        Err(e) => Err(e.into()),
-    }
+    Ok(latest_entry(bucket, key)
+        .await?
+        .map_or((None, 0), |(revision, value)| (value, revision)))
 }
 
 /// How often `acquire` reads the log again after a concurrent purge left a gap.

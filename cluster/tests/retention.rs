@@ -165,43 +165,17 @@ async fn checkpoint_subjects(client: &async_nats::Client, agent: &str) -> Vec<St
 async fn damage_newest_checkpoint(client: &async_nats::Client, agent: &str) -> u64 {
     let js = async_nats::jetstream::new(client.clone());
     let bucket = js.get_key_value(CHECKPOINTS).await.expect("bucket");
-    // Read from the stream leader: a replica's direct get may not have the writer's last
-    // index yet (the writer may have just died).
-    let stream = js
-        .get_stream(format!("KV_{CHECKPOINTS}"))
-        .await
-        .expect("the bucket's stream");
-    let latest = |key: String| {
-        let stream = stream.clone();
-        async move {
-            stream
-                .get_last_raw_message_by_subject(&format!("$KV.{CHECKPOINTS}.{key}"))
-                .await
-                .expect("stored")
-        }
-    };
-    let index = loop {
-        let index = latest(agent.to_string()).await;
-        match bucket
-            .update(agent, index.payload.clone(), index.sequence)
-            .await
-        {
-            Ok(_) => break index.payload,
-            // The dead writer's last index write landed between the read and the update.
-            Err(e)
-                if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision
-                    || arbor_cluster::is_conflict(&e) =>
-            {
-                continue;
-            }
-            Err(e) => panic!("freeze the index: {e}"),
-        }
-    };
-    // The index: the owner's epoch and the positions that have a checkpoint.
-    let (_epoch, lsns): (u64, Vec<u64>) = rmp_serde::from_slice(&index).expect("the index");
+    let (_epoch, lsns) = support::rewrite_index(client, agent, None).await;
     let newest = lsns.into_iter().max().expect("a checkpoint");
     let key = format!("{agent}.{newest}");
-    let value = latest(key.clone()).await.payload;
+    let value = js
+        .get_stream(format!("KV_{CHECKPOINTS}"))
+        .await
+        .expect("the bucket's stream")
+        .get_last_raw_message_by_subject(&format!("$KV.{CHECKPOINTS}.{key}"))
+        .await
+        .expect("stored")
+        .payload;
     // The value ends with the zstd state (inline: the counter's state is small).
     let mut damaged = value.to_vec();
     let last = damaged.len() - 1;

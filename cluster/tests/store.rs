@@ -12,7 +12,7 @@ use std::time::Duration;
 use arbor_agent::{AgentError, AgentSpec, AgentSystem, JournalError, JournalStore};
 use arbor_cluster::{JetStreamStore, StoreConfig, SyncError};
 use arbor_protocols::counter::{CounterMsg, CounterReply};
-use support::{REPLICAS, claim_when_free, setup};
+use support::{REPLICAS, claim_when_free, rewrite_index, setup};
 
 const LEASE: Duration = Duration::from_millis(800);
 
@@ -209,36 +209,6 @@ async fn former_owner_is_fenced_and_loses_nothing_acknowledged() {
     assert_eq!(count(&c_counter).await, 7);
 }
 
-/// Rewrites `agent`'s checkpoint index in the bucket, at its latest revision, as
-/// `(epoch, lsns)` from what it holds: `epoch` given, the positions kept. Returns the epoch
-/// it held.
-async fn rewrite_index(client: &async_nats::Client, agent: &str, epoch: Option<u64>) -> u64 {
-    let js = async_nats::jetstream::new(client.clone());
-    let bucket = js.get_key_value("arbor_checkpoints").await.expect("bucket");
-    let stream = js
-        .get_stream("KV_arbor_checkpoints")
-        .await
-        .expect("the bucket's stream");
-    // The writer's own index write of the checkpoint may still be on its way: read again.
-    for _ in 0..50 {
-        let index = stream
-            .get_last_raw_message_by_subject(&format!("$KV.arbor_checkpoints.{agent}"))
-            .await
-            .expect("an index");
-        let (held, lsns): (u64, Vec<u64>) = rmp_serde::from_slice(&index.payload).expect("decode");
-        let value = rmp_serde::to_vec(&(epoch.unwrap_or(held), lsns)).expect("encode");
-        if bucket
-            .update(agent, value.into(), index.sequence)
-            .await
-            .is_ok()
-        {
-            return held;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the index kept changing");
-}
-
 // A checkpoint index write whose reply was lost (a timeout, a connection cut just after the
 // server stored it) leaves the index one revision past what the writer knows; its next write
 // is refused as if another owner had claimed the index. The writer used to believe it and
@@ -263,7 +233,7 @@ async fn an_index_write_whose_reply_was_lost_does_not_fence_its_writer() {
     counter.checkpoint().await.expect("first checkpoint");
 
     // Our own write, landed without our writer learning its revision.
-    let held = rewrite_index(&s.client, agent, None).await;
+    let (held, _) = rewrite_index(&s.client, agent, None).await;
     assert_eq!(held, lease.epoch());
     inc(&counter, 2).await.expect("inc");
     counter

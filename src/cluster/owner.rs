@@ -122,6 +122,12 @@ pub(crate) struct Owner {
     last_sync: Mutex<Option<Instant>>,
 }
 
+/// The node and its runtime, while both exist and the runtime runs: the loops end when not.
+fn alive(node: &Weak<Node>, local: &Weak<dyn Local>) -> Option<(Arc<Node>, Arc<dyn Local>)> {
+    let (node, local) = (node.upgrade()?, local.upgrade()?);
+    (!local.is_stopped()).then_some((node, local))
+}
+
 /// One operation (claim, renewal, give-up) per agent at a time: see [`Owner::try_busy`].
 struct Busy<'a> {
     owner: &'a Owner,
@@ -159,12 +165,9 @@ impl Owner {
             let mut last_modules = Instant::now() - Duration::from_secs(60);
             let mut modules_here = usize::MAX;
             loop {
-                let (Some(n), Some(l)) = (node.upgrade(), local.upgrade()) else {
+                let Some((n, l)) = alive(&node, &local) else {
                     return;
                 };
-                if l.is_stopped() {
-                    return;
-                }
                 let tick = n.options.tick;
                 // A module added here (a candidate admitted, a spawn) goes up at the next tick,
                 // long before any promotion could swap an agent to it: a node that recovers
@@ -208,12 +211,9 @@ impl Owner {
         tokio::spawn(async move {
             let mut last_beat: Option<Instant> = None;
             loop {
-                let (Some(n), Some(l)) = (node.upgrade(), local.upgrade()) else {
+                let Some((n, l)) = alive(&node, &local) else {
                     return;
                 };
-                if l.is_stopped() {
-                    return;
-                }
                 let tick = n.options.tick;
                 if last_beat.is_none_or(|at| at.elapsed() >= n.options.lease / 3) {
                     let draining = n.owner.draining.load(Ordering::Acquire);

@@ -73,3 +73,37 @@ pub async fn claim_when_free(
         }
     }
 }
+
+/// Rewrites `agent`'s checkpoint index in the bucket `arbor_checkpoints` by compare-and-swap at
+/// its latest revision (read from the stream leader: a replica's direct get may lag the
+/// writer's last index), as `(epoch, lsns)`: `epoch` given, or the one it holds; the positions
+/// kept. A rewrite of what it holds freezes it: a dead writer's index write still in flight
+/// fails after it. The agent's own writer may be writing it at the same moment: read again.
+/// Returns the epoch and positions it held.
+pub async fn rewrite_index(
+    client: &async_nats::Client,
+    agent: &str,
+    epoch: Option<u64>,
+) -> (u64, Vec<u64>) {
+    let js = async_nats::jetstream::new(client.clone());
+    let bucket = js.get_key_value("arbor_checkpoints").await.expect("bucket");
+    let stream = js
+        .get_stream("KV_arbor_checkpoints")
+        .await
+        .expect("the bucket's stream");
+    let mut last = None;
+    for _ in 0..50 {
+        let index = stream
+            .get_last_raw_message_by_subject(&format!("$KV.arbor_checkpoints.{agent}"))
+            .await
+            .expect("an index");
+        let (held, lsns): (u64, Vec<u64>) = rmp_serde::from_slice(&index.payload).expect("decode");
+        let value = rmp_serde::to_vec(&(epoch.unwrap_or(held), &lsns)).expect("encode");
+        match bucket.update(agent, value.into(), index.sequence).await {
+            Ok(_) => return (held, lsns),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the index kept changing: {last:?}");
+}
