@@ -21,6 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::behaviour::{HostCalls, HostError};
 use crate::envelope::{Answer, check_msgpack};
 use crate::limits::Capabilities;
+use crate::tools::Tools;
 
 /// The host a behaviour handles one input with (see the module docs).
 pub struct Host(Kind);
@@ -37,6 +38,59 @@ impl Host {
     /// A host answering from `answers` (a journaled recording), in order; see [`ReplayHost`].
     pub fn replay(answers: Vec<Answer>) -> Host {
         Host(Kind::Replay(ReplayHost::new(answers)))
+    }
+
+    /// A host for a *candidate* shadow: like [`Host::replay`] for `now`, `random` and sends,
+    /// but tool calls are matched by content against `reference`, the tool calls the current
+    /// module made while replaying the same `answers` (in order, one per recorded tool answer).
+    /// A call equal to an unused reference call gets that call's recorded answer; a call to a
+    /// tool `tools` declares pure is performed; any other call is an unanswerable effect:
+    /// refused, remembered ([`ReplayHost::unanswerable`]), never performed. Recorded tool
+    /// answers the candidate did not ask for are not a divergence here (the callers compare
+    /// the calls themselves).
+    ///
+    /// ```
+    /// use arbor_agent::Host;
+    /// use arbor_agent::envelope::Answer;
+    /// use arbor_agent::tools::{Echo, Tools};
+    ///
+    /// let tools = Tools::new().with_pure("echo", Echo).with("mail", Echo);
+    /// let recorded = vec![Answer::Tool(Ok(vec![1])), Answer::Now(Ok(7))];
+    /// let reference = vec![("mail".to_string(), vec![0x90])];
+    /// let mut host = Host::replay_against(recorded, reference, tools);
+    /// assert_eq!(host.call_tool("echo", &[0xc3]), Ok(vec![0xc3])); // pure: performed
+    /// assert!(host.call_tool("mail", &[0xc2]).is_err()); // not production's call
+    /// assert_eq!(host.call_tool("mail", &[0x90]), Ok(vec![1])); // production's: recorded
+    /// assert_eq!(host.now(), Ok(7));
+    /// let replayed = host.replayed().unwrap();
+    /// assert_eq!(replayed.unanswerable(), &[("mail".to_string(), vec![0xc2])]);
+    /// assert_eq!(replayed.divergence(), None);
+    /// ```
+    pub fn replay_against(
+        answers: Vec<Answer>,
+        reference: Vec<(String, Vec<u8>)>,
+        tools: Tools,
+    ) -> Host {
+        let mut rest = Vec::with_capacity(answers.len());
+        let mut recorded = Vec::new();
+        let mut reference = reference.into_iter();
+        for answer in answers {
+            match answer {
+                Answer::Tool(result) => {
+                    if let Some((tool, args)) = reference.next() {
+                        recorded.push(Some((tool, args, result)));
+                    }
+                }
+                other => rest.push(other),
+            }
+        }
+        let mut host = ReplayHost::new(rest);
+        host.against = Some(Against {
+            recorded,
+            tools,
+            unanswerable: Vec::new(),
+        });
+        Host(Kind::Replay(host))
     }
 
     /// A host answering with `calls`.
@@ -295,6 +349,41 @@ pub struct ReplayHost {
     diverged: Option<String>,
     sends: Vec<(String, Vec<u8>)>,
     tool_calls: Vec<(String, Vec<u8>)>,
+    /// Tool calls matched by content ([`Host::replay_against`]).
+    against: Option<Against>,
+}
+
+/// A reference call (tool, arguments) and production's recorded answer to it.
+type Recorded = (String, Vec<u8>, Result<Vec<u8>, HostError>);
+
+/// A candidate's tool answers: the reference's calls with their recorded answers (`None` once
+/// used), the host's tools (the pure ones run), and the calls nobody could answer.
+struct Against {
+    recorded: Vec<Option<Recorded>>,
+    tools: Tools,
+    unanswerable: Vec<(String, Vec<u8>)>,
+}
+
+impl Against {
+    fn call(&mut self, name: &str, args: &[u8]) -> Result<Vec<u8>, HostError> {
+        let same = self
+            .recorded
+            .iter_mut()
+            .find(|slot| matches!(slot, Some((tool, a, _)) if tool == name && a == args));
+        if let Some(slot) = same
+            && let Some((_, _, answer)) = slot.take()
+        {
+            return answer;
+        }
+        if self.tools.is_pure(name) {
+            return self.tools.call(name, args);
+        }
+        self.unanswerable.push((name.to_string(), args.to_vec()));
+        Err(HostError::Refused(format!(
+            "unanswerable effect: production did not call `{name}` with these arguments, \
+             and it is not a pure tool"
+        )))
+    }
 }
 
 impl ReplayHost {
@@ -304,7 +393,16 @@ impl ReplayHost {
             diverged: None,
             sends: Vec::new(),
             tool_calls: Vec::new(),
+            against: None,
         }
+    }
+
+    /// Tool calls that were neither production's (by content) nor to a pure tool: effects a
+    /// shadow cannot be answered for, refused and never performed ([`Host::replay_against`]).
+    pub fn unanswerable(&self) -> &[(String, Vec<u8>)] {
+        self.against
+            .as_ref()
+            .map_or(&[], |against| &against.unanswerable)
     }
 
     /// The sends the behaviour made that the recording accepted (recipient, message), in order.
@@ -383,6 +481,9 @@ impl HostCalls for ReplayHost {
 
     fn call_tool(&mut self, name: &str, args: &[u8]) -> Result<Vec<u8>, HostError> {
         self.tool_calls.push((name.to_string(), args.to_vec()));
+        if let Some(against) = &mut self.against {
+            return against.call(name, args);
+        }
         match self.next("call_tool") {
             Some(Answer::Tool(answer)) => answer,
             _ => Err(Self::refused()),

@@ -75,9 +75,21 @@ impl ToolError {
 }
 
 /// The tools a host offers, by name.
+///
+/// A tool the host declares *pure* ([`Tools::with_pure`]: deterministic, no side effects, its
+/// answer a function of its arguments alone) may run for an evaluation's candidate shadow that
+/// calls it with arguments production did not use; any other tool is only ever answered from
+/// production's recording, and a call production did not make is an unanswerable effect,
+/// reported and never performed.
 #[derive(Clone, Default)]
 pub struct Tools {
-    by_name: BTreeMap<String, Arc<dyn Tool>>,
+    by_name: BTreeMap<String, Registered>,
+}
+
+#[derive(Clone)]
+struct Registered {
+    tool: Arc<dyn Tool>,
+    pure: bool,
 }
 
 impl Tools {
@@ -88,8 +100,37 @@ impl Tools {
 
     /// Adds (or replaces) the tool `name`.
     pub fn with(mut self, name: impl Into<String>, tool: impl Tool) -> Tools {
-        self.by_name.insert(name.into(), Arc::new(tool));
+        let tool = Registered {
+            tool: Arc::new(tool),
+            pure: false,
+        };
+        self.by_name.insert(name.into(), tool);
         self
+    }
+
+    /// Adds (or replaces) the tool `name`, declared pure: deterministic and without side
+    /// effects, so a shadow may run it (see [`Tools`]). The declaration is the host's promise;
+    /// arbor cannot check it.
+    ///
+    /// ```
+    /// use arbor_agent::tools::{Calculator, Echo, Tools};
+    /// let tools = Tools::new().with_pure("calculator", Calculator).with("echo", Echo);
+    /// assert!(tools.is_pure("calculator"));
+    /// assert!(!tools.is_pure("echo"));
+    /// assert!(!tools.is_pure("missing"));
+    /// ```
+    pub fn with_pure(mut self, name: impl Into<String>, tool: impl Tool) -> Tools {
+        let tool = Registered {
+            tool: Arc::new(tool),
+            pure: true,
+        };
+        self.by_name.insert(name.into(), tool);
+        self
+    }
+
+    /// Whether `name` is a tool declared pure.
+    pub fn is_pure(&self, name: &str) -> bool {
+        self.by_name.get(name).is_some_and(|t| t.pure)
     }
 
     /// The tool names.
@@ -103,7 +144,7 @@ impl Tools {
             .by_name
             .get(name)
             .ok_or_else(|| HostError::NoSuchTool(name.into()))?;
-        tool.call(args).map_err(|error| HostError::ToolFailed {
+        tool.tool.call(args).map_err(|error| HostError::ToolFailed {
             tool: name.into(),
             reason: error.chain(),
         })

@@ -4,13 +4,16 @@
 //! An instance is a behaviour outside the agent directory and outside the journal. It handles
 //! an input with a [`Host`] holding the answers production's host gave for that input: `now`,
 //! `random` and tool calls return production's recorded values, and sends are captured, never
-//! delivered. What a run did comes back as a [`Run`], which is plain data: a node that runs
+//! delivered. A candidate's tool calls are matched against the control's by content
+//! ([`Instance::run_against`]): tools the host declares pure run, other calls production did
+//! not make are unanswerable effects, reported and never performed. What a run did comes back as a [`Run`], which is plain data: a node that runs
 //! shadows for another sends it back over the network, and the comparison happens where the
 //! arbiter is.
 
 use std::time::{Duration, Instant};
 
 use arbor_agent::envelope::Answer;
+use arbor_agent::tools::Tools;
 use arbor_agent::wasm::{AgentLimits, Capabilities};
 use arbor_agent::{AgentSystem, Behaviour, BehaviourError, BehaviourId, Host, MirroredStatus};
 use serde::{Deserialize, Serialize};
@@ -57,6 +60,11 @@ pub struct Run {
     pub sends: Vec<(String, Vec<u8>)>,
     /// The tool calls it made (tool, arguments), answered from the recording.
     pub tools: Vec<(String, Vec<u8>)>,
+    /// Tool calls that were neither production's nor to a pure tool: effects nobody could
+    /// answer for a shadow, refused and never performed (only a candidate run, answered
+    /// against the control's calls, has them).
+    #[serde(default)]
+    pub unanswerable: Vec<(String, Vec<u8>)>,
     /// The run asked the host for something else than production did.
     pub divergence: Option<String>,
     /// The fuel it used (Wasm behaviours).
@@ -112,6 +120,8 @@ pub struct InstanceSpec {
 /// ```
 pub struct Instance {
     behaviour: Box<dyn Behaviour>,
+    /// The host's tools: a candidate's calls to the pure ones are performed.
+    tools: Tools,
 }
 
 impl Instance {
@@ -131,13 +141,33 @@ impl Instance {
         behaviour
             .restore(state)
             .map_err(|e| format!("{module} cannot restore the state: {e}"))?;
-        Ok(Instance { behaviour })
+        Ok(Instance {
+            behaviour,
+            tools: system.tools(),
+        })
     }
 
     /// Handles `payload` with production's recorded `answers`. A panic in the behaviour is a
     /// crash of this run, not of the caller.
     pub fn run(&mut self, payload: &[u8], answers: Vec<Answer>) -> Run {
-        let mut host = Host::replay(answers);
+        self.run_with(payload, Host::replay(answers))
+    }
+
+    /// Handles `payload` as a candidate: with production's recorded `answers`, its tool calls
+    /// matched against `reference`, the calls the current module made on the same input
+    /// ([`Host::replay_against`]: pure tools run, other calls production did not make are
+    /// [`Run::unanswerable`]).
+    pub fn run_against(
+        &mut self,
+        payload: &[u8],
+        answers: Vec<Answer>,
+        reference: Vec<(String, Vec<u8>)>,
+    ) -> Run {
+        let host = Host::replay_against(answers, reference, self.tools.clone());
+        self.run_with(payload, host)
+    }
+
+    fn run_with(&mut self, payload: &[u8], mut host: Host) -> Run {
         let started = Instant::now();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.behaviour.handle(payload, &mut host)
@@ -156,6 +186,9 @@ impl Instance {
             sends: replayed.map(|r| r.sends().to_vec()).unwrap_or_default(),
             tools: replayed
                 .map(|r| r.tool_calls().to_vec())
+                .unwrap_or_default(),
+            unanswerable: replayed
+                .map(|r| r.unanswerable().to_vec())
                 .unwrap_or_default(),
             divergence: replayed.and_then(|r| r.divergence()),
             fuel: cost.fuel,
@@ -216,6 +249,14 @@ pub trait RemoteInstance: Send {
     fn node(&self) -> &str;
     /// [`Instance::run`] there.
     fn run(&mut self, payload: &[u8], answers: Vec<Answer>) -> Result<Run, InstanceError>;
+    /// [`Instance::run_against`] there (with that node's tools: a cluster's nodes must
+    /// declare the same pure tools).
+    fn run_against(
+        &mut self,
+        payload: &[u8],
+        answers: Vec<Answer>,
+        reference: Vec<(String, Vec<u8>)>,
+    ) -> Result<Run, InstanceError>;
     /// [`Instance::snapshot`] there.
     fn snapshot(&mut self) -> Result<Vec<u8>, InstanceError>;
 }

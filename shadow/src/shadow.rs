@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use arbor_agent::envelope::Answer;
+use arbor_agent::tools::Tools;
 use arbor_agent::wasm::{AgentLimits, Capabilities};
 use arbor_agent::{AgentSystem, BehaviourId};
 
@@ -205,6 +206,23 @@ impl Shadow {
         }
     }
 
+    /// [`Shadow::run`] as a candidate: tool calls answered against `reference`, the control's
+    /// calls on the same input ([`Instance::run_against`]).
+    pub(crate) fn run_against(
+        &mut self,
+        payload: &[u8],
+        answers: Vec<Answer>,
+        reference: Vec<(String, Vec<u8>)>,
+    ) -> Result<Run, InstanceError> {
+        self.age += 1;
+        match &mut self.instance {
+            Placed::Here(instance) => Ok(instance.run_against(payload, answers, reference)),
+            Placed::There(instance, lost) => {
+                lost.note(instance.run_against(payload, answers, reference))
+            }
+        }
+    }
+
     pub(crate) fn snapshot(&mut self) -> Result<Vec<u8>, InstanceError> {
         match &mut self.instance {
             Placed::Here(instance) => Ok(instance.snapshot()?),
@@ -220,8 +238,11 @@ pub(crate) type Effects = [(String, Vec<u8>)];
 pub(crate) struct Side<'a> {
     pub(crate) ended: &'a Ended,
     pub(crate) sends: &'a Effects,
-    /// `None` where unknown (production does not report its tool arguments).
+    /// `None` where unknown (production does not report its tool arguments). Calls to pure
+    /// tools are left out: they may differ ([`effects`]).
     pub(crate) tools: Option<&'a Effects>,
+    /// Tool calls nobody could answer ([`Run::unanswerable`]).
+    pub(crate) unanswerable: &'a Effects,
     /// The run asked the host for something else than production did.
     pub(crate) asked_otherwise: Option<&'a str>,
 }
@@ -234,6 +255,7 @@ impl<'a> Side<'a> {
             ended,
             sends,
             tools: None,
+            unanswerable: &[],
             asked_otherwise: None,
         }
     }
@@ -243,9 +265,42 @@ impl<'a> Side<'a> {
             ended: &run.ended,
             sends: &run.sends,
             tools: Some(&run.tools),
+            unanswerable: &run.unanswerable,
             asked_otherwise: run.divergence.as_deref(),
         }
     }
+
+    /// A run's side with its calls to pure tools left out (`effects`: [`effects`] of it).
+    pub(crate) fn effects_of(run: &'a Run, effects: &'a Effects) -> Side<'a> {
+        Side {
+            tools: Some(effects),
+            ..Side::of(run)
+        }
+    }
+}
+
+/// The tool calls of `run` that are effects: calls to tools the host has not declared pure.
+/// Calls to pure tools may differ between candidate and control (a candidate may compute
+/// otherwise, or cache); only the replies they lead to are compared.
+pub(crate) fn effects(run: &Run, tools: &Tools) -> Vec<(String, Vec<u8>)> {
+    run.tools
+        .iter()
+        .filter(|(tool, _)| !tools.is_pure(tool))
+        .cloned()
+        .collect()
+}
+
+/// The divergence of a run that made tool calls nobody could answer.
+fn unanswerable(calls: &Effects) -> String {
+    let names: Vec<String> = calls
+        .iter()
+        .map(|(tool, args)| format!("`{tool}`({})", render(args, 60)))
+        .collect();
+    format!(
+        "{} unanswerable effect(s), refused and not performed: {}",
+        calls.len(),
+        names.join(", ")
+    )
 }
 
 /// What differs between a reference run and another run of the same input, if anything.
@@ -261,6 +316,8 @@ pub(crate) fn difference(
     let tools_differ = matches!((reference.tools, other.tools), (Some(a), Some(b)) if a != b);
     let what = if let Some(why) = other.asked_otherwise {
         Some(("imports", why.to_string()))
+    } else if !other.unanswerable.is_empty() {
+        Some(("effects", unanswerable(other.unanswerable)))
     } else {
         match (expected, got) {
             (Ended::Replied(a), Ended::Replied(b)) => {
@@ -301,6 +358,8 @@ pub(crate) struct Pair {
     pub(crate) rules: Rules,
     pub(crate) tally: Tally,
     since_state_check: u64,
+    /// The host's tools (which are pure), read once.
+    tools: Tools,
 }
 
 impl Pair {
@@ -316,12 +375,13 @@ impl Pair {
         let control = factory.seeded(control, state)?;
         let candidate = factory.migrated(candidate, state)?;
         Ok(Pair {
-            factory,
             control,
             candidate,
             rules,
             tally: Tally::default(),
             since_state_check: 0,
+            tools: factory.system.tools(),
+            factory,
         })
     }
 
@@ -345,11 +405,21 @@ impl Pair {
         live: bool,
     ) -> Result<Run, String> {
         let lost = |e: InstanceError| e.to_string();
-        let (control, candidate) = if seq.is_multiple_of(2) {
+        // The candidate's tool calls are answered against the control's (pure tools run,
+        // production's own calls get their recorded answers), so the control runs first when
+        // production called tools; otherwise the control makes no calls either (it replays
+        // production), and the order alternates so neither always runs on a warmer cache.
+        let called_tools = answers.iter().any(|a| matches!(a, Answer::Tool(_)));
+        let (control, candidate) = if called_tools || seq.is_multiple_of(2) {
             let control = self.control.run(payload, answers.clone()).map_err(lost)?;
-            (control, self.candidate.run(payload, answers).map_err(lost)?)
+            let reference = control.tools.clone();
+            let candidate = self.candidate.run_against(payload, answers, reference);
+            (control, candidate.map_err(lost)?)
         } else {
-            let candidate = self.candidate.run(payload, answers.clone()).map_err(lost)?;
+            let candidate = self
+                .candidate
+                .run_against(payload, answers.clone(), Vec::new());
+            let candidate = candidate.map_err(lost)?;
             (self.control.run(payload, answers).map_err(lost)?, candidate)
         };
         let tally = &mut self.tally;
@@ -368,15 +438,20 @@ impl Pair {
         }
         let candidate_dead = matches!(candidate.ended, Ended::Crashed(_));
         self.score(&kind, payload, &control, &candidate);
+        let (control_effects, candidate_effects) = (
+            effects(&control, &self.tools),
+            effects(&candidate, &self.tools),
+        );
         let divergence = difference(
             seq,
             payload,
-            Side::of(&control),
-            Side::of(&candidate),
+            Side::effects_of(&control, &control_effects),
+            Side::effects_of(&candidate, &candidate_effects),
             &self.rules.ignore,
         );
         if let Some(divergence) = divergence {
-            self.judge_difference(divergence, payload, &control, &candidate);
+            let effects_differ = control_effects != candidate_effects;
+            self.judge_difference(divergence, payload, &control, &candidate, effects_differ);
         }
         if matches!(control.ended, Ended::Crashed(_)) {
             // The control's instance is gone; the caller re-seeds from production.
@@ -437,6 +512,7 @@ impl Pair {
         payload: &[u8],
         control: &Run,
         candidate: &Run,
+        effects_differ: bool,
     ) {
         let (Ended::Replied(a), Ended::Replied(b), "reply") =
             (&control.ended, &candidate.ended, divergence.what.as_str())
@@ -462,7 +538,9 @@ impl Pair {
                 // The reply is accepted; what else it did must still match.
                 let what = if control.sends != candidate.sends {
                     Some(("sends", format!("{} sends", candidate.sends.len())))
-                } else if control.tools != candidate.tools {
+                } else if !candidate.unanswerable.is_empty() {
+                    Some(("effects", unanswerable(&candidate.unanswerable)))
+                } else if effects_differ {
                     Some(("tools", "different tool calls or arguments".to_string()))
                 } else {
                     None
@@ -540,5 +618,238 @@ fn cannot_take(seq: u64, control: &[u8], reason: &str) -> Divergence {
         input: format!("state after input {seq}"),
         expected: render(control, 200),
         got: format!("the candidate cannot take the control's state: {reason}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The candidate's tool calls, row by row: production's own calls get their recorded
+    //! answers, pure tools run, any other call is an unanswerable effect (refused, never
+    //! performed, reported), and skipping an effect production made is a difference.
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use arbor_agent::behaviour::{Behaviour, BehaviourError};
+    use arbor_agent::tools::{Tool, ToolError};
+    use arbor_agent::{Host, HostError};
+
+    use super::*;
+
+    /// How a variant of the behaviour computes `2n` for an input `n`, and what it audits.
+    #[derive(Clone, Copy)]
+    enum Variant {
+        /// Production: `double(n)`, then `audit(n)`.
+        Production,
+        /// `double(n - 1) + 2` (a pure call with other arguments), then `audit(n)`.
+        OtherPureArgs,
+        /// `2n` without the tool, then `audit(n)`.
+        SkipsPure,
+        /// `double(n)`, then `audit(n + 1)`: an effect production never had.
+        OtherAudit,
+        /// `double(n)`, no audit.
+        SkipsAudit,
+        /// `double(n)`, `audit(n)`, then `audit(0)` again: one effect more.
+        ExtraAudit,
+    }
+
+    struct Doubler {
+        variant: Variant,
+        handled: u64,
+    }
+
+    fn arg(n: u64) -> Vec<u8> {
+        rmp_serde::to_vec(&n).unwrap()
+    }
+
+    impl Doubler {
+        fn tool(host: &mut Host, tool: &str, n: u64) -> Result<u64, BehaviourError> {
+            let out = host
+                .call_tool(tool, &arg(n))
+                .map_err(|e| BehaviourError::BadInput(e.to_string()))?;
+            rmp_serde::from_slice(&out).map_err(|e| BehaviourError::BadInput(e.to_string()))
+        }
+    }
+
+    impl Behaviour for Doubler {
+        fn handle(&mut self, input: &[u8], host: &mut Host) -> Result<Vec<u8>, BehaviourError> {
+            let n: u64 = rmp_serde::from_slice(input)
+                .map_err(|e| BehaviourError::BadInput(e.to_string()))?;
+            self.handled += 1;
+            let doubled = match self.variant {
+                Variant::OtherPureArgs => Self::tool(host, "double", n - 1)? + 2,
+                Variant::SkipsPure => 2 * n,
+                _ => Self::tool(host, "double", n)?,
+            };
+            match self.variant {
+                Variant::OtherAudit => drop(Self::tool(host, "audit", n + 1)?),
+                Variant::SkipsAudit => {}
+                Variant::ExtraAudit => {
+                    Self::tool(host, "audit", n)?;
+                    Self::tool(host, "audit", 0)?;
+                }
+                _ => drop(Self::tool(host, "audit", n)?),
+            }
+            Ok(rmp_serde::to_vec(&doubled).unwrap())
+        }
+
+        fn snapshot(&mut self) -> Result<Vec<u8>, BehaviourError> {
+            Ok(rmp_serde::to_vec(&self.handled).unwrap())
+        }
+
+        fn restore(&mut self, state: &[u8]) -> Result<(), BehaviourError> {
+            self.handled = rmp_serde::from_slice(state)
+                .map_err(|e| BehaviourError::BadInput(e.to_string()))?;
+            Ok(())
+        }
+
+        fn describe(&self) -> String {
+            "doubler".into()
+        }
+    }
+
+    /// `double` (pure): `2n`. `audit` (an effect): counts its calls, answers `n`.
+    struct Double(Arc<AtomicU64>);
+    struct Audit(Arc<AtomicU64>);
+
+    impl Tool for Double {
+        fn call(&self, args: &[u8]) -> Result<Vec<u8>, ToolError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            let n: u64 = rmp_serde::from_slice(args).map_err(ToolError::BadArguments)?;
+            Ok(arg(2 * n))
+        }
+    }
+
+    impl Tool for Audit {
+        fn call(&self, args: &[u8]) -> Result<Vec<u8>, ToolError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(args.to_vec())
+        }
+    }
+
+    /// Runs 20 inputs through a pair of production and `variant`, with production's recorded
+    /// answers; returns the tally and how often each tool really ran.
+    fn pair_run(variant: Variant) -> (Tally, u64, u64) {
+        let (doubles, audits) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let mut builder = AgentSystem::builder().tools(
+            Tools::new()
+                .with_pure("double", Double(Arc::clone(&doubles)))
+                .with("audit", Audit(Arc::clone(&audits))),
+        );
+        for (name, variant) in [("production", Variant::Production), ("candidate", variant)] {
+            builder = builder.native(name, move || {
+                Box::new(Doubler {
+                    variant,
+                    handled: 0,
+                }) as Box<dyn Behaviour>
+            });
+        }
+        let system = builder.build().unwrap();
+        let capabilities = Capabilities::all(["double".to_string(), "audit".to_string()]);
+        let factory = Factory::new(
+            system,
+            &AgentLimits::default(),
+            capabilities,
+            &ShadowLimits::default(),
+            MigrationRule::Preserve,
+            Place::Here,
+        )
+        .unwrap();
+        let rules = Rules {
+            ignore: Vec::new(),
+            comparator: None,
+            judges: Default::default(),
+        };
+        let mut pair = Pair::seeded(
+            factory,
+            &BehaviourId::Native("production".into()),
+            &BehaviourId::Native("candidate".into()),
+            &arg(0),
+            rules,
+        )
+        .unwrap();
+        let policy = Policy::default();
+        for n in 1..=20u64 {
+            // What production's host recorded for this input: its two tool answers.
+            let answers = vec![Answer::Tool(Ok(arg(2 * n))), Answer::Tool(Ok(arg(n)))];
+            let control = pair.step(n, &arg(n), answers, &policy, false).unwrap();
+            assert!(control.divergence.is_none(), "{control:?}");
+        }
+        (
+            pair.tally.clone(),
+            doubles.load(Ordering::SeqCst),
+            audits.load(Ordering::SeqCst),
+        )
+    }
+
+    fn whats(tally: &Tally) -> Vec<&str> {
+        tally.divergences.iter().map(|d| d.what.as_str()).collect()
+    }
+
+    #[test]
+    fn production_against_itself_runs_no_tool() {
+        let (tally, doubles, audits) = pair_run(Variant::Production);
+        assert_eq!(tally.mismatch_count(), 0, "{:?}", tally.divergences);
+        assert_eq!((doubles, audits), (0, 0));
+    }
+
+    #[test]
+    fn a_pure_tool_with_other_arguments_runs_and_only_the_reply_counts() {
+        let (tally, doubles, audits) = pair_run(Variant::OtherPureArgs);
+        assert_eq!(tally.mismatch_count(), 0, "{:?}", tally.divergences);
+        assert_eq!((doubles, audits), (20, 0));
+    }
+
+    #[test]
+    fn skipping_a_pure_tool_is_no_difference() {
+        let (tally, doubles, audits) = pair_run(Variant::SkipsPure);
+        assert_eq!(tally.mismatch_count(), 0, "{:?}", tally.divergences);
+        assert_eq!((doubles, audits), (0, 0));
+    }
+
+    #[test]
+    fn an_effect_production_did_not_make_is_reported_and_never_performed() {
+        for variant in [Variant::OtherAudit, Variant::ExtraAudit] {
+            let (tally, _, audits) = pair_run(variant);
+            assert_eq!(audits, 0, "an unanswerable effect was performed");
+            assert_eq!(tally.mismatches, 20);
+            assert!(
+                whats(&tally).iter().all(|w| *w == "effects"),
+                "{:?}",
+                tally.divergences
+            );
+            let example = &tally.divergences[0];
+            assert!(example.got.contains("unanswerable effect"), "{example:?}");
+            assert!(example.got.contains("`audit`"), "{example:?}");
+        }
+    }
+
+    #[test]
+    fn skipping_an_effect_production_made_is_a_difference() {
+        let (tally, doubles, audits) = pair_run(Variant::SkipsAudit);
+        assert_eq!((doubles, audits), (0, 0));
+        assert_eq!(tally.mismatches, 20);
+        assert!(
+            whats(&tally).iter().all(|w| *w == "tools"),
+            "{:?}",
+            tally.divergences
+        );
+    }
+
+    #[test]
+    fn unanswerable_calls_are_refused_to_the_candidate() {
+        let mut host = Host::replay_against(
+            vec![Answer::Tool(Ok(arg(1)))],
+            vec![("audit".into(), arg(1))],
+            Tools::new(),
+        );
+        assert!(matches!(
+            host.call_tool("audit", &arg(2)),
+            Err(HostError::Refused(_))
+        ));
+        assert_eq!(host.call_tool("audit", &arg(1)), Ok(arg(1)));
+        // Production's answer is used once.
+        assert!(host.call_tool("audit", &arg(1)).is_err());
+        assert_eq!(host.replayed().unwrap().unanswerable().len(), 2);
     }
 }

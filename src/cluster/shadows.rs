@@ -57,6 +57,10 @@ enum Request {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
         answers: Vec<Answer>,
+        /// Set for a candidate: the control's tool calls to answer its calls against
+        /// (`Instance::run_against`).
+        #[serde(default)]
+        reference: Option<Vec<(String, Vec<u8>)>>,
     },
     /// Instance `id`'s state.
     Snapshot { id: u64 },
@@ -234,8 +238,12 @@ async fn answer(
                 id,
                 payload,
                 answers,
+                reference,
             } => match held.get(id) {
-                Some(instance) => Reply::Ran(instance.lock().run(&payload, answers)),
+                Some(instance) => Reply::Ran(match reference {
+                    Some(reference) => instance.lock().run_against(&payload, answers, reference),
+                    None => instance.lock().run(&payload, answers),
+                }),
                 None => Reply::Failed(format!("no shadow instance {id} here")),
             },
             Request::Snapshot { id } => match held.get(id) {
@@ -371,6 +379,14 @@ impl Remote {
             .map_err(|reason| self.lost(reason))
     }
 
+    fn ran(&self, request: Request) -> Result<Run, InstanceError> {
+        match self.ask(&request)? {
+            Reply::Ran(run) => Ok(run),
+            Reply::Failed(reason) => Err(self.lost(reason)),
+            other => Err(self.lost(format!("answered {other:?} to a run"))),
+        }
+    }
+
     fn lost(&self, reason: String) -> InstanceError {
         InstanceError::Node {
             node: self.node.clone(),
@@ -385,16 +401,26 @@ impl RemoteInstance for Remote {
     }
 
     fn run(&mut self, payload: &[u8], answers: Vec<Answer>) -> Result<Run, InstanceError> {
-        let request = Request::Run {
+        self.ran(Request::Run {
             id: self.id,
             payload: payload.to_vec(),
             answers,
-        };
-        match self.ask(&request)? {
-            Reply::Ran(run) => Ok(run),
-            Reply::Failed(reason) => Err(self.lost(reason)),
-            other => Err(self.lost(format!("answered {other:?} to a run"))),
-        }
+            reference: None,
+        })
+    }
+
+    fn run_against(
+        &mut self,
+        payload: &[u8],
+        answers: Vec<Answer>,
+        reference: Vec<(String, Vec<u8>)>,
+    ) -> Result<Run, InstanceError> {
+        self.ran(Request::Run {
+            id: self.id,
+            payload: payload.to_vec(),
+            answers,
+            reference: Some(reference),
+        })
     }
 
     fn snapshot(&mut self) -> Result<Vec<u8>, InstanceError> {

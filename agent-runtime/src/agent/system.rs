@@ -20,6 +20,7 @@ use super::spec::{AgentSpec, agent_id};
 use super::steps::{Steps, steps};
 use crate::behaviour::Behaviour;
 use crate::envelope::BehaviourId;
+use crate::tools::Tools;
 use crate::wasm::{AgentLimits, Capabilities, WasmHost};
 
 /// The agents of one host and what they share: one Wasm engine, one journal (WAL + vault, or
@@ -138,6 +139,11 @@ impl AgentSystem {
             .names()
             .map(str::to_string)
             .collect()
+    }
+
+    /// The host's tools (the shadows of an evaluation run the pure ones: [`Tools`]).
+    pub fn tools(&self) -> Tools {
+        self.context.services.tools.clone()
     }
 
     /// Creates and starts a new agent: instantiates its behaviour, runs `init(config)`, and when
