@@ -322,7 +322,10 @@ impl ShadowNodes for Shadows {
                         .await
                         .map_err(|e| arbor_agent::report::chain(&e))?;
                 }
-                ask(&node.client, on, &Request::Open(spec), timeout).await
+                // An open may fetch the module from the store and compile it first: work no
+                // instance deadline bounds, given its own allowance.
+                let open_timeout = timeout + OPEN_ALLOWANCE;
+                ask(&node.client, on, &Request::Open(spec), open_timeout).await
             })
             .map_err(lost)?;
         match opened {
@@ -338,6 +341,10 @@ impl ShadowNodes for Shadows {
         }
     }
 }
+
+/// What an open may take beyond [`request_timeout`]: fetching the module from the store and
+/// compiling it on a loaded node (seen to pass 10 s on a busy 2-core CI machine).
+const OPEN_ALLOWANCE: Duration = Duration::from_secs(50);
 
 /// How long a request to a shadow node may take: the instance's deadline (a run, a snapshot
 /// or a restore each get that much) and a margin for the network and the node's queue.
