@@ -99,13 +99,8 @@ impl Tools {
     }
 
     /// Adds (or replaces) the tool `name`.
-    pub fn with(mut self, name: impl Into<String>, tool: impl Tool) -> Tools {
-        let tool = Registered {
-            tool: Arc::new(tool),
-            pure: false,
-        };
-        self.by_name.insert(name.into(), tool);
-        self
+    pub fn with(self, name: impl Into<String>, tool: impl Tool) -> Tools {
+        self.register(name.into(), Arc::new(tool), false)
     }
 
     /// Adds (or replaces) the tool `name`, declared pure: deterministic and without side
@@ -119,12 +114,12 @@ impl Tools {
     /// assert!(!tools.is_pure("echo"));
     /// assert!(!tools.is_pure("missing"));
     /// ```
-    pub fn with_pure(mut self, name: impl Into<String>, tool: impl Tool) -> Tools {
-        let tool = Registered {
-            tool: Arc::new(tool),
-            pure: true,
-        };
-        self.by_name.insert(name.into(), tool);
+    pub fn with_pure(self, name: impl Into<String>, tool: impl Tool) -> Tools {
+        self.register(name.into(), Arc::new(tool), true)
+    }
+
+    fn register(mut self, name: String, tool: Arc<dyn Tool>, pure: bool) -> Tools {
+        self.by_name.insert(name, Registered { tool, pure });
         self
     }
 
